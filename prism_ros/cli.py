@@ -1,0 +1,210 @@
+"""``prism-ros``: the command-line entry point.
+
+Subcommands
+  demo   run the filter on the built-in synthetic sequence and print a summary
+  run    run the filter on a dataset folder (TUM RGB-D or 7-Scenes layout)
+  node   the ROS 2 node            (prism_ros.ros.node:main, needs rclpy)
+  play   the dataset -> ROS player (prism_ros.ros.player:main, needs rclpy)
+
+Commands that live in other modules are registered in :data:`LAZY_COMMANDS`
+and imported only when used, so the CLI works without ROS installed.  To add
+one (e.g. ``bench``), add ``name: ("module.path", "function", "help")``; the
+function takes the remaining argument list and returns an exit code.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad arguments or configuration.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+__all__ = ["main", "build_parser", "LAZY_COMMANDS", "config_from_args", "print_summary"]
+
+#: name -> (module, function, one-line help); the function gets the remaining argv.
+LAZY_COMMANDS: Dict[str, Tuple[str, str, str]] = {
+    "node": ("prism_ros.ros.node", "main", "run the PRISM ROS 2 node (needs rclpy; arguments go to the node)"),
+    "play": ("prism_ros.ros.player", "main", "publish a dataset as ROS 2 topics (needs rclpy; arguments go to the player)"),
+}
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _assignment(text: str) -> Tuple[str, Any]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    name, value = text.split("=", 1)
+    name = name.strip()
+    if not name:
+        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError:
+        parsed = value
+    return name, parsed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prism-ros",
+        description="PRISM probabilistic dense RGB-D SLAM: offline runner, demo and ROS 2 entry points.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="YAML", help="parameters file (ROS 2 '/**: ros__parameters:' layout); default: config/prism.yaml")
+    common.add_argument("--set", metavar="NAME=VALUE", action="append", type=_assignment, default=[],
+                        help="override one parameter (repeatable), e.g. --set voxel_size_m=0.01")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--no-report", action="store_true", help="skip report.png")
+
+    p = sub.add_parser("demo", parents=[common], help="run on the built-in synthetic sequence and print a summary",
+                       description="Run PRISM on the synthetic sequence (exact ground truth and SDF) and print "
+                                   "ATE, map SDF RMSE, both calibration figures and FPS.")
+    p.add_argument("--out", metavar="DIR", default=os.path.join("prism_out", "demo"), help="output folder (default: %(default)s)")
+    p.add_argument("--frames", metavar="N", type=_pos_int, default=None, help="number of frames (default: the whole sequence)")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", parents=[common], help="run on a dataset folder (TUM RGB-D or 7-Scenes layout)",
+                       description="Run PRISM on a dataset and write trajectory.tum, groundtruth.tum, covariances.npz, "
+                                   "metrics.json, map.ply, report.png and config.yaml into --out.")
+    p.add_argument("path", metavar="PATH", help="dataset folder ('synthetic' for the built-in sequence)")
+    p.add_argument("--start", metavar="K", type=_nonneg_int, default=0, help="first frame, counted from the first frame present (default: 0)")
+    p.add_argument("--frames", metavar="N", type=_pos_int, default=None, help="number of frames (default: all)")
+    p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: prism_out/<dataset name>)")
+    p.set_defaults(func=_cmd_run)
+
+    for name, (_mod, _fn, help_) in LAZY_COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """PrismConfig from --config and --set; errors end the program with exit code 2."""
+    from prism_ros.config import ConfigError, PrismConfig
+
+    if args.config is not None and not os.path.isfile(args.config):
+        parser.error(f"--config: no such file: {args.config}")
+    overrides = dict(args.set or [])
+    try:
+        return PrismConfig.from_yaml(args.config, overrides)
+    except ConfigError as e:
+        parser.error(f"invalid configuration: {e}")
+    except Exception as e:  # unreadable YAML
+        parser.error(f"cannot read configuration {args.config}: {e}")
+
+
+def _fmt(m: Dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:.3f}", unit: str = "") -> str:
+    v = m.get(key)
+    if v is None:
+        return "n/a"
+    return fmt.format(v * scale) + unit
+
+
+def print_summary(m: Dict[str, Any], out_dir: str, cfg=None, file=None) -> None:
+    """Human-readable summary of a run's metrics."""
+    file = file or sys.stdout
+    w = lambda s="": print(s, file=file)  # noqa: E731
+    w(f"prism-ros: {m.get('frames')} frames of {m.get('dataset')} -> {out_dir}")
+    if m.get("frames_skipped"):
+        w(f"  skipped frames         {m['frames_skipped']} (unreadable)")
+    if "ate_rmse_m" in m:
+        w(f"  ATE RMSE               {_fmt(m, 'ate_rmse_m', 100, '{:.2f}', ' cm')}  (SE(3)-aligned, max {_fmt(m, 'ate_max_m', 100, '{:.2f}', ' cm')})")
+        w(f"  RPE frame-to-frame     {_fmt(m, 'rpe_trans_rmse_m', 1000, '{:.2f}', ' mm')}, {_fmt(m, 'rpe_rot_rmse_deg', 1, '{:.3f}', ' deg')}")
+    if "map_sdf_rmse_m" in m:
+        half_voxel = f" (half a voxel: {500 * cfg.voxel_size_m:.1f} mm)" if cfg is not None else ""
+        w(f"  map SDF RMSE           {_fmt(m, 'map_sdf_rmse_m', 1000, '{:.2f}', ' mm')}{half_voxel}")
+    if "map_coverage_2sigma" in m:
+        w(f"  map_coverage_2sigma    {_fmt(m, 'map_coverage_2sigma')}  (ideal 0.954; {m.get('map_eval_voxels')} voxels with |SDF| < {_fmt(m, 'map_eval_band_m', 100, '{:.1f}', ' cm')})")
+    if "pose_coverage_95" in m:
+        w(f"  pose_coverage_95       {_fmt(m, 'pose_coverage_95')}  (ideal 0.95; consecutive relative motions)")
+    w(f"  tracking failures      {m.get('tracking_failures')}")
+    w(f"  speed                  {_fmt(m, 'fps', 1, '{:.1f}')} fps filter, {_fmt(m, 'fps_total', 1, '{:.1f}')} fps with loading (warm-up {_fmt(m, 'warmup_s', 1, '{:.1f}', ' s')} excluded)")
+    st = m.get("stage_ms") or {}
+    if st:
+        w("  median stage ms        " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
+    w(f"  map                    {m.get('map_blocks')} blocks, {_fmt(m, 'map_memory_mb', 1, '{:.0f}', ' MB')}; peak RSS {_fmt(m, 'peak_rss_mb', 1, '{:.0f}', ' MB')}")
+    if os.path.isfile(os.path.join(out_dir, "groundtruth.tum")):
+        w(f"  check with             evo_ape tum {os.path.join(out_dir, 'groundtruth.tum')} {os.path.join(out_dir, 'trajectory.tum')} -a")
+
+
+def _run(dataset_path: str, start: int, frames: Optional[int], out: Optional[str], args, parser) -> int:
+    cfg = config_from_args(args, parser)
+    from prism_ros.datasets import open_dataset
+
+    try:
+        ds = open_dataset(dataset_path, start=start, frames=frames)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        parser.error(f"cannot open dataset {dataset_path!r}: {e}")
+    if len(ds) == 0:
+        parser.error(f"dataset {dataset_path!r} has no frames from --start {start}")
+    out_dir = out or os.path.join("prism_out", str(getattr(ds, "name", "run")).replace(os.sep, "_"))
+    from prism_ros.tools.runner import run_offline
+
+    m = run_offline(ds, cfg, out_dir, progress=not args.no_progress, report=not args.no_report)
+    print_summary(m, out_dir, cfg)
+    return 0
+
+
+def _cmd_demo(args, parser) -> int:
+    return _run("synthetic", 0, args.frames, args.out, args, parser)
+
+
+def _cmd_run(args, parser) -> int:
+    return _run(args.path, args.start, args.frames, args.out, args, parser)
+
+
+def _run_lazy(name: str, rest: List[str]) -> int:
+    mod_name, fn_name, _ = LAZY_COMMANDS[name]
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        missing = getattr(e, "name", "") or ""
+        if missing.split(".")[0] in ("rclpy", "rosbags") or missing.endswith("_msgs") or missing.startswith("rmw"):
+            print(f"prism-ros {name}: needs ROS 2 Python packages ({e}).\n"
+                  f"  install them with: pip install '.[ros]'  (or source a ROS 2 installation)", file=sys.stderr)
+        else:
+            print(f"prism-ros {name}: not available ({e})", file=sys.stderr)
+        return 1
+    rc = getattr(mod, fn_name)(list(rest))
+    return int(rc or 0)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LAZY_COMMANDS:
+        return _run_lazy(argv[0], argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args, parser) or 0)
+    except KeyboardInterrupt:
+        print("prism-ros: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Plain data types exchanged between the filter core, the tools and the ROS node."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import numpy as np
+
+__all__ = ["Control", "StepResult"]
+
+
+@dataclass
+class Control:
+    """A motion increment used as a control in the dynamics (IMU or odometry).
+
+    ``T_prev_curr`` maps the current camera frame into the previous one (the camera's
+    motion since the previous filter step).  ``cov`` is its 6x6 covariance in the
+    right-perturbation convention T = T_prev_curr * Exp(xi), xi = (rho, phi),
+    translation first.
+    """
+
+    T_prev_curr: np.ndarray
+    cov: np.ndarray
+
+
+@dataclass
+class StepResult:
+    """What one filter step returns.
+
+    Conventions (see README "Conventions"):
+      * ``T_w_c``: 4x4 camera-to-world pose (maps camera points into the world frame).
+      * ``pose_cov``: 6x6 covariance of xi in T = T_w_c * Exp(xi), xi = (rho, phi)
+        (right / body perturbation, translation first).  Convert to a ROS
+        PoseWithCovariance (parent frame, x y z roll pitch yaw) with
+        :func:`prism_ros.core.se3.cov_body_to_world`.
+      * ``velocity``: (vx, vy, vz, wx, wy, wz) in the camera (body) frame, m/s and rad/s.
+      * ``velocity_cov``: its 6x6 covariance (same order, body frame, as ROS twists).
+    """
+
+    stamp: float
+    T_w_c: np.ndarray
+    pose_cov: np.ndarray
+    velocity: np.ndarray
+    velocity_cov: np.ndarray
+    tracking_ok: bool
+    inlier_ratio: float = 0.0
+    iterations: int = 0
+    fused: bool = True
+    timings_ms: Dict[str, float] = field(default_factory=dict)
+    status: str = "ok"

@@ -1,0 +1,94 @@
+"""RGB-D dataset readers and the synthetic sequence.
+
+``open_dataset(path, start=0, frames=None, **kw)`` picks the reader:
+
+* ``"synthetic"`` or ``"synthetic:<n_frames>"``: :class:`SyntheticSequence`
+  (``kw`` go to its constructor, e.g. ``width=640, height=480, seed=1``).  Plain
+  ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None);
+  ``start``/``frames`` then select a window, frame i being at (start + i) / fps;
+* a folder recognised by one of the entries of :data:`DETECTORS`, tried in order
+  (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``).
+
+New formats (e.g. EuRoC) register with :func:`register_dataset` or by appending
+``(name, detect_fn, cls)`` to :data:`DETECTORS`; ``cls(path, start=, frames=, **kw)``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, List, Optional, Tuple
+
+from .base import Dataset, DatasetBase, Frame, FrameLoadError
+from .sevenscenes import SevenScenesDataset, is_sevenscenes_folder
+from .synthetic import SyntheticSequence
+from .tum import TumDataset, is_tum_folder
+
+__all__ = [
+    "Dataset",
+    "DatasetBase",
+    "Frame",
+    "FrameLoadError",
+    "TumDataset",
+    "SevenScenesDataset",
+    "SyntheticSequence",
+    "DETECTORS",
+    "register_dataset",
+    "detect_format",
+    "open_dataset",
+]
+
+#: (format name, detect_fn(path) -> bool, class) tried in order by open_dataset.
+DETECTORS: List[Tuple[str, Callable[[str], bool], type]] = [
+    ("TUM RGB-D (rgb.txt + depth.txt)", is_tum_folder, TumDataset),
+    ("7-Scenes (frame-XXXXXX.depth.png/.color.*/.pose.txt)", is_sevenscenes_folder, SevenScenesDataset),
+]
+
+
+def register_dataset(name: str, detect_fn: Callable[[str], bool], cls: type, first: bool = False) -> None:
+    """Add a folder format to :func:`open_dataset` (``first=True`` to try it before the others)."""
+    entry = (name, detect_fn, cls)
+    if first:
+        DETECTORS.insert(0, entry)
+    else:
+        DETECTORS.append(entry)
+
+
+def detect_format(path: str) -> Optional[Tuple[str, type]]:
+    """(format name, class) of the first detector that accepts ``path``, or None."""
+    for name, fn, cls in DETECTORS:
+        try:
+            if fn(path):
+                return name, cls
+        except OSError:
+            continue
+    return None
+
+
+def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) -> Dataset:
+    """Open a dataset by path (see the module docstring); raises ValueError if unrecognised."""
+    p = str(path)
+    if p == "synthetic" or p.startswith("synthetic:"):
+        # plain 'synthetic': as long as start/frames ask (150 frames by default)
+        n_total = kw.pop("n_frames", None)
+        if n_total is None:
+            n_total = int(start) + int(frames) if frames is not None and int(frames) > 0 else 150
+        if p.startswith("synthetic:"):
+            try:
+                n_total = int(p.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"'{p}': expected 'synthetic' or 'synthetic:<n_frames>' with an integer") from None
+        if n_total <= 0:
+            raise ValueError(f"'{p}': the number of frames must be positive")
+        from .base import slice_range
+
+        lo, hi = slice_range(int(n_total), start, frames, what=f"'{p}'")
+        return SyntheticSequence(n_frames=hi - lo, start=lo, **kw)
+    if not os.path.exists(p):
+        raise ValueError(f"dataset path '{p}' does not exist (expected a dataset folder, 'synthetic' or 'synthetic:<n_frames>')")
+    found = detect_format(p)
+    if found is None:
+        expected = "; ".join(name for name, _, _ in DETECTORS)
+        raise ValueError(
+            f"'{p}' is not a recognised dataset folder. Expected one of: {expected}; or 'synthetic[:<n_frames>]'."
+        )
+    _, cls = found
+    return cls(p, start=start, frames=frames, **kw)

@@ -1,0 +1,416 @@
+"""Message <-> numpy conversions for the prism node and the player.
+
+No cv_bridge: images are decoded with numpy, honouring ``step`` (row padding)
+and ``is_bigendian``.  Every decoder raises :class:`InputError` with a clear
+message on a malformed message, so the node can log it and keep running.
+
+Pose / covariance conventions (see DESIGN-NOTES):
+  * ``T_a_b`` maps points in frame b into frame a.
+  * The filter's covariances are of xi = (rho, phi) in T = T_bar Exp(xi)
+    (right / body perturbation, translation first).
+  * ROS PoseWithCovariance wants (x, y, z, rot_x, rot_y, rot_z) errors in the
+    parent frame: Sigma_ros = J Sigma J^T with J = blkdiag(R, R)
+    (:func:`prism_ros.core.se3.cov_body_to_world`).
+  * ROS TwistWithCovariance is in the child (body) frame, order (vx vy vz wx wy wz).
+"""
+from __future__ import annotations
+
+import array
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose, Transform
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+
+from prism_ros.core import se3
+from prism_ros.core.camera import Camera
+
+__all__ = [
+    "InputError",
+    "COLOR_ENCODINGS",
+    "DEPTH_ENCODINGS",
+    "image_to_rgb",
+    "image_to_depth_m",
+    "rgb_to_image",
+    "depth_to_image",
+    "camera_info_to_camera",
+    "camera_to_camera_info",
+    "stamp_to_sec",
+    "sec_to_stamp",
+    "stamp_to_ns",
+    "T_to_pose",
+    "pose_to_T",
+    "T_to_transform",
+    "cov_to_msg",
+    "msg_to_cov",
+    "T_from_xyz_rpy_deg",
+    "camera_state_to_base",
+    "pack_rgb_float",
+    "unpack_rgb_float",
+    "sigma_colormap",
+    "make_map_cloud",
+    "read_cloud",
+]
+
+
+class InputError(ValueError):
+    """An input message cannot be used (bad encoding, size, step, intrinsics...)."""
+
+
+COLOR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+
+_INVALID_DEPTH_U16 = 65535  # Kinect / 7-Scenes "no reading" sentinel (0 is the other one)
+
+
+# ---------------------------------------------------------------------------
+# images
+# ---------------------------------------------------------------------------
+def _image_array(msg: Image, channels: int, dtype: np.dtype) -> np.ndarray:
+    """View of ``msg.data`` as (H, W, channels) of ``dtype``; validates size and step."""
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise InputError(f"image has invalid size {w}x{h}")
+    dtype = np.dtype(dtype)
+    if dtype.itemsize > 1:
+        dtype = dtype.newbyteorder(">" if msg.is_bigendian else "<")
+    row_bytes = w * channels * dtype.itemsize
+    if step < row_bytes:
+        raise InputError(
+            f"image step {step} is smaller than width*bytes_per_pixel = {w}*{channels * dtype.itemsize} = {row_bytes} "
+            f"(encoding {msg.encoding})"
+        )
+    buf = memoryview(msg.data).cast("B") if not isinstance(msg.data, (bytes, bytearray)) else memoryview(msg.data)
+    n = buf.nbytes
+    need = step * (h - 1) + row_bytes
+    if n < need or n > step * h:
+        raise InputError(
+            f"image data length {n} is inconsistent with step*height = {step}*{h} = {step * h} "
+            f"(encoding {msg.encoding}, {w}x{h})"
+        )
+    raw = np.frombuffer(buf, dtype=np.uint8, count=n)
+    if n < step * h:  # tolerate a missing padding tail on the last row
+        raw = np.concatenate([raw, np.zeros(step * h - n, np.uint8)])
+    rows = raw.reshape(h, step)[:, :row_bytes]
+    return np.ascontiguousarray(rows).view(dtype).reshape(h, w, channels)
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """Colour image message -> HxWx3 uint8 RGB (rgb8, bgr8, mono8; also rgba8, bgra8)."""
+    enc = msg.encoding.strip().lower()
+    if enc not in COLOR_ENCODINGS:
+        raise InputError(
+            f"unsupported colour encoding '{msg.encoding}' (expected rgb8, bgr8 or mono8)"
+        )
+    ch = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}[enc]
+    a = _image_array(msg, ch, np.uint8)
+    if enc == "mono8":
+        return np.repeat(a, 3, axis=2)
+    if enc in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(a[:, :, 2::-1])
+    return np.ascontiguousarray(a[:, :, :3])
+
+
+def image_to_depth_m(msg: Image) -> np.ndarray:
+    """Depth image message -> HxW float32 metres, 0 where invalid.
+
+    16UC1 (or mono16) is millimetres, with 0 and 65535 invalid; 32FC1 is metres,
+    with NaN, +-inf and values <= 0 invalid.
+    """
+    enc = msg.encoding.strip()
+    if enc.upper() in ("16UC1",) or enc.lower() == "mono16":
+        a = _image_array(msg, 1, np.uint16)[:, :, 0]
+        d = a.astype(np.float32) * np.float32(0.001)
+        d[a == _INVALID_DEPTH_U16] = 0.0
+        return d
+    if enc.upper() == "32FC1":
+        d = _image_array(msg, 1, np.float32)[:, :, 0].astype(np.float32, copy=True)
+        d[~np.isfinite(d) | (d < 0)] = 0.0
+        return d
+    raise InputError(f"unsupported depth encoding '{msg.encoding}' (expected 16UC1 in mm or 32FC1 in m)")
+
+
+def _set_data(msg, buf: bytes) -> None:
+    msg.data = array.array("B", buf)
+
+
+def rgb_to_image(rgb: np.ndarray, header: Optional[Header] = None, encoding: str = "rgb8") -> Image:
+    """HxWx3 uint8 RGB -> Image (rgb8, bgr8 or mono8)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    if encoding == "rgb8":
+        a = rgb
+    elif encoding == "bgr8":
+        a = rgb[:, :, ::-1]
+    elif encoding == "mono8":
+        a = np.round(rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+    else:
+        raise ValueError(f"cannot encode colour as {encoding!r}")
+    a = np.ascontiguousarray(a)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(a.shape[0]), int(a.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(a.shape[1] * (1 if encoding == "mono8" else 3))
+    _set_data(msg, a.tobytes())
+    return msg
+
+
+def depth_to_image(depth_m: np.ndarray, header: Optional[Header] = None, encoding: str = "16UC1") -> Image:
+    """HxW float metres (0 invalid) -> Image, 16UC1 (millimetres, rounded) or 32FC1 (metres)."""
+    d = np.asarray(depth_m, dtype=np.float32)
+    if d.ndim != 2:
+        raise ValueError(f"expected HxW depth, got {d.shape}")
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(d.shape[0]), int(d.shape[1])
+    msg.is_bigendian = 0
+    if encoding == "16UC1":
+        valid = np.isfinite(d) & (d > 0)
+        mm = np.where(valid, np.round(d * 1000.0), 0.0)
+        mm = np.clip(mm, 0, _INVALID_DEPTH_U16 - 1).astype("<u2")
+        msg.encoding = "16UC1"
+        msg.step = int(d.shape[1] * 2)
+        _set_data(msg, mm.tobytes())
+    elif encoding == "32FC1":
+        f = np.where(np.isfinite(d) & (d > 0), d, 0.0).astype("<f4")
+        msg.encoding = "32FC1"
+        msg.step = int(d.shape[1] * 4)
+        _set_data(msg, f.tobytes())
+    else:
+        raise ValueError(f"cannot encode depth as {encoding!r}")
+    return msg
+
+
+# ---------------------------------------------------------------------------
+# camera_info
+# ---------------------------------------------------------------------------
+def camera_info_to_camera(msg: CameraInfo) -> Camera:
+    """CameraInfo -> Camera (fx, fy, cx, cy from K; width, height).  Raises InputError."""
+    k = [float(x) for x in msg.k]
+    if len(k) != 9:
+        raise InputError(f"camera_info K has {len(k)} entries, expected 9")
+    fx, fy, cx, cy = k[0], k[4], k[2], k[5]
+    w, h = int(msg.width), int(msg.height)
+    bx, by = max(int(msg.binning_x), 1), max(int(msg.binning_y), 1)
+    if bx != 1 or by != 1:
+        raise InputError(f"camera_info binning {bx}x{by} is not supported")
+    if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
+        raise InputError(f"camera_info has invalid intrinsics fx={fx} fy={fy} cx={cx} cy={cy}")
+    if w <= 0 or h <= 0:
+        raise InputError(f"camera_info has invalid image size {w}x{h}")
+    if not (-w <= cx <= 2 * w and -h <= cy <= 2 * h):
+        raise InputError(f"camera_info principal point ({cx}, {cy}) is far outside the {w}x{h} image")
+    try:
+        return Camera(fx, fy, cx, cy, w, h)
+    except ValueError as e:  # pragma: no cover - Camera re-checks the same things
+        raise InputError(f"camera_info: {e}") from None
+
+
+def camera_to_camera_info(cam: Camera, header: Optional[Header] = None) -> CameraInfo:
+    msg = CameraInfo()
+    if header is not None:
+        msg.header = header
+    msg.width, msg.height = int(cam.width), int(cam.height)
+    msg.distortion_model = "plumb_bob"
+    msg.d = [0.0] * 5
+    msg.k = [cam.fx, 0.0, cam.cx, 0.0, cam.fy, cam.cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [cam.fx, 0.0, cam.cx, 0.0, 0.0, cam.fy, cam.cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+# ---------------------------------------------------------------------------
+# time
+# ---------------------------------------------------------------------------
+def stamp_to_sec(stamp: Time) -> float:
+    return float(stamp.sec) + float(stamp.nanosec) * 1e-9
+
+
+def stamp_to_ns(stamp: Time) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def sec_to_stamp(t: float) -> Time:
+    """Seconds -> Time, rounded to the nearest nanosecond."""
+    ns = int(round(float(t) * 1e9))
+    if ns < 0:
+        raise ValueError(f"negative time {t}")
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# ---------------------------------------------------------------------------
+# poses and covariances
+# ---------------------------------------------------------------------------
+def T_to_pose(T: np.ndarray) -> Pose:
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = (float(v) for v in T[:3, 3])
+    q = se3.quat_xyzw_from_R(T[:3, :3])
+    p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w = (float(v) for v in q)
+    return p
+
+
+def pose_to_T(p: Pose) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = se3.R_from_quat_xyzw([p.orientation.x, p.orientation.y, p.orientation.z, p.orientation.w])
+    T[:3, 3] = [p.position.x, p.position.y, p.position.z]
+    return T
+
+
+def T_to_transform(T: np.ndarray) -> Transform:
+    p = T_to_pose(T)
+    t = Transform()
+    t.translation.x, t.translation.y, t.translation.z = p.position.x, p.position.y, p.position.z
+    t.rotation = p.orientation
+    return t
+
+
+def cov_to_msg(cov: np.ndarray) -> list:
+    """6x6 -> 36 floats, row-major (the layout of PoseWithCovariance.covariance)."""
+    c = np.asarray(cov, dtype=np.float64)
+    if c.shape != (6, 6):
+        raise ValueError(f"expected 6x6 covariance, got {c.shape}")
+    c = 0.5 * (c + c.T)
+    return [float(v) for v in c.reshape(-1)]
+
+
+def msg_to_cov(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(6, 6)
+
+
+def T_from_xyz_rpy_deg(xyz: Sequence[float], rpy_deg: Sequence[float]) -> np.ndarray:
+    """4x4 from a translation and fixed-axis roll, pitch, yaw (R = Rz(yaw) Ry(pitch) Rx(roll))."""
+    from scipy.spatial.transform import Rotation
+
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_euler("xyz", np.asarray(rpy_deg, dtype=np.float64), degrees=True).as_matrix()
+    T[:3, 3] = np.asarray(xyz, dtype=np.float64)
+    return T
+
+
+def camera_state_to_base(
+    T_w_c: np.ndarray,
+    pose_cov_c: np.ndarray,
+    velocity_c: np.ndarray,
+    velocity_cov_c: np.ndarray,
+    T_base_camera: np.ndarray,
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The filter's camera state -> the base frame's pose and twist, ROS conventions.
+
+    Returns ``(T_w_b, pose_cov_ros, twist_b, twist_cov_b)``:
+      * ``T_w_b = T_w_c * inv(T_base_camera)``;
+      * with T_w_c = T_bar Exp(xi_c):  T_w_b = T_bar_w_b Exp(Ad(T_base_camera) xi_c), so the
+        base's right-perturbation covariance is Ad Sigma_c Ad^T and the ROS pose
+        covariance is ``cov_body_to_world(T_w_b, Ad Sigma_c Ad^T)`` (parent frame, x y z
+        rot_x rot_y rot_z);
+      * the body twist transforms the same way: V_b = Ad(T_base_camera) V_c, in the
+        base (child) frame, ROS order (vx vy vz wx wy wz).
+    """
+    T_b_c = np.asarray(T_base_camera, dtype=np.float64)
+    Ad = se3.adjoint(T_b_c)
+    T_w_b = np.asarray(T_w_c, dtype=np.float64) @ se3.inv(T_b_c)
+    cov_b = Ad @ np.asarray(pose_cov_c, dtype=np.float64) @ Ad.T
+    pose_cov_ros = se3.cov_body_to_world(T_w_b, cov_b)
+    twist_b = Ad @ np.asarray(velocity_c, dtype=np.float64)
+    tc = Ad @ np.asarray(velocity_cov_c, dtype=np.float64) @ Ad.T
+    return T_w_b, pose_cov_ros, twist_b, 0.5 * (tc + tc.T)
+
+
+# ---------------------------------------------------------------------------
+# point clouds
+# ---------------------------------------------------------------------------
+def pack_rgb_float(rgb: np.ndarray) -> np.ndarray:
+    """(N,3) uint8 -> (N,) float32 holding 0x00RRGGBB (the PCL / RViz 'rgb' field)."""
+    rgb = np.asarray(rgb, dtype=np.uint32)
+    u = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
+    return u.astype(np.uint32).view(np.float32)
+
+
+def unpack_rgb_float(f: np.ndarray) -> np.ndarray:
+    u = np.asarray(f, dtype=np.float32).view(np.uint32)
+    return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=1).astype(np.uint8)
+
+
+def sigma_colormap(sigma: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Map sigma to a blue (confident) -> red (uncertain) jet colour, log scale on [lo, hi]."""
+    s = np.asarray(sigma, dtype=np.float64)
+    lo = max(float(lo), 1e-6)
+    hi = max(float(hi), lo * 1.0001)
+    t = (np.log(np.clip(s, lo, hi)) - math.log(lo)) / (math.log(hi) - math.log(lo))
+    t = np.nan_to_num(t, nan=1.0)
+    r = np.clip(1.5 - np.abs(4.0 * t - 3.0), 0.0, 1.0)
+    g = np.clip(1.5 - np.abs(4.0 * t - 2.0), 0.0, 1.0)
+    b = np.clip(1.5 - np.abs(4.0 * t - 1.0), 0.0, 1.0)
+    return np.round(np.stack([r, g, b], axis=1) * 255.0).astype(np.uint8)
+
+
+_CLOUD_FIELDS = ("x", "y", "z", "rgb", "sigma", "weight")
+_CLOUD_DTYPE = np.dtype([(n, "<f4") for n in _CLOUD_FIELDS])
+
+
+def make_map_cloud(
+    header: Header,
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    sigma: np.ndarray,
+    weight: np.ndarray,
+) -> PointCloud2:
+    """PointCloud2 with float32 fields ``x y z rgb sigma weight`` (24-byte points, unordered)."""
+    xyz = np.asarray(xyz, dtype=np.float32).reshape(-1, 3)
+    n = xyz.shape[0]
+    pts = np.empty(n, dtype=_CLOUD_DTYPE)
+    pts["x"], pts["y"], pts["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    pts["rgb"] = pack_rgb_float(np.asarray(rgb).reshape(-1, 3)) if n else np.zeros(0, np.float32)
+    pts["sigma"] = np.asarray(sigma, dtype=np.float32).reshape(-1)
+    pts["weight"] = np.asarray(weight, dtype=np.float32).reshape(-1)
+    msg = PointCloud2()
+    msg.header = header
+    msg.height = 1
+    msg.width = int(n)
+    msg.fields = [
+        PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+        for i, name in enumerate(_CLOUD_FIELDS)
+    ]
+    msg.is_bigendian = False
+    msg.point_step = _CLOUD_DTYPE.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.is_dense = bool(np.all(np.isfinite(xyz))) if n else True
+    _set_data(msg, pts.tobytes())
+    return msg
+
+
+_PF_DTYPES = {
+    PointField.INT8: "i1",
+    PointField.UINT8: "u1",
+    PointField.INT16: "i2",
+    PointField.UINT16: "u2",
+    PointField.INT32: "i4",
+    PointField.UINT32: "u4",
+    PointField.FLOAT32: "f4",
+    PointField.FLOAT64: "f8",
+}
+
+
+def read_cloud(msg: PointCloud2) -> Dict[str, np.ndarray]:
+    """PointCloud2 -> {field name: (N,) array} (any layout; used by tests and tools)."""
+    endian = ">" if msg.is_bigendian else "<"
+    names, formats, offsets = [], [], []
+    for f in msg.fields:
+        names.append(f.name)
+        base = endian + _PF_DTYPES[f.datatype]
+        formats.append((base, (f.count,)) if f.count > 1 else base)
+        offsets.append(f.offset)
+    dt = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": msg.point_step})
+    n = int(msg.width) * int(msg.height)
+    raw = np.frombuffer(memoryview(msg.data).cast("B"), dtype=np.uint8)
+    if msg.height > 1 and msg.row_step != msg.point_step * msg.width:
+        raw = raw.reshape(msg.height, msg.row_step)[:, : msg.point_step * msg.width].reshape(-1)
+    arr = np.frombuffer(np.ascontiguousarray(raw[: n * msg.point_step]).tobytes(), dtype=dt, count=n)
+    return {name: np.array(arr[name]) for name in names}

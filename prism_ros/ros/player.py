@@ -1,0 +1,407 @@
+"""Publish an RGB-D dataset folder or a ROS 1 / ROS 2 bag as the prism node's inputs.
+
+    prism-ros play PATH [--rate R] [--start K] [--frames N] [--loop] [options] [--ros-args ...]
+    prism_player  PATH ...        (same, as a console script / ``ros2 run prism_ros prism_player``)
+
+Dataset folders (anything :func:`prism_ros.datasets.open_dataset` reads: TUM
+RGB-D, 7-Scenes, ``synthetic``...) are published as
+
+  camera/color/image_raw    sensor_msgs/Image, rgb8 (--color-encoding)
+  camera/depth/image_raw    sensor_msgs/Image, 16UC1 millimetres (--depth-encoding 32FC1: metres)
+  camera/color/camera_info  sensor_msgs/CameraInfo
+  /clock                    rosgraph_msgs/Clock (use_sim_time:=true on the node)
+
+Stamps: datasets with their own timestamps (TUM, EuRoC) keep them.  Folders
+without timestamps (7-Scenes, the synthetic sequence) stamp frame *i* at exactly
+``1 + i/30`` s (a zero stamp means "unset" to many ROS tools), so a listener can
+tell which frame a message belongs to: ``i = round((t - 1) * 30)``.
+
+Bags (a ROS 1 ``.bag`` file or a ROS 2 bag folder, read with ``rosbags``):
+Image, CameraInfo, Imu and Odometry messages are republished with their own
+header stamps, paced and clocked by the bag's record time.  Topics are mapped to
+the node's inputs by default (an Image topic containing "depth" -> depth, the
+other Image topic -> colour, the CameraInfo next to the colour topic,
+Imu -> ``imu``, Odometry -> ``odom``), or explicitly with
+``--topic-map /camera/rgb/image_color:=camera/color/image_raw`` (repeatable; then
+only mapped topics are played).
+
+``--rate R`` plays at R times real time.  Publishers are reliable (KEEP_LAST 10),
+which matches both a reliable and the node's default best-effort (sensor data)
+subscription.  By default the player waits (``--wait-for-subscribers``) until
+the colour topic has a subscriber, so frames are not published before a
+warming-up node listens.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["main", "build_parser", "dataset_stamp_offset", "default_topic_map", "FRAME_RATE_NO_STAMPS"]
+
+FRAME_RATE_NO_STAMPS = 30.0
+STAMP_ORIGIN_NO_STAMPS = 1.0
+
+COLOR_TOPIC = "camera/color/image_raw"
+DEPTH_TOPIC = "camera/depth/image_raw"
+INFO_TOPIC = "camera/color/camera_info"
+IMU_TOPIC = "imu"
+ODOM_TOPIC = "odom"
+
+_BAG_TYPES = {
+    "sensor_msgs/msg/Image": "Image",
+    "sensor_msgs/msg/CameraInfo": "CameraInfo",
+    "sensor_msgs/msg/Imu": "Imu",
+    "nav_msgs/msg/Odometry": "Odometry",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="prism-ros play",
+        description="Publish a dataset folder (TUM, 7-Scenes, EuRoC, synthetic) or a ROS 1/2 bag as the prism node's inputs.",
+        epilog="ROS arguments go after --ros-args, e.g. --ros-args -r camera/color/image_raw:=/cam/rgb",
+    )
+    ap.add_argument("path", help="dataset folder, 'synthetic[:N]', a ROS 1 .bag file or a ROS 2 bag folder")
+    ap.add_argument("--rate", type=float, default=1.0, help="playback speed relative to real time (default 1.0)")
+    ap.add_argument("--start", type=int, default=0, help="first frame (datasets) or seconds to skip (bags)")
+    ap.add_argument("--frames", type=int, default=None, help="number of frames (datasets) or colour images (bags) to play")
+    ap.add_argument("--loop", action="store_true", help="start again at the end (stamps jump back; the node then resets)")
+    ap.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default="16UC1", help="depth image encoding (datasets)")
+    ap.add_argument("--color-encoding", choices=("rgb8", "bgr8", "mono8"), default="rgb8", help="colour image encoding (datasets)")
+    ap.add_argument("--frame-id", default="camera_color_optical_frame", help="header.frame_id of images and camera_info (datasets)")
+    ap.add_argument("--topic-map", action="append", default=[], metavar="SRC:=DST", help="bag topic mapping (repeatable)")
+    ap.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable", help="publisher QoS (default reliable)")
+    ap.add_argument("--clock-hz", type=float, default=50.0, help="/clock publication rate between frames (0: only at frames)")
+    ap.add_argument(
+        "--wait-for-subscribers",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="wait up to this long for a subscriber on the colour topic before playing (0: do not wait)",
+    )
+    ap.add_argument("--quiet", action="store_true", help="no progress output")
+    return ap
+
+
+def dataset_stamp_offset(ds) -> float:
+    """Seconds added to a dataset's stamps: 1.0 for sources without timestamps, else 0."""
+    has = getattr(ds, "has_timestamps", None)
+    if has is None:
+        name = type(ds).__name__.lower()
+        has = not ("sevenscenes" in name or "synthetic" in name)
+    return 0.0 if has else STAMP_ORIGIN_NO_STAMPS
+
+
+def _rclpy_classes():
+    from nav_msgs.msg import Odometry
+    from sensor_msgs.msg import CameraInfo, Image, Imu
+
+    return {"Image": Image, "CameraInfo": CameraInfo, "Imu": Imu, "Odometry": Odometry}
+
+
+def _to_rclpy(obj, cls):
+    """Convert a rosbags message object (ROS 1 or 2 definition) to an rclpy message."""
+    import array
+
+    out = cls()
+    for fname in cls.get_fields_and_field_types():
+        src = None
+        for cand in (fname, fname.upper()):  # ROS 1 CameraInfo uses D K R P
+            if hasattr(obj, cand):
+                src = getattr(obj, cand)
+                break
+        if src is None:
+            if fname in ("sec", "nanosec") and hasattr(obj, "secs"):
+                src = getattr(obj, "secs" if fname == "sec" else "nsecs")
+            else:
+                continue
+        cur = getattr(out, fname)
+        if hasattr(cur, "get_fields_and_field_types"):
+            setattr(out, fname, _to_rclpy(src, type(cur)))
+        elif isinstance(src, np.ndarray):
+            if src.dtype == np.uint8 and isinstance(cur, array.array):
+                setattr(out, fname, array.array("B", src.tobytes()))
+            else:
+                setattr(out, fname, [x.item() if hasattr(x, "item") else x for x in src])
+        elif isinstance(cur, bool):
+            setattr(out, fname, bool(src))
+        elif isinstance(cur, int):
+            setattr(out, fname, int(src))
+        elif isinstance(cur, float):
+            setattr(out, fname, float(src))
+        else:
+            setattr(out, fname, src)
+    return out
+
+
+def _parse_topic_map(items: Sequence[str]) -> Dict[str, str]:
+    out = {}
+    for it in items:
+        if ":=" not in it:
+            raise SystemExit(f"prism-ros play: --topic-map expects SRC:=DST, got {it!r}")
+        a, b = it.split(":=", 1)
+        out[a.strip()] = b.strip()
+    return out
+
+
+def default_topic_map(topics: Dict[str, str]) -> Dict[str, str]:
+    """{bag topic: node input topic} from {bag topic: msgtype} (see the module docstring)."""
+    images = sorted(t for t, ty in topics.items() if ty == "sensor_msgs/msg/Image")
+    infos = sorted(t for t, ty in topics.items() if ty == "sensor_msgs/msg/CameraInfo")
+    out: Dict[str, str] = {}
+    depth = [t for t in images if "depth" in t.lower()]
+    color = [t for t in images if "depth" not in t.lower()]
+    if depth:
+        # prefer registered / metric depth topics
+        depth.sort(key=lambda t: (0 if "regist" in t or "aligned" in t else 1, t))
+        out[depth[0]] = DEPTH_TOPIC
+    if color:
+        color.sort(key=lambda t: (0 if ("color" in t or "rgb" in t) else 1, 0 if "rect" in t else 1, t))
+        out[color[0]] = COLOR_TOPIC
+        prefix = color[0].rsplit("/", 1)[0]
+        same = [t for t in infos if t.rsplit("/", 1)[0] == prefix]
+        cand = same or [t for t in infos if "depth" not in t.lower()]
+        if cand:
+            out[cand[0]] = INFO_TOPIC
+    imus = sorted(t for t, ty in topics.items() if ty == "sensor_msgs/msg/Imu")
+    if imus:
+        out[imus[0]] = IMU_TOPIC
+    odoms = sorted(t for t, ty in topics.items() if ty == "nav_msgs/msg/Odometry")
+    if odoms:
+        out[odoms[0]] = ODOM_TOPIC
+    return out
+
+
+class _Player:
+    def __init__(self, args, node, qos):
+        from rosgraph_msgs.msg import Clock
+
+        self.args = args
+        self.node = node
+        self.qos = qos
+        self.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        self._Clock = Clock
+        self._pubs: Dict[Tuple[str, str], object] = {}
+        self.published_frames = 0
+
+    def pub(self, topic: str, cls):
+        key = (topic, cls.__name__)
+        if key not in self._pubs:
+            self._pubs[key] = self.node.create_publisher(cls, topic, self.qos)
+        return self._pubs[key]
+
+    def publish_clock(self, t: float) -> None:
+        from prism_ros.ros.conversions import sec_to_stamp
+
+        self.clock_pub.publish(self._Clock(clock=sec_to_stamp(max(t, 0.0))))
+
+    def wait_until(self, wall_target: float, sim_at) -> None:
+        """Sleep until ``wall_target`` (monotonic), publishing /clock at --clock-hz meanwhile."""
+        period = 1.0 / self.args.clock_hz if self.args.clock_hz > 0 else None
+        import rclpy
+
+        while rclpy.ok(context=self.node.context):
+            now = time.monotonic()
+            if now >= wall_target:
+                return
+            step = wall_target - now if period is None else min(period, wall_target - now)
+            time.sleep(step)
+            if period is not None and time.monotonic() < wall_target:
+                self.publish_clock(sim_at(time.monotonic()))
+
+    def wait_for_subscribers(self, topic: str, cls) -> None:
+        if self.args.wait_for_subscribers <= 0:
+            return
+        import rclpy
+
+        p = self.pub(topic, cls)
+        t_end = time.monotonic() + self.args.wait_for_subscribers
+        if p.get_subscription_count() == 0 and not self.args.quiet:
+            print(
+                f"prism-ros play: waiting up to {self.args.wait_for_subscribers:.0f} s for a subscriber on "
+                f"{p.topic_name} (--wait-for-subscribers 0 to skip)",
+                flush=True,
+            )
+        while p.get_subscription_count() == 0 and time.monotonic() < t_end and rclpy.ok(context=self.node.context):
+            time.sleep(0.05)
+        if p.get_subscription_count() == 0:
+            if not self.args.quiet:
+                print(f"prism-ros play: no subscriber on {p.topic_name}; playing anyway", flush=True)
+            return
+        # Let the other subscriptions (depth, camera_info, ...) match too: wait until every
+        # publisher whose topic has a subscriber in the graph is matched with one.
+        t_end = time.monotonic() + 5.0
+        time.sleep(0.2)
+        while time.monotonic() < t_end and rclpy.ok(context=self.node.context):
+            pending = [
+                q for q in self._pubs.values()
+                if q.get_subscription_count() == 0 and self.node.count_subscribers(q.topic_name) > 0
+            ]
+            if not pending:
+                break
+            time.sleep(0.05)
+        time.sleep(0.2)
+
+    # ------------------------------------------------------------ datasets
+    def play_dataset(self) -> int:
+        from sensor_msgs.msg import CameraInfo, Image
+        from std_msgs.msg import Header
+
+        from prism_ros.datasets import open_dataset
+        from prism_ros.ros import conversions as cv
+
+        a = self.args
+        ds = open_dataset(a.path, start=a.start, frames=a.frames)
+        n = len(ds)
+        if n == 0:
+            print("prism-ros play: no frames", file=sys.stderr)
+            return 1
+        offset = dataset_stamp_offset(ds)
+        stamps = np.asarray(ds.stamps(), dtype=np.float64) + offset
+        color_pub = self.pub(COLOR_TOPIC, Image)
+        depth_pub = self.pub(DEPTH_TOPIC, Image)
+        info_pub = self.pub(INFO_TOPIC, CameraInfo)
+        self.wait_for_subscribers(COLOR_TOPIC, Image)
+        if not a.quiet:
+            print(
+                f"prism-ros play: {getattr(ds, 'name', a.path)}: {n} frames, {ds.camera.width}x{ds.camera.height}, "
+                f"stamps {stamps[0]:.6f} .. {stamps[-1]:.6f} s, rate {a.rate:g}",
+                flush=True,
+            )
+        import rclpy
+
+        while True:
+            wall0 = time.monotonic()
+            t0 = stamps[0]
+            sim_at = lambda w: t0 + (w - wall0) * a.rate  # noqa: E731
+            for i in range(n):
+                if not rclpy.ok(context=self.node.context):
+                    return 0
+                fr = ds[i]
+                t = float(stamps[i])
+                self.wait_until(wall0 + (t - t0) / a.rate, sim_at)
+                self.publish_clock(t)
+                header = Header(stamp=cv.sec_to_stamp(t), frame_id=a.frame_id)
+                info_pub.publish(cv.camera_to_camera_info(ds.camera, header))
+                depth_pub.publish(cv.depth_to_image(fr.depth, header, a.depth_encoding))
+                color_pub.publish(cv.rgb_to_image(fr.rgb, header, a.color_encoding))
+                self.published_frames += 1
+                if not a.quiet and (i % 100 == 0 or i == n - 1):
+                    print(f"prism-ros play: frame {i + 1}/{n} t={t:.6f}", flush=True)
+            if not a.loop:
+                return 0
+
+    # ---------------------------------------------------------------- bags
+    def play_bag(self) -> int:
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+
+        a = self.args
+        classes = _rclpy_classes()
+        explicit = _parse_topic_map(a.topic_map)
+        import rclpy
+
+        with AnyReader([Path(a.path)], default_typestore=get_typestore(Stores.ROS2_HUMBLE)) as reader:
+            topics = {c.topic: c.msgtype for c in reader.connections}
+            mapping = explicit or default_topic_map(topics)
+            unknown = [t for t in mapping if t not in topics]
+            if unknown:
+                print(f"prism-ros play: topics not in the bag: {unknown}; bag topics: {sorted(topics)}", file=sys.stderr)
+                return 1
+            bad = [t for t in mapping if topics[t] not in _BAG_TYPES]
+            if bad:
+                print(f"prism-ros play: unsupported message types {[(t, topics[t]) for t in bad]}", file=sys.stderr)
+                return 1
+            if not mapping:
+                print(f"prism-ros play: no Image/CameraInfo/Imu/Odometry topics to play in {sorted(topics)}", file=sys.stderr)
+                return 1
+            if not a.quiet:
+                for src, dst in mapping.items():
+                    print(f"prism-ros play: {src} [{topics[src]}] -> {dst}", flush=True)
+            conns = [c for c in reader.connections if c.topic in mapping]
+            pubs = {c.topic: self.pub(mapping[c.topic], classes[_BAG_TYPES[c.msgtype]]) for c in conns}
+            color_src = next((s for s, d in mapping.items() if d == COLOR_TOPIC), None)
+            if color_src is not None:
+                self.wait_for_subscribers(COLOR_TOPIC, classes["Image"])
+            t_begin = reader.start_time * 1e-9 + max(a.start, 0)
+            while True:
+                wall0 = None
+                t0 = None
+                n_color = 0
+                for conn, t_ns, raw in reader.messages(connections=conns):
+                    if not rclpy.ok(context=self.node.context):
+                        return 0
+                    t = t_ns * 1e-9
+                    if t < t_begin:
+                        continue
+                    if wall0 is None:
+                        wall0, t0 = time.monotonic(), t
+                    sim_at = lambda w, wall0=wall0, t0=t0: t0 + (w - wall0) * a.rate  # noqa: E731
+                    self.wait_until(wall0 + (t - t0) / a.rate, sim_at)
+                    msg = _to_rclpy(reader.deserialize(raw, conn.msgtype), classes[_BAG_TYPES[conn.msgtype]])
+                    self.publish_clock(t)
+                    pubs[conn.topic].publish(msg)
+                    if conn.topic == color_src:
+                        n_color += 1
+                        self.published_frames += 1
+                        if a.frames is not None and n_color >= a.frames:
+                            break
+                if not a.loop:
+                    return 0
+
+
+def _is_bag(path: str) -> bool:
+    p = Path(path)
+    if p.is_file() and p.suffix == ".bag":
+        return True
+    if p.is_dir() and (p / "metadata.yaml").is_file():
+        return True
+    return False
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from prism_ros.ros.qos import reliable_qos, sensor_qos
+
+    args_all = list(sys.argv[1:]) if argv is None else list(argv)
+    user_args = rclpy.utilities.remove_ros_args(["prism_player"] + args_all)[1:]
+    a = build_parser().parse_args(user_args)
+    if not (a.rate > 0 and np.isfinite(a.rate)):
+        raise SystemExit("prism-ros play: --rate must be positive")
+    if not (a.path == "synthetic" or a.path.startswith("synthetic:") or os.path.exists(a.path)):
+        raise SystemExit(f"prism-ros play: {a.path} does not exist")
+    rclpy.init(args=["prism_player"] + args_all)
+    node = rclpy.create_node("prism_player")
+    qos = reliable_qos(10) if a.qos == "reliable" else sensor_qos("sensor_data", 10)
+    player = _Player(a, node, qos)
+    rc = 0
+    try:
+        rc = player.play_bag() if _is_bag(a.path) else player.play_dataset()
+        time.sleep(0.5)  # let the last messages go out
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rc = 0
+    except ValueError as e:  # unrecognised dataset, bad --start/--frames
+        print(f"prism-ros play: {e}", file=sys.stderr)
+        rc = 1
+    finally:
+        if not a.quiet:
+            print(f"prism-ros play: published {player.published_frames} frames", flush=True)
+        try:
+            node.destroy_node()
+        except Exception:
+            pass
+        if rclpy.ok():
+            rclpy.try_shutdown()
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

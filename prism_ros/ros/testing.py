@@ -1,0 +1,186 @@
+"""Helpers for testing the ROS side in-process (used by test/test_ros_*.py).
+
+* :class:`RosHarness`: its own rclpy Context on a given domain id, an executor
+  spinning in a background thread, helper subscriptions that collect messages,
+  and ``wait_for``.  Loopback-only discovery is forced.
+* :class:`FakeFilter`: a deterministic stand-in for PrismFilter (records calls,
+  returns a given pose/covariance), so node tests do not need Numba.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from prism_ros.core.types import StepResult
+
+__all__ = ["ros_env", "RosHarness", "FakeFilter", "FakeMap"]
+
+
+def ros_env(domain_id: int, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for a ROS subprocess: loopback discovery, this domain id."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(int(domain_id))
+    env.pop("ROS_STATIC_PEERS", None)
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    return env
+
+
+class RosHarness:
+    """An rclpy context on ``domain_id`` with a spinning executor thread."""
+
+    def __init__(self, domain_id: int):
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=int(domain_id))
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.node = rclpy.create_node(f"prism_test_{os.getpid()}", context=self.context)
+        self.executor.add_node(self.node)
+        self._nodes = [self.node]
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._lock = threading.Lock()
+        self._thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # executor shut down
+            pass
+
+    def add_node(self, node) -> None:
+        self._nodes.append(node)
+        self.executor.add_node(node)
+
+    def remove_node(self, node) -> None:
+        self.executor.remove_node(node)
+        if node in self._nodes:
+            self._nodes.remove(node)
+
+    def collect(self, msg_type, topic: str, qos=10) -> List[Any]:
+        """Subscribe and return the (growing) list of received messages."""
+        out: List[Any] = []
+
+        def cb(m):
+            with self._lock:
+                out.append(m)
+
+        self.node.create_subscription(msg_type, topic, cb, qos)
+        return out
+
+    def publisher(self, msg_type, topic: str, qos=10):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    @staticmethod
+    def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.02) -> bool:
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end:
+            if cond():
+                return True
+            time.sleep(period_s)
+        return bool(cond())
+
+    def call(self, srv_type, name: str, request=None, timeout_s: float = 30.0):
+        cli = self.node.create_client(srv_type, name)
+        if not cli.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service {name} not available")
+        fut = cli.call_async(request if request is not None else srv_type.Request())
+        if not self.wait_for(fut.done, timeout_s):
+            raise TimeoutError(f"service {name} did not answer")
+        return fut.result()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(5.0)
+        for n in list(self._nodes):
+            try:
+                n.destroy_node()
+            except Exception:
+                pass
+        self.rclpy.try_shutdown(context=self.context)
+
+
+class FakeMap:
+    def __init__(self, n_points: int = 50):
+        rng = np.random.default_rng(0)
+        self.xyz = rng.uniform(-1, 1, (n_points, 3)).astype(np.float32)
+        self.rgb = rng.integers(0, 255, (n_points, 3)).astype(np.uint8)
+        self.sigma = rng.uniform(0.002, 0.05, n_points).astype(np.float32)
+        self.count = rng.integers(1, 50, n_points).astype(np.int32)
+        self.saved: List[str] = []
+
+    def extract_surface(self, max_abs_sdf_m: float, min_count: int = 1) -> Dict[str, np.ndarray]:
+        return {
+            "xyz": self.xyz,
+            "rgb": self.rgb,
+            "sigma": self.sigma,
+            "sdf": np.zeros(len(self.xyz), np.float32),
+            "count": self.count,
+        }
+
+    def save(self, path: str) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, xyz=self.xyz)
+        self.saved.append(path)
+
+
+class FakeFilter:
+    """Returns ``T_w_c`` (default: T_w_c0 advanced 1 cm along camera z per step) and fixed covariances."""
+
+    instances: List["FakeFilter"] = []
+
+    def __init__(self, cfg, camera, T_w_c0=None, pose_cov=None, velocity=None, velocity_cov=None, T_w_c=None):
+        self.cfg = cfg
+        self.camera = camera
+        self.T_w_c0 = np.eye(4) if T_w_c0 is None else np.array(T_w_c0, dtype=np.float64)
+        self.pose_cov = np.diag([1e-4, 2e-4, 3e-4, 1e-5, 2e-5, 3e-5]) if pose_cov is None else np.asarray(pose_cov)
+        self.velocity = np.array([0.0, 0.0, 0.3, 0.0, 0.1, 0.0]) if velocity is None else np.asarray(velocity)
+        self.velocity_cov = np.diag([1e-2, 2e-2, 3e-2, 1e-3, 2e-3, 3e-3]) if velocity_cov is None else np.asarray(velocity_cov)
+        self.fixed_T = None if T_w_c is None else np.asarray(T_w_c, dtype=np.float64)
+        self.map = FakeMap()
+        self.steps: List[float] = []
+        self.controls: List[Any] = []
+        self.resets = 0
+        self.warmed = False
+        FakeFilter.instances.append(self)
+
+    def warmup(self) -> float:
+        self.warmed = True
+        return 0.0
+
+    def reset(self, T_w_c0=None) -> None:
+        self.resets += 1
+        self.steps.clear()
+        if T_w_c0 is not None:
+            self.T_w_c0 = np.array(T_w_c0, dtype=np.float64)
+
+    def step(self, rgb, depth, stamp, control=None, depth_sigma=None) -> StepResult:
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+        assert depth.dtype == np.float32 and depth.shape == rgb.shape[:2]
+        self.steps.append(float(stamp))
+        self.controls.append(control)
+        if self.fixed_T is not None:
+            T = self.fixed_T
+        else:
+            T = self.T_w_c0.copy()
+            T[:3, 3] += T[:3, :3] @ np.array([0.0, 0.0, 0.01 * len(self.steps)])
+        return StepResult(
+            stamp=float(stamp),
+            T_w_c=T.copy(),
+            pose_cov=self.pose_cov.copy(),
+            velocity=self.velocity.copy(),
+            velocity_cov=self.velocity_cov.copy(),
+            tracking_ok=True,
+            inlier_ratio=0.9,
+            iterations=3,
+            fused=True,
+            timings_ms={"track": 1.0, "integrate": 1.0},
+            status="ok",
+        )

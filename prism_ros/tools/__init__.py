@@ -1,0 +1,1 @@
+"""Offline tooling: metrics, exports, reports and the dataset runner (no ROS imports)."""

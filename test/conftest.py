@@ -1,0 +1,54 @@
+# --- shared by the CLI / end-to-end tests (tools helper) -------------------------------
+import os as _os
+import shutil as _shutil
+import subprocess as _subprocess
+import sys as _sys
+from pathlib import Path as _Path
+
+import pytest as _pytest
+
+PRISM_ROOT = _Path(__file__).resolve().parents[1]
+
+
+def prism_data_dir() -> _Path:
+    """Real data: $PRISM_DATA_DIR, else ../shared/data next to the repository."""
+    env = _os.environ.get("PRISM_DATA_DIR")
+    return _Path(env) if env else PRISM_ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: end-to-end acceptance run on real or synthetic data (long; runs in CI)")
+
+
+@_pytest.fixture(scope="session")
+def redkitchen_dir() -> _Path:
+    p = prism_data_dir() / "7scenes_redkitchen"
+    if not (p / "camera-intrinsics.txt").is_file() or not (p / "frame-000000.depth.png").is_file():
+        _pytest.skip(f"real 7-Scenes data absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)")
+    return p
+
+
+def prism_cli_cmd():
+    """The installed console script when there is one, else `python -m prism_ros.cli`."""
+    exe = _Path(_sys.executable).parent / "prism-ros"
+    if exe.is_file() and _os.access(exe, _os.X_OK):
+        return [str(exe)]
+    return [_sys.executable, "-m", "prism_ros.cli"]
+
+
+def run_prism_cli(args, timeout=1200, cwd=None):
+    env = dict(_os.environ)
+    env["PYTHONPATH"] = str(PRISM_ROOT) + _os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("MPLBACKEND", "Agg")
+    return _subprocess.run(prism_cli_cmd() + [str(a) for a in args], cwd=str(cwd or PRISM_ROOT), env=env,
+                           capture_output=True, text=True, timeout=timeout)
+
+
+# --- shared by the dataset tests (datasets helper) ----------------------------------------
+@_pytest.fixture(scope="session")
+def data_dir() -> _Path:
+    """The real-data folder (see prism_data_dir); skips the test when it is absent."""
+    p = prism_data_dir()
+    if not p.is_dir():
+        _pytest.skip(f"real data folder absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)")
+    return p

@@ -1,0 +1,198 @@
+"""The player (``prism-ros play`` / ``prism_player``) as a subprocess: dataset stamps
+1 + i/30, encodings, camera_info and /clock; ROS 1 and ROS 2 bags via rosbags."""
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, Imu  # noqa: E402
+
+from prism_ros.ros import conversions as cv  # noqa: E402
+from prism_ros.ros.player import default_topic_map  # noqa: E402
+from prism_ros.ros.qos import reliable_qos, sensor_qos  # noqa: E402
+from prism_ros.ros.testing import RosHarness, ros_env  # noqa: E402
+
+DOMAIN_ID = 44
+
+
+@pytest.fixture(scope="module")
+def ros():
+    h = RosHarness(DOMAIN_ID)
+    # Exact checks use reliable subscriptions: best-effort delivery of 640x480 images over
+    # UDP loopback loses fragments when socket buffers are small (see README).
+    h.color = h.collect(Image, "/camera/color/image_raw", reliable_qos(100))
+    h.depth = h.collect(Image, "/camera/depth/image_raw", reliable_qos(100))
+    h.info = h.collect(CameraInfo, "/camera/color/camera_info", reliable_qos(100))
+    h.imu = h.collect(Imu, "/imu", reliable_qos(100))
+    # the node's default input QoS (best effort) must match the player's publishers too
+    h.color_be = h.collect(Image, "/camera/color/image_raw", sensor_qos("sensor_data", 100))
+    h.clock = h.collect(Clock, "/clock", 100)
+    yield h
+    h.shutdown()
+
+
+def _play(ros, args, n_expected, timeout=90):
+    for lst in (ros.color, ros.depth, ros.info, ros.imu, ros.clock, ros.color_be):
+        lst.clear()
+    cmd = [sys.executable, "-m", "prism_ros.ros.player", *args, "--wait-for-subscribers", "20", "--clock-hz", "20"]
+    p = subprocess.run(cmd, env=ros_env(DOMAIN_ID), capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    ros.wait_for(lambda: len(ros.color) >= n_expected and len(ros.depth) >= n_expected, 5)
+    return p
+
+
+def test_synthetic_dataset_stamps_encodings_clock(ros):
+    datasets = pytest.importorskip("prism_ros.datasets")
+    ds = datasets.open_dataset("synthetic:6")
+    frames = [ds[i] for i in range(6)]  # also compiles the renderer before the player needs it
+    p = _play(ros, ["synthetic:6", "--rate", "3", "--depth-encoding", "32FC1", "--color-encoding", "bgr8"], 6)
+    assert "published 6 frames" in p.stdout
+    assert len(ros.color_be) >= 1  # best-effort subscription matched the reliable publisher
+    assert len(ros.color) == 6 and len(ros.depth) == 6 and len(ros.info) >= 6
+    # frame i at exactly 1 + i/30 s
+    for i, m in enumerate(ros.color):
+        assert m.header.stamp == cv.sec_to_stamp(1.0 + i / 30.0)
+        assert round((cv.stamp_to_sec(m.header.stamp) - 1.0) * 30) == i
+        assert m.encoding == "bgr8" and m.header.frame_id == "camera_color_optical_frame"
+        np.testing.assert_array_equal(cv.image_to_rgb(m), frames[i].rgb)
+    for i, m in enumerate(ros.depth):
+        assert m.header.stamp == ros.color[i].header.stamp and m.encoding == "32FC1"
+        np.testing.assert_array_equal(cv.image_to_depth_m(m), frames[i].depth)
+    cam = cv.camera_info_to_camera(ros.info[0])
+    assert cam == ds.camera
+    # /clock: non-decreasing, starts at the first frame, covers every frame stamp
+    clk = [cv.stamp_to_sec(c.clock) for c in ros.clock]
+    assert clk and all(b >= a for a, b in zip(clk, clk[1:]))
+    assert min(clk) == pytest.approx(1.0) and max(clk) == pytest.approx(1.0 + 5 / 30.0)
+    for i in range(6):
+        assert any(abs(c - (1 + i / 30)) < 1e-9 for c in clk)
+
+
+def test_7scenes_start_and_16uc1(ros):
+    from pathlib import Path
+    import os
+
+    data = Path(os.environ.get("PRISM_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    folder = data / "7scenes_redkitchen"
+    if not folder.is_dir():
+        pytest.skip(f"real data not found at {folder} (set PRISM_DATA_DIR)")
+    _play(ros, [str(folder), "--start", "10", "--frames", "3", "--rate", "5"], 3)
+    assert [m.header.stamp for m in ros.color] == [cv.sec_to_stamp(1.0 + i / 30.0) for i in (10, 11, 12)]
+    assert ros.depth[0].encoding == "16UC1"
+    d = cv.image_to_depth_m(ros.depth[0])
+    assert d.shape == (480, 640) and 0.2 < np.median(d[d > 0]) < 5.0
+
+
+def _bag_messages(ts, ros1):
+    Header = ts.types["std_msgs/msg/Header"]
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    Image = ts.types["sensor_msgs/msg/Image"]
+    Info = ts.types["sensor_msgs/msg/CameraInfo"]
+    ImuT = ts.types["sensor_msgs/msg/Imu"]
+    Roi = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    Quat = ts.types["geometry_msgs/msg/Quaternion"]
+    Vec = ts.types["geometry_msgs/msg/Vector3"]
+    rng = np.random.default_rng(5)
+
+    def hdr(t, frame):
+        st = cv.sec_to_stamp(t)
+        tt = Time(sec=st.sec, nanosec=st.nanosec)
+        return Header(seq=0, stamp=tt, frame_id=frame) if ros1 else Header(stamp=tt, frame_id=frame)
+
+    out = []  # (topic, msgtype, t_ns, msg)
+    rgbs = []
+    for i in range(4):
+        t = 100.0 + i * 0.1
+        rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+        rgbs.append(rgb)
+        mm = rng.integers(300, 4000, (6, 8)).astype(np.uint16)
+        out.append(("/cam/rgb/image_color", "sensor_msgs/msg/Image", t, Image(header=hdr(t, "rgb"), height=6, width=8, encoding="rgb8", is_bigendian=0, step=24, data=rgb.reshape(-1))))
+        out.append(("/cam/depth_registered/image_raw", "sensor_msgs/msg/Image", t + 0.001, Image(header=hdr(t, "rgb"), height=6, width=8, encoding="16UC1", is_bigendian=0, step=16, data=mm.view(np.uint8).reshape(-1))))
+        k = np.array([10.0, 0, 3.5, 0, 11.0, 2.5, 0, 0, 1])
+        info_kw = dict(header=hdr(t, "rgb"), height=6, width=8, distortion_model="plumb_bob", binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+        if ros1:
+            info_kw.update(D=np.zeros(5), K=k, R=np.eye(3).reshape(-1), P=np.zeros(12))
+        else:
+            info_kw.update(d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=np.zeros(12))
+        out.append(("/cam/rgb/camera_info", "sensor_msgs/msg/CameraInfo", t + 0.002, Info(**info_kw)))
+        out.append(("/imu", "sensor_msgs/msg/Imu", t + 0.05, ImuT(header=hdr(t + 0.05, "imu"), orientation=Quat(x=0, y=0, z=0, w=1), orientation_covariance=np.zeros(9), angular_velocity=Vec(x=0.1, y=0.2, z=0.3), angular_velocity_covariance=np.zeros(9), linear_acceleration=Vec(x=0, y=0, z=9.81), linear_acceleration_covariance=np.zeros(9))))
+    return out, rgbs
+
+
+@pytest.mark.parametrize("version", ["ros2", "ros1"])
+def test_bag_playback(ros, tmp_path, version):
+    from rosbags.typesys import Stores, get_typestore
+
+    if version == "ros2":
+        from rosbags.rosbag2 import Writer
+
+        ts = get_typestore(Stores.ROS2_HUMBLE)
+        path = tmp_path / "bag2"
+        msgs, rgbs = _bag_messages(ts, ros1=False)
+        with Writer(path, version=8) as w:
+            conns = {}
+            for topic, ty, t, m in msgs:
+                if topic not in conns:
+                    conns[topic] = w.add_connection(topic, ty, typestore=ts)
+                w.write(conns[topic], int(t * 1e9), ts.serialize_cdr(m, ty))
+    else:
+        from rosbags.rosbag1 import Writer
+
+        ts = get_typestore(Stores.ROS1_NOETIC)
+        path = tmp_path / "test.bag"
+        msgs, rgbs = _bag_messages(ts, ros1=True)
+        with Writer(path) as w:
+            conns = {}
+            for topic, ty, t, m in msgs:
+                if topic not in conns:
+                    conns[topic] = w.add_connection(topic, ty, typestore=ts)
+                w.write(conns[topic], int(t * 1e9), ts.serialize_ros1(m, ty))
+    p = _play(ros, [str(path), "--rate", "4"], 4)
+    assert "/cam/rgb/image_color [sensor_msgs/msg/Image] -> camera/color/image_raw" in p.stdout
+    assert len(ros.color) == 4 and len(ros.depth) == 4
+    assert ros.wait_for(lambda: len(ros.imu) == 4 and len(ros.info) == 4, 5)
+    for i, m in enumerate(ros.color):
+        assert m.header.stamp == cv.sec_to_stamp(100.0 + i * 0.1)  # the bag's own stamps
+        np.testing.assert_array_equal(cv.image_to_rgb(m), rgbs[i])
+    d = cv.image_to_depth_m(ros.depth[0])
+    assert d.shape == (6, 8) and d.min() >= 0.3
+    cam = cv.camera_info_to_camera(ros.info[0])
+    assert (cam.fx, cam.fy, cam.cx, cam.cy) == (10.0, 11.0, 3.5, 2.5)
+    assert ros.imu[0].angular_velocity.z == pytest.approx(0.3)
+    clk = [cv.stamp_to_sec(c.clock) for c in ros.clock]
+    assert min(clk) == pytest.approx(100.0) and max(clk) == pytest.approx(100.35)
+
+
+def test_default_topic_map():
+    m = default_topic_map(
+        {
+            "/camera/rgb/image_color": "sensor_msgs/msg/Image",
+            "/camera/depth/image": "sensor_msgs/msg/Image",
+            "/camera/rgb/camera_info": "sensor_msgs/msg/CameraInfo",
+            "/camera/depth/camera_info": "sensor_msgs/msg/CameraInfo",
+            "/imu": "sensor_msgs/msg/Imu",
+            "/tf": "tf2_msgs/msg/TFMessage",
+        }
+    )
+    assert m == {
+        "/camera/rgb/image_color": "camera/color/image_raw",
+        "/camera/depth/image": "camera/depth/image_raw",
+        "/camera/rgb/camera_info": "camera/color/camera_info",
+        "/imu": "imu",
+    }
+
+
+def test_bad_path_fails_clearly():
+    p = subprocess.run(
+        [sys.executable, "-m", "prism_ros.ros.player", "/nonexistent/folder"],
+        env=ros_env(DOMAIN_ID),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode != 0 and "does not exist" in p.stderr
