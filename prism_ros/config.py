@@ -124,7 +124,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _p("map_prior_sigma_m", 0.5, "Standard deviation of the broad Gaussian prior on the SDF of an unobserved voxel.", 0.01, 100.0),
     _p("map_min_sigma_m", 0.0005, "Floor on a voxel's fused SDF standard deviation (precision cap) so the map can still change.", 0.0, 0.1),
     _p("map_model_sigma_m", 0.003, "Systematic SDF error (pose drift, surface model) that averaging cannot remove; added in quadrature to every reported voxel sigma.", 0.0, 0.5),
-    _p("map_distance_sigma_ratio", 0.3, "Observation sigma grows by this fraction of the distance to the surface (planar / projective approximation error).", 0.0, 10.0),
+    _p("map_distance_sigma_ratio", 0.2, "Observation sigma grows by this fraction of the distance to the surface (planar / projective approximation error).", 0.0, 10.0),
     _p("map_max_observations", 200, "Voxel observation counts saturate here (also used as the render confidence).", 1, 65535),
     # --- sensor ----------------------------------------------------------------
     _p("depth_min_m", 0.2, "Depth readings below this are invalid.", 0.0, 10.0),
@@ -139,6 +139,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _p("track_max_iterations", 8, "Gauss-Newton iterations at the coarsest level; each finer level uses half as many (at least 2).", 1, 100),
     _p("track_convergence_eps", 1e-5, "Stop Gauss-Newton when the update norm falls below this.", 0.0, 1.0),
     _p("render_level", 1, "Pyramid level at which the map is raycast for tracking (1 = half resolution).", 0, 4),
+    _p("render_guide_margin_m", 0.3, "Depth-guided raycasting: rays first march only within this margin of the current frame's measured depth (0 disables; the full ray is marched where no surface is found).", 0.0, 10.0),
     _p("icp_max_distance_m", 0.1, "Reject point-to-plane associations further apart than this.", 0.001, 2.0),
     _p("icp_max_normal_angle_deg", 45.0, "Reject associations whose normals disagree by more than this.", 1.0, 90.0),
     _p("use_photometric", True, "Add the photometric (intensity) residuals to the tracker.", scope="core"),

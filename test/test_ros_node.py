@@ -1,6 +1,5 @@
 """In-process tests of the prism node: outputs, stamps, frames, ROS-order covariances,
 bad inputs, services, queue drops, controls, and the real filter on synthetic images."""
-import glob
 import os
 import time
 
@@ -22,9 +21,9 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness  # noqa: E402
+from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
 
-DOMAIN_ID = 43
+DOMAIN_ID = claim_domain_id(43)  # exclusive on this machine while the tests run
 W, H = 64, 48
 CAM = Camera(50.0, 50.0, 31.5, 23.5, W, H)
 RNG = np.random.default_rng(11)

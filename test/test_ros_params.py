@@ -1,6 +1,5 @@
 """Parameter declarations of the prism node: every PARAMS entry with description and
 range, YAML and declarations agree, invalid values are refused with a reason."""
-import os
 
 import pytest
 
@@ -11,9 +10,9 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from prism_ros.config import PARAMS, ConfigError, default_config_path, load_yaml_params  # noqa: E402
 from prism_ros.ros.node import RUNTIME_PARAMS, PrismNode  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness  # noqa: E402
+from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
 
-DOMAIN_ID = 42
+DOMAIN_ID = claim_domain_id(42)  # exclusive on this machine while the tests run
 
 
 @pytest.fixture(scope="module")

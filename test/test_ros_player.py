@@ -2,7 +2,6 @@
 1 + i/30, encodings, camera_info and /clock; ROS 1 and ROS 2 bags via rosbags."""
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,9 +14,9 @@ from sensor_msgs.msg import CameraInfo, Image, Imu  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.player import default_topic_map  # noqa: E402
 from prism_ros.ros.qos import reliable_qos, sensor_qos  # noqa: E402
-from prism_ros.ros.testing import RosHarness, ros_env  # noqa: E402
+from prism_ros.ros.testing import RosHarness, claim_domain_id, ros_env  # noqa: E402
 
-DOMAIN_ID = 44
+DOMAIN_ID = claim_domain_id(44)  # exclusive on this machine while the tests run
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +41,7 @@ def _play(ros, args, n_expected, timeout=90):
     cmd = [sys.executable, "-m", "prism_ros.ros.player", *args, "--wait-for-subscribers", "20", "--clock-hz", "20"]
     p = subprocess.run(cmd, env=ros_env(DOMAIN_ID), capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout + p.stderr
-    ros.wait_for(lambda: len(ros.color) >= n_expected and len(ros.depth) >= n_expected, 5)
+    ros.wait_for(lambda: len(ros.color) >= n_expected and len(ros.depth) >= n_expected and len(ros.info) >= n_expected, 5)
     return p
 
 

@@ -103,7 +103,9 @@ class PrismFilter:
         tm["predict"] = _ms(t)
         # 2. render the map once at the predicted pose
         t = time.perf_counter()
-        render = render_map(self.map, self.render_camera, T_pred, c.depth_min_m, c.depth_max_m)
+        guide = frame.depth[c.render_level] if c.render_guide_margin_m > 0 else None
+        render = render_map(self.map, self.render_camera, T_pred, c.depth_min_m, c.depth_max_m,
+                            guide, c.render_guide_margin_m)
         tm["render"] = _ms(t)
         # 3.+4. pose MAP by Gauss-Newton and its Laplace covariance
         t = time.perf_counter()
@@ -135,7 +137,8 @@ class PrismFilter:
     def _fuse(self, frame, T_w_c: np.ndarray, Sigma: np.ndarray) -> None:
         pose_var = float(np.trace(Sigma[:3, :3])) / 3.0
         self.map.integrate(frame.depth[0], frame.rgb, frame.normals[0], self.camera.params, T_w_c, self.noise,
-                           depth_sigma=frame.depth_sigma, pose_var=pose_var)
+                           depth_sigma=frame.depth_sigma, pose_var=pose_var, edges=frame.edges,
+                           edge_level=frame.edge_level)
         self.frames_fused += 1
 
     def _result(self, stamp, ok, inlier_ratio, iters, fused, tm, status) -> StepResult:

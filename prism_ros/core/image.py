@@ -126,6 +126,31 @@ def depth_normals(depth, K, max_rel_jump, min_cos, out):
             out[v, u, 2] = nz
 
 
+@njit(cache=True, parallel=True)
+def occlusion_edges(depth, rel_jump, out):
+    """1 where a 3x3 neighbour's depth differs by more than rel_jump * d (an occlusion
+    boundary is near: projective distances there are unreliable), else 0."""
+    H, W = depth.shape
+    for v in prange(H):
+        for u in range(W):
+            out[v, u] = 0
+            d = depth[v, u]
+            if d <= 0.0:
+                continue
+            thr = rel_jump * d
+            for dv in range(-1, 2):
+                vv = v + dv
+                if vv < 0 or vv >= H:
+                    continue
+                for du in range(-1, 2):
+                    uu = u + du
+                    if uu < 0 or uu >= W:
+                        continue
+                    q = depth[vv, uu]
+                    if q > 0.0 and abs(q - d) > thr:
+                        out[v, u] = 1
+
+
 def sigma_z(z: np.ndarray, noise: np.ndarray) -> np.ndarray:
     """Axial depth noise sigma_z(z) = c0 + c2 (z - z0)^2 (Nguyen et al. 2012)."""
     return noise[0] + noise[1] * (z - noise[2]) ** 2
@@ -142,6 +167,8 @@ class FramePyramid:
     cameras: List[Camera]
     depth_sigma: Optional[np.ndarray]  # full-resolution per-pixel sigma (m) or None
     valid_fraction: float
+    edges: np.ndarray  # uint8 occlusion-boundary mask at level ``edge_level``
+    edge_level: int
 
 
 def build_frame(rgb: np.ndarray, depth: np.ndarray, camera: Camera, levels: int,
@@ -182,4 +209,7 @@ def build_frame(rgb: np.ndarray, depth: np.ndarray, camera: Camera, levels: int,
         n = np.empty(depths[lvl].shape + (3,), np.float32)
         depth_normals(depths[lvl], cam.params, 0.05, min_cos, n)
         normals.append(n)
-    return FramePyramid(rgb, depths, grays, normals, cams, depth_sigma, valid)
+    edge_level = 1 if levels > 1 else 0
+    edges = np.empty(depths[edge_level].shape, np.uint8)
+    occlusion_edges(depths[edge_level], 0.05, edges)
+    return FramePyramid(rgb, depths, grays, normals, cams, depth_sigma, valid, edges, edge_level)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from numba import njit, prange
@@ -109,7 +110,11 @@ def _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, o, dx, dy, dz, t, tri
 
 @njit(cache=True, parallel=True)
 def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_wc, H, W, dmin, dmax,
-            out_depth, out_vert, out_norm, out_int, out_sigma):
+            guide, guide_margin, out_depth, out_vert, out_norm, out_int, out_sigma):
+    """Raycast every pixel.  Where ``guide`` (an HxW depth image, or 0x0) is valid the ray
+    is first marched only within +-guide_margin of it; pixels without a hit there
+    (and unguided pixels) are marched over [dmin, dmax]."""
+    has_guide = guide.shape[0] == H
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
     for v in prange(H):
         tri = np.empty(8)
@@ -128,91 +133,104 @@ def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_w
             dx = R_wc[0, 0] * rx + R_wc[0, 1] * ry + R_wc[0, 2]
             dy = R_wc[1, 0] * rx + R_wc[1, 1] * ry + R_wc[1, 2]
             dz = R_wc[2, 0] * rx + R_wc[2, 1] * ry + R_wc[2, 2]
-            t = dmin
-            t_prev = -1.0
-            m_prev = 0.0
-            while t < dmax:
-                px = t_wc[0] + t * dx
-                py = t_wc[1] + t * dy
-                pz = t_wc[2] + t * dz
-                ix = int(np.floor(px / vox + 0.5))
-                iy = int(np.floor(py / vox + 0.5))
-                iz = int(np.floor(pz / vox + 0.5))
-                slot = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
-                if slot < 0:
-                    t_prev = -1.0
-                    t += 0.5 * block_m / rn
-                    continue
-                idx = (ix & 7) + BLOCK * ((iy & 7) + BLOCK * (iz & 7))
-                if cnt[slot, idx] == 0:
-                    t_prev = -1.0
-                    t += vox / rn
-                    continue
-                m = mu[slot, idx]
-                if m <= 0.0:
-                    if t_prev < 0.0 or m_prev <= 0.0:
-                        break  # entered the surface from unknown space or from behind
-                    # zero crossing between t_prev and t: bracket it on the trilinear
-                    # SDF (continuous along the ray), then refine by regula falsi.
-                    ta = t_prev
-                    tb = t
-                    hstep = vox / rn
-                    fa = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, ta, tri0, m_prev)
-                    k = 0
-                    while fa <= 0.0 and k < 2 and ta - hstep > dmin:
-                        tb = ta
-                        ta -= hstep
-                        fa = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, ta, tri0, np.nan)
-                        k += 1
-                    fb = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tb, tri, m)
-                    k = 0
-                    while fb > 0.0 and k < 3:
-                        ta = tb
-                        fa = fb
-                        tb += 0.5 * hstep
-                        fb = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tb, tri, np.nan)
-                        k += 1
-                    if not (fa > 0.0 and fb <= 0.0):
-                        break  # no clean crossing (thin or inconsistent surface, unobserved corners)
-                    for _ in range(2):
-                        tm = ta + (tb - ta) * fa / (fa - fb)
-                        fm = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tm, tri, np.nan)
-                        if fm != fm:
+            g = guide[v, u] if has_guide else 0.0
+            for attempt in range(2):
+                if attempt == 0:
+                    if g <= 0.0:
+                        continue
+                    # depth-guided: the measured depth at this pixel says where the
+                    # surface is; march only a window around it
+                    t = max(dmin, g - guide_margin)
+                    t_end = min(dmax, g + guide_margin)
+                else:
+                    if out_depth[v, u] > 0.0:
+                        break
+                    t = dmin
+                    t_end = dmax
+                t_prev = -1.0
+                m_prev = 0.0
+                while t < t_end:
+                    px = t_wc[0] + t * dx
+                    py = t_wc[1] + t * dy
+                    pz = t_wc[2] + t * dz
+                    ix = int(np.floor(px / vox + 0.5))
+                    iy = int(np.floor(py / vox + 0.5))
+                    iz = int(np.floor(pz / vox + 0.5))
+                    slot = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
+                    if slot < 0:
+                        t_prev = -1.0
+                        t += 0.5 * block_m / rn
+                        continue
+                    idx = (ix & 7) + BLOCK * ((iy & 7) + BLOCK * (iz & 7))
+                    if cnt[slot, idx] == 0:
+                        t_prev = -1.0
+                        t += vox / rn
+                        continue
+                    m = mu[slot, idx]
+                    if m <= 0.0:
+                        if t_prev < 0.0 or m_prev <= 0.0:
+                            break  # entered the surface from unknown space or from behind
+                        # zero crossing between t_prev and t: bracket it on the trilinear
+                        # SDF (continuous along the ray), then refine by regula falsi.
+                        ta = t_prev
+                        tb = t
+                        hstep = vox / rn
+                        fa = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, ta, tri0, m_prev)
+                        k = 0
+                        while fa <= 0.0 and k < 2 and ta - hstep > dmin:
+                            tb = ta
+                            ta -= hstep
+                            fa = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, ta, tri0, np.nan)
+                            k += 1
+                        fb = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tb, tri, m)
+                        k = 0
+                        while fb > 0.0 and k < 3:
+                            ta = tb
+                            fa = fb
+                            tb += 0.5 * hstep
+                            fb = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tb, tri, np.nan)
+                            k += 1
+                        if not (fa > 0.0 and fb <= 0.0):
+                            break  # no clean crossing (thin or inconsistent surface, unobserved corners)
+                        for _ in range(2):
+                            tm = ta + (tb - ta) * fa / (fa - fb)
+                            fm = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tm, tri, np.nan)
+                            if fm != fm:
+                                break
+                            if fm > 0.0:
+                                ta = tm
+                                fa = fm
+                            else:
+                                tb = tm
+                                fb = fm
+                        th = ta + (tb - ta) * fa / (fa - fb)
+                        hx = t_wc[0] + th * dx
+                        hy = t_wc[1] + th * dy
+                        hz = t_wc[2] + th * dz
+                        if not trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, hx, hy, hz, tri):
                             break
-                        if fm > 0.0:
-                            ta = tm
-                            fa = fm
-                        else:
-                            tb = tm
-                            fb = fm
-                    th = ta + (tb - ta) * fa / (fa - fb)
-                    hx = t_wc[0] + th * dx
-                    hy = t_wc[1] + th * dy
-                    hz = t_wc[2] + th * dz
-                    if not trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, hx, hy, hz, tri):
+                        gn = np.sqrt(tri[1] * tri[1] + tri[2] * tri[2] + tri[3] * tri[3])
+                        if gn < 1e-6:
+                            break
+                        nx = tri[1] / gn
+                        ny = tri[2] / gn
+                        nz = tri[3] / gn
+                        if nx * dx + ny * dy + nz * dz >= 0.0:
+                            break  # back face
+                        out_depth[v, u] = th
+                        out_vert[v, u, 0] = hx
+                        out_vert[v, u, 1] = hy
+                        out_vert[v, u, 2] = hz
+                        out_norm[v, u, 0] = nx
+                        out_norm[v, u, 1] = ny
+                        out_norm[v, u, 2] = nz
+                        out_sigma[v, u] = tri[4]
+                        out_int[v, u] = (0.299 * tri[5] + 0.587 * tri[6] + 0.114 * tri[7]) * (1.0 / 255.0)
                         break
-                    gn = np.sqrt(tri[1] * tri[1] + tri[2] * tri[2] + tri[3] * tri[3])
-                    if gn < 1e-6:
-                        break
-                    nx = tri[1] / gn
-                    ny = tri[2] / gn
-                    nz = tri[3] / gn
-                    if nx * dx + ny * dy + nz * dz >= 0.0:
-                        break  # back face
-                    out_depth[v, u] = th
-                    out_vert[v, u, 0] = hx
-                    out_vert[v, u, 1] = hy
-                    out_vert[v, u, 2] = hz
-                    out_norm[v, u, 0] = nx
-                    out_norm[v, u, 1] = ny
-                    out_norm[v, u, 2] = nz
-                    out_sigma[v, u] = tri[4]
-                    out_int[v, u] = (0.299 * tri[5] + 0.587 * tri[6] + 0.114 * tri[7]) * (1.0 / 255.0)
-                    break
-                t_prev = t
-                m_prev = m
-                step = m if m > vox else vox
-                t += step / rn
+                    t_prev = t
+                    m_prev = m
+                    step = m if m > vox else vox
+                    t += step / rn
     return 0
 
 
@@ -251,7 +269,11 @@ class Render:
         return float(np.count_nonzero(self.depth)) / self.depth.size
 
 
-def render_map(tsdf: TsdfMap, camera: Camera, T_w_c: np.ndarray, depth_min: float, depth_max: float) -> Render:
+def render_map(tsdf: TsdfMap, camera: Camera, T_w_c: np.ndarray, depth_min: float, depth_max: float,
+               guide: Optional[np.ndarray] = None, guide_margin: float = 0.3) -> Render:
+    """Raycast ``tsdf`` from ``T_w_c``.  ``guide`` (a depth image of this camera, e.g. the
+    current frame's) lets each ray start near the surface: much faster, same result
+    wherever the map's first surface lies within ``guide_margin`` of it."""
     H, W = camera.height, camera.width
     depth = np.empty((H, W), np.float32)
     vert = np.empty((H, W, 3), np.float32)
@@ -260,7 +282,8 @@ def render_map(tsdf: TsdfMap, camera: Camera, T_w_c: np.ndarray, depth_min: floa
     sig = np.empty((H, W), np.float32)
     raycast(tsdf.keys, tsdf.vals, tsdf.mu, tsdf.var, tsdf.rgb, tsdf.cnt, tsdf.voxel_size, tsdf.model_var, tsdf.block_m,
             camera.params, np.ascontiguousarray(T_w_c[:3, :3]), np.ascontiguousarray(T_w_c[:3, 3]),
-            H, W, depth_min, depth_max, depth, vert, norm, inten, sig)
+            H, W, depth_min, depth_max, np.zeros((0, 0), np.float32) if guide is None else guide,
+            float(guide_margin), depth, vert, norm, inten, sig)
     gx = np.empty((H, W), np.float32)
     gy = np.empty((H, W), np.float32)
     image_gradient(inten, depth, gx, gy)

@@ -164,7 +164,7 @@ def allocate_blocks(
 @njit(cache=True, parallel=True)
 def integrate_blocks(
     visible, n_vis, block_xyz, mu, var, rgb, cnt,
-    depth, depth_sigma, normals, color, K, R_cw, t_cw,
+    depth, depth_sigma, normals, color, edges, edge_shift, K, R_cw, t_cw,
     vox, trunc, noise, min_var, max_count, pose_var, dist_ratio, free_var_floor,
 ):
     """Fuse one depth frame into the listed blocks (product of Gaussians per voxel).
@@ -177,6 +177,9 @@ def integrate_blocks(
     distance to the surface -- plus the pose variance.  A clipped observation
     (s >= trunc) only says "free space, at least about trunc from a surface": it is
     fused as N(trunc, trunc^2) and cannot push the variance below free_var_floor.
+    Near an occlusion boundary (``edges``, sampled at ``>> edge_shift``) the voxel may
+    be closer to the occluder than to the surface its pixel sees, so the observation
+    variance grows by max(|s|, 2 voxels)^2.
     """
     H, W = depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
@@ -233,6 +236,9 @@ def integrate_blocks(
                             dz = d - z0
                             sz = c0 + c2 * dz * dz
                         var_obs = sz * sz + (s * dist_ratio) ** 2 + pose_var
+                        if edges[v >> edge_shift, u >> edge_shift] != 0:
+                            a = abs(s) if abs(s) > 2.0 * vox else 2.0 * vox
+                            var_obs += a * a
                     idx = lx + BLOCK * (ly + BLOCK * lz)
                     v0 = var[slot, idx]
                     m0 = mu[slot, idx]
@@ -285,7 +291,7 @@ class TsdfMap:
 
     def __init__(self, voxel_size_m: float, truncation_m: float, prior_sigma_m: float,
                  min_sigma_m: float, max_observations: int, initial_blocks: int = 16384,
-                 model_sigma_m: float = 0.0, distance_sigma_ratio: float = 0.3):
+                 model_sigma_m: float = 0.0, distance_sigma_ratio: float = 0.2):
         self.voxel_size = float(voxel_size_m)
         self.truncation = float(truncation_m)
         self.prior_var = float(prior_sigma_m) ** 2
@@ -344,7 +350,8 @@ class TsdfMap:
     # ---------------------------------------------------------------- update
     def integrate(self, depth: np.ndarray, color: np.ndarray, normals: np.ndarray, K: np.ndarray,
                   T_w_c: np.ndarray, noise: np.ndarray, depth_sigma: Optional[np.ndarray] = None,
-                  pose_var: float = 0.0, alloc_stride: int = 4) -> int:
+                  pose_var: float = 0.0, edges: Optional[np.ndarray] = None, edge_level: int = 0,
+                  alloc_stride: int = 4) -> int:
         """Fuse a frame (depth in metres, 0 invalid; normals in the camera frame, 0 where unusable).
 
         Returns the number of blocks updated.
@@ -366,9 +373,11 @@ class TsdfMap:
         R_cw = np.ascontiguousarray(R_wc.T)
         t_cw = -R_cw @ t_wc
         ds = depth_sigma if depth_sigma is not None else np.zeros((0, 0), np.float32)
+        if edges is None:
+            edges, edge_level = np.zeros(depth.shape, np.uint8), 0
         integrate_blocks(
             self._visible, n_vis, self.block_xyz, self.mu, self.var, self.rgb, self.cnt,
-            depth, ds, normals, color, K, R_cw, t_cw, self.voxel_size, self.truncation,
+            depth, ds, normals, color, edges, edge_level, K, R_cw, t_cw, self.voxel_size, self.truncation,
             noise, self.min_var, self.max_count, float(pose_var), self.distance_sigma_ratio,
             0.25 * self.truncation**2,
         )
@@ -395,7 +404,7 @@ class TsdfMap:
         return {
             "xyz": xyz,
             "rgb": self.rgb[b, l],
-            "sigma": np.sqrt(self.var[b, l] + self.model_var).astype(np.float32),
+            "sigma": self.reported_sigma(self.var[b, l], mu[b, l]).astype(np.float32),
             "sdf": mu[b, l].astype(np.float32),
             "count": cnt[b, l].astype(np.float32),
         }
@@ -408,7 +417,7 @@ class TsdfMap:
         return {
             "xyz": xyz,
             "sdf": self.mu[:n][mask].astype(np.float64),
-            "sigma": np.sqrt(self.var[:n][mask] + self.model_var).astype(np.float64),
+            "sigma": self.reported_sigma(self.var[:n][mask], self.mu[:n][mask]).astype(np.float64),
             "count": self.cnt[:n][mask].astype(np.float64),
         }
 
@@ -423,8 +432,18 @@ class TsdfMap:
         out_cnt = np.empty(n, np.float64)
         query_points(pts, self.voxel_size, self.keys, self.vals, self.mu, self.var, self.cnt,
                      out_mu, out_var, out_cnt, self.prior_var)
-        out_var[out_cnt > 0] += self.model_var
-        return out_mu, np.sqrt(out_var), out_cnt
+        obs = out_cnt > 0
+        sig = np.sqrt(out_var)
+        sig[obs] = self.reported_sigma(out_var[obs], out_mu[obs])
+        return out_mu, sig, out_cnt
+
+    def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """Voxel SDF sigma as reported: the fused variance plus the systematic terms that
+        averaging over frames cannot remove -- a constant model error and an error
+        proportional to the distance from the surface (the projective / planar SDF
+        approximation is biased away from it, identically in every frame)."""
+        mu = np.asarray(mu, dtype=np.float64)
+        return np.sqrt(np.asarray(var, dtype=np.float64) + self.model_var + (self.distance_sigma_ratio * mu) ** 2)
 
     # ---------------------------------------------------------------- persistence
     def header(self) -> Dict:
@@ -459,7 +478,7 @@ class TsdfMap:
     @classmethod
     def load(cls, path: str, prior_sigma_m: float = 0.5, min_sigma_m: float = 0.0005,
              max_observations: int = 200, model_sigma_m: float = 0.0,
-             distance_sigma_ratio: float = 0.3) -> "TsdfMap":
+             distance_sigma_ratio: float = 0.2) -> "TsdfMap":
         with np.load(path) as z:
             hdr = json.loads(bytes(z["header"]).decode())
             if hdr.get("format") != "prism_ros.tsdf" or hdr.get("version") != MAP_FORMAT_VERSION:

@@ -62,7 +62,6 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from prism_ros.config import PARAMS, ConfigError, ParamSpec, PrismConfig
-from prism_ros.core import se3
 from prism_ros.core.camera import Camera
 from prism_ros.core.types import Control, StepResult
 from prism_ros.ros import conversions as cv

@@ -234,19 +234,29 @@ class _Player:
             if not self.args.quiet:
                 print(f"prism-ros play: no subscriber on {p.topic_name}; playing anyway", flush=True)
             return
-        # Let the other subscriptions (depth, camera_info, ...) match too: wait until every
-        # publisher whose topic has a subscriber in the graph is matched with one.
-        t_end = time.monotonic() + 5.0
-        time.sleep(0.2)
+        # Let the other inputs (depth, camera_info) match too: a consumer of the colour
+        # topic such as the prism node subscribes to all three, and under load endpoint
+        # discovery can take seconds.  Topics nobody subscribes to do not hold us up long.
+        companions = [q for (t, _), q in self._pubs.items() if t in (DEPTH_TOPIC, INFO_TOPIC)]
+        t_end = time.monotonic() + 10.0
         while time.monotonic() < t_end and rclpy.ok(context=self.node.context):
-            pending = [
-                q for q in self._pubs.values()
-                if q.get_subscription_count() == 0 and self.node.count_subscribers(q.topic_name) > 0
-            ]
-            if not pending:
+            if all(q.get_subscription_count() > 0 for q in companions):
                 break
             time.sleep(0.05)
-        time.sleep(0.2)
+        else:
+            missing = [q.topic_name for q in companions if q.get_subscription_count() == 0]
+            if missing and not self.args.quiet:
+                print(f"prism-ros play: no subscriber on {', '.join(missing)}; playing anyway", flush=True)
+        # other topics (imu, odom): wait briefly for those the graph shows a subscriber for
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end and rclpy.ok(context=self.node.context):
+            if not [
+                q for q in self._pubs.values()
+                if q.get_subscription_count() == 0 and self.node.count_subscribers(q.topic_name) > 0
+            ]:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
 
     # ------------------------------------------------------------ datasets
     def play_dataset(self) -> int:

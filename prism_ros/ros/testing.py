@@ -17,7 +17,35 @@ import numpy as np
 
 from prism_ros.core.types import StepResult
 
-__all__ = ["ros_env", "RosHarness", "FakeFilter", "FakeMap"]
+__all__ = ["claim_domain_id", "ros_env", "RosHarness", "FakeFilter", "FakeMap"]
+
+
+_DOMAIN_LOCKS: List[Any] = []
+
+
+def claim_domain_id(preferred: int) -> int:
+    """A ROS_DOMAIN_ID no other process on this machine has claimed through this function.
+
+    Test runs from several sessions (or pytest invocations) on one machine would otherwise
+    talk to each other on the same domain.  The claim is an exclusive ``flock`` on
+    ``$TMPDIR/prism_ros_domain_<id>.lock``, held until the process exits.  Tries
+    ``preferred`` first, then other ids in 1..101 (the range safe with default ports).
+    """
+    import fcntl
+    import tempfile
+
+    candidates = [preferred] + [((preferred - 1 + k) % 101) + 1 for k in range(1, 101)]
+    for d in candidates:
+        path = os.path.join(tempfile.gettempdir(), f"prism_ros_domain_{d}.lock")
+        f = open(path, "a")
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _DOMAIN_LOCKS.append(f)
+        return d
+    raise RuntimeError("no free ROS domain id in 1..101")
 
 
 def ros_env(domain_id: int, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:

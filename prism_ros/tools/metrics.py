@@ -268,9 +268,16 @@ def map_coverage_2sigma(mu, sigma, sdf_true, band: float) -> float:
     return float(np.mean(np.abs(mu - sdf_true) <= 2.0 * sigma))
 
 
-def map_sdf_rmse(mu, sdf_true, band: float) -> float:
-    """RMSE of the SDF mean against the exact SDF over observed voxels with |sdf_true| < band."""
+def map_sdf_rmse(mu, sdf_true, band: float, max_abs_mu: Optional[float] = None) -> float:
+    """RMSE of the SDF mean against the exact SDF over observed voxels with |sdf_true| < band.
+
+    With ``max_abs_mu`` (e.g. 0.95 * truncation), voxels whose mean is truncated are left
+    out: a truncated TSDF value says "free space, at least about tau from the surface
+    along the ray", not a distance (their sigma says so too; they stay in the coverage).
+    """
     m = _band_mask(mu, None, sdf_true, band)
+    if max_abs_mu is not None:
+        m &= np.abs(np.asarray(mu, dtype=np.float64)) < max_abs_mu
     if not m.any():
         return float("nan")
     e = np.asarray(mu, dtype=np.float64)[m] - np.asarray(sdf_true, dtype=np.float64)[m]

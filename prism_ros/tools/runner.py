@@ -102,7 +102,7 @@ def run_offline(
       (the same two figures for bands of half a voxel, one voxel and truncation_m / 2)
       and ``pose_coverage_95``.
     """
-    from prism_ros.core.filter import PrismFilter
+    from prism_ros.core.filter import InvalidFrameError, PrismFilter
     from prism_ros.datasets.base import FrameLoadError
 
     try:
@@ -162,7 +162,15 @@ def run_offline(
             # include one-time JIT compilation in a dataset reader) is setup, like the warm-up.
             t_loop = time.perf_counter()
         ts = time.perf_counter()
-        res = filt.step(fr.rgb, fr.depth, fr.stamp, depth_sigma=getattr(fr, "depth_sigma", None))
+        try:
+            res = filt.step(fr.rgb, fr.depth, fr.stamp, depth_sigma=getattr(fr, "depth_sigma", None))
+        except InvalidFrameError as e:  # e.g. no valid depth: skip it, state and map untouched
+            step_s += time.perf_counter() - ts
+            skipped.append(i)
+            log(f"warning: skipping frame {i}: {e}")
+            if bar is not None:
+                bar.update(1)
+            continue
         step_s += time.perf_counter() - ts
 
         idx.append(int(fr.index))
@@ -257,21 +265,25 @@ def run_offline(
         if len(allv["xyz"]):
             sdf_true = np.asarray(sdf_fn(np.asarray(allv["xyz"], dtype=np.float64)), dtype=np.float64)
             inband = np.abs(sdf_true) < band
-            m["map_sdf_rmse_m"] = metrics.map_sdf_rmse(allv["sdf"], sdf_true, band)
+            trunc_mu = 0.95 * float(cfg.truncation_m)
+            m["map_sdf_rmse_m"] = metrics.map_sdf_rmse(allv["sdf"], sdf_true, band, max_abs_mu=trunc_mu)
+            m["map_eval_truncated_fraction"] = (
+                float(np.mean(np.abs(allv["sdf"][inband]) >= trunc_mu)) if inband.any() else float("nan"))
             m["map_coverage_2sigma"] = metrics.map_coverage_2sigma(allv["sdf"], allv["sigma"], sdf_true, band)
             m["map_sigma_median_m"] = float(np.median(allv["sigma"][inband])) if inband.any() else float("nan")
             m["map_eval_voxels"] = int(inband.sum())
             # The same figures in other bands, for tuning (projective SDF error grows away from the surface).
             m["map_eval_by_band"] = {
                 f"{b:.4f}": {
-                    "sdf_rmse_m": metrics.map_sdf_rmse(allv["sdf"], sdf_true, b),
+                    "sdf_rmse_m": metrics.map_sdf_rmse(allv["sdf"], sdf_true, b, max_abs_mu=trunc_mu),
                     "coverage_2sigma": metrics.map_coverage_2sigma(allv["sdf"], allv["sigma"], sdf_true, b),
                     "voxels": int((np.abs(sdf_true) < b).sum()),
                 }
                 for b in sorted({0.5 * float(cfg.voxel_size_m), float(cfg.voxel_size_m), band})
             }
         m["map_eval_band_m"] = band
-        m["map_eval_band"] = "|sdf_true| < truncation_m / 2, observed voxels"
+        m["map_eval_band"] = ("|sdf_true| < truncation_m / 2, observed voxels; the RMSE leaves out "
+                              "truncated voxels (|mu| >= 0.95 truncation_m, free-space evidence only)")
         if T_gt_a is not None and n >= 2:
             m["pose_coverage_95"] = metrics.pose_coverage_95(T_est_a, T_gt_a, pose_cov_a)
             m["pose_coverage_definition"] = (
