@@ -51,6 +51,7 @@ ROS_WHEELS = [
     "ros-std-srvs",
     "ros-visualization-msgs",
     "ros-diagnostic-msgs",
+    "ros-rosgraph-msgs",  # /clock from the player
     "ros-ament-index-python",
 ]
 
@@ -92,6 +93,9 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0"],
+        # prism-ros bench --peer open3d (Open3D's tensor dense SLAM); on Debian the wheel also needs
+        # the system package libusb-1.0-0 (apt-get install libusb-1.0-0).
+        "peer": ["open3d"],
     },
     tests_require=["pytest"],
     zip_safe=False,

@@ -148,15 +148,31 @@ def test_depth_noise_matches_the_model(clean, noisy):
     np.testing.assert_allclose(noisy.sigma_z(z), sig)
     e = r / sig
     assert len(e) > 150_000
-    assert abs(e.mean()) < 0.01
-    assert 0.98 < e.std() < 1.02
-    assert 0.66 < np.mean(np.abs(e) < 1) < 0.70  # Gaussian: 68.3 %
+    # one independent draw per 4x4 block: ~10^4 independent samples
+    assert abs(e.mean()) < 0.03
+    assert 0.96 < e.std() < 1.04
+    assert 0.65 < np.mean(np.abs(e) < 1) < 0.715  # Gaussian: 68.3 %
     # the depth dependence: per-bin RMS vs the model
     for lo, hi in ((0.6, 1.5), (1.5, 2.3), (2.3, 3.8)):
         b = (z >= lo) & (z < hi)
         if b.sum() > 2000:
             ratio = np.sqrt(np.mean(r[b] ** 2)) / np.sqrt(np.mean(sig[b] ** 2))
             assert 0.95 < ratio < 1.05, (lo, hi, ratio)
+
+
+def test_depth_noise_is_correlated_in_blocks(clean, noisy):
+    """Like a block-matching sensor: pixels of one 4x4 block share their noise draw,
+    pixels of different blocks are independent."""
+    k = noisy.noise_corr_px
+    assert k == 4
+    zc = clean[50].depth.astype(np.float64)
+    zn = noisy[50].depth.astype(np.float64)
+    e = np.where((zc > 0) & (zn > 0), (zn - zc) / np.maximum(noisy.sigma_z(zc), 1e-9), np.nan)
+    a, same, other = e[:, :-k], e[:, 1:1 - k], e[:, k:]
+    inblock = (np.arange(a.shape[1]) % k != k - 1)[None, :] & np.isfinite(a) & np.isfinite(same)
+    acrossm = np.isfinite(a) & np.isfinite(other)
+    assert np.corrcoef(a[inblock], same[inblock])[0, 1] > 0.95
+    assert abs(np.corrcoef(a[acrossm], other[acrossm])[0, 1]) < 0.05
 
 
 def test_holes(clean, noisy):

@@ -240,6 +240,7 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
     total_iters = 0
     converged = False
     coarsest = min(finest + levels - 1, len(frame.depth) - 1)
+    last = None  # (Hd, s, |dx|) of the last finest-level iteration
     for lvl in range(coarsest, finest - 1, -1):
         scale = (4.0 ** lvl) / patch_px
         out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
@@ -255,14 +256,20 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
                 break
             T = T @ se3.exp(dx)
             total_iters += 1
+            if lvl == finest:
+                last = (Hd, s, float(np.linalg.norm(dx)))
             if np.linalg.norm(dx) < eps:
                 converged = True
                 break
-    # Laplace: Gauss-Newton Hessian of the same (scaled) objective at the optimum.
+    # Laplace: Gauss-Newton Hessian of the same (scaled) objective at the optimum.  The
+    # last iteration's Hessian is reused when that step was negligible (< 0.1 mm / mrad).
     lvl = finest
     scale = (4.0 ** lvl) / patch_px
-    out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
-    Hd, gd, s = _eval(frame, lvl, render, T, T_pw, noise, params, out)
+    if last is not None and last[2] < 1e-4:
+        Hd, s = last[0], last[1]
+    else:
+        out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
+        Hd, gd, s = _eval(frame, lvl, render, T, T_pw, noise, params, out)
     H = scale * Hd + Lambda
     H = 0.5 * (H + H.T)
     cov = np.linalg.inv(H)

@@ -34,7 +34,10 @@ Noise (``noise=True``)
 ----------------------
 * depth: z + N(0, sigma_z(z)^2) with the Kinect v1 model of :class:`PrismConfig`,
   sigma_z(z) = c0 + c2 (z - z0)^2 (defaults 0.0012 + 0.0019 (z - 0.4)^2), evaluated
-  at the true depth; optional rounding to ``depth_quantum`` metres;
+  at the true depth; optional rounding to ``depth_quantum`` metres.  The noise is
+  spatially correlated like a block-matching sensor's: one draw per
+  ``noise_corr_px`` x ``noise_corr_px`` block (default 4 x 4 = 16 pixels, the
+  filter's default ``laplace_patch_px``), so pixels are not independent;
 * holes (``holes``, default = ``noise``): random dropout (``dropout``, 2 %), rays
   meeting the surface at more than ``grazing_deg`` (80 deg) from its normal, and
   noisy depths outside [``depth_min``, ``depth_max``] = [0.3, 4.0] m;
@@ -562,6 +565,7 @@ class SyntheticSequence(DatasetBase):
         depth_max: float = 4.0,
         depth_quantum: float = 0.0,
         color_noise: float = 2.0,
+        noise_corr_px: int = 4,
         config=None,
         start: int = 0,
         speed: float = 1.0,
@@ -602,6 +606,7 @@ class SyntheticSequence(DatasetBase):
         self.depth_max = float(depth_max)
         self.depth_quantum = float(depth_quantum)
         self.color_noise = float(color_noise)
+        self.noise_corr_px = max(1, int(noise_corr_px))
         self.start = int(start)
         self.scene = _default_scene()
         self._traj = _Trajectory(self.seed, speed)
@@ -658,7 +663,12 @@ class SyntheticSequence(DatasetBase):
             valid = depth > 0
             if self.noise:
                 z = depth.astype(np.float64)
-                n = rng.standard_normal(depth.shape)
+                # spatially correlated, like a structured-light sensor's block matching:
+                # one N(0, 1) draw per noise_corr_px x noise_corr_px block of pixels
+                k = self.noise_corr_px
+                H, W = depth.shape
+                n = rng.standard_normal(((H + k - 1) // k, (W + k - 1) // k))
+                n = np.repeat(np.repeat(n, k, axis=0), k, axis=1)[:H, :W]
                 zn = np.where(valid, z + self.sigma_z(z) * n, 0.0)
                 if self.depth_quantum > 0:
                     zn = np.round(zn / self.depth_quantum) * self.depth_quantum

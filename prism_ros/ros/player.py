@@ -190,6 +190,21 @@ class _Player:
         self._pubs: Dict[Tuple[str, str], object] = {}
         self.published_frames = 0
 
+    def flush(self, timeout_s: float = 3.0) -> None:
+        """Wait until reliable subscribers acknowledged everything (messages still in
+        flight when the process exits are lost)."""
+        from rclpy.duration import Duration
+
+        t_end = time.monotonic() + timeout_s
+        for q in list(self._pubs.values()) + [self.clock_pub]:
+            left = t_end - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                q.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+            except Exception:  # best-effort publishers, shutting down context
+                pass
+
     def pub(self, topic: str, cls):
         key = (topic, cls.__name__)
         if key not in self._pubs:
@@ -395,7 +410,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rc = 0
     try:
         rc = player.play_bag() if _is_bag(a.path) else player.play_dataset()
-        time.sleep(0.5)  # let the last messages go out
+        player.flush()
     except (KeyboardInterrupt, ExternalShutdownException):
         rc = 0
     except ValueError as e:  # unrecognised dataset, bad --start/--frames
