@@ -118,6 +118,22 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
         parser.error(f"cannot read configuration {args.config}: {e}")
 
 
+def apply_dataset_hints(cfg, ds, args):
+    """Apply the dataset's ``config_hints`` to parameters the user did not set."""
+    from prism_ros.config import load_yaml_params
+
+    hints = dict(getattr(ds, "config_hints", {}) or {})
+    user = set(dict(args.set or []))
+    if args.config is not None:
+        user |= set(load_yaml_params(args.config))
+    hints = {k: v for k, v in hints.items() if k not in user and getattr(cfg, k) != v}
+    if hints:
+        print(f"prism-ros: {ds.name}: using " + ", ".join(f"{k}={v}" for k, v in hints.items())
+              + f" ({getattr(ds, 'config_hints_reason', '')}; override with --set)", file=sys.stderr)
+        cfg = cfg.replace(**hints)
+    return cfg
+
+
 def _fmt(m: Dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:.3f}", unit: str = "") -> str:
     v = m.get(key)
     if v is None:
@@ -162,6 +178,7 @@ def _run(dataset_path: str, start: int, frames: Optional[int], out: Optional[str
         parser.error(f"cannot open dataset {dataset_path!r}: {e}")
     if len(ds) == 0:
         parser.error(f"dataset {dataset_path!r} has no frames from --start {start}")
+    cfg = apply_dataset_hints(cfg, ds, args)
     out_dir = out or os.path.join("prism_out", str(getattr(ds, "name", "run")).replace(os.sep, "_"))
     from prism_ros.tools.runner import run_offline
 

@@ -49,6 +49,7 @@ class PrismFilter:
             photo_min_grad=0.002,
         )
         self.levels = max(config.track_finest_level + config.track_levels, config.render_level + 1)
+        self.track_level_range = range(config.track_finest_level, config.track_finest_level + config.track_levels)
         self.render_camera = camera.level(config.render_level)
         self.reset(T_w_c0)
 
@@ -79,7 +80,8 @@ class PrismFilter:
         c = self.cfg
         tm: Dict[str, float] = {}
         t0 = time.perf_counter()
-        frame = build_frame(rgb, depth, self.camera, self.levels, c.depth_min_m, c.depth_max_m, depth_sigma)
+        frame = build_frame(rgb, depth, self.camera, self.levels, c.depth_min_m, c.depth_max_m, depth_sigma,
+                            normal_levels=self.track_level_range, gray=bool(c.use_photometric))
         if frame.valid_fraction < 0.01:
             raise InvalidFrameError(f"only {100 * frame.valid_fraction:.1f}% of the depth image is valid")
         if self.state is not None and stamp <= self.state.stamp:
@@ -136,9 +138,9 @@ class PrismFilter:
     # ------------------------------------------------------------------ helpers
     def _fuse(self, frame, T_w_c: np.ndarray, Sigma: np.ndarray) -> None:
         pose_var = float(np.trace(Sigma[:3, :3])) / 3.0
-        self.map.integrate(frame.depth[0], frame.rgb, frame.normals[0], self.camera.params, T_w_c, self.noise,
-                           depth_sigma=frame.depth_sigma, pose_var=pose_var, edges=frame.edges,
-                           edge_level=frame.edge_level)
+        self.map.integrate(frame.depth[0], frame.rgb, frame.normals[frame.aux_level], self.camera.params, T_w_c,
+                           self.noise, depth_sigma=frame.depth_sigma, pose_var=pose_var, edges=frame.edges,
+                           aux_level=frame.aux_level)
         self.frames_fused += 1
 
     def _result(self, stamp, ok, inlier_ratio, iters, fused, tm, status) -> StepResult:

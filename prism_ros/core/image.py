@@ -163,18 +163,23 @@ class FramePyramid:
     rgb: np.ndarray  # HxWx3 uint8
     depth: List[np.ndarray]  # per level, float32 metres, 0 invalid
     gray: List[np.ndarray]  # per level, float32 in [0, 1]
-    normals: List[np.ndarray]  # per level, camera frame, float32 HxWx3 (0 = unusable)
+    normals: List[Optional[np.ndarray]]  # per level, camera frame, float32 HxWx3 (0 = unusable); None if not needed
     cameras: List[Camera]
     depth_sigma: Optional[np.ndarray]  # full-resolution per-pixel sigma (m) or None
     valid_fraction: float
-    edges: np.ndarray  # uint8 occlusion-boundary mask at level ``edge_level``
-    edge_level: int
+    edges: np.ndarray  # uint8 occlusion-boundary mask at level ``aux_level``
+    aux_level: int  # level of the normals and edges used for map fusion
 
 
 def build_frame(rgb: np.ndarray, depth: np.ndarray, camera: Camera, levels: int,
                 depth_min: float, depth_max: float, depth_sigma: Optional[np.ndarray] = None,
-                min_cos: float = 0.15) -> FramePyramid:
-    """Validate and preprocess one RGB-D frame into a pyramid of ``levels`` levels."""
+                min_cos: float = 0.15, normal_levels: Optional[range] = None, gray: bool = True) -> FramePyramid:
+    """Validate and preprocess one RGB-D frame into a pyramid of ``levels`` levels.
+
+    Normals are computed for ``normal_levels`` (default: all) plus the fusion level
+    (level 1, the half-resolution depth, whose normals are less noisy; level 0 for a
+    single-level pyramid).  ``gray=False`` skips the intensity pyramid (no
+    photometric term)."""
     H, W = camera.height, camera.width
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[:, :, None], 3, axis=2)
@@ -193,23 +198,32 @@ def build_frame(rgb: np.ndarray, depth: np.ndarray, camera: Camera, levels: int,
             raise InvalidFrameError(f"depth_sigma has shape {depth_sigma.shape}, expected ({H}, {W})")
         depth_sigma = np.ascontiguousarray(np.nan_to_num(depth_sigma, nan=1.0), dtype=np.float32)
     g0 = np.empty((H, W), np.float32)
-    rgb_to_gray(rgb, g0)
+    if gray:
+        rgb_to_gray(rgb, g0)
+    else:
+        g0[:] = 0.0
     depths, grays, normals, cams = [d0], [g0], [], []
     for lvl in range(1, levels):
         h, w = depths[-1].shape[0] // 2, depths[-1].shape[1] // 2
         d = np.empty((h, w), np.float32)
         downsample_depth(depths[-1], d)
         g = np.empty((h, w), np.float32)
-        downsample_gray(grays[-1], g)
+        if gray:
+            downsample_gray(grays[-1], g)
+        else:
+            g[:] = 0.0
         depths.append(d)
         grays.append(g)
+    aux_level = 1 if levels > 1 else 0
+    wanted = set(range(levels) if normal_levels is None else normal_levels) | {aux_level}
     for lvl in range(levels):
         cam = camera.level(lvl)
         cams.append(cam)
-        n = np.empty(depths[lvl].shape + (3,), np.float32)
-        depth_normals(depths[lvl], cam.params, 0.05, min_cos, n)
+        n = None
+        if lvl in wanted:
+            n = np.empty(depths[lvl].shape + (3,), np.float32)
+            depth_normals(depths[lvl], cam.params, 0.05, min_cos, n)
         normals.append(n)
-    edge_level = 1 if levels > 1 else 0
-    edges = np.empty(depths[edge_level].shape, np.uint8)
-    occlusion_edges(depths[edge_level], 0.05, edges)
-    return FramePyramid(rgb, depths, grays, normals, cams, depth_sigma, valid, edges, edge_level)
+    edges = np.empty(depths[aux_level].shape, np.uint8)
+    occlusion_edges(depths[aux_level], 0.05, edges)
+    return FramePyramid(rgb, depths, grays, normals, cams, depth_sigma, valid, edges, aux_level)

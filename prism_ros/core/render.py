@@ -101,11 +101,43 @@ def trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, px, py, pz, out):
 
 
 @njit(cache=True)
+def trilinear_sdf(keys, vals, mu, cnt, vox, px, py, pz, fallback):
+    """Trilinear SDF mean only (the cheap version of :func:`trilinear`); ``fallback``
+    where a corner is unobserved."""
+    fx_ = px / vox
+    fy_ = py / vox
+    fz_ = pz / vox
+    ix = int(np.floor(fx_))
+    iy = int(np.floor(fy_))
+    iz = int(np.floor(fz_))
+    ax = fx_ - ix
+    ay = fy_ - iy
+    az = fz_ - iz
+    same = (ix & 7) < 7 and (iy & 7) < 7 and (iz & 7) < 7
+    slot0 = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
+    val = 0.0
+    for k in range(8):
+        dx = k & 1
+        dy = (k >> 1) & 1
+        dz = (k >> 2) & 1
+        jx = ix + dx
+        jy = iy + dy
+        jz = iz + dz
+        slot = slot0 if same else find_block(keys, vals, jx >> 3, jy >> 3, jz >> 3)
+        if slot < 0:
+            return fallback
+        idx = (jx & 7) + BLOCK * ((jy & 7) + BLOCK * (jz & 7))
+        if cnt[slot, idx] == 0:
+            return fallback
+        w = (ax if dx else 1.0 - ax) * (ay if dy else 1.0 - ay) * (az if dz else 1.0 - az)
+        val += w * mu[slot, idx]
+    return val
+
+
+@njit(cache=True, inline="always")
 def _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, o, dx, dy, dz, t, tri, fallback):
     """Trilinear SDF at ray parameter t; ``fallback`` where a corner is unobserved."""
-    if trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, o[0] + t * dx, o[1] + t * dy, o[2] + t * dz, tri):
-        return tri[0]
-    return fallback
+    return trilinear_sdf(keys, vals, mu, cnt, vox, o[0] + t * dx, o[1] + t * dy, o[2] + t * dz, fallback)
 
 
 @njit(cache=True, parallel=True)

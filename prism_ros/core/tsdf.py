@@ -164,7 +164,7 @@ def allocate_blocks(
 @njit(cache=True, parallel=True)
 def integrate_blocks(
     visible, n_vis, block_xyz, mu, var, rgb, cnt,
-    depth, depth_sigma, normals, color, edges, edge_shift, K, R_cw, t_cw,
+    depth, depth_sigma, normals, color, edges, aux_shift, K, R_cw, t_cw,
     vox, trunc, noise, min_var, max_count, pose_var, dist_ratio, free_var_floor,
 ):
     """Fuse one depth frame into the listed blocks (product of Gaussians per voxel).
@@ -177,7 +177,9 @@ def integrate_blocks(
     distance to the surface -- plus the pose variance.  A clipped observation
     (s >= trunc) only says "free space, at least about trunc from a surface": it is
     fused as N(trunc, trunc^2) and cannot push the variance below free_var_floor.
-    Near an occlusion boundary (``edges``, sampled at ``>> edge_shift``) the voxel may
+    ``normals`` and ``edges`` may be at a coarser pyramid level: they are read at
+    pixel (v >> aux_shift, u >> aux_shift).
+    Near an occlusion boundary (``edges``) the voxel may
     be closer to the occluder than to the surface its pixel sees, so the observation
     variance grows by max(|s|, 2 voxels)^2.
     """
@@ -213,9 +215,11 @@ def integrate_blocks(
                     sp = d - pz
                     if sp < -trunc:
                         continue
-                    nx = normals[v, u, 0]
-                    ny = normals[v, u, 1]
-                    nz = normals[v, u, 2]
+                    va = v >> aux_shift
+                    ua = u >> aux_shift
+                    nx = normals[va, ua, 0]
+                    ny = normals[va, ua, 1]
+                    nz = normals[va, ua, 2]
                     if nx == 0.0 and ny == 0.0 and nz == 0.0:
                         continue  # depth edge or grazing view: no reliable observation
                     # surface point of this pixel
@@ -236,7 +240,7 @@ def integrate_blocks(
                             dz = d - z0
                             sz = c0 + c2 * dz * dz
                         var_obs = sz * sz + (s * dist_ratio) ** 2 + pose_var
-                        if edges[v >> edge_shift, u >> edge_shift] != 0:
+                        if edges[va, ua] != 0:
                             a = abs(s) if abs(s) > 2.0 * vox else 2.0 * vox
                             var_obs += a * a
                     idx = lx + BLOCK * (ly + BLOCK * lz)
@@ -350,9 +354,12 @@ class TsdfMap:
     # ---------------------------------------------------------------- update
     def integrate(self, depth: np.ndarray, color: np.ndarray, normals: np.ndarray, K: np.ndarray,
                   T_w_c: np.ndarray, noise: np.ndarray, depth_sigma: Optional[np.ndarray] = None,
-                  pose_var: float = 0.0, edges: Optional[np.ndarray] = None, edge_level: int = 0,
+                  pose_var: float = 0.0, edges: Optional[np.ndarray] = None, aux_level: int = 0,
                   alloc_stride: int = 4) -> int:
         """Fuse a frame (depth in metres, 0 invalid; normals in the camera frame, 0 where unusable).
+
+        ``normals`` and ``edges`` (occlusion-boundary mask) are images of pyramid level
+        ``aux_level`` (0 = the depth's resolution).
 
         Returns the number of blocks updated.
         """
@@ -374,10 +381,10 @@ class TsdfMap:
         t_cw = -R_cw @ t_wc
         ds = depth_sigma if depth_sigma is not None else np.zeros((0, 0), np.float32)
         if edges is None:
-            edges, edge_level = np.zeros(depth.shape, np.uint8), 0
+            edges = np.zeros(normals.shape[:2], np.uint8)
         integrate_blocks(
             self._visible, n_vis, self.block_xyz, self.mu, self.var, self.rgb, self.cnt,
-            depth, ds, normals, color, edges, edge_level, K, R_cw, t_cw, self.voxel_size, self.truncation,
+            depth, ds, normals, color, edges, aux_level, K, R_cw, t_cw, self.voxel_size, self.truncation,
             noise, self.min_var, self.max_count, float(pose_var), self.distance_sigma_ratio,
             0.25 * self.truncation**2,
         )

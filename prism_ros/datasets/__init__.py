@@ -4,7 +4,8 @@
 
 * ``"synthetic"`` or ``"synthetic:<n_frames>"``: :class:`SyntheticSequence`
   (``kw`` go to its constructor, e.g. ``width=640, height=480, seed=1``).  Plain
-  ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None);
+  ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None), at
+  640x480 unless ``width``/``height`` are given;
   ``start``/``frames`` then select a window, frame i being at (start + i) / fps;
 * a folder recognised by one of the entries of :data:`DETECTORS`, tried in order
   (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``).
@@ -18,6 +19,7 @@ import os
 from typing import Callable, List, Optional, Tuple
 
 from .base import Dataset, DatasetBase, Frame, FrameLoadError
+from .euroc import EurocDataset, is_euroc_folder
 from .sevenscenes import SevenScenesDataset, is_sevenscenes_folder
 from .synthetic import SyntheticSequence
 from .tum import TumDataset, is_tum_folder
@@ -30,6 +32,7 @@ __all__ = [
     "TumDataset",
     "SevenScenesDataset",
     "SyntheticSequence",
+    "EurocDataset",
     "DETECTORS",
     "register_dataset",
     "detect_format",
@@ -40,6 +43,7 @@ __all__ = [
 DETECTORS: List[Tuple[str, Callable[[str], bool], type]] = [
     ("TUM RGB-D (rgb.txt + depth.txt)", is_tum_folder, TumDataset),
     ("7-Scenes (frame-XXXXXX.depth.png/.color.*/.pose.txt)", is_sevenscenes_folder, SevenScenesDataset),
+    ("EuRoC MAV (ASL layout: mav0/cam0, mav0/cam1, mav0/imu0)", is_euroc_folder, EurocDataset),
 ]
 
 
@@ -81,6 +85,8 @@ def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) 
         from .base import slice_range
 
         lo, hi = slice_range(int(n_total), start, frames, what=f"'{p}'")
+        kw.setdefault("width", 640)  # a Kinect-like 640x480 camera, the filter's design point
+        kw.setdefault("height", 480)
         return SyntheticSequence(n_frames=hi - lo, start=lo, **kw)
     if not os.path.exists(p):
         raise ValueError(f"dataset path '{p}' does not exist (expected a dataset folder, 'synthetic' or 'synthetic:<n_frames>')")

@@ -14,7 +14,7 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Dict, Iterator, List, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 
@@ -84,6 +84,10 @@ class DatasetBase:
     """
 
     name: str = "dataset"
+    #: parameter values this data needs (e.g. no photometric term when colour and depth
+    #: are not registered); the CLI applies them unless the user sets the parameter
+    config_hints: Dict[str, Any] = {}
+    config_hints_reason: str = ""
     camera: Camera
     _stamps: np.ndarray
     _gt: Optional[List[Optional[np.ndarray]]]

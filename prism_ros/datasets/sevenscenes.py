@@ -82,6 +82,9 @@ def _read_intrinsics(path: Path):
 
 
 class SevenScenesDataset(DatasetBase):
+    config_hints = {"use_photometric": False}
+    config_hints_reason = ("7-Scenes colour and depth come from two unregistered sensors, so a colour "
+                           "pixel does not see the point its depth pixel measures")
     """Lazily loaded 7-Scenes sequence folder.
 
     Parameters: ``path`` to the folder; ``start``/``frames`` select a window of the

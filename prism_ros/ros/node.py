@@ -23,7 +23,15 @@ Topics (relative input names are remappable; outputs are node-private):
   out  ~/map_cloud               sensor_msgs/PointCloud2 (x y z rgb sigma weight), transient_local
   out  /tf, /tf_static           when tf2_msgs is importable
   out  /diagnostics              diagnostic_msgs/DiagnosticArray
-  srv  ~/save_map, ~/reset       std_srvs/Trigger
+  srv  ~/save_map, ~/load_map, ~/reset   std_srvs/Trigger
+
+Bad input never stops the node: every unusable message is refused with a
+throttled error naming the reason (encoding, sizes, step, camera_info, invalid
+depth, stamps, non-finite IMU), counted in the diagnostics, and the map is not
+touched.  Maps are saved atomically (prism_ros.tools.persistence) into
+``save_map_dir`` under ``save_map_name`` (a plain file name: paths leaving the
+directory are refused); ``load_map_path`` is loaded when the filter starts and by
+``~/load_map``; a map of another voxel size / truncation is refused clearly.
 """
 from __future__ import annotations
 
@@ -68,6 +76,13 @@ from prism_ros.ros import conversions as cv
 from prism_ros.ros.controls import ImuBuffer, OdomBuffer, cv_translation_control
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.sync import ApproxTimePairer
+from prism_ros.tools import persistence
+
+try:
+    from prism_ros.core.image import InvalidFrameError
+except ImportError:  # pragma: no cover - core not importable: nothing raises it then
+    class InvalidFrameError(ValueError):  # type: ignore[no-redef]
+        pass
 
 try:  # not on PyPI; present on a full ROS 2 install
     from tf2_msgs.msg import TFMessage  # type: ignore
@@ -93,6 +108,8 @@ RUNTIME_PARAMS = frozenset(
         "cloud_max_sdf_m",
         "path_max_length",
         "save_map_dir",
+        "save_map_name",
+        "load_map_path",
         "diagnostics_period_s",
     }
 )
@@ -106,6 +123,8 @@ _PARAM_TYPES = {
 }
 
 _PATH_PUBLISH_MIN_PERIOD_S = 0.2  # ~/path carries up to path_max_length poses: publish it at <= 5 Hz
+_STREAM_SILENCE_S = 2.0  # warn when colour arrives without depth (or vice versa) for this long
+_MIN_VALID_DEPTH_FRACTION = 0.01  # the filter refuses frames below this too
 
 
 def declared_descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -176,6 +195,7 @@ class _Stats:
         self.total_processed = 0
         self.total_dropped_queue = 0
         self.total_bad = 0
+        self.total_bad_imu = 0
 
     def reset_window(self):
         self.t0 = time.monotonic()
@@ -218,6 +238,7 @@ class PrismNode(Node):
         for spec in PARAMS:
             self.declare_parameter(spec.name, _default_value(spec), declared_descriptor(spec))
         self.cfg: PrismConfig = PrismConfig.from_dict(self._param_values())  # raises ConfigError
+        self._check_map_params(self.cfg)  # raises ConfigError
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.T_base_camera = cv.T_from_xyz_rpy_deg(self.cfg.T_base_camera_xyz_m, self.cfg.T_base_camera_rpy_deg)
@@ -233,6 +254,9 @@ class PrismNode(Node):
         self._camera: Optional[Camera] = None
         self._camera_error: Optional[str] = None
         self._waiting_for_info = None  # (colour, depth) pair that arrived before any camera_info
+        self._newest_in = [None, None]  # newest colour / depth stamp seen (duplicate / order checks)
+        self._last_rx = [None, None]  # monotonic time of the last colour / depth message
+        self._first_rx = [None, None]
         self._pairer = ApproxTimePairer(self.cfg.sync_slop_s, max_pending=10)
         self._imu = ImuBuffer()
         self._odom = OdomBuffer()
@@ -266,6 +290,7 @@ class PrismNode(Node):
 
         self.srv_save = self.create_service(Trigger, "~/save_map", self._on_save_map)
         self.srv_reset = self.create_service(Trigger, "~/reset", self._on_reset)
+        self.srv_load = self.create_service(Trigger, "~/load_map", self._on_load_map)
         self._map_timer = None
         self._make_map_timer()
 
@@ -316,6 +341,7 @@ class PrismNode(Node):
             values[p.name] = list(v) if isinstance(v, (list, tuple)) or hasattr(v, "typecode") else v
         try:
             new_cfg = PrismConfig.from_dict(values)
+            self._check_map_params(new_cfg)
         except ConfigError as e:
             return SetParametersResult(successful=False, reason=str(e))
         old = self.cfg
@@ -334,6 +360,29 @@ class PrismNode(Node):
         if new_cfg.map_publish_rate_hz != old.map_publish_rate_hz:
             self._make_map_timer()
         return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _check_map_params(cfg: PrismConfig) -> None:
+        """save_map_name must stay inside save_map_dir; load_map_path must be a compatible map."""
+        if cfg.save_map_name:
+            try:
+                persistence.safe_map_path(cfg.save_map_dir, cfg.save_map_name)
+            except persistence.MapPathError as e:
+                raise ConfigError(f"parameter 'save_map_name' refused: {e}") from None
+        if cfg.load_map_path:
+            from prism_ros.core.tsdf import TsdfMap
+
+            path = os.path.abspath(os.path.expanduser(cfg.load_map_path))
+            if not os.path.isfile(path):
+                raise ConfigError(f"parameter 'load_map_path': {path} does not exist")
+            try:
+                hdr = TsdfMap.read_header(path)
+            except Exception as e:
+                raise ConfigError(f"parameter 'load_map_path': {path} is not a readable prism_ros map ({e})") from None
+            try:
+                persistence.check_compatible(hdr, cfg, path)
+            except persistence.MapCompatibilityError as e:
+                raise ConfigError(f"parameter 'load_map_path' refused: {e}") from None
 
     def _make_map_timer(self) -> None:
         if self._map_timer is not None:
@@ -380,12 +429,46 @@ class PrismNode(Node):
         if waiting is not None:
             self._on_pair(*waiting)
 
+    def _check_stream(self, s: int, stamp: float) -> bool:
+        """Per-stream stamp and liveness checks before pairing; False: drop the message."""
+        names = ("colour", "depth")
+        topic = (self.sub_color, self.sub_depth)[s].topic_name
+        now = time.monotonic()
+        self._last_rx[s] = now
+        if self._first_rx[s] is None:
+            self._first_rx[s] = now
+        if not np.isfinite(stamp):
+            self._bad("stamp", f"{topic}: non-finite stamp")
+            return False
+        newest = self._newest_in[s]
+        if newest is not None and newest - self._pairer.reset_on_jump_back_s <= stamp <= newest:
+            what = "duplicate stamp" if stamp == newest else "stamp older than the previous one"
+            self._bad("stamp_order", f"{topic}: {names[s]} image {what} ({stamp:.6f} s after {newest:.6f} s)")
+            return False
+        self._newest_in[s] = stamp
+        o = 1 - s
+        other_last = self._last_rx[o] if self._last_rx[o] is not None else self._first_rx[s]
+        if now - other_last > _STREAM_SILENCE_S:
+            other = (self.sub_color, self.sub_depth)[o].topic_name
+            self._warn(
+                f"silence{o}",
+                f"{names[s]} images arrive on {topic} but no {names[o]} image on {other} for "
+                f"{now - other_last:.0f} s; nothing to pair (the pending buffer is bounded)",
+            )
+        return True
+
     def _on_color(self, msg: Image) -> None:
-        for c, d, _, _ in self._pairer.add_a(cv.stamp_to_sec(msg.header.stamp), msg):
+        stamp = cv.stamp_to_sec(msg.header.stamp)
+        if not self._check_stream(0, stamp):
+            return
+        for c, d, _, _ in self._pairer.add_a(stamp, msg):
             self._on_pair(c, d)
 
     def _on_depth(self, msg: Image) -> None:
-        for c, d, _, _ in self._pairer.add_b(cv.stamp_to_sec(msg.header.stamp), msg):
+        stamp = cv.stamp_to_sec(msg.header.stamp)
+        if not self._check_stream(1, stamp):
+            return
+        for c, d, _, _ in self._pairer.add_b(stamp, msg):
             self._on_pair(c, d)
 
     def _bad(self, key: str, text: str) -> None:
@@ -422,6 +505,14 @@ class PrismNode(Node):
                 f"{depth_m.shape[1]}x{depth_m.shape[0]} (register depth to colour)",
             )
             return
+        valid = float(np.count_nonzero(depth_m > 0)) / max(depth_m.size, 1)
+        if valid < _MIN_VALID_DEPTH_FRACTION:
+            self._bad(
+                "depth_invalid",
+                f"{self.sub_depth.topic_name}: only {100 * valid:.1f}% of the depth pixels are valid "
+                "(zero, NaN or inf: covered lens, out of range?)",
+            )
+            return
         if (cam.width, cam.height) != (rgb.shape[1], rgb.shape[0]):
             self._bad(
                 "info_size",
@@ -447,6 +538,12 @@ class PrismNode(Node):
     def _on_imu(self, msg: Imu) -> None:
         w = msg.angular_velocity
         cov = msg.angular_velocity_covariance
+        t = cv.stamp_to_sec(msg.header.stamp)
+        if not (np.isfinite(t) and np.all(np.isfinite([w.x, w.y, w.z]))):
+            with self._lock:
+                self._stats.total_bad_imu += 1
+            self._warn("imu_nan", f"{self.sub_imu.topic_name}: IMU sample at {t:.6f} s has a non-finite angular velocity; sample ignored")
+            return
         diag = [cov[0], cov[4], cov[8]] if cov[0] >= 0 else None
         self._imu.add(cv.stamp_to_sec(msg.header.stamp), [w.x, w.y, w.z], diag)
 
@@ -474,6 +571,13 @@ class PrismNode(Node):
         (self._log.info if response.success else self._log.error)(f"save_map: {response.message}")
         return response
 
+    def _on_load_map(self, request, response):
+        cmd = self._run_command("load")
+        response.success = cmd.error is None
+        response.message = cmd.error if cmd.error else str(cmd.result)
+        (self._log.info if response.success else self._log.error)(f"load_map: {response.message}")
+        return response
+
     def _on_reset(self, request, response):
         self._pairer.clear()  # executor thread owns the pairer
         cmd = self._run_command("reset")
@@ -499,13 +603,20 @@ class PrismNode(Node):
                 break
             for cmd in commands:
                 try:
-                    cmd.result = self._do_reset() if cmd.kind == "reset" else self._do_save()
+                    if cmd.kind == "reset":
+                        cmd.result = self._do_reset()
+                    elif cmd.kind == "load":
+                        cmd.result = self._do_load()
+                    else:
+                        cmd.result = self._do_save()
                 except Exception as e:  # report to the service caller
                     cmd.error = f"{type(e).__name__}: {e}"
                 cmd.done.set()
             if item is not None:
                 try:
                     self._process(item)
+                except InvalidFrameError as e:  # the filter refused it: state and map untouched
+                    self._bad("invalid_frame", f"frame at t={item.stamp:.6f} s refused by the filter: {e}")
                 except Exception as e:
                     self._error("step", f"filter step failed at t={item.stamp:.6f}: {type(e).__name__}: {e}")
             if item is None:
@@ -526,6 +637,11 @@ class PrismNode(Node):
         self._filter_camera = camera
         self._last_stamp = None
         self._last_result = None
+        if self.cfg.load_map_path:
+            try:
+                self._log.info(self._do_load())
+            except Exception as e:
+                self._error("load_map", f"could not load load_map_path: {type(e).__name__}: {e}; starting with an empty map")
         self._log.info(
             f"filter started: {camera.width}x{camera.height}, fx={camera.fx:g} fy={camera.fy:g} "
             f"cx={camera.cx:g} cy={camera.cy:g}"
@@ -553,33 +669,31 @@ class PrismNode(Node):
     def _do_save(self) -> str:
         if self._filter is None:
             raise RuntimeError("no map yet (no frame has been processed)")
-        d = os.path.abspath(os.path.expanduser(self.cfg.save_map_dir))
+        cfg = self.cfg
+        d = os.path.realpath(os.path.abspath(os.path.expanduser(cfg.save_map_dir)))
         os.makedirs(d, exist_ok=True)
         stamp = self._last_stamp or 0.0
-        name = time.strftime("prism_map_%Y%m%d-%H%M%S") + f"_t{stamp:.3f}.npz"
-        final = os.path.join(d, name)
-        fd, tmp = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=d)
-        os.close(fd)
-        try:
-            self._filter.map.save(tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            try:
-                dfd = os.open(d, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-            except OSError:
-                pass
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return final
+        name = cfg.save_map_name or (time.strftime("prism_map_%Y%m%d-%H%M%S") + f"_t{stamp:.3f}.npz")
+        final = persistence.safe_map_path(d, name)  # re-checked now: symlinks may have changed
+        m = self._filter.map
+        if hasattr(m, "header"):  # a TsdfMap: versioned header + config
+            return persistence.save_map(m, final, cfg, extra={"stamp": stamp, "node": self.get_fully_qualified_name()})
+        return persistence.atomic_write(final, m.save)
+
+    def _do_load(self) -> str:
+        path = self.cfg.load_map_path
+        if not path:
+            raise RuntimeError("parameter 'load_map_path' is empty")
+        m = persistence.load_map(path, self.cfg)  # MapCompatibilityError: clear message
+        if self._filter is None:
+            return f"map {path} will be loaded when the first frame starts the filter"
+        persistence.install_map(self._filter, m, self.T_base_camera.copy())
+        self._last_stamp = None
+        self._last_result = None
+        with self._lock:
+            self._path.clear()
+        return (f"loaded {path} ({m.n_blocks} blocks, {m.header().get('frames', 0)} frames); "
+                "tracking restarts at the map origin")
 
     def _make_control(self, t: float) -> Optional[Control]:
         mode = self.cfg.control_mode
@@ -741,6 +855,7 @@ class PrismNode(Node):
             lat = list(st.latency_ms)
             stages = dict(st.stage_ms)
             dq, bad, lost = st.dropped_queue, st.bad, st.lost
+            tot_proc, tot_dq, tot_bad = st.total_processed, st.total_dropped_queue, st.total_bad
             st.reset_window()
         self._last_diag = now
         sync_dropped = self._pairer.dropped
@@ -767,6 +882,11 @@ class PrismNode(Node):
                 KeyValue(key="fps", value=f"{n / wall:.2f}"),
                 KeyValue(key="step_ms_mean", value=f"{np.mean(step):.2f}" if step else "nan"),
                 KeyValue(key="latency_ms_mean", value=f"{np.mean(lat):.2f}" if lat else "nan"),
+                KeyValue(key="latency_ms_p95", value=f"{np.percentile(lat, 95):.2f}" if lat else "nan"),
+                KeyValue(key="latency_ms_max", value=f"{np.max(lat):.2f}" if lat else "nan"),
+                KeyValue(key="processed_total", value=str(tot_proc)),
+                KeyValue(key="queue_drops_total", value=str(tot_dq)),
+                KeyValue(key="bad_inputs_total", value=str(tot_bad)),
                 KeyValue(key="queue_drops", value=str(dq)),
                 KeyValue(key="queue_drop_rate", value=f"{drop_rate:.4f}"),
                 KeyValue(key="sync_drops_total", value=str(sync_dropped)),
@@ -790,6 +910,7 @@ class PrismNode(Node):
                 "dropped_queue": self._stats.total_dropped_queue,
                 "dropped_sync": self._pairer.dropped,
                 "bad": self._stats.total_bad,
+                "bad_imu": self._stats.total_bad_imu,
             }
 
     def stop_worker(self, timeout_s: float = 10.0) -> None:

@@ -116,7 +116,12 @@ class RosHarness:
         return bool(cond())
 
     def call(self, srv_type, name: str, request=None, timeout_s: float = 30.0):
-        cli = self.node.create_client(srv_type, name)
+        # one client per service: a second client of the same service may send its request
+        # before the server's reply writer has matched it, and the reply is then lost
+        clients = self.__dict__.setdefault("_clients", {})
+        cli = clients.get((srv_type, name))
+        if cli is None:
+            cli = clients[(srv_type, name)] = self.node.create_client(srv_type, name)
         if not cli.wait_for_service(timeout_sec=timeout_s):
             raise TimeoutError(f"service {name} not available")
         fut = cli.call_async(request if request is not None else srv_type.Request())

@@ -334,6 +334,9 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
     from prism_ros.datasets import open_dataset
     from prism_ros.datasets.base import FrameLoadError
 
+    # Open3D warns once, harmlessly, from the first synthesize_model_frame ("Property not found for
+    # color"); tracking failures come back as exceptions, so only errors are printed.
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
     p = dict(OPEN3D_DEFAULTS)
     p.update(spec.get("peer_params") or {})
     ds = open_dataset(spec["path"], start=spec["start"], frames=spec["frames"])
@@ -557,6 +560,9 @@ def print_report(doc: Dict[str, Any], file=None) -> None:
       f"({pr.get('numba_threads', m.get('numba_num_threads'))} threads, {pr.get('numba_threading_layer', '?')} layer)"
       + (f", Open3D {peer.get('open3d')} (OpenMP threads {peer.get('omp_threads')})" if peer else ""))
     w(f"         {m.get('platform')}")
+    ch = doc.get("config_changes")
+    if ch is not None:
+        w("parameters: the defaults (config/prism.yaml)" + (" except " + ", ".join(f"{k}={v}" for k, v in ch.items()) if ch else ""))
     w()
     w(f"PRISM per-stage timings ({pr['frames']} frames; warm-up {_f(pr.get('warmup_s'), '{:.1f}')} s excluded)")
     _stage_table(pr, w)
@@ -631,6 +637,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"cannot open dataset {args.path!r}: {e}")
     if len(ds) == 0:
         parser.error(f"dataset {args.path!r} has no frames from --start {args.start}")
+    # The same parameters as `prism-ros run`: the dataset's config hints for what the user did not set.
+    from prism_ros import cli as _cli
+
+    hints = getattr(_cli, "apply_dataset_hints", None)
+    if hints is not None:
+        cfg = hints(cfg, ds, args)
 
     peer_version = None
     if args.peer:
@@ -676,6 +688,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"prism-ros bench: {e}", file=sys.stderr)
         return 1
     doc["config"] = cfg.to_dict()
+    try:
+        from prism_ros.config import PrismConfig
+
+        base = PrismConfig.from_yaml().to_dict()
+        doc["config_changes"] = {k: v for k, v in doc["config"].items() if base.get(k) != v}
+    except Exception:  # an unreadable default file: the full config is still recorded
+        doc["config_changes"] = None
     pr, peer = doc["prism"], doc["peer"]
     if peer:
         doc["ratios"] = {

@@ -20,9 +20,13 @@ Calibration figures
 ``dT = T_{t-1}^-1 T_t`` is compared with ground truth through
 ``xi = Log(dT_gt^-1 dT_est)``.  With right perturbations on both poses,
 ``T_t = T_hat_t Exp(e_t)``, to first order
-``dT = dT_hat Exp(e_t - Ad(dT_hat^-1) e_{t-1})``, so the predicted covariance of
-``xi`` is ``C = Ad(dT_est^-1) Sigma_{t-1} Ad(dT_est^-1)^T + Sigma_t``
-(consecutive pose errors treated as independent).  The pair counts as covered
+``dT = dT_hat Exp(e_t - Ad(dT_hat^-1) e_{t-1})``.  The filter tracks each frame
+against the map, which already holds the previous pose, and its covariance
+Sigma_t is conditioned on that map; so the predicted covariance of ``xi`` is
+``C = Sigma_t`` (``independent=True`` in :func:`relative_motion_mahalanobis`
+gives ``Ad(dT_est^-1) Sigma_{t-1} Ad^T + Sigma_t`` instead, which treats
+consecutive errors as independent -- pessimistic, since frame-to-model errors
+are strongly correlated from frame to frame).  The pair counts as covered
 when ``xi^T C^-1 xi <= chi2.ppf(0.95, 6)`` (12.59).  A well calibrated filter
 gives about 0.95; much lower is over-confident, 1.0 is (probably) pessimistic.
 
@@ -206,12 +210,17 @@ def rpe(T_est, T_gt, delta: int = 1) -> Dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- calibration
-def relative_motion_mahalanobis(T_est, T_gt, covs) -> np.ndarray:
+def relative_motion_mahalanobis(T_est, T_gt, covs, independent: bool = False) -> np.ndarray:
     """Squared Mahalanobis distance of each consecutive relative-motion error.
 
-    ``d2_t = xi^T C^-1 xi`` with ``xi = Log(dT_gt^-1 dT_est)`` and
-    ``C = Ad(dT_est^-1) Sigma_{t-1} Ad(dT_est^-1)^T + Sigma_t`` (module docstring),
-    for t = 1 .. N-1.  ``covs``: (N,6,6) right-perturbation pose covariances.
+    ``d2_t = xi^T C^-1 xi`` with ``xi = Log(dT_gt^-1 dT_est)`` and, by default,
+    ``C = Sigma_t``: the filter's pose covariance is conditioned on the map, which
+    already holds the previous pose, so the uncertainty of the motion since then is
+    that of T_t given the map (T_t = T_{t-1} dT, right perturbation: the same tangent
+    space).  ``independent=True`` uses ``C = Ad(dT_est^-1) Sigma_{t-1} Ad^T + Sigma_t``
+    instead, which treats consecutive errors as independent (they are strongly
+    correlated in frame-to-model tracking, so that is pessimistic).
+    ``covs``: (N,6,6) right-perturbation pose covariances; t = 1 .. N-1.
     """
     T_est, T_gt = _as_poses(T_est), _as_poses(T_gt)
     covs = np.asarray(covs, dtype=np.float64)
@@ -223,8 +232,11 @@ def relative_motion_mahalanobis(T_est, T_gt, covs) -> np.ndarray:
         dE = _inv(T_est[t - 1]) @ T_est[t]
         dG = _inv(T_gt[t - 1]) @ T_gt[t]
         xi = _se3_log(_inv(dG) @ dE)
-        A = _adjoint(_inv(dE))
-        C = A @ covs[t - 1] @ A.T + covs[t]
+        if independent:
+            A = _adjoint(_inv(dE))
+            C = A @ covs[t - 1] @ A.T + covs[t]
+        else:
+            C = covs[t].copy()
         C = 0.5 * (C + C.T)
         try:
             d2[t - 1] = float(xi @ np.linalg.solve(C, xi))
