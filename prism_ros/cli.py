@@ -28,6 +28,7 @@ LAZY_COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "node": ("prism_ros.ros.node", "main", "run the PRISM ROS 2 node (needs rclpy; arguments go to the node)"),
     "play": ("prism_ros.ros.player", "main", "publish a dataset as ROS 2 topics (needs rclpy; arguments go to the player)"),
     "bench": ("prism_ros.tools.bench", "main", "benchmark FPS, per-stage ms, peak RSS and ATE (optionally against --peer open3d)"),
+    "soak": ("prism_ros.tools.soak", "main", "overload soak: player (looping) + node as processes; RSS over time, latency p95, drop rate (needs rclpy)"),
 }
 
 

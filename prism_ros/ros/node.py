@@ -568,14 +568,24 @@ class PrismNode(Node):
         cmd = self._run_command("save")
         response.success = cmd.error is None
         response.message = cmd.error if cmd.error else str(cmd.result)
-        (self._log.info if response.success else self._log.error)(f"save_map: {response.message}")
+        # separate call sites: rclpy refuses a second severity from one call site (and the
+        # exception would end the executor's spin)
+        if response.success:
+            self._log.info(f"save_map: {response.message}")
+        else:
+            self._log.error(f"save_map: {response.message}")
         return response
 
     def _on_load_map(self, request, response):
         cmd = self._run_command("load")
         response.success = cmd.error is None
         response.message = cmd.error if cmd.error else str(cmd.result)
-        (self._log.info if response.success else self._log.error)(f"load_map: {response.message}")
+        # separate call sites: rclpy refuses a second severity from one call site (and the
+        # exception would end the executor's spin)
+        if response.success:
+            self._log.info(f"load_map: {response.message}")
+        else:
+            self._log.error(f"load_map: {response.message}")
         return response
 
     def _on_reset(self, request, response):

@@ -346,6 +346,10 @@ class _Player:
             if not mapping:
                 print(f"prism-ros play: no Image/CameraInfo/Imu/Odometry topics to play in {sorted(topics)}", file=sys.stderr)
                 return 1
+            skipped = sorted((t, ty) for t, ty in topics.items() if t not in mapping)
+            for t, ty in skipped:  # always said, even with --quiet: the user may expect them
+                why = "unsupported message type" if ty not in _BAG_TYPES else "not mapped (another topic of this type is played)"
+                print(f"prism-ros play: warning: skipping topic {t} [{ty}]: {why}", file=sys.stderr, flush=True)
             if not a.quiet:
                 for src, dst in mapping.items():
                     print(f"prism-ros play: {src} [{topics[src]}] -> {dst}", flush=True)

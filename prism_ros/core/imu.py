@@ -1,0 +1,344 @@
+"""IMU integration (gyroscope + accelerometer with gravity) into a camera-motion control.
+
+Conventions
+-----------
+* IMU samples: stamps t (s), angular rate w (rad/s) and specific force a (m/s^2),
+  both in the IMU frame I (EuRoC's body frame B has T_BS = I for imu0).
+  Specific force f = R_wI^T (acc_w - g_w): at rest f = -R_wI^T g_w (about +9.81 up).
+* Gravity ``g_w`` is expressed in the FILTER's world frame (whatever that is: the
+  first ground-truth pose or the identity).  :func:`align_gravity` estimates it from
+  the mean specific force of a static window and the filter's orientation.
+* Extrinsic ``T_I_C`` maps camera points into the IMU frame (EuRoC: T_BS_imu^-1 T_BS_cam).
+* Pre-integration between t_a and t_b (Forster et al. 2017, right perturbations)::
+
+      dR = prod Exp((w_k - bg) dt),  dv = sum dR_k (a_k - ba) dt,
+      dp = sum dv_k dt + 1/2 dR_k (a_k - ba) dt^2
+
+  and the IMU's motion in its own frame at t_a::
+
+      T_Ia_Ib = [ dR | v_a dt_ab + 1/2 R_wIa^T g_w dt_ab^2 + dp ]
+
+  with v_a the IMU's velocity expressed in I at t_a.  The camera increment is
+  ``T_Ca_Cb = T_I_C^-1 T_Ia_Ib T_I_C``.
+* Covariance: (dphi, dv, dp) noise from the gyro / accelerometer noise densities
+  (discrete sigma = density / sqrt(dt_sample)), propagated sample by sample; plus the
+  velocity uncertainty (dt_ab^2 P_v), the tilt uncertainty of R_wIa (it rotates
+  gravity) and a bias-uncertainty term (random walk over dt_ab and an initial bias
+  sigma).  Expressed as the right perturbation xi = (rho, phi) of T_Ia_Ib
+  (rho = dR^T dp_err), then moved to the camera with Ad(T_I_C^-1).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import se3
+from .types import Control
+
+__all__ = [
+    "ImuNoise",
+    "ImuData",
+    "Preintegrated",
+    "preintegrate",
+    "align_gravity",
+    "static_bias_and_gravity",
+    "ImuIntegrator",
+    "read_euroc_imu_csv",
+    "ns_to_s",
+]
+
+GRAVITY = 9.81
+
+
+@dataclass
+class ImuNoise:
+    """Continuous-time noise densities (EuRoC ``imu0/sensor.yaml``)."""
+
+    gyro_noise_density: float = 1.6968e-04  # rad / s / sqrt(Hz)
+    gyro_random_walk: float = 1.9393e-05  # rad / s^2 / sqrt(Hz)
+    accel_noise_density: float = 2.0e-3  # m / s^2 / sqrt(Hz)
+    accel_random_walk: float = 3.0e-3  # m / s^3 / sqrt(Hz)
+    #: sigma of the (residual) biases after the static estimate
+    gyro_bias_sigma: float = 2e-3  # rad / s
+    accel_bias_sigma: float = 5e-2  # m / s^2
+
+    @classmethod
+    def from_sensor_yaml(cls, doc: dict) -> "ImuNoise":
+        return cls(
+            gyro_noise_density=float(doc.get("gyroscope_noise_density", cls.gyro_noise_density)),
+            gyro_random_walk=float(doc.get("gyroscope_random_walk", cls.gyro_random_walk)),
+            accel_noise_density=float(doc.get("accelerometer_noise_density", cls.accel_noise_density)),
+            accel_random_walk=float(doc.get("accelerometer_random_walk", cls.accel_random_walk)),
+        )
+
+
+@dataclass
+class ImuData:
+    t: np.ndarray  # (N,) seconds, increasing
+    gyro: np.ndarray  # (N, 3) rad/s
+    acc: np.ndarray  # (N, 3) m/s^2 specific force
+
+    def __post_init__(self):
+        self.t = np.asarray(self.t, dtype=np.float64)
+        self.gyro = np.asarray(self.gyro, dtype=np.float64).reshape(-1, 3)
+        self.acc = np.asarray(self.acc, dtype=np.float64).reshape(-1, 3)
+        if not (len(self.t) == len(self.gyro) == len(self.acc)):
+            raise ValueError("IMU arrays differ in length")
+        if len(self.t) > 1 and np.any(np.diff(self.t) <= 0):
+            order = np.argsort(self.t, kind="stable")
+            keep = np.concatenate([[True], np.diff(self.t[order]) > 0])
+            self.t, self.gyro, self.acc = self.t[order][keep], self.gyro[order][keep], self.acc[order][keep]
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def window(self, t0: float, t1: float) -> "ImuData":
+        i0, i1 = np.searchsorted(self.t, [t0, t1], side="left")
+        i1 = max(i1, i0)
+        return ImuData(self.t[i0:i1 + 1], self.gyro[i0:i1 + 1], self.acc[i0:i1 + 1])
+
+
+def read_euroc_imu_csv(path) -> ImuData:
+    """EuRoC ``imu0/data.csv``: ns, wx, wy, wz, ax, ay, az (header lines start with #)."""
+    rows = []
+    ns = []
+    with open(path, "r", encoding="utf-8") as f:
+        for ln in f:
+            ln = ln.strip()
+            if not ln or ln.startswith("#"):
+                continue
+            parts = ln.split(",")
+            if len(parts) < 7:
+                raise ValueError(f"{path}: expected 7 columns (ns, w_xyz, a_xyz): {ln!r}")
+            ns.append(int(parts[0]))
+            rows.append([float(x) for x in parts[1:7]])
+    a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
+    return ImuData(ns_to_s(np.asarray(ns, dtype=np.int64)), a[:, 0:3], a[:, 3:6])
+
+
+def ns_to_s(ns) -> np.ndarray:
+    """Integer nanoseconds -> float64 seconds (the conversion every EuRoC stamp goes through)."""
+    ns = np.asarray(ns, dtype=np.int64)
+    return (ns // 1_000_000_000).astype(np.float64) + (ns % 1_000_000_000).astype(np.float64) * 1e-9
+
+
+@dataclass
+class Preintegrated:
+    dt: float
+    dR: np.ndarray  # 3x3
+    dv: np.ndarray  # (3,)
+    dp: np.ndarray  # (3,)
+    cov: np.ndarray  # 9x9 of (dphi, dv, dp), dphi right perturbation of dR
+    J_bg: np.ndarray = field(default_factory=lambda: np.zeros((9, 3)))  # d(dphi, dv, dp) / d bg
+    J_ba: np.ndarray = field(default_factory=lambda: np.zeros((9, 3)))  # d(dphi, dv, dp) / d ba
+
+
+def _samples(imu: ImuData, t0: float, t1: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Piecewise-constant (zero-order hold on the earlier sample) rates on [t0, t1]: (dts, w, a)."""
+    t, g, a = imu.t, imu.gyro, imu.acc
+    if len(t) == 0:
+        raise ValueError("no IMU samples")
+    cuts = np.concatenate([[t0], t[(t > t0) & (t < t1)], [t1]])
+    dts = np.diff(cuts)
+    idx = np.clip(np.searchsorted(t, cuts[:-1], side="right") - 1, 0, len(t) - 1)
+    return dts, g[idx], a[idx]
+
+
+def preintegrate(imu: ImuData, t0: float, t1: float, noise: ImuNoise, bg=None, ba=None,
+                 nominal_rate_hz: Optional[float] = None) -> Preintegrated:
+    """Pre-integrate ``imu`` over [t0, t1] (see the module docstring)."""
+    bg = np.zeros(3) if bg is None else np.asarray(bg, float)
+    ba = np.zeros(3) if ba is None else np.asarray(ba, float)
+    dts, W, A = _samples(imu, t0, t1)
+    if nominal_rate_hz is None:
+        nominal_rate_hz = 1.0 / float(np.median(np.diff(imu.t))) if len(imu.t) > 1 else 200.0
+    dR = np.eye(3)
+    dv = np.zeros(3)
+    dp = np.zeros(3)
+    cov = np.zeros((9, 9))
+    Jbg = np.zeros((9, 3))
+    Jba = np.zeros((9, 3))
+    I3 = np.eye(3)
+    # discrete noise: sigma^2 = density^2 / dt_nominal per sample, integrated over dt_k
+    qg = noise.gyro_noise_density**2 * nominal_rate_hz
+    qa = noise.accel_noise_density**2 * nominal_rate_hz
+    for dt, w, a in zip(dts, W, A):
+        if dt <= 0:
+            continue
+        wc = w - bg
+        ac = a - ba
+        dRk = se3.so3_exp(wc * dt)
+        Jr = _so3_right_jacobian(wc * dt)
+        Ra = dR @ ac
+        ahat = se3.hat(ac)
+        # state transition of (dphi, dv, dp)
+        F = np.eye(9)
+        F[0:3, 0:3] = dRk.T
+        F[3:6, 0:3] = -dR @ ahat * dt
+        F[6:9, 0:3] = -0.5 * dR @ ahat * dt * dt
+        F[6:9, 3:6] = I3 * dt
+        G = np.zeros((9, 6))
+        G[0:3, 0:3] = Jr * dt
+        G[3:6, 3:6] = dR * dt
+        G[6:9, 3:6] = 0.5 * dR * dt * dt
+        Qd = np.diag([qg] * 3 + [qa] * 3)
+        cov = F @ cov @ F.T + G @ Qd @ G.T
+        # bias Jacobians (first order)
+        Jbg_new = F @ Jbg
+        Jbg_new[0:3] -= Jr * dt
+        Jba_new = F @ Jba
+        Jba_new[3:6] -= dR * dt
+        Jba_new[6:9] -= 0.5 * dR * dt * dt
+        Jbg, Jba = Jbg_new, Jba_new
+        # mean
+        dp = dp + dv * dt + 0.5 * Ra * dt * dt
+        dv = dv + Ra * dt
+        dR = dR @ dRk
+    U, _, Vt = np.linalg.svd(dR)
+    dR = U @ Vt
+    return Preintegrated(float(t1 - t0), dR, dv, dp, 0.5 * (cov + cov.T), Jbg, Jba)
+
+
+def _so3_right_jacobian(phi: np.ndarray) -> np.ndarray:
+    th = float(np.linalg.norm(phi))
+    K = se3.hat(phi)
+    if th < 1e-6:
+        return np.eye(3) - 0.5 * K
+    return (np.eye(3) - (1 - np.cos(th)) / th**2 * K + (th - np.sin(th)) / th**3 * K @ K)
+
+
+def static_bias_and_gravity(imu: ImuData, t0: float, t1: float, max_acc_std: float = 0.6,
+                            max_gyro_std: float = 0.1) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """(gyro bias, mean specific force in I, static?) over [t0, t1].
+
+    The window counts as static when the robust (MAD) standard deviations of the
+    accelerometer and gyro stay below the thresholds (rotor vibration and short
+    bumps are tolerated) and |mean f| is within 0.5 m/s^2 of g; the gyro bias is then
+    the median rate (zero otherwise).
+    """
+    w = imu.window(t0, t1)
+    if len(w) < 2:
+        return np.zeros(3), (w.acc.mean(0) if len(w) else np.array([0.0, 0.0, GRAVITY])), False
+    f = w.acc.mean(0)
+
+    def rstd(x):
+        return 1.4826 * np.median(np.abs(x - np.median(x, 0)), 0)
+
+    static = bool(np.all(rstd(w.acc) < max_acc_std) and np.all(rstd(w.gyro) < max_gyro_std)
+                  and abs(np.linalg.norm(f) - GRAVITY) < 0.5)
+    bg = np.median(w.gyro, 0) if static else np.zeros(3)
+    return bg, f, static
+
+
+def align_gravity(f_mean_I: np.ndarray, R_w_I: np.ndarray, magnitude: Optional[float] = GRAVITY) -> np.ndarray:
+    """Gravity in the world from the static mean specific force: g_w = -R_wI f (scaled to ``magnitude``)."""
+    g = -np.asarray(R_w_I, float) @ np.asarray(f_mean_I, float)
+    if magnitude is not None:
+        g = g / max(np.linalg.norm(g), 1e-9) * magnitude
+    return g
+
+
+class ImuIntegrator:
+    """Turns an IMU stream into :class:`Control` increments of the camera.
+
+    ``control(t_prev, t_curr, T_w_c, nu_c, P_nu=None, Sigma=None)``: the camera
+    increment T_prev_curr and its covariance (right perturbation, (rho, phi)), from
+    the filter's pose T_w_c and body velocity nu_c = (v, w) (camera frame) at t_prev.
+
+    Gravity and the gyro bias are set by :meth:`initialise` (static start), or
+    explicitly through ``g_w`` / ``bg``.
+    """
+
+    def __init__(self, imu: ImuData, T_I_C: np.ndarray, noise: Optional[ImuNoise] = None,
+                 g_w: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None, ba: Optional[np.ndarray] = None):
+        self.imu = imu
+        self.T_I_C = np.asarray(T_I_C, dtype=np.float64)
+        self.T_C_I = se3.inv(self.T_I_C)
+        self.noise = noise or ImuNoise()
+        self.g_w = None if g_w is None else np.asarray(g_w, float)
+        self.bg = np.zeros(3) if bg is None else np.asarray(bg, float)
+        self.ba = np.zeros(3) if ba is None else np.asarray(ba, float)
+        self.static_start: Optional[bool] = None
+        self.rate_hz = 1.0 / float(np.median(np.diff(imu.t))) if len(imu.t) > 1 else 200.0
+
+    def initialise(self, T_w_c: np.ndarray, t0: float, window_s: float = 1.0, t_end: Optional[float] = None) -> bool:
+        """Gravity in the filter's world (and the gyro bias when static) from [t0 - window_s/2, ...].
+
+        Uses the samples within ``window_s`` around ``t0`` (clipped to ``t_end``);
+        returns whether the window was static.
+        """
+        lo = max(t0 - 0.5 * window_s, float(self.imu.t[0]))
+        hi = lo + window_s if t_end is None else min(lo + window_s, t_end)
+        bg, f, static = static_bias_and_gravity(self.imu, lo, hi)
+        R_w_I = (np.asarray(T_w_c, float) @ self.T_C_I)[:3, :3]
+        # measured magnitude: cancels the accelerometer bias along gravity at rest
+        self.g_w = align_gravity(f, R_w_I, magnitude=None)
+        if static:
+            self.bg = bg
+        self.static_start = static
+        return static
+
+    def body_velocity_I(self, nu_c: np.ndarray) -> np.ndarray:
+        """IMU-origin velocity expressed in I from the camera twist (v_c, w_c)."""
+        v_c, w_c = np.asarray(nu_c[:3], float), np.asarray(nu_c[3:], float)
+        p_I_in_C = self.T_C_I[:3, 3]
+        return self.T_I_C[:3, :3] @ (v_c + np.cross(w_c, p_I_in_C))
+
+    def imu_increment(self, t0: float, t1: float, R_w_I: np.ndarray, v_I: np.ndarray,
+                      P_v: Optional[np.ndarray] = None, tilt_cov: Optional[np.ndarray] = None
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+        """(T_Ia_Ib, 6x6 cov (rho, phi) right perturbation) of the IMU frame."""
+        if self.g_w is None:
+            raise RuntimeError("ImuIntegrator: gravity unknown; call initialise() or pass g_w")
+        pi = preintegrate(self.imu, t0, t1, self.noise, self.bg, self.ba, self.rate_hz)
+        dt = pi.dt
+        g_I = np.asarray(R_w_I, float).T @ self.g_w
+        t = v_I * dt + 0.5 * g_I * dt * dt + pi.dp
+        T = se3.make_T(pi.dR, t)
+        # covariance of (dphi, dp_err) in I_a coordinates
+        C = pi.cov.copy()
+        n = self.noise
+        Qb = np.zeros((9, 9))
+        sbg2 = n.gyro_bias_sigma**2 + n.gyro_random_walk**2 * dt
+        sba2 = n.accel_bias_sigma**2 + n.accel_random_walk**2 * dt
+        Qb += sbg2 * pi.J_bg @ pi.J_bg.T + sba2 * pi.J_ba @ pi.J_ba.T
+        C += Qb
+        cov_phi = C[0:3, 0:3]
+        cov_p = C[6:9, 6:9]
+        cov_pphi = C[6:9, 0:3]
+        if P_v is not None:  # unknown initial velocity
+            cov_p = cov_p + dt * dt * np.asarray(P_v, float)
+        if tilt_cov is not None:  # attitude error rotates gravity: d(R^T g) = [R^T g]x dtheta
+            Jg = 0.5 * dt * dt * se3.hat(g_I)
+            cov_p = cov_p + Jg @ np.asarray(tilt_cov, float) @ Jg.T
+        # right perturbation of T: rho = dR^T dp_err
+        Rt = pi.dR.T
+        cov = np.zeros((6, 6))
+        cov[:3, :3] = Rt @ cov_p @ Rt.T
+        cov[3:, 3:] = cov_phi
+        cov[:3, 3:] = Rt @ cov_pphi
+        cov[3:, :3] = cov[:3, 3:].T
+        return T, 0.5 * (cov + cov.T)
+
+    def control(self, t_prev: float, t_curr: float, T_w_c: np.ndarray, nu_c: np.ndarray,
+                P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Control:
+        T_w_c = np.asarray(T_w_c, float)
+        R_w_I = (T_w_c @ self.T_C_I)[:3, :3]
+        v_I = self.body_velocity_I(nu_c)
+        P_v = None
+        if P_nu is not None:
+            # v_I = R_IC (v_c - [p]x w_c): linear map of nu
+            p = self.T_C_I[:3, 3]
+            J = self.T_I_C[:3, :3] @ np.hstack([np.eye(3), -se3.hat(p)])
+            P_v = J @ np.asarray(P_nu, float) @ J.T
+        tilt = None
+        if Sigma is not None:  # camera-frame right-perturbation rotation cov -> IMU frame
+            R_IC = self.T_I_C[:3, :3]
+            tilt = R_IC @ np.asarray(Sigma, float)[3:, 3:] @ R_IC.T
+        T_I, cov_I = self.imu_increment(t_prev, t_curr, R_w_I, v_I, P_v, tilt)
+        T_c = self.T_C_I @ T_I @ self.T_I_C
+        A = se3.adjoint(self.T_C_I)
+        cov_c = A @ cov_I @ A.T
+        return Control(T_prev_curr=T_c, cov=0.5 * (cov_c + cov_c.T))

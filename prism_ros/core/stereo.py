@@ -1,0 +1,236 @@
+"""Stereo depth front end: rectification, dense disparity, depth and its sigma.
+
+Conventions
+-----------
+* Calibration per camera (EuRoC ``sensor.yaml``): pinhole intrinsics K, radial-
+  tangential distortion D = (k1, k2, p1, p2), and ``T_BS`` (camera-to-body, maps
+  camera points into the body/IMU frame).
+* The stereo extrinsic fed to OpenCV is ``T_c1_c0 = T_BS1^-1 T_BS0`` (maps cam0
+  points into cam1: p1 = R p0 + t), as :func:`cv2.stereoRectify` expects.
+* Output depth lives in the RECTIFIED LEFT camera (REP-103 optical axes).  Its
+  pose in the body frame is ``T_B_rect = T_BS0 [R0^T | 0]`` where R0 is the
+  rectifying rotation of cam0 (p_rect = R0 p_c0).
+* depth z = f b / d (f: rectified focal length in px, b: baseline in m, d:
+  disparity in px); sigma_z = z^2 sigma_d / (f b) (first-order propagation of a
+  disparity noise sigma_d).  Invalid pixels have depth 0 and sigma 0.
+
+Pure functions plus :class:`StereoRectifier`, which caches the rectification maps
+and the matcher for one calibration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Tuple
+
+import numpy as np
+
+from .camera import Camera
+
+__all__ = [
+    "CameraCalib",
+    "read_euroc_sensor_yaml",
+    "stereo_rectify",
+    "StereoRectifier",
+    "disparity_sgbm",
+    "left_right_check",
+    "depth_from_disparity",
+]
+
+
+@dataclass
+class CameraCalib:
+    """One camera of a stereo rig: K (3x3), D (radtan k1 k2 p1 p2), size (w, h), T_BS (4x4 camera-to-body)."""
+
+    K: np.ndarray
+    D: np.ndarray
+    size: Tuple[int, int]
+    T_BS: np.ndarray = field(default_factory=lambda: np.eye(4))
+
+
+def _load_yaml(path) -> dict:
+    """YAML of an ASL/Kalibr sensor file (the OpenCV ``%YAML:1.0`` header is dropped)."""
+    import yaml
+
+    with open(path, "r", encoding="utf-8") as f:
+        text = "".join(ln for ln in f if not ln.lstrip().startswith("%"))
+    doc = yaml.safe_load(text) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a YAML mapping")
+    return doc
+
+
+def _matrix(doc: dict, key: str, path) -> np.ndarray:
+    m = doc.get(key)
+    if m is None:
+        raise ValueError(f"{path}: missing '{key}'")
+    if isinstance(m, dict):
+        rows, cols = int(m.get("rows", 4)), int(m.get("cols", 4))
+        return np.asarray(m["data"], dtype=np.float64).reshape(rows, cols)
+    return np.asarray(m, dtype=np.float64).reshape(4, 4)
+
+
+def read_euroc_sensor_yaml(path) -> dict:
+    """Parse an EuRoC/ASL ``sensor.yaml`` (camera or IMU) into a dict.
+
+    Camera: ``{"type": "camera", "calib": CameraCalib, "rate_hz": ...}``.
+    IMU: ``{"type": "imu", "T_BS": 4x4, "rate_hz", "gyroscope_noise_density", ...}``.
+    """
+    doc = _load_yaml(path)
+    kind = str(doc.get("sensor_type", "")).lower()
+    T_BS = _matrix(doc, "T_BS", path) if "T_BS" in doc else np.eye(4)
+    if kind == "camera" or "intrinsics" in doc:
+        fu, fv, cu, cv = [float(x) for x in doc["intrinsics"]]
+        model = str(doc.get("distortion_model", "radial-tangential")).lower()
+        if model not in ("radial-tangential", "radtan", "plumb_bob", "none"):
+            raise ValueError(f"{path}: distortion model '{model}' is not supported (radial-tangential only)")
+        D = np.zeros(4) if model == "none" else np.asarray(doc.get("distortion_coefficients", [0, 0, 0, 0]), float)
+        w, h = [int(x) for x in doc["resolution"]]
+        K = np.array([[fu, 0.0, cu], [0.0, fv, cv], [0.0, 0.0, 1.0]])
+        return {"type": "camera", "calib": CameraCalib(K, D, (w, h), T_BS), "rate_hz": doc.get("rate_hz")}
+    out = {"type": kind or "imu", "T_BS": T_BS}
+    for k, v in doc.items():
+        if k not in ("T_BS",):
+            out.setdefault(k, v)
+    return out
+
+
+def stereo_rectify(left: CameraCalib, right: CameraCalib, alpha: float = 0.0):
+    """cv2.stereoRectify on two calibrations; returns (R0, R1, P0, P1, Q, roi0, roi1).
+
+    ``alpha=0`` keeps only valid pixels (no black border); the principal points are
+    made equal (CALIB_ZERO_DISPARITY) so that disparity = f b / z exactly.
+    """
+    import cv2
+
+    T_c1_c0 = np.linalg.inv(right.T_BS) @ left.T_BS
+    R = np.ascontiguousarray(T_c1_c0[:3, :3])
+    t = np.ascontiguousarray(T_c1_c0[:3, 3]).reshape(3, 1)
+    return cv2.stereoRectify(left.K, left.D.reshape(1, -1), right.K, right.D.reshape(1, -1), tuple(left.size), R, t,
+                             flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
+
+
+def disparity_sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int = 96, block_size: int = 5,
+                   min_disparity: int = 0, uniqueness: int = 10, speckle_window: int = 100,
+                   speckle_range: int = 2, matcher=None) -> np.ndarray:
+    """Dense disparity (float32 px, left image) of a rectified 8-bit pair; invalid = 0 (never NaN)."""
+    import cv2
+
+    if matcher is None:
+        matcher = _make_sgbm(num_disparities, block_size, min_disparity, uniqueness, speckle_window, speckle_range)
+    d = matcher.compute(np.ascontiguousarray(left), np.ascontiguousarray(right)).astype(np.float32) / 16.0
+    d[~(d > max(min_disparity, 0))] = 0.0
+    return d
+
+
+def _make_sgbm(num_disparities=96, block_size=5, min_disparity=0, uniqueness=10, speckle_window=100,
+               speckle_range=2):
+    import cv2
+
+    nd = int(np.ceil(num_disparities / 16.0)) * 16
+    return cv2.StereoSGBM_create(
+        minDisparity=int(min_disparity), numDisparities=nd, blockSize=int(block_size),
+        P1=8 * block_size * block_size, P2=32 * block_size * block_size, disp12MaxDiff=-1,
+        uniquenessRatio=int(uniqueness), speckleWindowSize=int(speckle_window), speckleRange=int(speckle_range),
+        preFilterCap=31, mode=cv2.STEREO_SGBM_MODE_SGBM)
+
+
+def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, max_diff: float = 1.0) -> np.ndarray:
+    """Boolean mask of left disparities consistent with the right image's disparities.
+
+    ``disp_right`` is the right image's disparity (positive, x_left = x_right + d).
+    A left pixel (x, y) with disparity d passes when |d - disp_right(y, round(x - d))| <= max_diff.
+    """
+    h, w = disp_left.shape
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    xr = np.rint(xs - disp_left).astype(np.int64)
+    inside = (disp_left > 0) & (xr >= 0) & (xr < w)
+    xr_c = np.clip(xr, 0, w - 1)
+    dr = np.take_along_axis(disp_right, xr_c, axis=1)
+    return inside & (dr > 0) & (np.abs(dr - disp_left) <= max_diff)
+
+
+def depth_from_disparity(disp: np.ndarray, f: float, baseline: float, sigma_d: float = 0.5,
+                         min_disparity: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """(depth, sigma_z), float32 metres: z = f b / d and sigma_z = z^2 sigma_d / (f b); 0 where d <= min_disparity."""
+    disp = np.asarray(disp, dtype=np.float32)
+    fb = float(f) * float(baseline)
+    ok = np.isfinite(disp) & (disp > max(min_disparity, 0.0))
+    z = np.zeros(disp.shape, np.float32)
+    z[ok] = fb / disp[ok]
+    s = np.zeros(disp.shape, np.float32)
+    s[ok] = z[ok] ** 2 * float(sigma_d) / fb
+    return z, s
+
+
+class StereoRectifier:
+    """Rectification maps, rectified camera and a disparity matcher for one stereo rig.
+
+    ``compute(left_raw, right_raw)`` -> (left_rect uint8, depth float32, sigma float32, valid_region bool).
+    """
+
+    def __init__(self, left: CameraCalib, right: CameraCalib, num_disparities: int = 96, block_size: int = 5,
+                 sigma_d: float = 0.5, lr_max_diff: float = 1.0, alpha: float = 0.0, lr_check: bool = True):
+        import cv2
+
+        self.left, self.right = left, right
+        R0, R1, P0, P1, Q, roi0, roi1 = stereo_rectify(left, right, alpha)
+        self.R0, self.R1, self.P0, self.P1, self.Q = R0, R1, P0, P1, Q
+        w, h = left.size
+        self.size = (int(w), int(h))
+        self.map0 = cv2.initUndistortRectifyMap(left.K, left.D, R0, P0, self.size, cv2.CV_32FC1)
+        self.map1 = cv2.initUndistortRectifyMap(right.K, right.D, R1, P1, self.size, cv2.CV_32FC1)
+        self.f = float(P0[0, 0])
+        self.baseline = float(-P1[0, 3] / P1[0, 0])
+        if self.baseline <= 0:
+            raise ValueError(f"stereo baseline {self.baseline:.4f} m is not positive: cam1 must be right of cam0")
+        self.camera = Camera(float(P0[0, 0]), float(P0[1, 1]), float(P0[0, 2]), float(P0[1, 2]), int(w), int(h))
+        # rectified left camera in the body frame: p_rect = R0 p_c0  ->  T_c0_rect = [R0^T | 0]
+        T_c0_rect = np.eye(4)
+        T_c0_rect[:3, :3] = np.asarray(R0).T
+        self.T_B_rect = left.T_BS @ T_c0_rect
+        self.sigma_d = float(sigma_d)
+        self.lr_max_diff = float(lr_max_diff)
+        self.lr_check = bool(lr_check)
+        self.num_disparities = int(np.ceil(num_disparities / 16.0)) * 16
+        self._matcher = _make_sgbm(self.num_disparities, block_size)
+        # pixels of the rectified left image whose source lies inside the raw image, and
+        # which the matcher can reach (x >= num_disparities)
+        mx, my = self.map0
+        self.valid_region = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
+        self.match_region = self.valid_region.copy()
+        self.match_region[:, : self.num_disparities] = False
+
+    def rectify(self, left_raw: np.ndarray, right_raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        import cv2
+
+        L = cv2.remap(_grey(left_raw), self.map0[0], self.map0[1], cv2.INTER_LINEAR)
+        R = cv2.remap(_grey(right_raw), self.map1[0], self.map1[1], cv2.INTER_LINEAR)
+        return L, R
+
+    def disparity(self, L: np.ndarray, R: np.ndarray) -> np.ndarray:
+        """Left disparity (px, 0 invalid) of a rectified pair, left-right checked."""
+        dl = disparity_sgbm(L, R, matcher=self._matcher)
+        if self.lr_check:
+            # right image's disparity: match the mirrored pair, mirror back
+            dr = disparity_sgbm(np.ascontiguousarray(R[:, ::-1]), np.ascontiguousarray(L[:, ::-1]),
+                                matcher=self._matcher)[:, ::-1]
+            dl = np.where(left_right_check(dl, np.ascontiguousarray(dr), self.lr_max_diff), dl, 0.0).astype(np.float32)
+        dl[~self.valid_region] = 0.0
+        return dl
+
+    def compute(self, left_raw: np.ndarray, right_raw: np.ndarray):
+        L, R = self.rectify(left_raw, right_raw)
+        d = self.disparity(L, R)
+        z, s = depth_from_disparity(d, self.f, self.baseline, self.sigma_d)
+        return L, z, s
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.ndim == 3:
+        import cv2
+
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    if img.dtype != np.uint8:
+        img = np.clip(img, 0, 255).astype(np.uint8)
+    return img
