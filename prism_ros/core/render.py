@@ -7,6 +7,9 @@ from typing import Optional
 import numpy as np
 from numba import njit, prange
 
+#: fast-math without "no NaN / no Inf" (NaN checks stay valid)
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
 from .camera import Camera
 from .tsdf import BLOCK, TsdfMap, find_block
 
@@ -20,7 +23,7 @@ def _voxel(keys, vals, ix, iy, iz):
     return slot, (ix & 7) + BLOCK * ((iy & 7) + BLOCK * (iz & 7))
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, px, py, pz, out):
     """Trilinear SDF mean, its gradient, sigma and colour at world point p.
 
@@ -100,7 +103,7 @@ def trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, px, py, pz, out):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FASTMATH)
 def trilinear_sdf(keys, vals, mu, cnt, vox, px, py, pz, fallback):
     """Trilinear SDF mean only (the cheap version of :func:`trilinear`); ``fallback``
     where a corner is unobserved."""
@@ -140,7 +143,7 @@ def _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, o, dx, dy, dz, t, tri
     return trilinear_sdf(keys, vals, mu, cnt, vox, o[0] + t * dx, o[1] + t * dy, o[2] + t * dz, fallback)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
 def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_wc, H, W, dmin, dmax,
             guide, guide_margin, out_depth, out_vert, out_norm, out_int, out_sigma):
     """Raycast every pixel.  Where ``guide`` (an HxW depth image, or 0x0) is valid the ray

@@ -24,6 +24,9 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from numba import njit, prange
 
+#: fast-math without "no NaN / no Inf" (NaN checks stay valid)
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
 __all__ = ["TsdfMap", "BLOCK", "MAP_FORMAT_VERSION"]
 
 BLOCK = 8
@@ -161,7 +164,7 @@ def allocate_blocks(
 
 
 # ------------------------------------------------------------------ integration
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
 def integrate_blocks(
     visible, n_vis, block_xyz, mu, var, rgb, cnt,
     depth, depth_sigma, normals, color, edges, aux_shift, K, R_cw, t_cw,
@@ -295,7 +298,7 @@ class TsdfMap:
 
     def __init__(self, voxel_size_m: float, truncation_m: float, prior_sigma_m: float,
                  min_sigma_m: float, max_observations: int, initial_blocks: int = 16384,
-                 model_sigma_m: float = 0.0, distance_sigma_ratio: float = 0.2):
+                 model_sigma_m: float = 0.0, distance_sigma_ratio: float = 0.25):
         self.voxel_size = float(voxel_size_m)
         self.truncation = float(truncation_m)
         self.prior_var = float(prior_sigma_m) ** 2
@@ -485,7 +488,7 @@ class TsdfMap:
     @classmethod
     def load(cls, path: str, prior_sigma_m: float = 0.5, min_sigma_m: float = 0.0005,
              max_observations: int = 200, model_sigma_m: float = 0.0,
-             distance_sigma_ratio: float = 0.2) -> "TsdfMap":
+             distance_sigma_ratio: float = 0.25) -> "TsdfMap":
         with np.load(path) as z:
             hdr = json.loads(bytes(z["header"]).decode())
             if hdr.get("format") != "prism_ros.tsdf" or hdr.get("version") != MAP_FORMAT_VERSION:

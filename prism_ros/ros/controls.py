@@ -4,10 +4,16 @@ Both produce a :class:`prism_ros.core.types.Control`: the camera's motion
 ``T_prev_curr`` between two filter steps and its covariance in the right
 perturbation convention (xi = (rho, phi), translation first).
 
-* IMU (``control_mode: imu``): the rotation comes from integrating the gyro
-  between the two frame stamps (IMU frame assumed to be the base frame); the
-  translation comes from the constant-velocity model (the filter's last velocity
-  estimate), with white-noise acceleration.  Full IMU preintegration is future work.
+* IMU (``control_mode: imu``): the same integration as the offline path
+  (:class:`prism_ros.core.imu.ImuIntegrator`, used by the EuRoC reader): gyro and
+  accelerometer with gravity pre-integrated between the two frame stamps, the
+  IMU's initial velocity taken from the filter's velocity estimate.  Gravity (in
+  the filter's world) and the gyro bias are estimated at the first control from a
+  window of ``imu_init_window_s`` around the previous frame (a static start is
+  expected; otherwise gravity comes from the mean specific force and the bias
+  stays zero, with a warning).  The covariance comes from the noise densities
+  (``imu_*`` parameters) plus the filter's velocity and attitude uncertainty.  The
+  IMU frame is placed in the base frame by ``T_base_imu_*`` (default: the base frame).
 * Odometry (``control_mode: odometry``): the relative pose of the odometry's
   child frame (assumed to be the base frame) between the two stamps, linearly
   interpolated, moved into the camera frame with ``T_base_camera``.
@@ -22,9 +28,10 @@ from typing import Deque, Optional, Tuple
 import numpy as np
 
 from prism_ros.core import se3
+from prism_ros.core.imu import ImuData, ImuIntegrator, ImuNoise
 from prism_ros.core.types import Control
 
-__all__ = ["ImuBuffer", "OdomBuffer", "cv_translation_control"]
+__all__ = ["ImuBuffer", "OdomBuffer", "cv_translation_control", "imu_noise_from_config"]
 
 
 def _conj_by(T_b_c: np.ndarray, dT_b: np.ndarray) -> np.ndarray:
@@ -32,67 +39,137 @@ def _conj_by(T_b_c: np.ndarray, dT_b: np.ndarray) -> np.ndarray:
     return se3.inv(T_b_c) @ dT_b @ T_b_c
 
 
-class ImuBuffer:
-    """Thread-safe bounded buffer of (stamp, gyro (3,), gyro variance (3,)) samples."""
+def imu_noise_from_config(cfg) -> ImuNoise:
+    """:class:`ImuNoise` from a PrismConfig's ``imu_*`` parameters (defaults: EuRoC's ADIS16448)."""
+    d = ImuNoise()
+    g = lambda name, default: float(getattr(cfg, name, default))  # noqa: E731
+    return ImuNoise(
+        gyro_noise_density=g("imu_gyro_noise_density", d.gyro_noise_density),
+        gyro_random_walk=g("imu_gyro_random_walk", d.gyro_random_walk),
+        accel_noise_density=g("imu_accel_noise_density", d.accel_noise_density),
+        accel_random_walk=g("imu_accel_random_walk", d.accel_random_walk),
+        gyro_bias_sigma=g("imu_gyro_bias_sigma_radps", d.gyro_bias_sigma),
+        accel_bias_sigma=g("imu_accel_bias_sigma_mps2", d.accel_bias_sigma),
+    )
 
-    def __init__(self, maxlen: int = 4000, default_gyro_sigma_radps: float = 0.01):
+
+class ImuBuffer:
+    """Thread-safe bounded buffer of IMU samples (stamp, gyro (3,), specific force (3,)),
+    and the IMU control between two frames (:meth:`control`).
+
+    ``T_I_C`` (camera -> IMU frame, i.e. ``inv(T_base_imu) T_base_camera``) and the
+    noise densities are fixed at construction.  Gravity and the gyro bias are
+    estimated at the first :meth:`control` and forgotten by :meth:`clear` /
+    :meth:`reset_alignment` (call it whenever the filter restarts: its world moves).
+    """
+
+    COVERAGE_TOL_S = 0.05
+
+    def __init__(self, maxlen: int = 4000, T_I_C: Optional[np.ndarray] = None, noise: Optional[ImuNoise] = None,
+                 init_window_s: float = 1.0, default_gyro_sigma_radps: float = 0.01):
         self._buf: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
-        self.default_var = np.full(3, default_gyro_sigma_radps**2)
+        self.T_I_C = np.eye(4) if T_I_C is None else np.asarray(T_I_C, dtype=np.float64)
+        self.noise = noise or ImuNoise()
+        self.init_window_s = float(init_window_s)
+        self._integ: Optional[ImuIntegrator] = None
+        #: None before the first control; then whether the start window looked static
+        self.static_start: Optional[bool] = None
+        self.default_var = np.full(3, default_gyro_sigma_radps**2)  # legacy gyro-only :meth:`integrate`
 
-    def add(self, stamp: float, gyro, gyro_cov_diag=None) -> None:
-        var = self.default_var
-        if gyro_cov_diag is not None:
-            v = np.asarray(gyro_cov_diag, dtype=np.float64)
-            if np.all(np.isfinite(v)) and np.all(v > 0):  # -1 / 0 mean "unknown" in sensor_msgs/Imu
-                var = v
+    def add(self, stamp: float, gyro, gyro_cov_diag=None, acc=None) -> bool:
+        """Store one sample; False (not stored) for a non-finite one or an out-of-order duplicate.
+
+        ``acc`` is the specific force (m/s^2, sensor_msgs/Imu ``linear_acceleration``:
+        about +9.81 up at rest); ``gyro_cov_diag`` is accepted for compatibility and
+        ignored (the noise densities set the covariance).
+        """
+        w = np.asarray(gyro, dtype=np.float64).reshape(3)
+        a = np.zeros(3) if acc is None else np.asarray(acc, dtype=np.float64).reshape(3)
+        if not (np.isfinite(stamp) and np.all(np.isfinite(w)) and np.all(np.isfinite(a))):
+            return False
         with self._lock:
             if self._buf and stamp <= self._buf[-1][0]:
                 if stamp < self._buf[-1][0] - 1.0:
                     self._buf.clear()  # time jumped back
+                    self._integ = None
+                    self.static_start = None
                 else:
-                    return
-            self._buf.append((float(stamp), np.asarray(gyro, dtype=np.float64), var))
+                    return False
+            self._buf.append((float(stamp), w, a))
+        return True
 
     def clear(self) -> None:
         with self._lock:
             self._buf.clear()
+            self._integ = None
+            self.static_start = None
+
+    def reset_alignment(self) -> None:
+        """Forget gravity and the gyro bias (re-estimated at the next control)."""
+        with self._lock:
+            self._integ = None
+            self.static_start = None
 
     def __len__(self) -> int:
         return len(self._buf)
 
-    def integrate(self, t0: float, t1: float) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """Rotation R_b0_b1 and its 3x3 covariance (right perturbation) over [t0, t1].
-
-        Returns None when the buffer does not cover the interval.
-        """
+    def data(self, t0: float = -np.inf, t1: float = np.inf) -> ImuData:
+        """The samples on [t0, t1], plus the last one before t0 and the first one after t1."""
         with self._lock:
             samples = list(self._buf)
-        if t1 <= t0 or len(samples) < 1:
+        if not samples:
+            return ImuData(np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)))
+        t = np.array([s[0] for s in samples])
+        i0 = max(int(np.searchsorted(t, t0, side="right")) - 1, 0)
+        i1 = min(int(np.searchsorted(t, t1, side="left")) + 1, len(t))
+        sel = samples[i0:i1]
+        return ImuData(t[i0:i1], np.array([s[1] for s in sel]).reshape(-1, 3), np.array([s[2] for s in sel]).reshape(-1, 3))
+
+    def covers(self, t0: float, t1: float) -> bool:
+        with self._lock:
+            if not self._buf:
+                return False
+            first, last = self._buf[0][0], self._buf[-1][0]
+        return t1 > t0 and first <= t0 + self.COVERAGE_TOL_S and last >= t1 - self.COVERAGE_TOL_S
+
+    def control(self, t0: float, t1: float, T_w_c: np.ndarray, nu_c: np.ndarray,
+                P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
+        """Camera increment from ``t0`` (the previous frame, filter pose ``T_w_c`` and camera
+        twist ``nu_c`` = (v, w) with covariance ``P_nu``, pose covariance ``Sigma``) to
+        ``t1``, by :meth:`prism_ros.core.imu.ImuIntegrator.control`; None when the
+        buffer does not cover [t0, t1]."""
+        if not self.covers(t0, t1):
             return None
-        stamps = [s[0] for s in samples]
-        if stamps[0] > t0 + 0.05 or stamps[-1] < t1 - 0.05:
+        full = self.data()
+        rate = 1.0 / float(np.median(np.diff(full.t))) if len(full) > 1 else 200.0
+        integ = self._integ
+        if integ is None:
+            lo = t0 - 0.5 * self.init_window_s
+            integ = ImuIntegrator(self.data(lo, t1), self.T_I_C, self.noise)
+            integ.rate_hz = rate
+            self.static_start = integ.initialise(np.asarray(T_w_c, float), t0, self.init_window_s, t_end=t1)
+            with self._lock:
+                self._integ = integ
+        integ.imu = self.data(t0, t1)
+        integ.rate_hz = rate
+        return integ.control(t0, t1, T_w_c, nu_c, P_nu, Sigma)
+
+    def integrate(self, t0: float, t1: float) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """Gyro-only rotation R_b0_b1 and its 3x3 covariance over [t0, t1] (legacy helper;
+        the node uses :meth:`control`).  None when the buffer does not cover the interval."""
+        if not self.covers(t0, t1):
             return None
+        d = self.data(t0, t1)
         R = np.eye(3)
         cov = np.zeros((3, 3))
-        i = max(bisect.bisect_right(stamps, t0) - 1, 0)
-        t = t0
-        while t < t1 - 1e-12:
-            # zero-order hold of sample i over [t, next sample stamp or t1]
-            t_next = stamps[i + 1] if i + 1 < len(stamps) else t1
-            t_end = min(max(t_next, t), t1)
-            dt = t_end - t
-            if dt > 0:
-                w, var = samples[i][1], samples[i][2]
-                dR = se3.so3_exp(w * dt)
-                # right perturbation: R <- R dR; old error rotated into the new frame
-                cov = dR.T @ cov @ dR + np.diag(var) * dt * dt + np.diag(var) * dt * 1e-3
-                R = R @ dR
-            t = t_end
-            if i + 1 < len(stamps):
-                i += 1
-            else:
-                break
+        var = self.default_var
+        cuts = np.concatenate([[t0], d.t[(d.t > t0) & (d.t < t1)], [t1]])
+        idx = np.clip(np.searchsorted(d.t, cuts[:-1], side="right") - 1, 0, len(d.t) - 1)
+        for dt, w in zip(np.diff(cuts), d.gyro[idx]):
+            dR = se3.so3_exp(w * dt)
+            cov = dR.T @ cov @ dR + np.diag(var) * dt * dt + np.diag(var) * dt * 1e-3
+            R = R @ dR
         return R, 0.5 * (cov + cov.T)
 
 

@@ -73,7 +73,7 @@ from prism_ros.config import PARAMS, ConfigError, ParamSpec, PrismConfig
 from prism_ros.core.camera import Camera
 from prism_ros.core.types import Control, StepResult
 from prism_ros.ros import conversions as cv
-from prism_ros.ros.controls import ImuBuffer, OdomBuffer, cv_translation_control
+from prism_ros.ros.controls import ImuBuffer, OdomBuffer, imu_noise_from_config
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.sync import ApproxTimePairer
 from prism_ros.tools import persistence
@@ -258,7 +258,9 @@ class PrismNode(Node):
         self._last_rx = [None, None]  # monotonic time of the last colour / depth message
         self._first_rx = [None, None]
         self._pairer = ApproxTimePairer(self.cfg.sync_slop_s, max_pending=10)
-        self._imu = ImuBuffer()
+        T_base_imu = cv.T_from_xyz_rpy_deg(self.cfg.T_base_imu_xyz_m, self.cfg.T_base_imu_rpy_deg)
+        self._imu = ImuBuffer(T_I_C=np.linalg.inv(T_base_imu) @ self.T_base_camera,
+                              noise=imu_noise_from_config(self.cfg), init_window_s=self.cfg.imu_init_window_s)
         self._odom = OdomBuffer()
         self._stats = _Stats()
         self._path: Deque[PoseStamped] = deque(maxlen=self.cfg.path_max_length)
@@ -536,16 +538,15 @@ class PrismNode(Node):
             self._cv.notify()
 
     def _on_imu(self, msg: Imu) -> None:
-        w = msg.angular_velocity
-        cov = msg.angular_velocity_covariance
+        w, a = msg.angular_velocity, msg.linear_acceleration
         t = cv.stamp_to_sec(msg.header.stamp)
-        if not (np.isfinite(t) and np.all(np.isfinite([w.x, w.y, w.z]))):
+        if not (np.isfinite(t) and np.all(np.isfinite([w.x, w.y, w.z, a.x, a.y, a.z]))):
             with self._lock:
                 self._stats.total_bad_imu += 1
-            self._warn("imu_nan", f"{self.sub_imu.topic_name}: IMU sample at {t:.6f} s has a non-finite angular velocity; sample ignored")
+            self._warn("imu_nan", f"{self.sub_imu.topic_name}: IMU sample at {t:.6f} s has a non-finite angular velocity "
+                                  "or linear acceleration; sample ignored")
             return
-        diag = [cov[0], cov[4], cov[8]] if cov[0] >= 0 else None
-        self._imu.add(cv.stamp_to_sec(msg.header.stamp), [w.x, w.y, w.z], diag)
+        self._imu.add(t, [w.x, w.y, w.z], acc=[a.x, a.y, a.z])
 
     def _on_odom(self, msg: Odometry) -> None:
         self._odom.add(cv.stamp_to_sec(msg.header.stamp), cv.pose_to_T(msg.pose.pose))
@@ -671,6 +672,7 @@ class PrismNode(Node):
             self._path.clear()
             if clear_queue:
                 self._queue.clear()
+        self._imu.reset_alignment()  # the filter's world moved: re-estimate gravity
         if clear_queue:  # a service reset; after a time jump the buffers hold the new timeline
             self._imu.clear()
             self._odom.clear()
@@ -710,18 +712,19 @@ class PrismNode(Node):
         if mode == "none" or self._last_stamp is None or self._last_result is None:
             return None
         t0 = self._last_stamp
-        dt = min(t - t0, self.cfg.max_dt_s)
         if mode == "imu":
-            r = self._imu.integrate(t0, t)
-            if r is None:
-                self._warn("imu", f"no IMU data covering [{t0:.3f}, {t:.3f}] s; using the constant-velocity model")
+            if t - t0 > self.cfg.max_dt_s:
+                self._warn("imu", f"{t - t0:.3f} s since the last frame (> max_dt_s); using the constant-velocity model")
                 return None
-            R_b, cov_b = r
-            R_bc = self.T_base_camera[:3, :3]
-            R_c = R_bc.T @ R_b @ R_bc
-            cov_c = R_bc.T @ cov_b @ R_bc
             res = self._last_result
-            return cv_translation_control(R_c, cov_c, res.velocity, res.velocity_cov, dt, self.cfg.accel_noise_mps2)
+            ctl = self._imu.control(t0, t, res.T_w_c, res.velocity, res.velocity_cov, res.pose_cov)
+            if ctl is None:
+                self._warn("imu", f"no IMU data covering [{t0:.3f}, {t:.3f}] s; using the constant-velocity model")
+            elif self._imu.static_start is False and not getattr(self, "_imu_static_warned", False):
+                self._imu_static_warned = True
+                self._log.warning("IMU: the start window was not static; gravity from the mean specific force, "
+                                  "gyro bias not estimated")
+            return ctl
         ctl = self._odom.increment(t0, t, self.T_base_camera)
         if ctl is None:
             self._warn("odom", f"no odometry covering [{t0:.3f}, {t:.3f}] s; using the constant-velocity model")
