@@ -195,3 +195,59 @@ def test_bad_path_fails_clearly():
         timeout=60,
     )
     assert p.returncode != 0 and "does not exist" in p.stderr
+
+
+EUROC_MICRO = "/work/shared/data/euroc_V1_01_easy_micro"
+
+
+def test_euroc_folder_mono8_depth_info_imu(ros):
+    """EuRoC folder: rectified left mono8, stereo depth 32FC1 (metres), the rectified
+    camera's camera_info and the IMU at its own rate, all with EuRoC's nanosecond stamps."""
+    import os
+
+    if not os.path.isdir(os.path.join(EUROC_MICRO, "mav0")):
+        pytest.skip(f"EuRoC micro sequence not found at {EUROC_MICRO}")
+    from prism_ros.datasets import EurocDataset
+    from prism_ros.ros.player import euroc_node_params
+
+    n = 5
+    ds = EurocDataset(EUROC_MICRO, frames=n)
+    frame_ns = [int(x) for x in ds._ns]
+    p = _play(ros, [EUROC_MICRO, "--frames", str(n), "--rate", "2"], n)
+    assert f"published {n} frames and" in p.stdout, p.stdout
+    assert "control_mode:=imu" in p.stdout and "T_base_camera_xyz_m" in p.stdout
+    assert len(ros.color) == n and len(ros.depth) == n
+    for k, (c, d) in enumerate(zip(ros.color, ros.depth)):
+        ns = frame_ns[k]
+        assert (c.header.stamp.sec, c.header.stamp.nanosec) == (ns // 10**9, ns % 10**9)  # exact EuRoC stamps
+        assert d.header.stamp == c.header.stamp
+        assert c.encoding == "mono8" and c.step == c.width and (c.width, c.height) == (752, 480)
+        assert d.encoding == "32FC1"
+    # the grey image is the rectified left image; depth in metres, plausible for the room
+    fr = ds[0]
+    img = cv.image_to_rgb(ros.color[0])
+    assert np.array_equal(img[:, :, 0], fr.rgb[:, :, 0])
+    depth = cv.image_to_depth_m(ros.depth[0])
+    valid = depth[depth > 0]
+    assert valid.size > 0.3 * depth.size and 0.5 < float(np.median(valid)) < 8.0
+    want = np.where(np.isfinite(fr.depth) & (fr.depth > 0), fr.depth, 0.0)
+    assert np.allclose(depth, want, atol=1e-6)
+    info = [m for m in ros.info if m.header.stamp == ros.color[0].header.stamp][0]
+    assert info.k[0] == pytest.approx(ds.camera.fx) and info.k[2] == pytest.approx(ds.camera.cx)
+    assert (info.width, info.height) == (752, 480) and info.header.frame_id == ros.color[0].header.frame_id
+    # IMU: 200 Hz samples with EuRoC stamps, in the body (IMU) frame, covering the frames
+    ros.wait_for(lambda: len(ros.imu) >= 4 * (n - 1), 5)
+    imu_ns = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in ros.imu]
+    assert imu_ns == sorted(set(imu_ns))
+    assert imu_ns[0] <= frame_ns[0] and imu_ns[-1] <= frame_ns[-1] and imu_ns[-1] > frame_ns[-1] - 10**7
+    assert 9 * (n - 1) <= len(imu_ns) <= 11 * (n - 1) + 201
+    m = ros.imu[0]
+    assert m.header.frame_id == "imu_link" and m.orientation_covariance[0] == -1.0
+    k = int(np.argmin(np.abs(ds.imu.t - cv.stamp_to_sec(m.header.stamp))))
+    assert m.angular_velocity.z == pytest.approx(ds.imu.gyro[k, 2])
+    assert m.linear_acceleration.x == pytest.approx(ds.imu.acc[k, 0])
+    f = np.mean([[x.linear_acceleration.x, x.linear_acceleration.y, x.linear_acceleration.z] for x in ros.imu], 0)
+    assert abs(np.linalg.norm(f) - 9.81) < 0.5  # standing still: specific force = gravity
+    params = euroc_node_params(ds)
+    assert np.allclose(cv.T_from_xyz_rpy_deg(params["T_base_camera_xyz_m"], params["T_base_camera_rpy_deg"]),
+                       ds.T_body_cam, atol=1e-4)

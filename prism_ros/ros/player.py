@@ -11,6 +11,23 @@ RGB-D, 7-Scenes, ``synthetic``...) are published as
   camera/color/camera_info  sensor_msgs/CameraInfo
   /clock                    rosgraph_msgs/Clock (use_sim_time:=true on the node)
 
+EuRoC (ASL) folders: the rectified left grey image (mono8 by default), the stereo
+depth (32FC1 metres by default) and the rectified left camera's camera_info on
+the topics above, plus
+
+  imu                       sensor_msgs/Imu at the IMU rate (frame --imu-frame-id,
+                            the EuRoC body = imu0 frame), from --imu-preroll
+                            seconds before the first frame (the node's static-start
+                            gravity / gyro-bias window), each sample published
+                            before any frame with a later-or-equal stamp
+
+with the dataset's own nanosecond stamps.  The player prints the node parameters
+that place the rectified left camera in the body frame (``T_base_camera_*``, with
+``base_frame`` = the body/IMU frame, ``T_base_imu_*`` = EuRoC imu0's T_BS); run
+the node with ``control_mode:=imu`` to use the IMU.  EuRoC ROS 1 bags
+(/cam0/image_raw, /cam1/image_raw, /imu0) are not rectified by the player yet:
+extract them to the ASL layout (or play the ASL folder).
+
 Stamps: datasets with their own timestamps (TUM, EuRoC) keep them.  Folders
 without timestamps (7-Scenes, the synthetic sequence) stamp frame *i* at exactly
 ``1 + i/30`` s (a zero stamp means "unset" to many ROS tools), so a listener can
@@ -42,7 +59,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["main", "build_parser", "dataset_stamp_offset", "default_topic_map", "FRAME_RATE_NO_STAMPS"]
+__all__ = ["main", "build_parser", "dataset_stamp_offset", "default_topic_map", "euroc_node_params", "FRAME_RATE_NO_STAMPS"]
 
 FRAME_RATE_NO_STAMPS = 30.0
 STAMP_ORIGIN_NO_STAMPS = 1.0
@@ -72,8 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--start", type=int, default=0, help="first frame (datasets) or seconds to skip (bags)")
     ap.add_argument("--frames", type=int, default=None, help="number of frames (datasets) or colour images (bags) to play")
     ap.add_argument("--loop", action="store_true", help="start again at the end (stamps jump back; the node then resets)")
-    ap.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default="16UC1", help="depth image encoding (datasets)")
-    ap.add_argument("--color-encoding", choices=("rgb8", "bgr8", "mono8"), default="rgb8", help="colour image encoding (datasets)")
+    ap.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default=None,
+                    help="depth image encoding (datasets; default 16UC1, EuRoC 32FC1)")
+    ap.add_argument("--color-encoding", choices=("rgb8", "bgr8", "mono8"), default=None,
+                    help="colour image encoding (datasets; default rgb8, EuRoC mono8)")
+    ap.add_argument("--imu-frame-id", default="imu_link", help="header.frame_id of the Imu messages (EuRoC)")
+    ap.add_argument("--imu-preroll", type=float, default=1.0, metavar="SECONDS",
+                    help="IMU published from this long before the first frame (EuRoC; default 1.0)")
+    ap.add_argument("--no-imu", action="store_true", help="do not publish the IMU (EuRoC)")
     ap.add_argument("--frame-id", default="camera_color_optical_frame", help="header.frame_id of images and camera_info (datasets)")
     ap.add_argument("--topic-map", action="append", default=[], metavar="SRC:=DST", help="bag topic mapping (repeatable)")
     ap.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable", help="publisher QoS (default reliable)")
@@ -189,6 +212,7 @@ class _Player:
         self._Clock = Clock
         self._pubs: Dict[Tuple[str, str], object] = {}
         self.published_frames = 0
+        self.published_imu = 0
 
     def flush(self, timeout_s: float = 3.0) -> None:
         """Wait until reliable subscribers acknowledged everything (messages still in
@@ -208,7 +232,13 @@ class _Player:
     def pub(self, topic: str, cls):
         key = (topic, cls.__name__)
         if key not in self._pubs:
-            self._pubs[key] = self.node.create_publisher(cls, topic, self.qos)
+            qos = self.qos
+            if topic == IMU_TOPIC:  # 200 Hz bursts: a short history would drop samples a slow reader has not acked
+                import copy
+
+                qos = copy.copy(self.qos)
+                qos.depth = max(qos.depth, 400)
+            self._pubs[key] = self.node.create_publisher(cls, topic, qos)
         return self._pubs[key]
 
     def publish_clock(self, t: float) -> None:
@@ -262,6 +292,14 @@ class _Player:
             missing = [q.topic_name for q in companions if q.get_subscription_count() == 0]
             if missing and not self.args.quiet:
                 print(f"prism-ros play: no subscriber on {', '.join(missing)}; playing anyway", flush=True)
+        # the IMU (EuRoC folders, bags with an Imu topic): its first samples carry the
+        # node's static-start window; give a subscriber a little longer to match
+        imu_q = [q for (t, _), q in self._pubs.items() if t == IMU_TOPIC]
+        t_end = time.monotonic() + 3.0
+        while imu_q and time.monotonic() < t_end and rclpy.ok(context=self.node.context):
+            if all(q.get_subscription_count() > 0 for q in imu_q):
+                break
+            time.sleep(0.05)
         # other topics (imu, odom): wait briefly for those the graph shows a subscriber for
         t_end = time.monotonic() + 3.0
         while time.monotonic() < t_end and rclpy.ok(context=self.node.context):
@@ -275,7 +313,7 @@ class _Player:
 
     # ------------------------------------------------------------ datasets
     def play_dataset(self) -> int:
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo, Image, Imu
         from std_msgs.msg import Header
 
         from prism_ros.datasets import open_dataset
@@ -287,35 +325,57 @@ class _Player:
         if n == 0:
             print("prism-ros play: no frames", file=sys.stderr)
             return 1
+        euroc = _is_euroc(ds)
+        color_enc = a.color_encoding or ("mono8" if euroc else "rgb8")
+        depth_enc = a.depth_encoding or ("32FC1" if euroc else "16UC1")
         offset = dataset_stamp_offset(ds)
         stamps = np.asarray(ds.stamps(), dtype=np.float64) + offset
+        frame_ns = _frame_ns(ds, stamps)
         color_pub = self.pub(COLOR_TOPIC, Image)
         depth_pub = self.pub(DEPTH_TOPIC, Image)
         info_pub = self.pub(INFO_TOPIC, CameraInfo)
+        imu = None
+        if euroc and not a.no_imu and getattr(ds, "imu", None) is not None and len(ds.imu):
+            imu = _EurocImuStream(ds, a.imu_frame_id)
+            imu_pub = self.pub(IMU_TOPIC, Imu)
+        if euroc and not a.quiet:
+            print(_euroc_node_hint(ds), flush=True)
         self.wait_for_subscribers(COLOR_TOPIC, Image)
         if not a.quiet:
             print(
                 f"prism-ros play: {getattr(ds, 'name', a.path)}: {n} frames, {ds.camera.width}x{ds.camera.height}, "
-                f"stamps {stamps[0]:.6f} .. {stamps[-1]:.6f} s, rate {a.rate:g}",
+                f"stamps {stamps[0]:.6f} .. {stamps[-1]:.6f} s, rate {a.rate:g}"
+                + (f", IMU {imu.rate_hz:.0f} Hz from {a.imu_preroll:g} s before the first frame" if imu else ""),
                 flush=True,
             )
         import rclpy
 
         while True:
-            wall0 = time.monotonic()
             t0 = stamps[0]
-            sim_at = lambda w: t0 + (w - wall0) * a.rate  # noqa: E731
+            k_imu = 0
+            if imu is not None:
+                k_imu = imu.first_index(stamps[0] - max(a.imu_preroll, 0.0))
+                if k_imu < len(imu):
+                    t0 = min(t0, float(imu.t[k_imu]))
+            wall0 = time.monotonic()
+            sim_at = lambda w, wall0=wall0, t0=t0: t0 + (w - wall0) * a.rate  # noqa: E731
             for i in range(n):
                 if not rclpy.ok(context=self.node.context):
                     return 0
                 fr = ds[i]
                 t = float(stamps[i])
+                if imu is not None:  # the IMU up to and including this frame's stamp
+                    while k_imu < len(imu) and imu.ns[k_imu] <= frame_ns[i]:
+                        self.wait_until(wall0 + (float(imu.t[k_imu]) - t0) / a.rate, sim_at)
+                        imu_pub.publish(imu.message(k_imu))
+                        self.published_imu += 1
+                        k_imu += 1
                 self.wait_until(wall0 + (t - t0) / a.rate, sim_at)
                 self.publish_clock(t)
-                header = Header(stamp=cv.sec_to_stamp(t), frame_id=a.frame_id)
+                header = Header(stamp=_ns_to_stamp(frame_ns[i]) if euroc else cv.sec_to_stamp(t), frame_id=a.frame_id)
                 info_pub.publish(cv.camera_to_camera_info(ds.camera, header))
-                depth_pub.publish(cv.depth_to_image(fr.depth, header, a.depth_encoding))
-                color_pub.publish(cv.rgb_to_image(fr.rgb, header, a.color_encoding))
+                depth_pub.publish(cv.depth_to_image(fr.depth, header, depth_enc))
+                color_pub.publish(cv.rgb_to_image(fr.rgb, header, color_enc))
                 self.published_frames += 1
                 if not a.quiet and (i % 100 == 0 or i == n - 1):
                     print(f"prism-ros play: frame {i + 1}/{n} t={t:.6f}", flush=True)
@@ -385,6 +445,111 @@ class _Player:
                     return 0
 
 
+def _is_euroc(ds) -> bool:
+    return type(ds).__name__ == "EurocDataset"
+
+
+def _ns_to_stamp(ns: int):
+    from builtin_interfaces.msg import Time
+
+    ns = int(ns)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _frame_ns(ds, stamps: np.ndarray) -> np.ndarray:
+    """Integer nanosecond stamps of the frames: EuRoC's own (exact), else from the seconds."""
+    ns = getattr(ds, "_ns", None)
+    if ns is not None and len(ns) == len(stamps):
+        return np.asarray(ns, dtype=np.int64)
+    return np.round(np.asarray(stamps, dtype=np.float64) * 1e9).astype(np.int64)
+
+
+def _read_imu_ns(ds) -> Optional[np.ndarray]:
+    """EuRoC imu0 stamps as integers (the float seconds in ds.imu lose ~100 ns)."""
+    p = Path(getattr(ds, "mav0", "")) / "imu0" / "data.csv"
+    if not p.is_file():
+        return None
+    out = []
+    with open(p, "r", encoding="utf-8") as f:
+        for ln in f:
+            ln = ln.strip()
+            if ln and not ln.startswith("#"):
+                out.append(int(ln.split(",", 1)[0]))
+    return np.asarray(sorted(set(out)), dtype=np.int64)
+
+
+class _EurocImuStream:
+    """The dataset's IMU (ds.imu, ImuData) as sensor_msgs/Imu messages with exact stamps."""
+
+    def __init__(self, ds, frame_id: str):
+        self.imu = ds.imu
+        self.t = ds.imu.t
+        ns = _read_imu_ns(ds)
+        if ns is None or len(ns) != len(self.t):
+            ns = np.round(self.t * 1e9).astype(np.int64)
+        self.ns = ns
+        self.frame_id = frame_id
+        self.rate_hz = 1.0 / float(np.median(np.diff(self.t))) if len(self.t) > 1 else 200.0
+        noise = getattr(ds, "imu_noise", None)
+        # discrete per-sample variances from the continuous noise densities
+        self.var_w = (noise.gyro_noise_density**2 * self.rate_hz) if noise is not None else 0.0
+        self.var_a = (noise.accel_noise_density**2 * self.rate_hz) if noise is not None else 0.0
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def first_index(self, t: float) -> int:
+        return int(np.searchsorted(self.t, t, side="left"))
+
+    def message(self, k: int):
+        from sensor_msgs.msg import Imu
+
+        m = Imu()
+        m.header.stamp = _ns_to_stamp(self.ns[k])
+        m.header.frame_id = self.frame_id
+        m.orientation_covariance[0] = -1.0  # no orientation estimate
+        w, f = self.imu.gyro[k], self.imu.acc[k]
+        m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z = (float(x) for x in w)
+        m.linear_acceleration.x, m.linear_acceleration.y, m.linear_acceleration.z = (float(x) for x in f)
+        for j in (0, 4, 8):
+            m.angular_velocity_covariance[j] = float(self.var_w)
+            m.linear_acceleration_covariance[j] = float(self.var_a)
+        return m
+
+
+def _xyz_rpy(T: np.ndarray) -> Tuple[List[float], List[float]]:
+    """Inverse of conversions.T_from_xyz_rpy_deg: (xyz, fixed-axis roll pitch yaw in degrees)."""
+    from scipy.spatial.transform import Rotation
+
+    rpy = Rotation.from_matrix(np.asarray(T, float)[:3, :3]).as_euler("xyz", degrees=True)
+    return [round(float(x), 6) + 0.0 for x in T[:3, 3]], [round(float(x), 4) + 0.0 for x in rpy]
+
+
+def euroc_node_params(ds) -> Dict[str, List[float]]:
+    """Node parameters matching a played EuRoC folder (base_frame = the EuRoC body frame)."""
+    from prism_ros.core import se3
+
+    out: Dict[str, List[float]] = {}
+    out["T_base_camera_xyz_m"], out["T_base_camera_rpy_deg"] = _xyz_rpy(ds.T_body_cam)
+    T_imu_cam = getattr(ds, "T_imu_cam", None)
+    if T_imu_cam is not None:  # T_B_I = T_B_cam T_I_cam^-1
+        out["T_base_imu_xyz_m"], out["T_base_imu_rpy_deg"] = _xyz_rpy(ds.T_body_cam @ se3.inv(T_imu_cam))
+    noise = getattr(ds, "imu_noise", None)
+    if noise is not None:
+        out["imu_gyro_noise_density"] = noise.gyro_noise_density
+        out["imu_gyro_random_walk"] = noise.gyro_random_walk
+        out["imu_accel_noise_density"] = noise.accel_noise_density
+        out["imu_accel_random_walk"] = noise.accel_random_walk
+    return out
+
+
+def _euroc_node_hint(ds) -> str:
+    p = euroc_node_params(ds)
+    args = " ".join(f"-p {k}:=\"{v}\"" if isinstance(v, list) else f"-p {k}:={v:g}" for k, v in p.items())
+    return ("prism-ros play: EuRoC: the rectified left camera in the body (IMU) frame; run the node with\n"
+            f"  --ros-args -p use_sim_time:=true -p control_mode:=imu {args}")
+
+
 def _is_bag(path: str) -> bool:
     p = Path(path)
     if p.is_file() and p.suffix == ".bag":
@@ -422,7 +587,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         rc = 1
     finally:
         if not a.quiet:
-            print(f"prism-ros play: published {player.published_frames} frames", flush=True)
+            extra = f" and {player.published_imu} IMU samples" if player.published_imu else ""
+            print(f"prism-ros play: published {player.published_frames} frames{extra}", flush=True)
         try:
             node.destroy_node()
         except Exception:
