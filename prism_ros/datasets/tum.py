@@ -30,6 +30,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from prism_ros.core.camera import Camera
+from prism_ros.core.se3 import make_T
 
 from .base import DatasetBase, Frame, image_size, load_depth_u16, load_rgb, slice_range
 
@@ -118,13 +119,6 @@ def associate(a: Sequence[float], b: Sequence[float], max_difference: float = 0.
     return pairs
 
 
-def _pose_matrix(t: np.ndarray, R: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = R
-    T[:3, 3] = t
-    return T
-
-
 def interpolate_poses(gt_t: np.ndarray, gt_xyz: np.ndarray, gt_quat_xyzw: np.ndarray, query: np.ndarray, max_difference: float = 0.02):
     """Interpolate TUM ground truth at ``query`` stamps.
 
@@ -155,7 +149,7 @@ def interpolate_poses(gt_t: np.ndarray, gt_xyz: np.ndarray, gt_quat_xyzw: np.nda
             out.append(None)
             continue
         if i0 == i1 or gt_t[i1] == gt_t[i0]:
-            out.append(_pose_matrix(gt_xyz[i0], rots[i0].as_matrix()))
+            out.append(make_T(rots[i0].as_matrix(), gt_xyz[i0]))
             continue
         s = (tq - gt_t[i0]) / (gt_t[i1] - gt_t[i0])
         s = min(max(s, 0.0), 1.0)
@@ -163,7 +157,7 @@ def interpolate_poses(gt_t: np.ndarray, gt_xyz: np.ndarray, gt_quat_xyzw: np.nda
         r0 = rots[i0]
         rel = (r0.inv() * rots[i1]).as_rotvec()  # shortest arc
         R = (r0 * Rotation.from_rotvec(s * rel)).as_matrix()
-        out.append(_pose_matrix(xyz, R))
+        out.append(make_T(R, xyz))
     return out
 
 
