@@ -145,7 +145,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _p("use_photometric", True, "Add the photometric (intensity) residuals to the tracker.", scope="core"),
     _p("huber_k", 1.345, "Huber threshold on noise-normalised residuals.", 0.1, 100.0),
     _p("laplace_patch_px", 9.0, "Pixels (at full resolution) that count as one independent measurement in the Laplace covariance; corrects for correlated neighbouring pixels (tuned so pose_coverage_95 is about 0.95 on the synthetic sequence, whose noise is correlated over 4x4 pixels).", 1.0, 10000.0),
-    _p("tracking_min_inlier_ratio", 0.15, "Tracking is flagged as lost when fewer than this fraction of valid pixels are inliers.", 0.0, 1.0),
+    _p("tracking_min_inlier_ratio", 0.35, "Tracking is flagged as lost when fewer than this fraction of valid pixels are inliers.", 0.0, 1.0),
     # --- dynamics --------------------------------------------------------------
     _p("accel_noise_mps2", 4.0, "White-noise linear acceleration (constant-velocity model).", 1e-4, 1000.0),
     _p("angular_accel_noise_radps2", 6.0, "White-noise angular acceleration (constant-velocity model).", 1e-4, 1000.0),

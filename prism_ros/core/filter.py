@@ -26,8 +26,23 @@ from .types import Control, StepResult
 
 __all__ = ["PrismFilter", "InvalidFrameError"]
 
-#: Covariance inflation applied to the pose when tracking is flagged as lost.
+#: Covariance inflation applied to the pose when tracking is flagged as lost (m, rad).
 LOST_POSE_SIGMA = (0.05, 0.05, 0.05, 0.05, 0.05, 0.05)
+#: A pose this many prior standard deviations (squared Mahalanobis) from the prediction
+#: is a jump the dynamics cannot explain (chi2_6 has a 1e-19 tail there).
+MAX_PRIOR_MAHALANOBIS2 = 100.0
+#: Recovery: association distance factors (times icp_max_distance_m), wide to narrow,
+#: and the broad prior it tracks under (m, rad).
+RECOVERY_DISTANCE_FACTORS = (8.0, 2.0)
+RECOVERY_PRIOR_SIGMA = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+#: Extra starting points around the last good pose (body frame: rho, phi): looking
+#: 12 deg left / right / up / down, and 15 cm forward / back.
+RECOVERY_PERTURBATIONS = tuple(
+    np.array(d, dtype=float) for d in (
+        (0, 0, 0, 0, 0.21, 0), (0, 0, 0, 0, -0.21, 0), (0, 0, 0, 0.21, 0, 0), (0, 0, 0, -0.21, 0, 0),
+        (0, 0, 0.15, 0, 0, 0), (0, 0, -0.15, 0, 0, 0),
+    )
+)
 
 
 class PrismFilter:
@@ -48,8 +63,9 @@ class PrismFilter:
             use_photo=bool(config.use_photometric),
             photo_min_grad=0.002,
         )
-        self.levels = max(config.track_finest_level + config.track_levels, config.render_level + 1)
-        self.track_level_range = range(config.track_finest_level, config.track_finest_level + config.track_levels)
+        # one level more than tracking needs, for recovery
+        self.levels = max(config.track_finest_level + config.track_levels + 1, config.render_level + 1)
+        self.track_level_range = range(config.track_finest_level, self.levels)
         self.render_camera = camera.level(config.render_level)
         self.reset(T_w_c0)
 
@@ -98,6 +114,7 @@ class PrismFilter:
             return self._result(stamp, True, 1.0, 0, True, tm, "initialised")
 
         s = self.state
+        gap = stamp - s.stamp > c.max_dt_s  # the dynamics cannot bridge it
         dt = self.motion.clamp_dt(stamp - s.stamp)
         # 1. predict the pose and velocity through the dynamics
         t = time.perf_counter()
@@ -105,9 +122,7 @@ class PrismFilter:
         tm["predict"] = _ms(t)
         # 2. render the map once at the predicted pose
         t = time.perf_counter()
-        guide = frame.depth[c.render_level] if c.render_guide_margin_m > 0 else None
-        render = render_map(self.map, self.render_camera, T_pred, c.depth_min_m, c.depth_max_m,
-                            guide, c.render_guide_margin_m)
+        render = self._render(frame, T_pred)
         tm["render"] = _ms(t)
         # 3.+4. pose MAP by Gauss-Newton and its Laplace covariance
         t = time.perf_counter()
@@ -115,16 +130,30 @@ class PrismFilter:
                    c.track_max_iterations, c.track_convergence_eps, self.noise, self.track_params,
                    c.laplace_patch_px)
         tm["track"] = _ms(t)
-        ok = tr.inlier_ratio >= c.tracking_min_inlier_ratio and render.valid_fraction > 0.02
+        ok, why = self._tracking_ok(tr, render)
+        status = "ok"
+        if not ok or gap:
+            # 3b. recovery: re-track against the map from the last good pose and from the
+            # prediction, with wider association and one more pyramid level
+            t = time.perf_counter()
+            rec = self._recover(frame, [s.T_w_c] + [s.T_w_c @ se3.exp(d) for d in RECOVERY_PERTURBATIONS]
+                                + [T_pred])
+            tm["recover"] = _ms(t)
+            if rec is not None and (not ok or rec.inlier_ratio > tr.inlier_ratio):
+                tr, ok, status = rec, True, "recovered" + (" after a gap" if gap else f" ({why})")
         if ok:
-            T_new, Sigma_new, status = tr.T_w_c, tr.cov, "ok"
+            T_new, Sigma_new = tr.T_w_c, tr.cov
         else:  # keep the prediction, inflate its covariance, do not touch the map
             T_new = T_pred
             Sigma_new = Sigma_pred + np.diag(np.square(LOST_POSE_SIGMA))
-            status = f"lost: inlier ratio {tr.inlier_ratio:.2f}, render coverage {render.valid_fraction:.2f}"
+            status = "lost: " + (why or "no recovery after a gap")
         # 5. velocity: closed-form linear-Gaussian update given the new pose
         t = time.perf_counter()
-        nu, P = self.motion.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt)
+        if gap or not ok or status.startswith("recovered"):
+            # no motion model spans a gap, a lost frame or a recovery jump: restart it at rest
+            nu, P = np.zeros(6), self.motion.P0.copy()
+        else:
+            nu, P = self.motion.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt)
         tm["velocity"] = _ms(t)
         self.state = MotionState(T_new, Sigma_new, nu, P, stamp)
         # 6. map: fuse the frame at the new pose (product of Gaussians per voxel)
@@ -134,6 +163,58 @@ class PrismFilter:
         tm["integrate"] = _ms(t)
         tm["total"] = _ms(t0)
         return self._result(stamp, ok, tr.inlier_ratio, tr.iterations, ok, tm, status)
+
+    # ------------------------------------------------------------------ tracking quality
+    def _render(self, frame, T_w_c: np.ndarray):
+        c = self.cfg
+        guide = frame.depth[c.render_level] if c.render_guide_margin_m > 0 else None
+        return render_map(self.map, self.render_camera, T_w_c, c.depth_min_m, c.depth_max_m,
+                          guide, c.render_guide_margin_m)
+
+    def _tracking_ok(self, tr, render):
+        """(ok, reason): too few inliers, too little of the map in view, a Hessian that is
+        not positive definite, or a jump the dynamics cannot explain mean failure."""
+        c = self.cfg
+        if render.valid_fraction <= 0.02:
+            return False, f"map covers {100 * render.valid_fraction:.1f}% of the view"
+        if tr.inlier_ratio < c.tracking_min_inlier_ratio:
+            return False, f"inlier ratio {tr.inlier_ratio:.2f}"
+        if not np.all(np.isfinite(tr.cov)) or np.linalg.eigvalsh(tr.cov).min() <= 0:
+            return False, "degenerate Hessian"
+        if tr.prior_mahalanobis2 > MAX_PRIOR_MAHALANOBIS2:
+            return False, f"jump of {np.sqrt(tr.prior_mahalanobis2):.0f} sigma from the prediction"
+        return True, ""
+
+    def _recover(self, frame, candidates):
+        """Re-track from each candidate pose under a broad prior, with one more (coarser)
+        pyramid level and an association distance annealed from wide to normal
+        (re-rendering at each stage), then refine the best with the normal settings.
+        Returns the refined TrackResult, or None when no candidate tracks."""
+        c = self.cfg
+        broad = np.diag(np.square(RECOVERY_PRIOR_SIGMA))
+        best = None
+        for T in candidates:
+            tr = None
+            for factor in RECOVERY_DISTANCE_FACTORS:
+                render = self._render(frame, T)
+                if render.valid_fraction <= 0.02:
+                    tr = None
+                    break
+                wide = dict(self.track_params, max_dist=factor * self.track_params["max_dist"])
+                tr = track(frame, render, T, broad, c.track_levels + 1, c.track_finest_level,
+                           2 * c.track_max_iterations, c.track_convergence_eps, self.noise, wide,
+                           c.laplace_patch_px)
+                T = tr.T_w_c
+            if tr is not None and (best is None or tr.inlier_ratio > best.inlier_ratio):
+                best = tr
+        if best is None:
+            return None
+        render = self._render(frame, best.T_w_c)
+        tr = track(frame, render, best.T_w_c, np.diag(np.square(LOST_POSE_SIGMA)), c.track_levels,
+                   c.track_finest_level, c.track_max_iterations, c.track_convergence_eps, self.noise,
+                   self.track_params, c.laplace_patch_px)
+        ok, _ = self._tracking_ok(tr, render)
+        return tr if ok else None
 
     # ------------------------------------------------------------------ helpers
     def _fuse(self, frame, T_w_c: np.ndarray, Sigma: np.ndarray) -> None:
