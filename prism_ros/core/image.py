@@ -16,7 +16,7 @@ class InvalidFrameError(ValueError):
     """The frame cannot be used (wrong shape or dtype, no valid depth)."""
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def clean_depth(depth, dmin, dmax, out):
     H, W = depth.shape
     for v in prange(H):
@@ -25,7 +25,7 @@ def clean_depth(depth, dmin, dmax, out):
             out[v, u] = d if (d >= dmin and d <= dmax) else 0.0  # NaN fails both tests
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def rgb_to_gray(rgb, out):
     H, W, _ = rgb.shape
     for v in prange(H):
@@ -33,7 +33,7 @@ def rgb_to_gray(rgb, out):
             out[v, u] = (0.299 * rgb[v, u, 0] + 0.587 * rgb[v, u, 1] + 0.114 * rgb[v, u, 2]) * (1.0 / 255.0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def downsample_depth(d, out):
     """2x2 -> 1: mean of the valid depths that agree with the nearest one (edge preserving)."""
     H, W = out.shape
@@ -60,7 +60,7 @@ def downsample_depth(d, out):
             out[v, u] = s / n
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def downsample_gray(g, out):
     H, W = out.shape
     for v in prange(H):
@@ -68,7 +68,7 @@ def downsample_gray(g, out):
             out[v, u] = 0.25 * (g[2 * v, 2 * u] + g[2 * v, 2 * u + 1] + g[2 * v + 1, 2 * u] + g[2 * v + 1, 2 * u + 1])
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def depth_normals(depth, K, max_rel_jump, min_cos, out):
     """Camera-frame unit normals from central differences, oriented toward the camera.
 
@@ -126,7 +126,7 @@ def depth_normals(depth, K, max_rel_jump, min_cos, out):
             out[v, u, 2] = nz
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def occlusion_edges(depth, rel_jump, out):
     """1 where a 3x3 neighbour's depth differs by more than rel_jump * d (an occlusion
     boundary is near: projective distances there are unreliable), else 0."""

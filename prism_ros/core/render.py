@@ -143,7 +143,7 @@ def _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, o, dx, dy, dz, t, tri
     return trilinear_sdf(keys, vals, mu, cnt, vox, o[0] + t * dx, o[1] + t * dy, o[2] + t * dz, fallback)
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_wc, H, W, dmin, dmax,
             guide, guide_margin, out_depth, out_vert, out_norm, out_int, out_sigma):
     """Raycast every pixel.  Where ``guide`` (an HxW depth image, or 0x0) is valid the ray
@@ -269,7 +269,7 @@ def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_w
     return 0
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def image_gradient(img, depth, gx, gy):
     """Central-difference gradient of a rendered image; 0 where a neighbour is invalid."""
     H, W = img.shape

@@ -46,7 +46,7 @@ def _add(acc, J, r, w):
     acc[27] += w * r * r
 
 
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def accumulate(depth, normals, gray, K, R, t, R_pw, t_pw, Kr, r_depth, r_vert, r_norm, r_int, r_sigma,
                r_gx, r_gy, noise, max_dist, min_cos, huber_k, sigma_i, use_photo, photo_min_grad, depth_sigma,
                ds_step, out):

@@ -92,7 +92,7 @@ def floordiv(a, b):
 
 
 # ----------------------------------------------------------------- allocation
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def allocate_blocks(
     depth, stride, K, R_wc, t_wc, trunc, block_m,
     keys, vals, block_xyz, mu, var, rgb, cnt, last_seen, frame_id,
@@ -164,7 +164,7 @@ def allocate_blocks(
 
 
 # ------------------------------------------------------------------ integration
-@njit(cache=True, parallel=True, fastmath=FASTMATH)
+@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def integrate_blocks(
     visible, n_vis, block_xyz, mu, var, rgb, cnt,
     depth, depth_sigma, normals, color, edges, aux_shift, K, R_cw, t_cw,
@@ -271,7 +271,7 @@ def integrate_blocks(
 
 
 # ----------------------------------------------------------------------- query
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def query_points(points, vox, keys, vals, mu, var, cnt, out_mu, out_var, out_cnt, prior_var):
     n = points.shape[0]
     for i in prange(n):
