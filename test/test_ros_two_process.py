@@ -124,7 +124,8 @@ def test_player_and_node_as_two_processes(tmp_path):
         assert node.p.poll() is None, node.text()
         t0 = time.monotonic()
         player = _Proc(
-            _cli() + ["play", str(DATA), "--frames", str(N_FRAMES), "--rate", str(RATE), "--wait-for-subscribers", "30"],
+            _cli() + ["play", str(DATA), "--frames", str(N_FRAMES), "--rate", str(RATE), "--wait-for-subscribers", "30",
+                      "--preload"],
             env,
             tmp_path / "player.log",
         )
