@@ -47,9 +47,9 @@ def _play(ros, args, n_expected, timeout=90):
 
 def test_synthetic_dataset_stamps_encodings_clock(ros):
     datasets = pytest.importorskip("prism_ros.datasets")
-    ds = datasets.open_dataset("synthetic:6")
+    ds = datasets.open_dataset("synthetic:6@320x240")  # small frames: the best-effort check below
     frames = [ds[i] for i in range(6)]  # also compiles the renderer before the player needs it
-    p = _play(ros, ["synthetic:6", "--rate", "3", "--depth-encoding", "32FC1", "--color-encoding", "bgr8"], 6)
+    p = _play(ros, ["synthetic:6@320x240", "--rate", "3", "--depth-encoding", "32FC1", "--color-encoding", "bgr8"], 6)
     assert "published 6 frames" in p.stdout
     assert len(ros.color_be) >= 1  # best-effort subscription matched the reliable publisher
     assert len(ros.color) == 6 and len(ros.depth) == 6 and len(ros.info) >= 6

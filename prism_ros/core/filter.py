@@ -35,6 +35,8 @@ MAX_PRIOR_MAHALANOBIS2 = 100.0
 #: and the broad prior it tracks under (m, rad).
 RECOVERY_DISTANCE_FACTORS = (8.0, 2.0)
 RECOVERY_PRIOR_SIGMA = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+#: While lost, the full (slow) recovery runs on every this-many-th frame only.
+RECOVERY_FULL_EVERY = 10
 #: Extra starting points around the last good pose (body frame: rho, phi): looking
 #: 12 deg left / right / up / down, and 15 cm forward / back.
 RECOVERY_PERTURBATIONS = tuple(
@@ -73,9 +75,14 @@ class PrismFilter:
     def reset(self, T_w_c0: Optional[np.ndarray] = None) -> None:
         """Forget the map and the state; the next frame starts a new map at T_w_c0."""
         c = self.cfg
-        self.map = TsdfMap(c.voxel_size_m, c.truncation_m, c.map_prior_sigma_m, c.map_min_sigma_m,
-                           c.map_max_observations, c.map_initial_blocks, c.map_model_sigma_m,
-                           c.map_distance_sigma_ratio)
+        if getattr(self, "map", None) is not None and self.map.voxel_size == c.voxel_size_m \
+                and self.map.truncation == c.truncation_m:
+            self.map.clear()  # reuse the buffers: no fresh 100 MB allocation per reset
+        else:
+            self.map = TsdfMap(c.voxel_size_m, c.truncation_m, c.map_prior_sigma_m, c.map_min_sigma_m,
+                               c.map_max_observations, c.map_initial_blocks, c.map_model_sigma_m,
+                               c.map_distance_sigma_ratio)
+        self.lost_frames = 0  # consecutive frames without tracking
         self.T_w_c0 = np.eye(4) if T_w_c0 is None else np.asarray(T_w_c0, dtype=np.float64).copy()
         self.state: Optional[MotionState] = None
         self.frames_fused = 0
@@ -136,8 +143,11 @@ class PrismFilter:
             # 3b. recovery: re-track against the map from the last good pose and from the
             # prediction, with wider association and one more pyramid level
             t = time.perf_counter()
-            rec = self._recover(frame, [s.T_w_c] + [s.T_w_c @ se3.exp(d) for d in RECOVERY_PERTURBATIONS]
-                                + [T_pred])
+            # the full set of starting points on the first lost frame, after a gap and then
+            # every RECOVERY_FULL_EVERY frames; in between only the last good pose (time budget)
+            full = gap or self.lost_frames % RECOVERY_FULL_EVERY == 0
+            starts = [s.T_w_c] + ([s.T_w_c @ se3.exp(d) for d in RECOVERY_PERTURBATIONS] + [T_pred] if full else [])
+            rec = self._recover(frame, starts)
             tm["recover"] = _ms(t)
             if rec is not None and (not ok or rec.inlier_ratio > tr.inlier_ratio):
                 tr, ok, status = rec, True, "recovered" + (" after a gap" if gap else f" ({why})")
@@ -156,6 +166,7 @@ class PrismFilter:
             nu, P = self.motion.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt)
         tm["velocity"] = _ms(t)
         self.state = MotionState(T_new, Sigma_new, nu, P, stamp)
+        self.lost_frames = 0 if ok else self.lost_frames + 1
         # 6. map: fuse the frame at the new pose (product of Gaussians per voxel)
         t = time.perf_counter()
         if ok:

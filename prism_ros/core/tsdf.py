@@ -350,8 +350,10 @@ class TsdfMap:
         return int(sum(a.nbytes for a in arrays))
 
     def clear(self) -> None:
+        """Forget every voxel; the buffers are kept (blocks are re-initialised on allocation)."""
         self.n_blocks = 0
         self.keys[:] = -1
+        self.last_seen[:] = -1
         self._frame_id = 0
 
     # ---------------------------------------------------------------- update

@@ -35,6 +35,10 @@ class StepResult:
         :func:`prism_ros.core.se3.cov_body_to_world`.
       * ``velocity``: (vx, vy, vz, wx, wy, wz) in the camera (body) frame, m/s and rad/s.
       * ``velocity_cov``: its 6x6 covariance (same order, body frame, as ROS twists).
+      * ``status`` starts with one of ``initialised`` (first frame), ``ok``,
+        ``recovered`` (re-tracked after a loss or a gap; the velocity restarts at rest)
+        or ``lost`` (pose = prediction with an inflated covariance, nothing fused);
+        a reason may follow.
     """
 
     stamp: float

@@ -5,7 +5,7 @@
 * ``"synthetic"`` or ``"synthetic:<n_frames>"``: :class:`SyntheticSequence`
   (``kw`` go to its constructor, e.g. ``width=640, height=480, seed=1``).  Plain
   ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None), at
-  640x480 unless ``width``/``height`` are given;
+  640x480 unless ``width``/``height`` are given (or ``"synthetic:<n>@<w>x<h>"``);
   ``start``/``frames`` then select a window, frame i being at (start + i) / fps;
 * a folder recognised by one of the entries of :data:`DETECTORS`, tried in order
   (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``).
@@ -76,10 +76,16 @@ def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) 
         if n_total is None:
             n_total = int(start) + int(frames) if frames is not None and int(frames) > 0 else 150
         if p.startswith("synthetic:"):
+            spec = p.split(":", 1)[1]
             try:
-                n_total = int(p.split(":", 1)[1])
+                if "@" in spec:  # synthetic:<n_frames>@<width>x<height>
+                    spec, size = spec.split("@", 1)
+                    w, h = size.lower().split("x")
+                    kw["width"], kw["height"] = int(w), int(h)
+                n_total = int(spec)
             except ValueError:
-                raise ValueError(f"'{p}': expected 'synthetic' or 'synthetic:<n_frames>' with an integer") from None
+                raise ValueError(f"'{p}': expected 'synthetic', 'synthetic:<n_frames>' or "
+                                 f"'synthetic:<n_frames>@<width>x<height>' with integers") from None
         if n_total <= 0:
             raise ValueError(f"'{p}': the number of frames must be positive")
         from .base import slice_range

@@ -905,6 +905,7 @@ class PrismNode(Node):
                 KeyValue(key="sync_drops_total", value=str(sync_dropped)),
                 KeyValue(key="bad_inputs", value=str(bad)),
                 KeyValue(key="tracking_lost", value=str(lost)),
+                KeyValue(key="tracking_status", value=str(getattr(self._last_result, "status", "no frame yet"))),
             ]
             + [KeyValue(key=f"stage_{k}_ms", value=f"{v / max(n, 1):.2f}") for k, v in sorted(stages.items())],
         )
