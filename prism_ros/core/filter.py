@@ -88,6 +88,13 @@ class PrismFilter:
         self.frames_fused = 0
         self.frames_seen = 0
 
+    def set_map(self, tsdf_map: TsdfMap, T_w_c0: Optional[np.ndarray] = None) -> None:
+        """Track against ``tsdf_map`` (e.g. loaded from disk): the state is reset and the
+        next frame is relocalised in the map starting from ``T_w_c0`` (a prior: the pose
+        at which the map was saved, or an external guess) before anything is fused."""
+        self.reset(T_w_c0)
+        self.map = tsdf_map
+
     @property
     def T_w_c(self) -> np.ndarray:
         return (self.state.T_w_c if self.state is not None else self.T_w_c0).copy()
@@ -112,6 +119,11 @@ class PrismFilter:
         tm["preprocess"] = _ms(t0)
         self.frames_seen += 1
 
+        if self.state is None and self.map.num_blocks > 0:
+            # first frame in a loaded map: relocalise against it from T_w_c0 (handled as
+            # after a gap: recovery from T_w_c0 and perturbations of it), then go on
+            self.state = self.motion.initial_state(self.T_w_c0, stamp - 2.0 * c.max_dt_s - 1.0)
+            self.state.Sigma = np.diag(np.square(RECOVERY_PRIOR_SIGMA))
         if self.state is None:  # first frame: it defines the map
             self.state = self.motion.initial_state(self.T_w_c0, stamp)
             t = time.perf_counter()

@@ -182,11 +182,7 @@ def load_map(path: str, config=None):
 
 
 def install_map(prism_filter, tsdf_map, T_w_c0: Optional[np.ndarray] = None) -> None:
-    """Make ``prism_filter`` track against ``tsdf_map``: the state is reset (the next
-    frame starts at ``T_w_c0``, in the map's world frame) and the map replaced.
-
-    Note: the next frame is fused at ``T_w_c0`` without tracking (PrismFilter's first
-    frame defines the pose), so ``T_w_c0`` must be a good prior (e.g. the pose at which
-    the map was saved, or an external relocalisation)."""
-    prism_filter.reset(T_w_c0)
-    prism_filter.map = tsdf_map
+    """Make ``prism_filter`` track against ``tsdf_map``: the state is reset and the next
+    frame is relocalised in the map from ``T_w_c0`` (a prior in the map's world frame)
+    before it is fused (:meth:`PrismFilter.set_map`)."""
+    prism_filter.set_map(tsdf_map, T_w_c0)
