@@ -2,7 +2,7 @@
 
 Subcommands
   demo   run the filter on the built-in synthetic sequence and print a summary
-  run    run the filter on a dataset folder (TUM RGB-D or 7-Scenes layout)
+  run    run the filter on a dataset (TUM RGB-D, 7-Scenes, EuRoC folder or ROS 1 bag + --calib)
   node   the ROS 2 node            (prism_ros.ros.node:main, needs rclpy)
   play   the dataset -> ROS player (prism_ros.ros.player:main, needs rclpy)
 
@@ -90,13 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", metavar="N", type=_pos_int, default=None, help="number of frames (default: the whole sequence)")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("run", parents=[common], help="run on a dataset folder (TUM RGB-D or 7-Scenes layout)",
+    p = sub.add_parser("run", parents=[common], help="run on a dataset (TUM RGB-D, 7-Scenes, EuRoC folder or ROS 1 bag)",
                        description="Run PRISM on a dataset and write trajectory.tum, groundtruth.tum, covariances.npz, "
                                    "metrics.json, map.ply, report.png and config.yaml into --out.")
-    p.add_argument("path", metavar="PATH", help="dataset folder ('synthetic' for the built-in sequence)")
+    p.add_argument("path", metavar="PATH", help="dataset folder, a EuRoC ROS 1 .bag (with --calib), or 'synthetic'")
     p.add_argument("--start", metavar="K", type=_nonneg_int, default=0, help="first frame, counted from the first frame present (default: 0)")
     p.add_argument("--frames", metavar="N", type=_pos_int, default=None, help="number of frames (default: all)")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: prism_out/<dataset name>)")
+    p.add_argument("--calib", metavar="PATH", default=None,
+                   help="calibration for a EuRoC ROS 1 bag: a EuRoC ASL folder (or its mav0) with "
+                        "cam0/, cam1/ and imu0/sensor.yaml")
     p.set_defaults(func=_cmd_run)
 
     for name, (_mod, _fn, help_) in LAZY_COMMANDS.items():
@@ -173,8 +176,20 @@ def _run(dataset_path: str, start: int, frames: Optional[int], out: Optional[str
     cfg = config_from_args(args, parser)
     from prism_ros.datasets import open_dataset
 
+    kw = {}
+    calib = getattr(args, "calib", None)
+    if calib is not None:
+        from prism_ros.datasets import EurocBagDataset, detect_format
+
+        found = detect_format(dataset_path) if os.path.exists(dataset_path) else None
+        if found is None or found[1] is not EurocBagDataset:
+            parser.error(f"--calib applies only to EuRoC ROS 1 bags (/cam0/image_raw, /cam1/image_raw); "
+                         f"{dataset_path!r} is not one")
+        if not os.path.isdir(calib):
+            parser.error(f"--calib: no such folder: {calib}")
+        kw["calib"] = calib
     try:
-        ds = open_dataset(dataset_path, start=start, frames=frames)
+        ds = open_dataset(dataset_path, start=start, frames=frames, **kw)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         parser.error(f"cannot open dataset {dataset_path!r}: {e}")
     if len(ds) == 0:

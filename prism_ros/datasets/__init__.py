@@ -8,7 +8,8 @@
   640x480 unless ``width``/``height`` are given (or ``"synthetic:<n>@<w>x<h>"``);
   ``start``/``frames`` then select a window, frame i being at (start + i) / fps;
 * a folder recognised by one of the entries of :data:`DETECTORS`, tried in order
-  (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``).
+  (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``;
+  EuRoC ASL folders; EuRoC ROS 1 ``.bag`` files, which need ``calib=<ASL folder>``).
 
 New formats (e.g. EuRoC) register with :func:`register_dataset` or by appending
 ``(name, detect_fn, cls)`` to :data:`DETECTORS`; ``cls(path, start=, frames=, **kw)``.
@@ -20,6 +21,7 @@ from typing import Callable, List, Optional, Tuple
 
 from .base import Dataset, DatasetBase, Frame, FrameLoadError
 from .euroc import EurocDataset, is_euroc_folder
+from .euroc_bag import EurocBagDataset, is_euroc_bag
 from .sevenscenes import SevenScenesDataset, is_sevenscenes_folder
 from .synthetic import SyntheticSequence
 from .tum import TumDataset, is_tum_folder
@@ -33,6 +35,7 @@ __all__ = [
     "SevenScenesDataset",
     "SyntheticSequence",
     "EurocDataset",
+    "EurocBagDataset",
     "DETECTORS",
     "register_dataset",
     "detect_format",
@@ -44,6 +47,8 @@ DETECTORS: List[Tuple[str, Callable[[str], bool], type]] = [
     ("TUM RGB-D (rgb.txt + depth.txt)", is_tum_folder, TumDataset),
     ("7-Scenes (frame-XXXXXX.depth.png/.color.*/.pose.txt)", is_sevenscenes_folder, SevenScenesDataset),
     ("EuRoC MAV (ASL layout: mav0/cam0, mav0/cam1, mav0/imu0)", is_euroc_folder, EurocDataset),
+    ("EuRoC MAV ROS 1 bag (/cam0/image_raw, /cam1/image_raw, /imu0; calibration from --calib)",
+     is_euroc_bag, EurocBagDataset),
 ]
 
 

@@ -109,13 +109,8 @@ class EurocDataset(DatasetBase):
         self.mav0 = mav0
         root_name = Path(path).resolve().name
         self.name = f"euroc:{self.root.resolve().name if root_name == 'mav0' else root_name}"
-        c0 = read_euroc_sensor_yaml(mav0 / "cam0" / "sensor.yaml")["calib"]
-        c1 = read_euroc_sensor_yaml(mav0 / "cam1" / "sensor.yaml")["calib"]
-        self.stereo = StereoRectifier(c0, c1, num_disparities=num_disparities, block_size=block_size,
-                                      sigma_d=sigma_d, lr_max_diff=lr_max_diff)
-        self.camera = self.stereo.camera
-        #: rectified left camera -> body (IMU) frame
-        self.T_body_cam = self.stereo.T_B_rect.copy()
+        self._init_calibration(mav0, sigma_d=sigma_d, num_disparities=num_disparities, block_size=block_size,
+                               lr_max_diff=lr_max_diff)
 
         left = dict(_read_cam_csv(mav0 / "cam0" / "data.csv"))
         right = dict(_read_cam_csv(mav0 / "cam1" / "data.csv"))
@@ -127,10 +122,37 @@ class EurocDataset(DatasetBase):
         self._stamps = ns_to_s(self._ns)
 
         # --- ground truth (body frame) -> rectified left camera
+        self._init_gt(self._find_gt(gt_path), require_gt, gt_max_difference)
+
+        # --- IMU
+        imu_csv = mav0 / "imu0" / "data.csv"
+        self._init_imu(read_euroc_imu_csv(imu_csv) if use_imu and imu_csv.is_file() else None, mav0,
+                       imu_init_window_s)
+
+    # ------------------------------------------------------------------ setup (shared with EurocBagDataset)
+    def _init_calibration(self, mav0: Path, sigma_d: float, num_disparities: int, block_size: int,
+                          lr_max_diff: float) -> None:
+        """Stereo rectifier, camera and T_body_cam from ``mav0/cam{0,1}/sensor.yaml``."""
+        for cam in ("cam0", "cam1"):
+            if not (mav0 / cam / "sensor.yaml").is_file():
+                raise ValueError(f"EuRoC calibration: {mav0 / cam / 'sensor.yaml'} not found")
+        c0 = read_euroc_sensor_yaml(mav0 / "cam0" / "sensor.yaml")["calib"]
+        c1 = read_euroc_sensor_yaml(mav0 / "cam1" / "sensor.yaml")["calib"]
+        self.stereo = StereoRectifier(c0, c1, num_disparities=num_disparities, block_size=block_size,
+                                      sigma_d=sigma_d, lr_max_diff=lr_max_diff)
+        self.camera = self.stereo.camera
+        #: rectified left camera -> body (IMU) frame
+        self.T_body_cam = self.stereo.T_B_rect.copy()
+
+    def _keep_frames(self, keep: List[int]) -> None:
+        """Restrict the frame list to the indices ``keep`` (require_gt)."""
+        self._ns, self._stamps = self._ns[keep], self._stamps[keep]
+        self._files = [self._files[k] for k in keep]
+
+    def _init_gt(self, src, require_gt: bool, gt_max_difference: float) -> None:
         self.gt_source: Optional[str] = None
         self._gt_body: Optional[List[Optional[np.ndarray]]] = None
         self._gt = None
-        src = self._find_gt(gt_path)
         if src is not None:
             from .tum import interpolate_poses
 
@@ -142,20 +164,19 @@ class EurocDataset(DatasetBase):
                 keep = [k for k, b in enumerate(body) if b is not None]
                 if not keep:
                     raise ValueError(f"{src}: no ground truth within {gt_max_difference} s of any frame")
-                self._ns, self._stamps = self._ns[keep], self._stamps[keep]
-                self._files = [self._files[k] for k in keep]
+                self._keep_frames(keep)
                 body = [body[k] for k in keep]
             self._gt_body = body
             self._gt = [None if b is None else b @ self.T_body_cam for b in body]
 
-        # --- IMU
+    def _init_imu(self, imu, mav0: Path, imu_init_window_s: float) -> None:
+        """IMU samples (ImuData or None) and their noise / extrinsics from ``mav0/imu0/sensor.yaml``."""
         self.imu = None
         self.imu_noise = ImuNoise()
         self._integrator: Optional[ImuIntegrator] = None
         self.imu_init_window_s = float(imu_init_window_s)
-        imu_csv = mav0 / "imu0" / "data.csv"
-        if use_imu and imu_csv.is_file():
-            self.imu = read_euroc_imu_csv(imu_csv)
+        if imu is not None:
+            self.imu = imu
             T_B_I = np.eye(4)
             if (mav0 / "imu0" / "sensor.yaml").is_file():
                 doc = read_euroc_sensor_yaml(mav0 / "imu0" / "sensor.yaml")

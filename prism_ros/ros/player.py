@@ -25,8 +25,10 @@ with the dataset's own nanosecond stamps.  The player prints the node parameters
 that place the rectified left camera in the body frame (``T_base_camera_*``, with
 ``base_frame`` = the body/IMU frame, ``T_base_imu_*`` = EuRoC imu0's T_BS); run
 the node with ``control_mode:=imu`` to use the IMU.  EuRoC ROS 1 bags
-(/cam0/image_raw, /cam1/image_raw, /imu0) are not rectified by the player yet:
-extract them to the ASL layout (or play the ASL folder).
+(/cam0/image_raw, /cam1/image_raw, /imu0) played with ``--calib <ASL folder or
+its mav0>`` (cam0/, cam1/, imu0/sensor.yaml) are published exactly like an
+EuRoC folder (rectified left image, stereo depth, camera_info, IMU); without
+--calib they are republished raw like any bag.
 
 Stamps: datasets with their own timestamps (TUM, EuRoC) keep them.  Folders
 without timestamps (7-Scenes, the synthetic sequence) stamp frame *i* at exactly
@@ -98,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="IMU published from this long before the first frame (EuRoC; default 1.0)")
     ap.add_argument("--no-imu", action="store_true", help="do not publish the IMU (EuRoC)")
     ap.add_argument("--frame-id", default="camera_color_optical_frame", help="header.frame_id of images and camera_info (datasets)")
+    ap.add_argument("--calib", metavar="PATH", default=None,
+                    help="EuRoC ROS 1 bags: calibration folder (EuRoC ASL folder or its mav0); the bag is then "
+                         "played like an EuRoC folder (rectified image + depth + camera_info + IMU)")
     ap.add_argument("--topic-map", action="append", default=[], metavar="SRC:=DST", help="bag topic mapping (repeatable)")
     ap.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable", help="publisher QoS (default reliable)")
     ap.add_argument("--clock-hz", type=float, default=50.0, help="/clock publication rate between frames (0: only at frames)")
@@ -323,7 +328,8 @@ class _Player:
         from prism_ros.ros import conversions as cv
 
         a = self.args
-        ds = open_dataset(a.path, start=a.start, frames=a.frames)
+        kw = {"calib": a.calib} if getattr(a, "calib", None) else {}
+        ds = open_dataset(a.path, start=a.start, frames=a.frames, **kw)
         n = len(ds)
         if n == 0:
             print("prism-ros play: no frames", file=sys.stderr)
@@ -460,7 +466,9 @@ class _Player:
 
 
 def _is_euroc(ds) -> bool:
-    return type(ds).__name__ == "EurocDataset"
+    from prism_ros.datasets import EurocDataset
+
+    return isinstance(ds, EurocDataset)  # EuRoC folders and EuRoC bags (EurocBagDataset)
 
 
 def _ns_to_stamp(ns: int):
@@ -480,6 +488,9 @@ def _frame_ns(ds, stamps: np.ndarray) -> np.ndarray:
 
 def _read_imu_ns(ds) -> Optional[np.ndarray]:
     """EuRoC imu0 stamps as integers (the float seconds in ds.imu lose ~100 ns)."""
+    ns = getattr(ds, "imu_ns", None)  # EuRoC bags: the header stamps
+    if ns is not None:
+        return np.asarray(ns, dtype=np.int64)
     p = Path(getattr(ds, "mav0", "")) / "imu0" / "data.csv"
     if not p.is_file():
         return None
@@ -592,7 +603,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     player = _Player(a, node, qos)
     rc = 0
     try:
-        rc = player.play_bag() if _is_bag(a.path) else player.play_dataset()
+        if a.calib is not None:
+            from prism_ros.datasets.euroc_bag import is_euroc_bag
+
+            if not is_euroc_bag(a.path):
+                raise ValueError(f"--calib applies only to EuRoC ROS 1 bags (/cam0/image_raw, /cam1/image_raw); "
+                                 f"{a.path} is not one")
+            rc = player.play_dataset()
+        else:
+            rc = player.play_bag() if _is_bag(a.path) else player.play_dataset()
         player.flush()
     except (KeyboardInterrupt, ExternalShutdownException):
         rc = 0
