@@ -3,6 +3,7 @@
     1. predict   the pose and velocity through the dynamics (constant velocity or a control)
     2. render    the map once at the predicted pose (depth, normals, intensity, map sigma)
     3. track     Gauss-Newton MAP of the pose: ICP + photometric + dynamics prior
+       (3b. recover: when tracking fails or after a gap, re-track from the last good pose)
     4. laplace   pose covariance = inverse Hessian at the optimum (prior included)
     5. velocity  closed-form linear-Gaussian update given the new pose
     6. map       closed-form Gaussian fusion of the frame into the TSDF at the new pose

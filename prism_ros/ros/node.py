@@ -125,6 +125,7 @@ _PARAM_TYPES = {
 _PATH_PUBLISH_MIN_PERIOD_S = 0.2  # ~/path carries up to path_max_length poses: publish it at <= 5 Hz
 _STREAM_SILENCE_S = 2.0  # warn when colour arrives without depth (or vice versa) for this long
 _MIN_VALID_DEPTH_FRACTION = 0.01  # the filter refuses frames below this too
+_IMAGE_QOS_DEPTH = 2  # reader history of the image subscriptions: a deep one is a hidden backlog
 
 
 def declared_descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -179,6 +180,7 @@ class _FrameItem:
     depth: np.ndarray
     camera: Camera
     t_recv: float  # time.monotonic() when the pair was complete
+    t_src_ns: Optional[int] = None  # publisher's time.time_ns() of the later image of the pair (DDS source timestamp)
 
 
 @dataclass
@@ -196,12 +198,16 @@ class _Stats:
         self.total_dropped_queue = 0
         self.total_bad = 0
         self.total_bad_imu = 0
+        self.total_latency_over_100ms = 0  # frames (receive -> publish) over 100 ms, since start
+        self.total_e2e_over_100ms = 0  # frames (publication -> publish) over 100 ms
+        self.total_e2e = 0  # frames with a publication time
 
     def reset_window(self):
         self.t0 = time.monotonic()
         self.processed = 0
         self.step_ms: List[float] = []
         self.latency_ms: List[float] = []
+        self.latency_e2e_ms: List[float] = []
         self.stage_ms: Dict[str, float] = {}
         self.dropped_queue = 0
         self.bad = 0
@@ -305,8 +311,12 @@ class PrismNode(Node):
         self._worker.start()
 
         in_qos = sensor_qos(self.cfg.sensor_qos)
-        self.sub_color = self.create_subscription(Image, "camera/color/image_raw", self._on_color, in_qos)
-        self.sub_depth = self.create_subscription(Image, "camera/depth/image_raw", self._on_depth, in_qos)
+        # images: a shallow reader history, so that an executor that falls behind loses old
+        # images in DDS instead of working through a hidden backlog (the bounded queue drops
+        # the rest); the callbacks take the message info for the end-to-end latency
+        img_qos = sensor_qos(self.cfg.sensor_qos, _IMAGE_QOS_DEPTH)
+        self.sub_color = self.create_subscription(Image, "camera/color/image_raw", lambda m, i: self._on_color(m, i), img_qos)
+        self.sub_depth = self.create_subscription(Image, "camera/depth/image_raw", lambda m, i: self._on_depth(m, i), img_qos)
         self.sub_info = self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, in_qos)
         self.sub_imu = self.sub_odom = None
         if self.cfg.control_mode == "imu":
@@ -459,19 +469,32 @@ class PrismNode(Node):
             )
         return True
 
-    def _on_color(self, msg: Image) -> None:
+    @staticmethod
+    def _src_ns(info) -> Optional[int]:
+        try:
+            v = int(info["source_timestamp"]) if info is not None else 0
+        except (KeyError, TypeError, ValueError):
+            return None
+        return v if v > 0 else None
+
+    @staticmethod
+    def _pair_src_ns(c, d) -> Optional[int]:
+        vals = [v for v in (c[1], d[1]) if v is not None]
+        return max(vals) if vals else None
+
+    def _on_color(self, msg: Image, info=None) -> None:
         stamp = cv.stamp_to_sec(msg.header.stamp)
         if not self._check_stream(0, stamp):
             return
-        for c, d, _, _ in self._pairer.add_a(stamp, msg):
-            self._on_pair(c, d)
+        for c, d, _, _ in self._pairer.add_a(stamp, (msg, self._src_ns(info))):
+            self._on_pair(c[0], d[0], self._pair_src_ns(c, d))
 
-    def _on_depth(self, msg: Image) -> None:
+    def _on_depth(self, msg: Image, info=None) -> None:
         stamp = cv.stamp_to_sec(msg.header.stamp)
         if not self._check_stream(1, stamp):
             return
-        for c, d, _, _ in self._pairer.add_b(stamp, msg):
-            self._on_pair(c, d)
+        for c, d, _, _ in self._pairer.add_b(stamp, (msg, self._src_ns(info))):
+            self._on_pair(c[0], d[0], self._pair_src_ns(c, d))
 
     def _bad(self, key: str, text: str) -> None:
         with self._lock:
@@ -479,13 +502,13 @@ class PrismNode(Node):
             self._stats.total_bad += 1
         self._error(key, text + "; frame skipped")
 
-    def _on_pair(self, color: Image, depth: Image) -> None:
+    def _on_pair(self, color: Image, depth: Image, t_src_ns: Optional[int] = None) -> None:
         t_recv = time.monotonic()
         cam = self._camera
         if cam is None:
             # camera_info travels on its own topic and may arrive just after the images:
             # keep the newest pair until it does; an older waiting pair is dropped.
-            old, self._waiting_for_info = self._waiting_for_info, (color, depth)
+            old, self._waiting_for_info = self._waiting_for_info, (color, depth, t_src_ns)
             if old is not None:
                 why = self._camera_error or f"no camera_info received on {self.sub_info.topic_name}"
                 self._bad("no_camera", f"cannot use RGB-D frame: {why}")
@@ -528,6 +551,7 @@ class PrismNode(Node):
             depth=depth_m,
             camera=cam,
             t_recv=t_recv,
+            t_src_ns=t_src_ns,
         )
         with self._cv:
             self._queue.append(item)
@@ -759,12 +783,18 @@ class PrismNode(Node):
         self._frames_since_cloud += 1
         self._publish_state(res, item.header_stamp)
         latency_ms = (time.monotonic() - item.t_recv) * 1e3
+        e2e_ms = (time.time_ns() - item.t_src_ns) * 1e-6 if item.t_src_ns is not None else None
         with self._lock:
             st = self._stats
             st.processed += 1
             st.total_processed += 1
             st.step_ms.append(step_ms)
             st.latency_ms.append(latency_ms)
+            st.total_latency_over_100ms += latency_ms > 100.0
+            if e2e_ms is not None and 0.0 <= e2e_ms < 3.6e6:  # the publisher's clock is this machine's (or synced)
+                st.latency_e2e_ms.append(e2e_ms)
+                st.total_e2e += 1
+                st.total_e2e_over_100ms += e2e_ms > 100.0
             for k, v in (res.timings_ms or {}).items():
                 st.stage_ms[k] = st.stage_ms.get(k, 0.0) + float(v)
             if not res.tracking_ok:
@@ -866,9 +896,11 @@ class PrismNode(Node):
             n = st.processed
             step = list(st.step_ms)
             lat = list(st.latency_ms)
+            e2e = list(st.latency_e2e_ms)
             stages = dict(st.stage_ms)
             dq, bad, lost = st.dropped_queue, st.bad, st.lost
             tot_proc, tot_dq, tot_bad = st.total_processed, st.total_dropped_queue, st.total_bad
+            tot_over, tot_e2e, tot_e2e_over = st.total_latency_over_100ms, st.total_e2e, st.total_e2e_over_100ms
             st.reset_window()
         self._last_diag = now
         sync_dropped = self._pairer.dropped
@@ -877,7 +909,8 @@ class PrismNode(Node):
         parts = [f"{n} frames in {wall:.1f} s ({n / wall:.1f} fps)"]
         if step:
             parts.append(f"step mean {np.mean(step):.1f} / max {np.max(step):.1f} ms")
-            parts.append(f"latency mean {np.mean(lat):.1f} / max {np.max(lat):.1f} ms")
+            parts.append(f"latency mean {np.mean(lat):.1f} / max {np.max(lat):.1f} ms"
+                         + (f" (from publication: p95 {np.percentile(e2e, 95):.1f} ms)" if e2e else ""))
             if stages:
                 parts.append("stages " + ", ".join(f"{k} {v / max(n, 1):.1f}" for k, v in sorted(stages.items())) + " ms/frame")
         parts.append(f"queue drops {dq} ({100 * drop_rate:.1f}%), sync drops {sync_dropped} total, bad inputs {bad}, lost {lost}")
@@ -897,7 +930,14 @@ class PrismNode(Node):
                 KeyValue(key="latency_ms_mean", value=f"{np.mean(lat):.2f}" if lat else "nan"),
                 KeyValue(key="latency_ms_p95", value=f"{np.percentile(lat, 95):.2f}" if lat else "nan"),
                 KeyValue(key="latency_ms_max", value=f"{np.max(lat):.2f}" if lat else "nan"),
+                # from the publisher's send time (DDS source timestamp) of the later image of the
+                # pair: includes transport and the time the images waited in the executor
+                KeyValue(key="latency_e2e_ms_mean", value=f"{np.mean(e2e):.2f}" if e2e else "nan"),
+                KeyValue(key="latency_e2e_ms_p95", value=f"{np.percentile(e2e, 95):.2f}" if e2e else "nan"),
                 KeyValue(key="processed_total", value=str(tot_proc)),
+                KeyValue(key="latency_over_100ms_total", value=str(tot_over)),
+                KeyValue(key="latency_e2e_frames_total", value=str(tot_e2e)),
+                KeyValue(key="latency_e2e_over_100ms_total", value=str(tot_e2e_over)),
                 KeyValue(key="queue_drops_total", value=str(tot_dq)),
                 KeyValue(key="bad_inputs_total", value=str(tot_bad)),
                 KeyValue(key="queue_drops", value=str(dq)),

@@ -1,7 +1,9 @@
 """QoS profiles used by the prism node and the player.
 
 * Inputs (images, camera_info, IMU, odometry) use ``sensor_data`` (best effort,
-  keep last 5) by default, or ``reliable`` by parameter.  A best-effort
+  keep last 5) by default, or ``reliable`` by parameter.  The node subscribes to
+  the images with keep last 2 (either profile): a deep reader history would be a
+  hidden backlog in front of its bounded queue.  A best-effort
   subscription matches a reliable publisher, so the player (which publishes
   reliably) works with either.
 * ``~/map_cloud`` is reliable + transient_local (depth 1) so a late RViz gets the
@@ -15,7 +17,6 @@ from rclpy.qos import (
     HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
-    qos_profile_sensor_data,
 )
 
 __all__ = ["SENSOR_QOS_CHOICES", "sensor_qos", "latched_qos", "reliable_qos"]
@@ -28,7 +29,7 @@ def sensor_qos(name: str = "sensor_data", depth: int = 5) -> QoSProfile:
     if name == "sensor_data":
         return QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
-            depth=max(int(depth), qos_profile_sensor_data.depth),
+            depth=max(int(depth), 1),
             reliability=ReliabilityPolicy.BEST_EFFORT,
             durability=DurabilityPolicy.VOLATILE,
         )
