@@ -174,8 +174,13 @@ def test_late_subscriber_gets_map_cloud(ros):
         _stop(ros, node)
 
 
+# Exact counting of bursts of bad frames: queue_size 10 also makes the node's image reader
+# history (max(2, queue_size)) deep enough that no burst is cut short in DDS.
+_BURST = [Parameter("queue_size", value=10)]
+
+
 def test_bad_inputs_logged_node_alive_map_untouched(ros):
-    node = _start(ros)
+    node = _start(ros, overrides=_BURST)
     try:
         # 1. frames before any camera_info
         for i in range(3):
@@ -234,7 +239,7 @@ def test_bad_inputs_logged_node_alive_map_untouched(ros):
 
 
 def test_bad_inputs_before_first_good_frame_create_no_filter(ros):
-    node = _start(ros)
+    node = _start(ros, overrides=_BURST)
     try:
         for i in range(3):
             _frame(ros, 1.0 + i / 30, info=False)  # the newest waits for a camera_info

@@ -36,7 +36,7 @@ MAX_PRIOR_MAHALANOBIS2 = 100.0
 #: and the broad prior it tracks under (m, rad).
 RECOVERY_DISTANCE_FACTORS = (8.0, 2.0)
 RECOVERY_PRIOR_SIGMA = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
-#: While lost, the full (slow) recovery runs on every this-many-th frame only.
+#: While lost, the full (slow) set of recovery starting points runs every this-many frames.
 RECOVERY_FULL_EVERY = 10
 #: Extra starting points around the last good pose (body frame: rho, phi): looking
 #: 12 deg left / right / up / down, and 15 cm forward / back.
@@ -156,10 +156,19 @@ class PrismFilter:
             # 3b. recovery: re-track against the map from the last good pose and from the
             # prediction, with wider association and one more pyramid level
             t = time.perf_counter()
-            # the full set of starting points on the first lost frame, after a gap and then
-            # every RECOVERY_FULL_EVERY frames; in between only the last good pose (time budget)
-            full = gap or self.lost_frames % RECOVERY_FULL_EVERY == 0
-            starts = [s.T_w_c] + ([s.T_w_c @ se3.exp(d) for d in RECOVERY_PERTURBATIONS] + [T_pred] if full else [])
+            # Time budget: the full set of starting points after a gap in good tracking
+            # (sensor dropout, relocalisation in a loaded map) and on every
+            # RECOVERY_FULL_EVERY-th lost frame; otherwise the last good pose and the
+            # prediction on the first lost frame, then the last good pose and one
+            # perturbation of it per lost frame, round robin.  (Counted in processed frames,
+            # not stamps: under overload a slow recovery must not trigger the next one.)
+            k = self.lost_frames
+            if (gap and k == 0) or (k > 0 and k % RECOVERY_FULL_EVERY == 0):
+                starts = [s.T_w_c, T_pred] + [s.T_w_c @ se3.exp(d) for d in RECOVERY_PERTURBATIONS]
+            elif k == 0:
+                starts = [s.T_w_c, T_pred]
+            else:
+                starts = [s.T_w_c, s.T_w_c @ se3.exp(RECOVERY_PERTURBATIONS[(k - 1) % len(RECOVERY_PERTURBATIONS)])]
             rec = self._recover(frame, starts)
             tm["recover"] = _ms(t)
             if rec is not None and (not ok or rec.inlier_ratio > tr.inlier_ratio):

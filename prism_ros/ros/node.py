@@ -125,7 +125,7 @@ _PARAM_TYPES = {
 _PATH_PUBLISH_MIN_PERIOD_S = 0.2  # ~/path carries up to path_max_length poses: publish it at <= 5 Hz
 _STREAM_SILENCE_S = 2.0  # warn when colour arrives without depth (or vice versa) for this long
 _MIN_VALID_DEPTH_FRACTION = 0.01  # the filter refuses frames below this too
-_IMAGE_QOS_DEPTH = 2  # reader history of the image subscriptions: a deep one is a hidden backlog
+_IMAGE_QOS_MIN_DEPTH = 2  # reader history of the image subscriptions: max(this, queue_size) at start
 
 
 def declared_descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -311,10 +311,11 @@ class PrismNode(Node):
         self._worker.start()
 
         in_qos = sensor_qos(self.cfg.sensor_qos)
-        # images: a shallow reader history, so that an executor that falls behind loses old
-        # images in DDS instead of working through a hidden backlog (the bounded queue drops
-        # the rest); the callbacks take the message info for the end-to-end latency
-        img_qos = sensor_qos(self.cfg.sensor_qos, _IMAGE_QOS_DEPTH)
+        # images: a reader history no deeper than the queue (at least 2, so that a colour and
+        # its depth image can both wait), so that an executor that falls behind loses old
+        # images in DDS instead of working through a hidden backlog (a deep reliable history
+        # is one); the callbacks take the message info for the end-to-end latency
+        img_qos = sensor_qos(self.cfg.sensor_qos, max(_IMAGE_QOS_MIN_DEPTH, self.cfg.queue_size))
         self.sub_color = self.create_subscription(Image, "camera/color/image_raw", lambda m, i: self._on_color(m, i), img_qos)
         self.sub_depth = self.create_subscription(Image, "camera/depth/image_raw", lambda m, i: self._on_depth(m, i), img_qos)
         self.sub_info = self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, in_qos)

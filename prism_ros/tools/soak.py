@@ -26,6 +26,20 @@ for ``--duration-s`` seconds, prints RSS over time and ends with ONE JSON line::
   bounded queue, the synchroniser or transport); ``queue_drop_rate``: the queue's
   share (drops / (processed + drops)).
 
+Defaults, chosen so that the soak measures the node and not the harness:
+
+* the player preloads the messages (``--preload``; ``--no-preload`` to decode while
+  playing), so that it costs only publishing, like a camera driver, on a machine the node
+  shares with it; at about 1.5 MB per 640x480 frame the loop is ``--frames 300`` (450 MB
+  in the player; ``--frames 0`` for all, e.g. 900 MB for 600 7-Scenes frames). A shorter
+  loop also exercises the reset on the time jump back more often (every 3.3 s at 3x).
+* the node gets ``use_sim_time:=true``, ``sensor_qos:=reliable``, the dataset's
+  ``config_hints`` as ``-p`` parameters (``use_photometric:=false`` for 7-Scenes, as
+  ``prism-ros run`` applies them; ``--no-dataset-hints`` to skip, ``-p`` overrides) and
+  ``queue_size:=1`` (``--queue-size``): latency = queue wait + step, and the wait is up to
+  one step with 1, up to two with 2 (measured on 7-Scenes at 3x on 2 cores: per-window
+  p95 about 55-100 ms with 1, 100-160 ms with 2 outside recovery episodes).
+
 Exit status 0 when both processes ran to the end, 1 otherwise (the JSON line is
 printed in both cases when figures exist).
 """
@@ -62,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-preload", dest="preload", action="store_false",
                     help="decode each frame while playing instead of preloading the messages (the player then "
                          "competes with the node for the CPU, unlike a camera driver)")
-    ap.add_argument("--queue-size", type=int, default=None, metavar="N",
-                    help="the node's queue_size parameter (default: the node's default, 2)")
+    ap.add_argument("--queue-size", type=int, default=1, metavar="N",
+                    help="the node's queue_size parameter (default 1: latency = wait + step, and the wait "
+                         "is at most one step with 1, two with 2; 0: the node's own default, 2)")
     ap.add_argument("--no-dataset-hints", dest="dataset_hints", action="store_false",
                     help="do not pass the dataset's config_hints (e.g. use_photometric:=false for 7-Scenes) to the node")
     ap.add_argument("--settle-s", type=float, default=30.0, help="RSS growth is measured from this time on (default 30 s)")
@@ -244,7 +259,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     node_args = [sys.executable, "-c", _CLI, "node", "--ros-args",
                  "-p", "use_sim_time:=true", "-p", "sensor_qos:=reliable",
                  "-p", f"diagnostics_period_s:={a.diagnostics_period_s}"]
-    if a.queue_size is not None:
+    if a.queue_size:
         node_args += ["-p", f"queue_size:={a.queue_size}"]
     hints = dataset_hint_params(a.path, a.param) if a.dataset_hints else []
     for p in hints + a.param:
@@ -258,7 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"prism-ros soak: domain {domain}, {a.path} at {a.rate}x for {a.duration_s:.0f} s"
           + (f", {a.frames} frames per loop" if a.frames and a.frames > 0 else "")
           + (", preloaded" if a.preload else "")
-          + (f", queue_size {a.queue_size}" if a.queue_size is not None else "")
+          + (f", queue_size {a.queue_size}" if a.queue_size else "")
           + (f"; dataset hints: {' '.join(hints)}" if hints else ""), flush=True)
     diag = _DiagListener(domain)
     node = _Child("node", node_args, node_env, log("node.log"))
