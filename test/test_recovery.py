@@ -3,8 +3,10 @@
 A 2 s sensor fault in the middle of the sequence -- depth blanked, or the frames
 replaced by unrelated views -- must neither corrupt the map nor lose the track:
 the faulty frames are rejected or flagged lost (inflated covariance, no fusion),
-and within 1 s after the sensor returns the pose is back within 5 cm of where an
-uninterrupted run is, with the whole trajectory's ATE still within 5 cm.
+and from 1 s after the sensor returns the pose is within 5 cm of ground truth
+(SE(3)-aligned, as for ATE; the raw 7-Scenes ground truth itself disagrees with any
+frame-to-model track by up to ~9 cm here) and within 5 cm of where an uninterrupted
+run is.
 """
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from prism_ros.config import PrismConfig
 from prism_ros.core.filter import InvalidFrameError, PrismFilter
 from prism_ros.datasets import open_dataset
-from prism_ros.tools.metrics import ate_rmse
+from prism_ros.tools.metrics import ate_errors, ate_rmse
 
 FAULT = (30, 90)  # frames 30..89: 2 s at 30 Hz
 END = 135  # 1.5 s after the sensor returns
@@ -72,4 +74,8 @@ def test_recovers_after_a_2s_fault(frames, reference, kind):
     for i in range(back, END):
         assert np.linalg.norm(poses[i][:3, 3] - reference[i][:3, 3]) < 0.05, i
     ok = [i for i in range(END) if i in poses and not (FAULT[0] <= i < FAULT[1])]
-    assert ate_rmse(np.stack([poses[i] for i in ok]), np.stack([fr[i].T_w_c_gt for i in ok])) < 0.05
+    E, G = np.stack([poses[i] for i in ok]), np.stack([fr[i].T_w_c_gt for i in ok])
+    assert ate_rmse(E, G) < 0.05
+    # within 5 cm of ground truth (SE(3)-aligned, as ATE) from 1 s after the sensor returns
+    err = ate_errors(E, G)
+    assert all(e < 0.05 for i, e in zip(ok, err) if i >= back), max(err)

@@ -194,6 +194,11 @@ class FakeFilter:
         if T_w_c0 is not None:
             self.T_w_c0 = np.array(T_w_c0, dtype=np.float64)
 
+    def set_map(self, tsdf_map, T_w_c0=None) -> None:
+        """As :meth:`PrismFilter.set_map`: reset, then track against ``tsdf_map``."""
+        self.reset(T_w_c0)
+        self.map = tsdf_map
+
     def step(self, rgb, depth, stamp, control=None, depth_sigma=None) -> StepResult:
         assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
         assert depth.dtype == np.float32 and depth.shape == rgb.shape[:2]
