@@ -220,6 +220,7 @@ class _Player:
         self._Clock = Clock
         self._pubs: Dict[Tuple[str, str], object] = {}
         self.published_frames = 0
+        self.failed_frames = 0  # frames the middleware refused to publish
         self.published_imu = 0
 
     def flush(self, timeout_s: float = 3.0) -> None:
@@ -393,9 +394,16 @@ class _Player:
                         k_imu += 1
                 self.wait_until(wall0 + (t - t0) / a.rate, sim_at)
                 self.publish_clock(t)
-                info_pub.publish(msgs[0])
-                depth_pub.publish(msgs[1])
-                color_pub.publish(msgs[2])
+                try:
+                    info_pub.publish(msgs[0])
+                    depth_pub.publish(msgs[1])
+                    color_pub.publish(msgs[2])
+                except RuntimeError as e:  # rclpy's RCLError: a middleware hiccup
+                    # a transient middleware failure (seen with rmw_fastrtps under overload) must
+                    # not end a long replay: skip this frame, say so, go on
+                    self.failed_frames += 1
+                    print(f"prism-ros play: frame {i} not published ({e}); continuing", file=sys.stderr, flush=True)
+                    continue
                 self.published_frames += 1
                 if not a.quiet and (i % 100 == 0 or i == n - 1):
                     print(f"prism-ros play: frame {i + 1}/{n} t={t:.6f}", flush=True)
