@@ -36,6 +36,10 @@ MAX_PRIOR_MAHALANOBIS2 = 100.0
 #: and the broad prior it tracks under (m, rad).
 RECOVERY_DISTANCE_FACTORS = (8.0, 2.0)
 RECOVERY_PRIOR_SIGMA = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
+#: After a gap, plain tracking is trusted only with this inlier ratio (normal: 0.75-0.85);
+#: otherwise recovery runs.  (An overloaded node that skips frames also makes gaps: they
+#: must not make every step a slow recovery.)
+GAP_TRUST_INLIER_RATIO = 0.6
 #: While lost, the full (slow) set of recovery starting points runs every this-many frames.
 RECOVERY_FULL_EVERY = 10
 #: Extra starting points around the last good pose (body frame: rho, phi): looking
@@ -152,7 +156,7 @@ class PrismFilter:
         tm["track"] = _ms(t)
         ok, why = self._tracking_ok(tr, render)
         status = "ok"
-        if not ok or gap:
+        if not ok or (gap and tr.inlier_ratio < GAP_TRUST_INLIER_RATIO):
             # 3b. recovery: re-track against the map from the last good pose and from the
             # prediction, with wider association and one more pyramid level
             t = time.perf_counter()
