@@ -56,6 +56,17 @@ def _start(h, overrides=(), factory=FakeFilter):
     h.rosout.clear()
     overrides = list(overrides) + [Parameter("sensor_qos", value="reliable")]
     node = PrismNode(context=h.context, filter_factory=factory, warmup=False, parameter_overrides=overrides)
+    h.captured = []
+    throttle = node._throttle
+    levels = {node._log.error: Log.ERROR, node._log.warning: Log.WARN, node._log.info: Log.INFO}
+
+    def spy(fn, key, text):
+        logged = throttle(fn, key, text)
+        if logged:
+            h.captured.append((levels.get(fn, Log.INFO), text))
+        return logged
+
+    node._throttle = spy
     h.add_node(node)
     assert h.wait_for(
         lambda: h.pub_color.get_subscription_count() > 0
@@ -91,7 +102,11 @@ def _frame(h, t, depth=None, depth_enc="16UC1", info=True, color=True):
 
 
 def _logs(h, text, level=Log.ERROR):
-    return [m for m in list(h.rosout) if m.level >= level and m.name == "prism" and text in m.msg]
+    """The node's log lines at ``level`` or above containing ``text``: from /rosout, or,
+    when DDS has not delivered them yet (a loaded machine), from the node's own throttled
+    logger calls captured in _start."""
+    got = [m.msg for m in list(h.rosout) if m.level >= level and m.name == "prism" and text in m.msg]
+    return got or [t for lv, t in list(h.captured) if lv >= level and text in t]
 
 
 def _good_frames(h, stamps):

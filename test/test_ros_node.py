@@ -63,6 +63,17 @@ def _start(h, factory=FakeFilter, overrides=(), warmup=False):
         # fragments on a loaded machine (test_ros_player checks the best-effort match)
         overrides.append(Parameter("sensor_qos", value="reliable"))
     node = PrismNode(context=h.context, filter_factory=factory, warmup=warmup, parameter_overrides=overrides)
+    # also record the node's throttled error lines directly: /rosout may deliver late
+    h.captured = []
+    throttle = node._throttle
+
+    def spy(fn, key, text):
+        logged = throttle(fn, key, text)
+        if logged and fn == node._log.error:
+            h.captured.append(text)
+        return logged
+
+    node._throttle = spy
     h.add_node(node)
     # wait until our publishers are matched with the node's subscriptions
     assert h.wait_for(
@@ -92,7 +103,8 @@ def _frame(h, t, cam=CAM, rgb_enc="rgb8", depth_enc="16UC1", depth_shape=None, i
 
 
 def _errors(h, text):
-    return [m for m in list(h.rosout) if m.level >= Log.ERROR and m.name == "prism" and text in m.msg]
+    got = [m.msg for m in list(h.rosout) if m.level >= Log.ERROR and m.name == "prism" and text in m.msg]
+    return got or [t for t in list(getattr(h, "captured", [])) if text in t]
 
 
 def _spd(cov):
