@@ -28,7 +28,7 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
+from prism_ros.ros.testing import FakeFilter, RosHarness, capture_throttled_logs, claim_domain_id  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(61)
 W, H = 64, 48
@@ -56,17 +56,7 @@ def _start(h, overrides=(), factory=FakeFilter):
     h.rosout.clear()
     overrides = list(overrides) + [Parameter("sensor_qos", value="reliable")]
     node = PrismNode(context=h.context, filter_factory=factory, warmup=False, parameter_overrides=overrides)
-    h.captured = []
-    throttle = node._throttle
-    levels = {node._log.error: Log.ERROR, node._log.warning: Log.WARN, node._log.info: Log.INFO}
-
-    def spy(fn, key, text):
-        logged = throttle(fn, key, text)
-        if logged:
-            h.captured.append((levels.get(fn, Log.INFO), text))
-        return logged
-
-    node._throttle = spy
+    h.captured = capture_throttled_logs(node)
     h.add_node(node)
     assert h.wait_for(
         lambda: h.pub_color.get_subscription_count() > 0

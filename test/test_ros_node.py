@@ -22,7 +22,7 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
+from prism_ros.ros.testing import FakeFilter, RosHarness, capture_throttled_logs, claim_domain_id  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(43)  # exclusive on this machine while the tests run
 W, H = 64, 48
@@ -63,17 +63,7 @@ def _start(h, factory=FakeFilter, overrides=(), warmup=False):
         # fragments on a loaded machine (test_ros_player checks the best-effort match)
         overrides.append(Parameter("sensor_qos", value="reliable"))
     node = PrismNode(context=h.context, filter_factory=factory, warmup=warmup, parameter_overrides=overrides)
-    # also record the node's throttled error lines directly: /rosout may deliver late
-    h.captured = []
-    throttle = node._throttle
-
-    def spy(fn, key, text):
-        logged = throttle(fn, key, text)
-        if logged and fn == node._log.error:
-            h.captured.append(text)
-        return logged
-
-    node._throttle = spy
+    h.captured = capture_throttled_logs(node)  # /rosout may deliver late
     h.add_node(node)
     # wait until our publishers are matched with the node's subscriptions
     assert h.wait_for(
@@ -104,7 +94,7 @@ def _frame(h, t, cam=CAM, rgb_enc="rgb8", depth_enc="16UC1", depth_shape=None, i
 
 def _errors(h, text):
     got = [m.msg for m in list(h.rosout) if m.level >= Log.ERROR and m.name == "prism" and text in m.msg]
-    return got or [t for t in list(getattr(h, "captured", [])) if text in t]
+    return got or [t for lv, t in list(getattr(h, "captured", [])) if lv >= Log.ERROR and text in t]
 
 
 def _spd(cov):

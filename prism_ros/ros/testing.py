@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -222,3 +222,24 @@ class FakeFilter:
             timings_ms={"track": 1.0, "integrate": 1.0},
             status="ok",
         )
+
+
+def capture_throttled_logs(node) -> List[Tuple[int, str]]:
+    """Record every line ``node`` logs through its throttle as (rcl_interfaces Log level,
+    text), in addition to /rosout: a test can then check a log line even when DDS
+    delivers /rosout late on a loaded machine."""
+    from rcl_interfaces.msg import Log
+
+    captured: List[Tuple[int, str]] = []
+    throttle = node._throttle
+    levels = {node._log.error: Log.ERROR, node._log.warning: Log.WARN, node._log.info: Log.INFO}
+
+    def spy(fn, key, text):
+        logged = throttle(fn, key, text)
+        if logged:
+            captured.append((levels.get(fn, Log.INFO), text))
+        return logged
+
+    node._throttle = spy
+    return captured
+
