@@ -146,6 +146,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _p("huber_k", 1.345, "Huber threshold on noise-normalised residuals.", 0.1, 100.0),
     _p("laplace_patch_px", 9.0, "Pixels (at full resolution) that count as one independent measurement in the Laplace covariance; corrects for correlated neighbouring pixels (tuned so pose_coverage_95 is about 0.95 on the synthetic sequence, whose noise is correlated over 4x4 pixels).", 1.0, 10000.0),
     _p("tracking_min_inlier_ratio", 0.35, "Tracking is flagged as lost when fewer than this fraction of valid pixels are inliers.", 0.0, 1.0),
+    _p("recovery_max_starts", 2, "When tracking fails, recovery re-tracks (coarse levels, wide association) from at most this many starting poses per frame: the last good pose, then the prediction and 6 perturbations of the last good pose in turn over the following lost frames. Bounds the cost of a lost frame to about this many normal steps; relocalisation in a loaded map tries all 8 at once.", 1, 8),
     # --- dynamics --------------------------------------------------------------
     _p("accel_noise_mps2", 4.0, "White-noise linear acceleration (constant-velocity model).", 1e-4, 1000.0),
     _p("angular_accel_noise_radps2", 6.0, "White-noise angular acceleration (constant-velocity model).", 1e-4, 1000.0),

@@ -259,6 +259,11 @@ def test_soak_short_run_reports_sane_json(redkitchen_dir, tmp_path):
     assert res["frames_published"] >= res["frames_processed"]
     assert 0.0 <= res["drop_rate"] < 1.0
     assert 0.0 < res["latency_p95_ms"] < 5000.0
+    # percentiles over every frame after settling, from the node's cumulative histogram
+    assert 0 < res["latency_frames"] <= res["frames_processed"]
+    assert res["latency_p50_ms"] <= res["latency_p95_ms"] <= res["latency_p99_ms"]
+    assert 0.0 <= res["latency_over_100ms_frac"] <= 1.0
+    assert res["latency_e2e_p95_ms"] >= res["latency_p50_ms"]  # transport and executor wait on top
     assert math.isfinite(res["rss_growth_pct"]) and -50.0 < res["rss_growth_pct"] < 200.0
     assert res["rss_end_mib"] > 50
     assert any(ln.split()[0].replace(".", "").isdigit() for ln in lines[2:-1])  # RSS over time printed

@@ -40,8 +40,8 @@ RECOVERY_PRIOR_SIGMA = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
 #: otherwise recovery runs.  (An overloaded node that skips frames also makes gaps: they
 #: must not make every step a slow recovery.)
 GAP_TRUST_INLIER_RATIO = 0.6
-#: While lost, the full (slow) set of recovery starting points runs every this-many frames.
-RECOVERY_FULL_EVERY = 10
+#: Starting points closer than this (norm of the SE(3) log: m, rad) count as one.
+RECOVERY_SAME_START = 0.01
 #: Extra starting points around the last good pose (body frame: rho, phi): looking
 #: 12 deg left / right / up / down, and 15 cm forward / back.
 RECOVERY_PERTURBATIONS = tuple(
@@ -74,6 +74,10 @@ class PrismFilter:
         self.levels = max(config.track_finest_level + config.track_levels + 1, config.render_level + 1)
         self.track_level_range = range(config.track_finest_level, self.levels)
         self.render_camera = camera.level(config.render_level)
+        # recovery's wide-association stages: one level coarser render and tracking
+        self.coarse_render_level = min(config.render_level + 1, self.levels - 1)
+        self.coarse_render_camera = camera.level(self.coarse_render_level)
+        self.coarse_finest_level = min(config.track_finest_level + 1, self.levels - 1)
         self.reset(T_w_c0)
 
     # ------------------------------------------------------------------ state
@@ -88,6 +92,8 @@ class PrismFilter:
                                c.map_max_observations, c.map_initial_blocks, c.map_model_sigma_m,
                                c.map_distance_sigma_ratio)
         self.lost_frames = 0  # consecutive frames without tracking
+        self.recovery_turn = 0  # round robin over the recovery starting points
+        self.relocalise = False  # the next frame relocalises in a loaded map (all starts)
         self.T_w_c0 = np.eye(4) if T_w_c0 is None else np.asarray(T_w_c0, dtype=np.float64).copy()
         self.state: Optional[MotionState] = None
         self.frames_fused = 0
@@ -99,6 +105,7 @@ class PrismFilter:
         at which the map was saved, or an external guess) before anything is fused."""
         self.reset(T_w_c0)
         self.map = tsdf_map
+        self.relocalise = True
 
     @property
     def T_w_c(self) -> np.ndarray:
@@ -158,21 +165,13 @@ class PrismFilter:
         status = "ok"
         if not ok or (gap and tr.inlier_ratio < GAP_TRUST_INLIER_RATIO):
             # 3b. recovery: re-track against the map from the last good pose and from the
-            # prediction, with wider association and one more pyramid level
+            # prediction, with wider association on coarser levels
             t = time.perf_counter()
-            # Time budget: the full set of starting points after a gap in good tracking
-            # (sensor dropout, relocalisation in a loaded map) and on every
-            # RECOVERY_FULL_EVERY-th lost frame; otherwise the last good pose and the
-            # prediction on the first lost frame, then the last good pose and one
-            # perturbation of it per lost frame, round robin.  (Counted in processed frames,
-            # not stamps: under overload a slow recovery must not trigger the next one.)
-            k = self.lost_frames
-            if (gap and k == 0) or (k > 0 and k % RECOVERY_FULL_EVERY == 0):
-                starts = [s.T_w_c, T_pred] + [s.T_w_c @ se3.exp(d) for d in RECOVERY_PERTURBATIONS]
-            elif k == 0:
-                starts = [s.T_w_c, T_pred]
-            else:
-                starts = [s.T_w_c, s.T_w_c @ se3.exp(RECOVERY_PERTURBATIONS[(k - 1) % len(RECOVERY_PERTURBATIONS)])]
+            # Bounded cost: the last good pose plus recovery_max_starts - 1 more starting
+            # points per frame, taken in turn (prediction, perturbations) over the lost
+            # frames, so a lost frame costs about as much as recovery_max_starts normal
+            # steps; only relocalisation in a loaded map tries them all at once.
+            starts = self._recovery_starts(s.T_w_c, T_pred)
             rec = self._recover(frame, starts)
             tm["recover"] = _ms(t)
             if rec is not None and (not ok or rec.inlier_ratio > tr.inlier_ratio):
@@ -202,11 +201,14 @@ class PrismFilter:
         return self._result(stamp, ok, tr.inlier_ratio, tr.iterations, ok, tm, status)
 
     # ------------------------------------------------------------------ tracking quality
-    def _render(self, frame, T_w_c: np.ndarray):
+    def _render(self, frame, T_w_c: np.ndarray, coarse: bool = False):
+        """Raycast the map at ``T_w_c`` (at render_level, or one level coarser), guided by
+        the frame's depth at that level."""
         c = self.cfg
-        guide = frame.depth[c.render_level] if c.render_guide_margin_m > 0 else None
-        return render_map(self.map, self.render_camera, T_w_c, c.depth_min_m, c.depth_max_m,
-                          guide, c.render_guide_margin_m)
+        level, camera = (self.coarse_render_level, self.coarse_render_camera) if coarse \
+            else (c.render_level, self.render_camera)
+        guide = frame.depth[level] if c.render_guide_margin_m > 0 else None
+        return render_map(self.map, camera, T_w_c, c.depth_min_m, c.depth_max_m, guide, c.render_guide_margin_m)
 
     def _tracking_ok(self, tr, render):
         """(ok, reason): too few inliers, too little of the map in view, a Hessian that is
@@ -222,23 +224,37 @@ class PrismFilter:
             return False, f"jump of {np.sqrt(tr.prior_mahalanobis2):.0f} sigma from the prediction"
         return True, ""
 
+    def _recovery_starts(self, T_last: np.ndarray, T_pred: np.ndarray):
+        """Starting poses for this frame's recovery: the last good pose, then the next
+        ``recovery_max_starts - 1`` of (prediction, perturbations of the last good pose),
+        round robin across frames; all of them when relocalising in a loaded map."""
+        others = [T_last @ se3.exp(d) for d in RECOVERY_PERTURBATIONS]
+        if np.linalg.norm(se3.log(se3.inv(T_last) @ T_pred)) > RECOVERY_SAME_START:
+            others.insert(0, T_pred)  # (at rest, e.g. after a gap, it is the last pose)
+        n = len(others) if self.relocalise else min(self.cfg.recovery_max_starts - 1, len(others))
+        picked = [others[(self.recovery_turn + j) % len(others)] for j in range(n)]
+        self.recovery_turn = (self.recovery_turn + n) % len(others)
+        self.relocalise = False
+        return [T_last] + picked
+
     def _recover(self, frame, candidates):
-        """Re-track from each candidate pose under a broad prior, with one more (coarser)
-        pyramid level and an association distance annealed from wide to normal
-        (re-rendering at each stage), then refine the best with the normal settings.
-        Returns the refined TrackResult, or None when no candidate tracks."""
+        """Re-track from each candidate pose under a broad prior with an association
+        distance annealed from wide to normal, one level coarser (render and tracking)
+        than normal tracking and re-rendering at each stage; then refine the best with
+        the normal settings.  Returns the refined TrackResult, or None when no candidate
+        tracks."""
         c = self.cfg
         broad = np.diag(np.square(RECOVERY_PRIOR_SIGMA))
         best = None
         for T in candidates:
             tr = None
             for factor in RECOVERY_DISTANCE_FACTORS:
-                render = self._render(frame, T)
+                render = self._render(frame, T, coarse=True)
                 if render.valid_fraction <= 0.02:
                     tr = None
                     break
                 wide = dict(self.track_params, max_dist=factor * self.track_params["max_dist"])
-                tr = track(frame, render, T, broad, c.track_levels + 1, c.track_finest_level,
+                tr = track(frame, render, T, broad, c.track_levels, self.coarse_finest_level,
                            2 * c.track_max_iterations, c.track_convergence_eps, self.noise, wide,
                            c.laplace_patch_px)
                 T = tr.T_w_c

@@ -77,6 +77,7 @@ from prism_ros.ros.controls import ImuBuffer, OdomBuffer, imu_noise_from_config
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.sync import ApproxTimePairer
 from prism_ros.tools import persistence
+from prism_ros.tools.latency import LatencyHistogram
 
 try:
     from prism_ros.core.image import InvalidFrameError
@@ -198,9 +199,8 @@ class _Stats:
         self.total_dropped_queue = 0
         self.total_bad = 0
         self.total_bad_imu = 0
-        self.total_latency_over_100ms = 0  # frames (receive -> publish) over 100 ms, since start
-        self.total_e2e_over_100ms = 0  # frames (publication -> publish) over 100 ms
-        self.total_e2e = 0  # frames with a publication time
+        self.latency_hist = LatencyHistogram()  # receive -> publish, every frame since start
+        self.latency_e2e_hist = LatencyHistogram()  # publication -> publish
 
     def reset_window(self):
         self.t0 = time.monotonic()
@@ -791,11 +791,10 @@ class PrismNode(Node):
             st.total_processed += 1
             st.step_ms.append(step_ms)
             st.latency_ms.append(latency_ms)
-            st.total_latency_over_100ms += latency_ms > 100.0
+            st.latency_hist.add(latency_ms)
             if e2e_ms is not None and 0.0 <= e2e_ms < 3.6e6:  # the publisher's clock is this machine's (or synced)
                 st.latency_e2e_ms.append(e2e_ms)
-                st.total_e2e += 1
-                st.total_e2e_over_100ms += e2e_ms > 100.0
+                st.latency_e2e_hist.add(e2e_ms)
             for k, v in (res.timings_ms or {}).items():
                 st.stage_ms[k] = st.stage_ms.get(k, 0.0) + float(v)
             if not res.tracking_ok:
@@ -901,7 +900,7 @@ class PrismNode(Node):
             stages = dict(st.stage_ms)
             dq, bad, lost = st.dropped_queue, st.bad, st.lost
             tot_proc, tot_dq, tot_bad = st.total_processed, st.total_dropped_queue, st.total_bad
-            tot_over, tot_e2e, tot_e2e_over = st.total_latency_over_100ms, st.total_e2e, st.total_e2e_over_100ms
+            hist, hist_e2e = st.latency_hist.encode(), st.latency_e2e_hist.encode()
             st.reset_window()
         self._last_diag = now
         sync_dropped = self._pairer.dropped
@@ -936,9 +935,9 @@ class PrismNode(Node):
                 KeyValue(key="latency_e2e_ms_mean", value=f"{np.mean(e2e):.2f}" if e2e else "nan"),
                 KeyValue(key="latency_e2e_ms_p95", value=f"{np.percentile(e2e, 95):.2f}" if e2e else "nan"),
                 KeyValue(key="processed_total", value=str(tot_proc)),
-                KeyValue(key="latency_over_100ms_total", value=str(tot_over)),
-                KeyValue(key="latency_e2e_frames_total", value=str(tot_e2e)),
-                KeyValue(key="latency_e2e_over_100ms_total", value=str(tot_e2e_over)),
+                # every frame since start, 1 ms bins as "ms:count ..." (prism_ros.tools.latency)
+                KeyValue(key="latency_hist_total", value=hist),
+                KeyValue(key="latency_e2e_hist_total", value=hist_e2e),
                 KeyValue(key="queue_drops_total", value=str(tot_dq)),
                 KeyValue(key="bad_inputs_total", value=str(tot_bad)),
                 KeyValue(key="queue_drops", value=str(dq)),

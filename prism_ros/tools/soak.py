@@ -13,15 +13,17 @@ for ``--duration-s`` seconds, prints RSS over time and ends with ONE JSON line::
   Looping playback makes the node rebuild its map every loop, so RSS is a sawtooth;
   ``rss_trend_pct`` compares the medians of the first and the last quarter of the
   samples after settling (robust to where the two single samples fall).
-* ``latency_p95_ms``: the largest per-window p95 of the node's latency (frame pair
-  complete -> pose published; queue wait included) over the windows after the
-  settle time: an upper bound of the p95 over all those frames.
-* ``latency_e2e_p95_ms``: the same from the player's send time of the later image of the
-  pair (DDS source timestamp; same machine clock) -> pose published: also counts the
-  transport and the time the images waited in the node's executor / reader history.
-* ``latency_over_100ms_frac`` / ``latency_e2e_over_100ms_frac``: the share of the frames
-  processed after the settle time whose latency was over 100 ms (the node's cumulative
-  counters): "p95 < 100 ms over all those frames" holds when it is below 0.05.
+* ``latency_p95_ms`` (and ``_p50_``, ``_p99_``): the 95th percentile of the node's latency
+  (frame pair complete -> pose published; queue wait included) over every frame processed
+  after the settle time, from the node's cumulative 1 ms histogram (diagnostics key
+  ``latency_hist_total``; exact to 1 ms). ``latency_over_100ms_frac``: those frames' share
+  over 100 ms. ``latency_frames``: how many frames that is.
+* ``latency_e2e_p95_ms`` / ``latency_e2e_over_100ms_frac``: the same from the player's send
+  time of the later image of the pair (DDS source timestamp; same machine clock) -> pose
+  published: also counts the transport and the time the images waited in the node's
+  executor / reader history.
+* ``latency_worst_window_p95_ms``: the largest p95 of a single diagnostics window (2 s)
+  after settling: how bad the worst moment was (e.g. a recovery episode).
 * ``drop_rate``: 1 - processed / published colour frames (frames dropped by the
   bounded queue, the synchroniser or transport); ``queue_drop_rate``: the queue's
   share (drops / (processed + drops)).
@@ -56,6 +58,8 @@ import time
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from prism_ros.tools.latency import LatencyHistogram
 
 __all__ = ["main", "build_parser"]
 
@@ -167,6 +171,9 @@ class _DiagListener:
                 continue
             w: Dict[str, float] = {"t": t}
             for kv in st.values:
+                if kv.key.endswith("_hist_total"):
+                    w[kv.key] = kv.value  # type: ignore[assignment]  # decoded by _hist
+                    continue
                 try:
                     w[kv.key] = float(kv.value)
                 except ValueError:
@@ -206,6 +213,15 @@ def _published(lines: List[str]) -> Optional[int]:
             except (ValueError, IndexError):
                 continue
     return None
+
+
+def _hist_between(first: Dict, last: Dict, key: str) -> Optional[LatencyHistogram]:
+    """The histogram of the frames between two diagnostics windows (None if absent or empty)."""
+    try:
+        h = LatencyHistogram.decode(str(last[key])) - LatencyHistogram.decode(str(first.get(key, "")))
+    except (KeyError, ValueError):
+        return None
+    return h if h.count else None
 
 
 def dataset_hint_params(path: str, user_params: List[str]) -> List[str]:
@@ -328,23 +344,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     end = rss[-1][1] if rss else None
     after = [r for t, r in rss if t >= settle] or [end]
     t_settle_mono = (t0 + settle) if samples else 0.0
-    late = [w for w in windows if w["t"] >= t_settle_mono and w.get("latency_ms_p95") == w.get("latency_ms_p95")]
-    late = [w for w in late if "latency_ms_p95" in w] or [w for w in windows if "latency_ms_p95" in w]
-    lat95 = max((w["latency_ms_p95"] for w in late if w["latency_ms_p95"] == w["latency_ms_p95"]), default=None)
-    e2e_w = [w["latency_e2e_ms_p95"] for w in late if w.get("latency_e2e_ms_p95", float("nan")) == w.get("latency_e2e_ms_p95")]
-    e2e95 = max(e2e_w, default=None)
     last = windows[-1] if windows else {}
-    # share of the frames after settling whose latency was over 100 ms (cumulative counters):
-    # "p95 < 100 ms" over all those frames holds when this is below 5%
-    first = next((w for w in windows if w["t"] >= t_settle_mono), windows[0] if windows else {})
+    # latency of every frame processed after settling: the node's cumulative histograms at
+    # the end minus at the last window before the settle time
     prev = [w for w in windows if w["t"] < t_settle_mono]
-    first = prev[-1] if prev else first
-
-    def _over(key: str, total_key: str) -> Optional[float]:
-        if key not in last or total_key not in last:
-            return None
-        n = last[total_key] - first.get(total_key, 0.0)
-        return round((last[key] - first.get(key, 0.0)) / n, 4) if n > 0 else None
+    first = prev[-1] if prev else {}
+    lat = _hist_between(first, last, "latency_hist_total")
+    e2e = _hist_between(first, last, "latency_e2e_hist_total")
+    # the worst diagnostics window (2 s) after settling, for where the spikes are
+    late = [w for w in windows if w["t"] >= t_settle_mono]
+    worst = max((w["latency_ms_p95"] for w in late if w.get("latency_ms_p95", float("nan")) == w.get("latency_ms_p95")),
+                default=None)
     processed = int(last.get("processed_total", 0))
     qd = int(last.get("queue_drops_total", 0))
     # the map is rebuilt on every loop (stamps jump back: the node resets), so RSS is a
@@ -358,10 +368,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         "rss_max_growth_pct": round(100.0 * (max(after) - base) / base, 2) if base else None,
         "rss_settle_mib": round(base, 1) if base else None,
         "rss_end_mib": round(end, 1) if end else None,
-        "latency_p95_ms": round(lat95, 1) if lat95 is not None else None,
-        "latency_e2e_p95_ms": round(e2e95, 1) if e2e95 is not None else None,
-        "latency_over_100ms_frac": _over("latency_over_100ms_total", "processed_total"),
-        "latency_e2e_over_100ms_frac": _over("latency_e2e_over_100ms_total", "latency_e2e_frames_total"),
+        "latency_p95_ms": lat.percentile(95) if lat is not None else None,
+        "latency_p50_ms": lat.percentile(50) if lat is not None else None,
+        "latency_p99_ms": lat.percentile(99) if lat is not None else None,
+        "latency_over_100ms_frac": round(lat.fraction_over(100), 4) if lat is not None else None,
+        "latency_e2e_p95_ms": e2e.percentile(95) if e2e is not None else None,
+        "latency_e2e_over_100ms_frac": round(e2e.fraction_over(100), 4) if e2e is not None else None,
+        "latency_frames": lat.count if lat is not None else 0,
+        "latency_worst_window_p95_ms": round(worst, 1) if worst is not None else None,
         "drop_rate": round(1.0 - processed / published, 4) if published else None,
         "queue_drop_rate": round(qd / (processed + qd), 4) if processed + qd else 0.0,
         "frames_processed": processed,

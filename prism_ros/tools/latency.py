@@ -1,0 +1,70 @@
+"""A cumulative latency histogram that travels in a diagnostics ``KeyValue``.
+
+The node counts every frame's latency in 1 ms bins (the last bin collects everything
+from :data:`MAX_MS` up) and publishes the counts since start as a compact string; a
+consumer (``prism-ros soak``) subtracts two snapshots to get the exact distribution of
+the frames in between, e.g. after a settling time, and reads percentiles from it.
+Percentiles are the upper edge of the bin that holds them: at most 1 ms high.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["LatencyHistogram", "MAX_MS"]
+
+#: Latencies at or above this (ms) share the last bin.
+MAX_MS = 5000
+
+
+class LatencyHistogram:
+    """Counts of latencies in 1 ms bins ``[k, k + 1)`` ms, k = 0 .. MAX_MS (the last: >= MAX_MS)."""
+
+    def __init__(self, counts: Optional[np.ndarray] = None):
+        self.counts = np.zeros(MAX_MS + 1, np.int64) if counts is None else np.asarray(counts, np.int64)
+
+    def add(self, ms: float) -> None:
+        if ms == ms:  # NaN is not a latency
+            self.counts[int(min(max(ms, 0.0), MAX_MS))] += 1
+
+    @property
+    def count(self) -> int:
+        return int(self.counts.sum())
+
+    def percentile(self, q: float) -> Optional[float]:
+        """The ``q``-th percentile (0-100) in ms, None when empty; a value in the overflow
+        bin is reported as MAX_MS."""
+        n = self.count
+        if n == 0:
+            return None
+        k = int(np.searchsorted(np.cumsum(self.counts), max(1.0, np.ceil(q / 100.0 * n))))
+        return float(min(k + 1, MAX_MS))
+
+    def fraction_over(self, ms: float) -> Optional[float]:
+        """Share of the latencies at or above ``ms`` (an integer number of ms)."""
+        n = self.count
+        return float(self.counts[int(ms):].sum()) / n if n else None
+
+    def encode(self) -> str:
+        """``"ms:count ms:count ..."`` for the non-empty bins."""
+        nz = np.flatnonzero(self.counts)
+        return " ".join(f"{k}:{self.counts[k]}" for k in nz)
+
+    @classmethod
+    def decode(cls, text: str) -> "LatencyHistogram":
+        """Inverse of :meth:`encode`; ValueError on a malformed string."""
+        h = cls()
+        for item in text.split():
+            k, _, c = item.partition(":")
+            k, c = int(k), int(c)
+            if not (0 <= k <= MAX_MS) or c < 0:
+                raise ValueError(f"bad histogram entry {item!r}")
+            h.counts[k] += c
+        return h
+
+    def __sub__(self, other: "LatencyHistogram") -> "LatencyHistogram":
+        d = self.counts - other.counts
+        if (d < 0).any():
+            raise ValueError("the histograms are not snapshots of one counter (a count went down)")
+        return LatencyHistogram(d)
