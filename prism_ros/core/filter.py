@@ -40,6 +40,12 @@ RECOVERY_PRIOR_SIGMA = (0.5, 0.5, 0.5, 0.5, 0.5, 0.5)
 #: otherwise recovery runs.  (An overloaded node that skips frames also makes gaps: they
 #: must not make every step a slow recovery.)
 GAP_TRUST_INLIER_RATIO = 0.6
+#: A tracked frame whose inlier ratio falls below this fraction of the recent average
+#: (and below GAP_TRUST_INLIER_RATIO) is doubtful -- typically ICP settled in a wrong
+#: basin after a large unpredicted motion -- and recovery is run to compare.
+DOUBT_INLIER_DROP = 0.75
+#: Weight of a new frame in that running average of tracked frames' inlier ratios.
+INLIER_AVERAGE_WEIGHT = 0.1
 #: Starting points closer than this (norm of the SE(3) log: m, rad) count as one.
 RECOVERY_SAME_START = 0.01
 #: Extra starting points around the last good pose (body frame: rho, phi): looking
@@ -92,6 +98,7 @@ class PrismFilter:
                                c.map_max_observations, c.map_initial_blocks, c.map_model_sigma_m,
                                c.map_distance_sigma_ratio)
         self.lost_frames = 0  # consecutive frames without tracking
+        self.inlier_average: Optional[float] = None  # running average over tracked frames
         self.recovery_turn = 0  # round robin over the recovery starting points
         self.relocalise = False  # the next frame relocalises in a loaded map (all starts)
         self.T_w_c0 = np.eye(4) if T_w_c0 is None else np.asarray(T_w_c0, dtype=np.float64).copy()
@@ -163,9 +170,13 @@ class PrismFilter:
         tm["track"] = _ms(t)
         ok, why = self._tracking_ok(tr, render)
         status = "ok"
-        if not ok or (gap and tr.inlier_ratio < GAP_TRUST_INLIER_RATIO):
+        doubtful = tr.inlier_ratio < GAP_TRUST_INLIER_RATIO and (
+            gap or (self.inlier_average is not None and tr.inlier_ratio < DOUBT_INLIER_DROP * self.inlier_average))
+        if not ok or doubtful:
             # 3b. recovery: re-track against the map from the last good pose and from the
-            # prediction, with wider association on coarser levels
+            # prediction, with wider association on coarser levels; a doubtful frame keeps
+            # whichever of the two tracks has more inliers
+            why = why or f"doubtful: inlier ratio {tr.inlier_ratio:.2f}"
             t = time.perf_counter()
             # Bounded cost: the last good pose plus recovery_max_starts - 1 more starting
             # points per frame, taken in turn (prediction, perturbations) over the lost
@@ -192,6 +203,9 @@ class PrismFilter:
         tm["velocity"] = _ms(t)
         self.state = MotionState(T_new, Sigma_new, nu, P, stamp)
         self.lost_frames = 0 if ok else self.lost_frames + 1
+        if ok:
+            a = self.inlier_average
+            self.inlier_average = tr.inlier_ratio if a is None else a + INLIER_AVERAGE_WEIGHT * (tr.inlier_ratio - a)
         # 6. map: fuse the frame at the new pose (product of Gaussians per voxel)
         t = time.perf_counter()
         if ok:
