@@ -360,3 +360,11 @@ def test_open_dataset_synthetic_and_errors(tmp_path):
     assert "TUM" in msg and "7-Scenes" in msg and "rgb.txt" in msg
     # detection is a list of (name, detect_fn, class) that other formats extend
     assert [cls for _, _, cls in DETECTORS][:2] == [TumDataset, SevenScenesDataset]
+
+
+def test_data_lines_skips_blanks_and_comments_and_keeps_line_numbers(tmp_path):
+    from prism_ros.textfile import data_lines
+
+    p = tmp_path / "list.txt"
+    p.write_text("# header\n\n  1.0 rgb/a.png  \n\t# indented comment\n2.0,rgb/b.png\n", encoding="utf-8")
+    assert list(data_lines(p)) == [(3, "1.0 rgb/a.png"), (5, "2.0,rgb/b.png")]

@@ -35,6 +35,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import se3
+from ..textfile import data_lines
 from .types import Control
 
 __all__ = [
@@ -104,16 +105,12 @@ def read_euroc_imu_csv(path) -> ImuData:
     """EuRoC ``imu0/data.csv``: ns, wx, wy, wz, ax, ay, az (header lines start with #)."""
     rows = []
     ns = []
-    with open(path, "r", encoding="utf-8") as f:
-        for ln in f:
-            ln = ln.strip()
-            if not ln or ln.startswith("#"):
-                continue
-            parts = ln.split(",")
-            if len(parts) < 7:
-                raise ValueError(f"{path}: expected 7 columns (ns, w_xyz, a_xyz): {ln!r}")
-            ns.append(int(parts[0]))
-            rows.append([float(x) for x in parts[1:7]])
+    for n, ln in data_lines(path):
+        parts = ln.split(",")
+        if len(parts) < 7:
+            raise ValueError(f"{path}:{n}: expected 7 columns (ns, w_xyz, a_xyz): {ln!r}")
+        ns.append(int(parts[0]))
+        rows.append([float(x) for x in parts[1:7]])
     a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
     return ImuData(ns_to_s(np.asarray(ns, dtype=np.int64)), a[:, 0:3], a[:, 3:6])
 

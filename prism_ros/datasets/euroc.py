@@ -39,6 +39,7 @@ import numpy as np
 from prism_ros.core import se3
 from prism_ros.core.imu import ImuIntegrator, ImuNoise, ns_to_s, read_euroc_imu_csv
 from prism_ros.core.stereo import StereoRectifier, read_euroc_sensor_yaml
+from prism_ros.textfile import data_lines
 
 from .base import DatasetBase, Frame, FrameLoadError, check_pose, slice_range
 
@@ -62,21 +63,16 @@ def is_euroc_folder(path) -> bool:
 def _read_cam_csv(path: Path):
     """[(ns, filename)] of an ASL camera data.csv."""
     out = []
-    with open(path, "r", encoding="utf-8") as f:
-        for ln in f:
-            ln = ln.strip()
-            if not ln or ln.startswith("#"):
-                continue
-            parts = [x.strip() for x in ln.split(",")]
-            out.append((int(parts[0]), parts[1] if len(parts) > 1 else f"{parts[0]}.png"))
+    for _, ln in data_lines(path):
+        parts = [x.strip() for x in ln.split(",")]
+        out.append((int(parts[0]), parts[1] if len(parts) > 1 else f"{parts[0]}.png"))
     return out
 
 
 def read_gt_file(path):
     """(t seconds, xyz (N,3), quat xyzw (N,4)) from a TUM file or an ASL ground-truth data.csv."""
     path = str(path)
-    with open(path, "r", encoding="utf-8") as f:
-        lines = [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [ln for _, ln in data_lines(path)]
     if not lines:
         raise ValueError(f"{path}: no ground-truth rows")
     if "," in lines[0]:  # ASL: ns, px, py, pz, qw, qx, qy, qz, ...

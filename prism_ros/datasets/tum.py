@@ -31,6 +31,7 @@ import numpy as np
 
 from prism_ros.core.camera import Camera
 from prism_ros.core.se3 import make_T
+from prism_ros.textfile import data_lines
 
 from .base import DatasetBase, Frame, image_size, load_depth_u16, load_rgb, slice_range
 
@@ -75,17 +76,13 @@ def read_file_list(path) -> List[Tuple[float, List[str]]]:
     Commas are accepted as separators too (as in TUM's associate.py).
     """
     out = []
-    with open(path, "r") as f:
-        for ln, line in enumerate(f, 1):
-            line = line.replace(",", " ").replace("\t", " ").strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split()
-            try:
-                t = float(parts[0])
-            except ValueError:
-                raise ValueError(f"{path}:{ln}: expected a timestamp, got {parts[0]!r}") from None
-            out.append((t, parts[1:]))
+    for ln, line in data_lines(path):
+        parts = line.replace(",", " ").split()
+        try:
+            t = float(parts[0])
+        except ValueError:
+            raise ValueError(f"{path}:{ln}: expected a timestamp, got {parts[0]!r}") from None
+        out.append((t, parts[1:]))
     return out
 
 

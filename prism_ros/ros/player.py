@@ -61,6 +61,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from prism_ros.textfile import data_lines
+
 __all__ = ["main", "build_parser", "dataset_stamp_offset", "default_topic_map", "euroc_node_params", "FRAME_RATE_NO_STAMPS"]
 
 FRAME_RATE_NO_STAMPS = 30.0
@@ -502,12 +504,7 @@ def _read_imu_ns(ds) -> Optional[np.ndarray]:
     p = Path(getattr(ds, "mav0", "")) / "imu0" / "data.csv"
     if not p.is_file():
         return None
-    out = []
-    with open(p, "r", encoding="utf-8") as f:
-        for ln in f:
-            ln = ln.strip()
-            if ln and not ln.startswith("#"):
-                out.append(int(ln.split(",", 1)[0]))
+    out = [int(ln.split(",", 1)[0]) for _, ln in data_lines(p)]
     return np.asarray(sorted(set(out)), dtype=np.int64)
 
 

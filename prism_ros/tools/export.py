@@ -22,6 +22,8 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from prism_ros.textfile import data_lines
+
 __all__ = [
     "write_tum",
     "read_tum",
@@ -76,15 +78,11 @@ def read_tum(path: str) -> Tuple[np.ndarray, np.ndarray]:
     from scipy.spatial.transform import Rotation
 
     rows = []
-    with open(path, "r", encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            vals = [float(x) for x in line.replace(",", " ").split()]
-            if len(vals) != 8:
-                raise ValueError(f"{path}: expected 8 values per line, got {len(vals)}: {line!r}")
-            rows.append(vals)
+    for n, line in data_lines(path):
+        vals = [float(x) for x in line.replace(",", " ").split()]
+        if len(vals) != 8:
+            raise ValueError(f"{path}:{n}: expected 8 values per line, got {len(vals)}: {line!r}")
+        rows.append(vals)
     a = np.array(rows, dtype=np.float64).reshape(-1, 8)
     T = np.tile(np.eye(4), (len(a), 1, 1))
     if len(a):
