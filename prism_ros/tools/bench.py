@@ -226,34 +226,78 @@ def _accuracy(T_est: List[np.ndarray], T_gt: List[Optional[np.ndarray]]) -> Dict
     }
 
 
-def _finish(name: str, n: int, step_s: List[float], load_s: List[float], wall_s: float, setup_s: float,
-            stage_rows: List[Dict[str, float]], T_est, T_gt, skipped: List[int], failures: int,
-            extra: Dict[str, Any]) -> Dict[str, Any]:
-    st = float(np.sum(step_s)) if step_s else 0.0
-    res: Dict[str, Any] = {
-        "system": name,
-        "frames": n,
-        "frames_skipped": len(skipped),
-        "skipped_indices": skipped,
-        "fps": n / st if st > 0 else None,
-        "fps_total": n / wall_s if wall_s > 0 else None,
-        "step_ms_mean": 1e3 * st / n if n else None,
-        "load_ms_mean": 1e3 * float(np.mean(load_s)) if load_s else None,
-        "setup_s": setup_s,
-        "tracking_failures": failures,
-        "stages_ms": summarize_stages(stage_rows),
-        "per_frame": {
-            "step_ms": [1e3 * s for s in step_s],
-            "load_ms": [1e3 * s for s in load_s],
-        },
-    }
-    res.update(_accuracy(T_est, T_gt))
-    res.update(extra)
-    peak = _peak_rss_bytes()
-    res["peak_rss_bytes"] = peak
-    res["peak_rss_mb"] = _mib(peak)
-    res["rss_end_mb"] = _mib(_current_rss_bytes())
-    return res
+class _Run:
+    """What a worker records while it runs a system over the frames, and the result dict.
+
+    ``setup_done()`` after the first frame's setup (kernel warm-up, model allocation: off
+    the clock), then per frame ``loaded(t0, t1)`` and ``stepped(...)``; ``skip(i)`` for
+    frames that could not be used."""
+
+    def __init__(self, name: str, n_total: int, progress: bool):
+        self.name = name
+        self.prog = _Progress(name, n_total, progress)
+        self.setup_s = 0.0
+        self.extra: Dict[str, Any] = {}
+        self.step_s: List[float] = []
+        self.load_s: List[float] = []
+        self.rows: List[Dict[str, float]] = []
+        self.T_est: List[np.ndarray] = []
+        self.T_gt: List[Optional[np.ndarray]] = []
+        self.skipped: List[int] = []
+        self.failures = 0
+        self.t_loop = time.perf_counter()
+        self.started = False
+
+    def setup_done(self, t_setup_start: float) -> None:
+        self.setup_s = time.perf_counter() - t_setup_start
+        self.extra["peak_rss_after_setup_mb"] = _mib(_peak_rss_bytes())
+        self.extra["rss_after_setup_mb"] = _mib(_current_rss_bytes())
+        self.started = True
+        self.t_loop = time.perf_counter()  # the wall clock for fps_total starts here
+
+    def loaded(self, t0: float, t1: float) -> None:
+        if self.started:  # the first frame's loading is part of the setup
+            self.load_s.append(t1 - t0)
+
+    def skip(self, i: int) -> None:
+        self.skipped.append(i)
+
+    def stepped(self, dt_s: float, timings_ms: Dict[str, float], T_est, T_gt, ok: bool) -> None:
+        self.step_s.append(dt_s)
+        self.rows.append({k: float(v) for k, v in timings_ms.items()})
+        self.T_est.append(np.asarray(T_est, dtype=np.float64).copy())
+        self.T_gt.append(None if T_gt is None else np.asarray(T_gt, dtype=np.float64))
+        self.failures += 0 if ok else 1
+        self.prog(len(self.step_s), float(np.sum(self.step_s)))
+
+    def result(self) -> Dict[str, Any]:
+        wall_s = time.perf_counter() - self.t_loop
+        n, step_s, load_s = len(self.step_s), self.step_s, self.load_s
+        st = float(np.sum(step_s)) if step_s else 0.0
+        res: Dict[str, Any] = {
+            "system": self.name,
+            "frames": n,
+            "frames_skipped": len(self.skipped),
+            "skipped_indices": self.skipped,
+            "fps": n / st if st > 0 else None,
+            "fps_total": n / wall_s if wall_s > 0 else None,
+            "step_ms_mean": 1e3 * st / n if n else None,
+            "load_ms_mean": 1e3 * float(np.mean(load_s)) if load_s else None,
+            "setup_s": self.setup_s,
+            "tracking_failures": self.failures,
+            "stages_ms": summarize_stages(self.rows),
+            "per_frame": {
+                "step_ms": [1e3 * s for s in step_s],
+                "load_ms": [1e3 * s for s in load_s],
+            },
+        }
+        res.update(_accuracy(self.T_est, self.T_gt))
+        res.update(self.extra)
+        peak = _peak_rss_bytes()
+        res["peak_rss_bytes"] = peak
+        res["peak_rss_mb"] = _mib(peak)
+        res["rss_end_mb"] = _mib(_current_rss_bytes())
+        return res
 
 
 # ----------------------------------------------------------------------------- workers (child processes)
@@ -265,51 +309,31 @@ def _worker_prism(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     cfg = PrismConfig.from_yaml(spec["config_path"])
     ds = open_dataset(spec["path"], start=spec["start"], frames=spec["frames"])
-    n_total = len(ds)
-    prog = _Progress("prism", n_total, spec.get("progress", True))
+    run = _Run("prism", len(ds), spec.get("progress", True))
+    extra = run.extra
 
     filt = None
-    setup_s = 0.0
-    extra: Dict[str, Any] = {}
-    step_s: List[float] = []
-    load_s: List[float] = []
-    rows: List[Dict[str, float]] = []
-    T_est: List[np.ndarray] = []
-    T_gt: List[Optional[np.ndarray]] = []
-    skipped: List[int] = []
-    failures = 0
-    t_loop = time.perf_counter()
-    for i in range(n_total):
+    for i in range(len(ds)):
         t0 = time.perf_counter()
         try:
             fr = ds[i]
         except FrameLoadError:
-            skipped.append(i)
+            run.skip(i)
             continue
         t1 = time.perf_counter()
+        run.loaded(t0, t1)
         gt = fr.T_w_c_gt if _finite_pose(fr.T_w_c_gt) else None
         if filt is None:
             filt = PrismFilter(cfg, ds.camera, T_w_c0=None if gt is None else _orthonormalize(gt))
             extra["warmup_s"] = float(filt.warmup())
-            setup_s = time.perf_counter() - t1
-            extra["peak_rss_after_setup_mb"] = _mib(_peak_rss_bytes())
-            extra["rss_after_setup_mb"] = _mib(_current_rss_bytes())
-            t_loop = time.perf_counter()
-        else:
-            load_s.append(t1 - t0)
+            run.setup_done(t1)
         ts = time.perf_counter()
         try:
             res = filt.step(fr.rgb, fr.depth, fr.stamp, depth_sigma=getattr(fr, "depth_sigma", None))
         except InvalidFrameError:
-            skipped.append(i)
+            run.skip(i)
             continue
-        step_s.append(time.perf_counter() - ts)
-        rows.append({k: float(v) for k, v in (res.timings_ms or {}).items()})
-        T_est.append(np.asarray(res.T_w_c, dtype=np.float64))
-        T_gt.append(None if gt is None else np.asarray(gt, dtype=np.float64))
-        failures += 0 if res.tracking_ok else 1
-        prog(len(step_s), float(np.sum(step_s)))
-    wall_s = time.perf_counter() - t_loop
+        run.stepped(time.perf_counter() - ts, res.timings_ms or {}, res.T_w_c, gt, res.tracking_ok)
     if filt is None:
         raise RuntimeError(f"{spec['path']}: no readable frame")
     try:
@@ -324,7 +348,7 @@ def _worker_prism(spec: Dict[str, Any]) -> Dict[str, Any]:
         extra["numba_threading_layer"] = str(numba.threading_layer())
     except Exception:
         pass
-    return _finish("prism", len(step_s), step_s, load_s, wall_s, setup_s, rows, T_est, T_gt, skipped, failures, extra)
+    return run.result()
 
 
 def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -340,8 +364,7 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
     p = dict(OPEN3D_DEFAULTS)
     p.update(spec.get("peer_params") or {})
     ds = open_dataset(spec["path"], start=spec["start"], frames=spec["frames"])
-    n_total = len(ds)
-    prog = _Progress("open3d", n_total, spec.get("progress", True))
+    run = _Run("open3d", len(ds), spec.get("progress", True))
     cam = ds.camera
     device = o3c.Device(p["device"])
     K = o3c.Tensor(np.array([[cam.fx, 0.0, cam.cx], [0.0, cam.fy, cam.cy], [0.0, 0.0, 1.0]], dtype=np.float64))
@@ -360,25 +383,18 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
     model = None
     input_frame = raycast_frame = None
     T_cur = None
-    setup_s = 0.0
-    extra: Dict[str, Any] = {"open3d": o3d.__version__, "params": p}
-    step_s: List[float] = []
-    load_s: List[float] = []
-    rows: List[Dict[str, float]] = []
-    T_est: List[np.ndarray] = []
-    T_gt: List[Optional[np.ndarray]] = []
-    skipped: List[int] = []
-    failures = 0
+    extra = run.extra
+    extra.update({"open3d": o3d.__version__, "params": p})
     errors: List[str] = []
-    t_loop = time.perf_counter()
-    for i in range(n_total):
+    for i in range(len(ds)):
         t0 = time.perf_counter()
         try:
             fr, depth, color = load(i)
         except FrameLoadError:
-            skipped.append(i)
+            run.skip(i)
             continue
         t1 = time.perf_counter()
+        run.loaded(t0, t1)
         gt = fr.T_w_c_gt if _finite_pose(fr.T_w_c_gt) else None
         first = model is None
         if first:
@@ -388,12 +404,7 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
                                                int(p["block_count"]), T_cur, device)
             input_frame = o3d.t.pipelines.slam.Frame(cam.height, cam.width, K, device)
             raycast_frame = o3d.t.pipelines.slam.Frame(cam.height, cam.width, K, device)
-            setup_s = time.perf_counter() - t1
-            extra["peak_rss_after_setup_mb"] = _mib(_peak_rss_bytes())
-            extra["rss_after_setup_mb"] = _mib(_current_rss_bytes())
-            t_loop = time.perf_counter()
-        else:
-            load_s.append(t1 - t0)
+            run.setup_done(t1)
         tm: Dict[str, float] = {}
         ts = time.perf_counter()
         input_frame.set_data_from_image("depth", depth)
@@ -420,13 +431,7 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
         tm["raycast"] = (time.perf_counter() - t) * 1e3
         dt = time.perf_counter() - ts
         tm["total"] = dt * 1e3
-        step_s.append(dt)
-        rows.append(tm)
-        T_est.append(np.asarray(T_cur.cpu().numpy(), dtype=np.float64).copy())
-        T_gt.append(None if gt is None else np.asarray(gt, dtype=np.float64))
-        failures += 0 if ok else 1
-        prog(len(step_s), float(np.sum(step_s)))
-    wall_s = time.perf_counter() - t_loop
+        run.stepped(dt, tm, T_cur.cpu().numpy(), gt, ok)
     if model is None:
         raise RuntimeError(f"{spec['path']}: no readable frame")
     if errors:
@@ -439,7 +444,7 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
         extra["omp_threads"] = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count()
     except ValueError:
         pass
-    return _finish("open3d", len(step_s), step_s, load_s, wall_s, setup_s, rows, T_est, T_gt, skipped, failures, extra)
+    return run.result()
 
 
 WORKERS = {"prism": _worker_prism, "open3d": _worker_open3d}
