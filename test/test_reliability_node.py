@@ -18,16 +18,15 @@ pytest.importorskip("rclpy")
 
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, Imu  # noqa: E402
+from sensor_msgs.msg import Imu  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-from nav_msgs.msg import Odometry  # noqa: E402
 
 from prism_ros.config import ConfigError, PrismConfig  # noqa: E402
 from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
-from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
+from prism_ros.ros.qos import reliable_qos  # noqa: E402
 from prism_ros.ros.testing import FakeFilter, RosHarness, capture_throttled_logs, claim_domain_id  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(61)
@@ -39,13 +38,8 @@ RNG = np.random.default_rng(5)
 @pytest.fixture(scope="module")
 def ros():
     h = RosHarness(DOMAIN_ID)
-    h.pub_color = h.publisher(Image, "/camera/color/image_raw", reliable_qos(100))
-    h.pub_depth = h.publisher(Image, "/camera/depth/image_raw", reliable_qos(100))
-    h.pub_info = h.publisher(CameraInfo, "/camera/color/camera_info", reliable_qos(100))
+    h.node_io(depth=100)
     h.pub_imu = h.publisher(Imu, "/imu", reliable_qos(100))
-    h.odom = h.collect(Odometry, "/prism/odometry", reliable_qos(200))
-    # transient-local: a new node's log lines published before discovery matched us arrive too
-    h.rosout = h.collect(Log, "/rosout", latched_qos(1000))
     yield h
     h.shutdown()
 

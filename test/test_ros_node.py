@@ -12,8 +12,7 @@ from geometry_msgs.msg import PoseWithCovarianceStamped, TwistWithCovarianceStam
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -33,18 +32,11 @@ RNG = np.random.default_rng(11)
 @pytest.fixture(scope="module")
 def ros():
     h = RosHarness(DOMAIN_ID)
-    h.pub_color = h.publisher(Image, "/camera/color/image_raw", reliable_qos(50))
-    h.pub_depth = h.publisher(Image, "/camera/depth/image_raw", reliable_qos(50))
-    h.pub_info = h.publisher(CameraInfo, "/camera/color/camera_info", reliable_qos(50))
-    h.odom = h.collect(Odometry, "/prism/odometry", reliable_qos(200))
+    h.node_io(depth=50)
     h.pose = h.collect(PoseWithCovarianceStamped, "/prism/pose", reliable_qos(200))
     h.twist = h.collect(TwistWithCovarianceStamped, "/prism/twist", reliable_qos(200))
     h.path = h.collect(Path, "/prism/path", reliable_qos(10))
     h.cloud = h.collect(PointCloud2, "/prism/map_cloud", latched_qos(1))
-    # /rosout is transient_local (depth 1000): a late-matched subscriber still gets the
-    # node's first messages, which a volatile one would miss under load
-    h.rosout = h.collect(Log, "/rosout", QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE,
-                                                    durability=DurabilityPolicy.TRANSIENT_LOCAL))
     yield h
     h.shutdown()
 

@@ -106,6 +106,23 @@ class RosHarness:
     def publisher(self, msg_type, topic: str, qos=10):
         return self.node.create_publisher(msg_type, topic, qos)
 
+    def node_io(self, depth: int = 50) -> None:
+        """What every node test needs, as attributes: reliable publishers of the node's default
+        camera topics (``pub_color``, ``pub_depth``, ``pub_info``, ``depth`` deep) and the
+        collected ``/prism/odometry`` (``odom``) and ``/rosout`` (``rosout``; transient local,
+        so a new node's first log lines arrive even if they precede discovery)."""
+        from nav_msgs.msg import Odometry
+        from rcl_interfaces.msg import Log
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from prism_ros.ros.qos import latched_qos, reliable_qos
+
+        self.pub_color = self.publisher(Image, "/camera/color/image_raw", reliable_qos(depth))
+        self.pub_depth = self.publisher(Image, "/camera/depth/image_raw", reliable_qos(depth))
+        self.pub_info = self.publisher(CameraInfo, "/camera/color/camera_info", reliable_qos(depth))
+        self.odom = self.collect(Odometry, "/prism/odometry", reliable_qos(200))
+        self.rosout = self.collect(Log, "/rosout", latched_qos(1000))
+
     @staticmethod
     def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.02) -> bool:
         t_end = time.monotonic() + timeout_s
