@@ -1,6 +1,5 @@
 # --- shared by the CLI / end-to-end tests (tools helper) -------------------------------
 import os as _os
-import shutil as _shutil
 import subprocess as _subprocess
 import sys as _sys
 from pathlib import Path as _Path

@@ -74,7 +74,6 @@ def test_lazy_commands_forward_argv_and_report_missing_ros(monkeypatch, capsys):
     assert cli.main(["fake", "--ros-args", "-p", "x:=1"]) == 3
     assert seen["argv"] == ["--ros-args", "-p", "x:=1"]
 
-    broken = types.ModuleType("prism_fake_broken")
     monkeypatch.setitem(cli.LAZY_COMMANDS, "broken", ("prism_fake_needs_ros", "main", "needs rclpy"))
 
     def _raise(name, *a, **k):

@@ -1,12 +1,10 @@
 """prism_ros.core (and the offline tools) must not import ROS."""
 import os
-import pkgutil
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROS_IMPORT = re.compile(

@@ -67,7 +67,7 @@ def test_ate_is_zero_for_rigidly_moved_trajectory_and_positive_for_noise():
 
 
 def test_ate_matches_evo_ape_with_alignment(tmp_path):
-    evo_traj = pytest.importorskip("evo.core.trajectory")
+    pytest.importorskip("evo.core.trajectory")
     from evo.core import metrics as evo_metrics
     from evo.core import sync
     from evo.tools import file_interface

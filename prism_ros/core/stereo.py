@@ -113,8 +113,6 @@ def disparity_sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int = 9
                    min_disparity: int = 0, uniqueness: int = 10, speckle_window: int = 100,
                    speckle_range: int = 2, matcher=None) -> np.ndarray:
     """Dense disparity (float32 px, left image) of a rectified 8-bit pair; invalid = 0 (never NaN)."""
-    import cv2
-
     if matcher is None:
         matcher = _make_sgbm(num_disparities, block_size, min_disparity, uniqueness, speckle_window, speckle_range)
     d = matcher.compute(np.ascontiguousarray(left), np.ascontiguousarray(right)).astype(np.float32) / 16.0

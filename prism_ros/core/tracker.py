@@ -17,7 +17,6 @@ at the optimum is inverted for the Laplace covariance (prior included).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from numba import njit, prange

@@ -16,9 +16,7 @@ arrays and grows them when the hash fills up.
 """
 from __future__ import annotations
 
-import io
 import json
-import os
 from typing import Dict, Optional, Tuple
 
 import numpy as np

@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections import deque

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from prism_ros.config import PARAMS, PrismConfig
+from prism_ros.config import PrismConfig
 from prism_ros.tools import export, metrics
 
 __all__ = ["run_offline", "write_config_yaml"]
