@@ -27,7 +27,7 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import reliable_qos  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness, capture_throttled_logs, claim_domain_id  # noqa: E402
+from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(61)
 W, H = 64, 48
@@ -50,21 +50,8 @@ def _start(h, overrides=(), factory=FakeFilter):
     h.rosout.clear()
     overrides = list(overrides) + [Parameter("sensor_qos", value="reliable")]
     node = PrismNode(context=h.context, filter_factory=factory, warmup=False, parameter_overrides=overrides)
-    h.captured = capture_throttled_logs(node)
-    h.add_node(node)
-    assert h.wait_for(
-        lambda: h.pub_color.get_subscription_count() > 0
-        and h.pub_depth.get_subscription_count() > 0
-        and h.pub_info.get_subscription_count() > 0,
-        10,
-    )
-    assert h.wait_for(lambda: node.count_subscribers("~/odometry") > 0, 10)
+    h.attach(node)
     return node
-
-
-def _stop(h, node):
-    h.remove_node(node)
-    node.destroy_node()
 
 
 def _header(t):
@@ -126,7 +113,7 @@ def test_nan_or_negative_intrinsics_refused(ros, k):
         _frame(ros, 2.0)
         assert _steps(ros, node, 1)[-1] == 2.0
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_depth_all_zero_nan_inf_refused_map_untouched(ros):
@@ -146,7 +133,7 @@ def test_depth_all_zero_nan_inf_refused_map_untouched(ros):
         _frame(ros, 1.6)
         assert _steps(ros, node, 3) == before + [1.6]
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_duplicate_and_backwards_stamps_refused(ros):
@@ -165,7 +152,7 @@ def test_duplicate_and_backwards_stamps_refused(ros):
         assert _steps(ros, node, 4) == before + [1.3]
         assert len(ros.odom) == 4
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_gap_of_several_seconds_accepted(ros):
@@ -176,7 +163,7 @@ def test_gap_of_several_seconds_accepted(ros):
         assert FakeFilter.instances[-1].resets == 0
         assert node.stats["bad"] == 0
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_colour_without_depth_for_a_long_time(ros):
@@ -199,7 +186,7 @@ def test_colour_without_depth_for_a_long_time(ros):
         _frame(ros, t + 1.0)  # depth is back
         assert _steps(ros, node, 2)[-1] == pytest.approx(t + 1.0)
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_imu_with_nan_rejected(ros):
@@ -224,7 +211,7 @@ def test_imu_with_nan_rejected(ros):
         _good_frames(ros, [1.0, 1.05])
         assert _steps(ros, node, 2) == [1.0, 1.05]  # node alive, frames go on
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def _set(node, name, value):
@@ -263,7 +250,7 @@ def test_save_map_name_outside_the_directory_refused(ros, tmp_path):
             PrismNode(context=ros.context, filter_factory=FakeFilter, warmup=False,
                       parameter_overrides=[Parameter("save_map_dir", value=str(d)), Parameter("save_map_name", value="../x")])
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_load_map_compatible_and_incompatible(ros, tmp_path):
@@ -301,4 +288,4 @@ def test_load_map_compatible_and_incompatible(ros, tmp_path):
         _frame(ros, 1.2)
         assert _steps(ros, node, 1)[-1] == 1.2  # node goes on with the loaded map
     finally:
-        _stop(ros, node)
+        ros.detach(node)

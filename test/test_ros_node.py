@@ -21,7 +21,7 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness, capture_throttled_logs, claim_domain_id  # noqa: E402
+from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(43)  # exclusive on this machine while the tests run
 W, H = 64, 48
@@ -55,22 +55,8 @@ def _start(h, factory=FakeFilter, overrides=(), warmup=False):
         # fragments on a loaded machine (test_ros_player checks the best-effort match)
         overrides.append(Parameter("sensor_qos", value="reliable"))
     node = PrismNode(context=h.context, filter_factory=factory, warmup=warmup, parameter_overrides=overrides)
-    h.captured = capture_throttled_logs(node)  # /rosout may deliver late
-    h.add_node(node)
-    # wait until our publishers are matched with the node's subscriptions
-    assert h.wait_for(
-        lambda: h.pub_color.get_subscription_count() > 0
-        and h.pub_depth.get_subscription_count() > 0
-        and h.pub_info.get_subscription_count() > 0,
-        10,
-    )
-    assert h.wait_for(lambda: node.count_subscribers("~/odometry") > 0, 10)
+    h.attach(node)
     return node
-
-
-def _stop(h, node):
-    h.remove_node(node)
-    node.destroy_node()
 
 
 def _frame(h, t, cam=CAM, rgb_enc="rgb8", depth_enc="16UC1", depth_shape=None, info=True):
@@ -154,7 +140,7 @@ def test_outputs_stamps_frames_and_ros_order_covariance(ros):
         # the filter's world is the base's start frame: T_w_c0 = T_base_camera
         np.testing.assert_allclose(FakeFilter.instances[-1].T_w_c0, T_b_c, atol=1e-12)
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_late_subscriber_gets_map_cloud(ros):
@@ -165,7 +151,7 @@ def test_late_subscriber_gets_map_cloud(ros):
         late = ros.collect(PointCloud2, "/prism/map_cloud", latched_qos(1))
         assert ros.wait_for(lambda: len(late) > 0, 5)
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 # Exact counting of bursts of bad frames: queue_size 10 also makes the node's image reader
@@ -229,7 +215,7 @@ def test_bad_inputs_logged_node_alive_map_untouched(ros):
         assert ros.wait_for(lambda: len(ros.odom) == 7, 5)
         assert node.stats["bad"] == 3 + 1 + 1 + 6 + 1
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_bad_inputs_before_first_good_frame_create_no_filter(ros):
@@ -253,7 +239,7 @@ def test_bad_inputs_before_first_good_frame_create_no_filter(ros):
         assert not r.success and "no map yet" in r.message
         assert len(ros.odom) == 0
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_services_save_map_atomic_and_reset(ros, tmp_path):
@@ -281,7 +267,7 @@ def test_services_save_map_atomic_and_reset(ros, tmp_path):
         assert f.steps == [5.0]
         assert ros.wait_for(lambda: ros.path and len(ros.path[-1].poses) == 1, 5)
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_queue_is_bounded_and_drops_oldest(ros):
@@ -304,7 +290,7 @@ def test_queue_is_bounded_and_drops_oldest(ros):
         assert f.steps[-1] == pytest.approx(stamps[-1])  # the newest frame is never the one dropped
         assert ros.wait_for(lambda: len(ros.odom) == st["processed"], 5)
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_time_jump_back_resets(ros):
@@ -318,7 +304,7 @@ def test_time_jump_back_resets(ros):
         assert ros.wait_for(lambda: len(ros.odom) == 4, 5)
         assert FakeFilter.instances[-1].resets == 1
     finally:
-        _stop(ros, node)
+        ros.detach(node)
 
 
 def test_odometry_control(ros):
@@ -343,7 +329,7 @@ def test_odometry_control(ros):
         assert np.linalg.eigvalsh(ctl[1].cov).min() > 0
     finally:
         node.destroy_subscription(node.sub_odom)
-        _stop(ros, node)
+        ros.detach(node)
 
 
 # --------------------------------------------------------------------------------------
@@ -380,4 +366,4 @@ def test_real_filter_on_synthetic_sequence(ros):
         assert set(pts) == {"x", "y", "z", "rgb", "sigma", "weight"}
         assert np.all(np.isfinite(pts["x"])) and np.all(pts["sigma"] > 0)
     finally:
-        _stop(ros, node)
+        ros.detach(node)

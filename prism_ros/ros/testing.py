@@ -123,6 +123,20 @@ class RosHarness:
         self.odom = self.collect(Odometry, "/prism/odometry", reliable_qos(200))
         self.rosout = self.collect(Log, "/rosout", latched_qos(1000))
 
+    def attach(self, node) -> None:
+        """Spin a prism node under test here: its throttled log calls are captured into
+        ``captured`` (/rosout may deliver late), and this returns once the node_io
+        publishers and the node's odometry publisher are matched."""
+        self.captured = capture_throttled_logs(node)
+        self.add_node(node)
+        pubs = (self.pub_color, self.pub_depth, self.pub_info)
+        assert self.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), 10), "camera topics not matched"
+        assert self.wait_for(lambda: node.count_subscribers("~/odometry") > 0, 10), "odometry not matched"
+
+    def detach(self, node) -> None:
+        self.remove_node(node)
+        node.destroy_node()
+
     @staticmethod
     def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0, period_s: float = 0.02) -> bool:
         t_end = time.monotonic() + timeout_s
