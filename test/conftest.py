@@ -27,6 +27,20 @@ def redkitchen_dir() -> _Path:
     return p
 
 
+@_pytest.fixture
+def redkitchen_copy(redkitchen_dir, tmp_path) -> _Path:
+    """A writable 7-Scenes folder with the first 6 redkitchen frames (to corrupt in a test)."""
+    import shutil
+
+    d = tmp_path / "seq"
+    d.mkdir()
+    shutil.copy(redkitchen_dir / "camera-intrinsics.txt", d)
+    for i in range(6):
+        for suffix in ("color.jpg", "depth.png", "pose.txt"):
+            shutil.copy(redkitchen_dir / f"frame-{i:06d}.{suffix}", d)
+    return d
+
+
 def prism_cli_cmd():
     """The installed console script when there is one, else `python -m prism_ros.cli`."""
     exe = _Path(_sys.executable).parent / "prism-ros"

@@ -143,20 +143,13 @@ def test_run_on_7scenes_writes_all_outputs(redkitchen_dir, tmp_path):
     assert np.all(np.abs(ply["sdf"]) <= m["map_ply_max_abs_sdf_m"] + 1e-6)
 
 
-def test_runner_skips_unreadable_frames(redkitchen_dir, tmp_path):
+def test_runner_skips_unreadable_frames(redkitchen_copy, tmp_path):
     """A corrupt image is skipped with a warning; the run goes on."""
-    import shutil
-
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
     from prism_ros.tools.runner import run_offline
 
-    d = tmp_path / "seq"
-    d.mkdir()
-    shutil.copy(redkitchen_dir / "camera-intrinsics.txt", d)
-    for i in range(6):
-        for suffix in ("color.jpg", "depth.png", "pose.txt"):
-            shutil.copy(redkitchen_dir / f"frame-{i:06d}.{suffix}", d)
+    d = redkitchen_copy
     (d / "frame-000003.depth.png").write_bytes(b"not a png at all")
     ds = open_dataset(str(d))
     assert len(ds) == 6

@@ -4,7 +4,6 @@ image, a multi-second gap with the real filter, and a short ``prism-ros soak`` r
 import array
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -194,18 +193,13 @@ def test_player_skips_unknown_message_types_with_a_warning(tmp_path):
 
 
 # ------------------------------------------------------------------ runner: truncated JPEG
-def test_runner_skips_truncated_jpeg(redkitchen_dir, tmp_path, capfd):
+def test_runner_skips_truncated_jpeg(redkitchen_copy, tmp_path, capfd):
     pytest.importorskip("prism_ros.core.filter")
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
     from prism_ros.tools.runner import run_offline
 
-    d = tmp_path / "seq"
-    d.mkdir()
-    shutil.copy(redkitchen_dir / "camera-intrinsics.txt", d)
-    for i in range(6):
-        for suffix in ("color.jpg", "depth.png", "pose.txt"):
-            shutil.copy(redkitchen_dir / f"frame-{i:06d}.{suffix}", d)
+    d = redkitchen_copy
     jpg = d / "frame-000002.color.jpg"
     jpg.write_bytes(jpg.read_bytes()[:300])  # truncated mid-stream
     png = d / "frame-000004.depth.png"
