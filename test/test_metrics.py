@@ -156,17 +156,24 @@ def test_private_se3_helpers_agree_with_core():
         np.testing.assert_allclose(T @ _se3_exp(d) @ np.linalg.inv(T), _se3_exp(metrics._adjoint(T) @ d), atol=1e-9)
 
 
+def _errors_from_covariances(n: int):
+    """A random trajectory G, random SPD 6x6 covariances (1 mm / 2 mrad scale) and one
+    error twist drawn from each."""
+    rng = np.random.default_rng(6)
+    G = _trajectory(rng, n)
+    A = rng.normal(size=(n, 6, 6)) * np.r_[[1e-3] * 3, [2e-3] * 3][None, :, None]
+    covs = A @ np.swapaxes(A, 1, 2) + np.eye(6) * 1e-7
+    xi = np.einsum("nij,nj->ni", np.linalg.cholesky(covs), rng.normal(size=(n, 6)))
+    return G, covs, xi
+
+
 def test_pose_coverage_is_095_for_correctly_sampled_errors():
     """Relative-motion errors drawn from the stated covariances: coverage ~ 0.95.
 
     Default definition: the error of the motion since the previous frame has the
     covariance Sigma_t of the current pose (map-conditioned filter)."""
-    rng = np.random.default_rng(6)
-    n = 2001
-    G = _trajectory(rng, n)
-    A = rng.normal(size=(n, 6, 6)) * np.r_[[1e-3] * 3, [2e-3] * 3][None, :, None]
-    covs = A @ np.swapaxes(A, 1, 2) + np.eye(6) * 1e-7
-    xi = np.einsum("nij,nj->ni", np.linalg.cholesky(covs), rng.normal(size=(n, 6)))
+    G, covs, xi = _errors_from_covariances(2001)
+    n = len(G)
     E = [G[0]]
     for k in range(1, n):
         E.append(E[-1] @ np.linalg.inv(G[k - 1]) @ G[k] @ _se3_exp(xi[k]))
@@ -185,12 +192,8 @@ def test_pose_coverage_is_095_for_correctly_sampled_errors():
 
 def test_pose_coverage_independent_errors_definition():
     """independent=True: independent per-frame pose errors, C = Ad Sigma_(t-1) Ad^T + Sigma_t."""
-    rng = np.random.default_rng(6)
-    n = 2001
-    G = _trajectory(rng, n)
-    A = rng.normal(size=(n, 6, 6)) * np.r_[[1e-3] * 3, [2e-3] * 3][None, :, None]
-    covs = A @ np.swapaxes(A, 1, 2) + np.eye(6) * 1e-7
-    xi = np.einsum("nij,nj->ni", np.linalg.cholesky(covs), rng.normal(size=(n, 6)))
+    G, covs, xi = _errors_from_covariances(2001)
+    n = len(G)
     E = np.stack([G[k] @ _se3_exp(xi[k]) for k in range(n)])
     d2 = metrics.relative_motion_mahalanobis(E, G, covs, independent=True)
     assert np.mean(d2 <= metrics.CHI2_95_6DOF) == pytest.approx(0.95, abs=0.015)
