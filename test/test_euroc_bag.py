@@ -186,7 +186,8 @@ def test_player_bag_with_calib(bag, tmp_path):
     from prism_ros.datasets import open_dataset
     from prism_ros.ros import conversions as cv
     from prism_ros.ros.qos import reliable_qos
-    from prism_ros.ros.testing import RosHarness, claim_domain_id, ros_env
+    from prism_ros.ros.env import claim_domain_id, ros_env
+    from ros_harness import RosHarness
 
     domain = claim_domain_id(46)
     n = 4

@@ -27,7 +27,8 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import reliable_qos  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
+from prism_ros.ros.env import claim_domain_id  # noqa: E402
+from ros_harness import FakeFilter, RosHarness  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(61)
 W, H = 64, 48
@@ -255,7 +256,7 @@ def test_save_map_name_outside_the_directory_refused(ros, tmp_path):
 
 def test_load_map_compatible_and_incompatible(ros, tmp_path):
     from prism_ros.core.tsdf import TsdfMap
-    from prism_ros.tools import persistence
+    from prism_ros.core import persistence
 
     cfg = PrismConfig.from_yaml()
     good = TsdfMap(cfg.voxel_size_m, cfg.truncation_m, 0.5, 0.0005, 200, initial_blocks=64)

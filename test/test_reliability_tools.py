@@ -180,7 +180,7 @@ def test_player_skips_unknown_message_types_with_a_warning(tmp_path):
     pytest.importorskip("rosbags")
     from rosbags.typesys import Stores, get_typestore
 
-    from prism_ros.ros.testing import claim_domain_id, ros_env
+    from prism_ros.ros.env import claim_domain_id, ros_env
 
     bag = tmp_path / "bag"
     _write_bag(bag, get_typestore(Stores.ROS2_HUMBLE))
@@ -239,7 +239,7 @@ def test_soak_short_run_reports_sane_json(redkitchen_dir, tmp_path):
     pytest.importorskip("rclpy")
     pytest.importorskip("psutil")
     pytest.importorskip("prism_ros.core.filter")
-    from prism_ros.ros.testing import claim_domain_id
+    from prism_ros.ros.env import claim_domain_id
 
     cmd = [sys.executable, "-c", "import sys; from prism_ros.cli import main; sys.exit(main(sys.argv[1:]))",
            "soak", str(redkitchen_dir), "--rate", "3", "--duration-s", "14", "--settle-s", "6", "--sample-s", "2",

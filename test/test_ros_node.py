@@ -21,7 +21,8 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
+from prism_ros.ros.env import claim_domain_id  # noqa: E402
+from ros_harness import FakeFilter, RosHarness  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(43)  # exclusive on this machine while the tests run
 W, H = 64, 48

@@ -10,7 +10,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from prism_ros.config import PARAMS, ConfigError, default_config_path, load_yaml_params  # noqa: E402
 from prism_ros.ros.node import RUNTIME_PARAMS, PrismNode  # noqa: E402
-from prism_ros.ros.testing import FakeFilter, RosHarness, claim_domain_id  # noqa: E402
+from prism_ros.ros.env import claim_domain_id  # noqa: E402
+from ros_harness import FakeFilter, RosHarness  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(42)  # exclusive on this machine while the tests run
 

@@ -14,7 +14,8 @@ from sensor_msgs.msg import CameraInfo, Image, Imu  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.player import default_topic_map  # noqa: E402
 from prism_ros.ros.qos import reliable_qos, sensor_qos  # noqa: E402
-from prism_ros.ros.testing import RosHarness, claim_domain_id, ros_env  # noqa: E402
+from prism_ros.ros.env import claim_domain_id, ros_env  # noqa: E402
+from ros_harness import RosHarness  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(44)  # exclusive on this machine while the tests run
 

@@ -32,7 +32,8 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
-from prism_ros.ros.testing import RosHarness, claim_domain_id, ros_env  # noqa: E402
+from prism_ros.ros.env import claim_domain_id, ros_env  # noqa: E402
+from ros_harness import RosHarness  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(45)  # exclusive on this machine while the tests run
 ROOT = Path(__file__).resolve().parents[1]

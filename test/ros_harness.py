@@ -1,10 +1,13 @@
-"""Helpers for testing the ROS side in-process (used by test/test_ros_*.py).
+"""Test harness for the ROS side in-process (test/test_ros_*.py, test_reliability_node.py).
 
-* :class:`RosHarness`: its own rclpy Context on a given domain id, an executor
-  spinning in a background thread, helper subscriptions that collect messages,
-  and ``wait_for``.  Loopback-only discovery is forced.
+* :class:`RosHarness`: its own rclpy Context on a given domain id, a multi-threaded
+  executor spinning in a background thread (as the node's ``main`` spins it, so the
+  node's callback groups behave as in production), helper subscriptions that collect
+  messages, and ``wait_for``.  Loopback-only discovery is forced.
 * :class:`FakeFilter`: a deterministic stand-in for PrismFilter (records calls,
   returns a given pose/covariance), so node tests do not need Numba.
+
+Domain ids and subprocess environments: :mod:`prism_ros.ros.env`.
 """
 from __future__ import annotations
 
@@ -15,47 +18,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from prism_ros.core.types import StepResult
+from prism_ros.core.types import StepOutcome, StepResult
 
-__all__ = ["claim_domain_id", "ros_env", "RosHarness", "FakeFilter", "FakeMap"]
-
-
-_DOMAIN_LOCKS: List[Any] = []
-
-
-def claim_domain_id(preferred: int) -> int:
-    """A ROS_DOMAIN_ID no other process on this machine has claimed through this function.
-
-    Test runs from several sessions (or pytest invocations) on one machine would otherwise
-    talk to each other on the same domain.  The claim is an exclusive ``flock`` on
-    ``$TMPDIR/prism_ros_domain_<id>.lock``, held until the process exits.  Tries
-    ``preferred`` first, then other ids in 1..101 (the range safe with default ports).
-    """
-    import fcntl
-    import tempfile
-
-    candidates = [preferred] + [((preferred - 1 + k) % 101) + 1 for k in range(1, 101)]
-    for d in candidates:
-        path = os.path.join(tempfile.gettempdir(), f"prism_ros_domain_{d}.lock")
-        f = open(path, "a")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            continue
-        _DOMAIN_LOCKS.append(f)
-        return d
-    raise RuntimeError("no free ROS domain id in 1..101")
-
-
-def ros_env(domain_id: int, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """Environment for a ROS subprocess: loopback discovery, this domain id."""
-    env = dict(os.environ if base is None else base)
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    env["ROS_DOMAIN_ID"] = str(int(domain_id))
-    env.pop("ROS_STATIC_PEERS", None)
-    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    return env
+__all__ = ["RosHarness", "FakeFilter", "FakeMap", "capture_throttled_logs"]
 
 
 class RosHarness:
@@ -64,12 +29,12 @@ class RosHarness:
     def __init__(self, domain_id: int):
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.executors import MultiThreadedExecutor
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(domain_id))
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.node = rclpy.create_node(f"prism_test_{os.getpid()}", context=self.context)
         self.executor.add_node(self.node)
         self._nodes = [self.node]
@@ -189,7 +154,8 @@ class FakeMap:
             "count": self.count,
         }
 
-    def save(self, path: str) -> None:
+    def save(self, path: str, extra=None) -> None:
+        self.saved_extra = extra
         with open(path, "wb") as f:
             np.savez(f, xyz=self.xyz)
         self.saved.append(path)
@@ -249,7 +215,7 @@ class FakeFilter:
             tracking_ok=True,
             inlier_ratio=0.9,
             iterations=3,
-            fused=True,
+            outcome=StepOutcome.INITIALISED if len(self.steps) == 1 else StepOutcome.OK,
             timings_ms={"track": 1.0, "integrate": 1.0},
             status="ok",
         )
