@@ -84,15 +84,14 @@ setup(
         "matplotlib>=3.7",
         "pillow>=9.0",
         "plyfile>=1.0",
-        "evo>=1.25",
         "psutil>=5.9",
         "rosbags>=0.9.20",
         "opencv-python-headless>=4.8",
-        "transforms3d>=0.4",
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0"],
+        # evo: only a test (and the user, to check trajectories) reads it; metrics.json has the same ATE
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0", "evo>=1.25"],
         # prism-ros bench --peer open3d (Open3D's tensor dense SLAM); on Debian the wheel also needs
         # the system package libusb-1.0-0 (apt-get install libusb-1.0-0).
         "peer": ["open3d"],

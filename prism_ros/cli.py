@@ -21,51 +21,17 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["main", "build_parser", "LAZY_COMMANDS", "config_from_args", "print_summary"]
+from prism_ros.tools.args import add_config_arguments, apply_dataset_hints, config_from_args, nonneg_int, pos_int
+
+__all__ = ["main", "build_parser", "LAZY_COMMANDS", "print_summary"]
 
 #: name -> (module, function, one-line help); the function gets the remaining argv.
 LAZY_COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "node": ("prism_ros.ros.node", "main", "run the PRISM ROS 2 node (needs rclpy; arguments go to the node)"),
     "play": ("prism_ros.ros.player", "main", "publish a dataset as ROS 2 topics (needs rclpy; arguments go to the player)"),
     "bench": ("prism_ros.tools.bench", "main", "benchmark FPS, per-stage ms, peak RSS and ATE (optionally against --peer open3d)"),
-    "soak": ("prism_ros.tools.soak", "main", "overload soak: player (looping) + node as processes; RSS over time, latency p95, drop rate (needs rclpy)"),
+    "soak": ("prism_ros.ros.soak", "main", "overload soak: player (looping) + node as processes; RSS over time, latency p95, drop rate (needs rclpy)"),
 }
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def _assignment(text: str) -> Tuple[str, Any]:
-    import yaml
-
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
-    name, value = text.split("=", 1)
-    name = name.strip()
-    if not name:
-        raise argparse.ArgumentTypeError(f"expected name=value, got {text!r}")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else value
-    except yaml.YAMLError:
-        parsed = value
-    return name, parsed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,9 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="YAML", help="parameters file (ROS 2 '/**: ros__parameters:' layout); default: config/prism.yaml")
-    common.add_argument("--set", metavar="NAME=VALUE", action="append", type=_assignment, default=[],
-                        help="override one parameter (repeatable), e.g. --set voxel_size_m=0.01")
+    add_config_arguments(common)
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
     common.add_argument("--no-report", action="store_true", help="skip report.png")
 
@@ -87,15 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run PRISM on the synthetic sequence (exact ground truth and SDF) and print "
                                    "ATE, map SDF RMSE, both calibration figures and FPS.")
     p.add_argument("--out", metavar="DIR", default=os.path.join("prism_out", "demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--frames", metavar="N", type=_pos_int, default=None, help="number of frames (default: the whole sequence)")
+    p.add_argument("--frames", metavar="N", type=pos_int, default=None, help="number of frames (default: the whole sequence)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("run", parents=[common], help="run on a dataset (TUM RGB-D, 7-Scenes, EuRoC folder or ROS 1 bag)",
                        description="Run PRISM on a dataset and write trajectory.tum, groundtruth.tum, covariances.npz, "
                                    "metrics.json, map.ply, report.png and config.yaml into --out.")
     p.add_argument("path", metavar="PATH", help="dataset folder, a EuRoC ROS 1 .bag (with --calib), or 'synthetic'")
-    p.add_argument("--start", metavar="K", type=_nonneg_int, default=0, help="first frame, counted from the first frame present (default: 0)")
-    p.add_argument("--frames", metavar="N", type=_pos_int, default=None, help="number of frames (default: all)")
+    p.add_argument("--start", metavar="K", type=nonneg_int, default=0, help="first frame, counted from the first frame present (default: 0)")
+    p.add_argument("--frames", metavar="N", type=pos_int, default=None, help="number of frames (default: all)")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: prism_out/<dataset name>)")
     p.add_argument("--calib", metavar="PATH", default=None,
                    help="calibration for a EuRoC ROS 1 bag: a EuRoC ASL folder (or its mav0) with "
@@ -105,37 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_mod, _fn, help_) in LAZY_COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     return parser
-
-
-def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
-    """PrismConfig from --config and --set; errors end the program with exit code 2."""
-    from prism_ros.config import ConfigError, PrismConfig
-
-    if args.config is not None and not os.path.isfile(args.config):
-        parser.error(f"--config: no such file: {args.config}")
-    overrides = dict(args.set or [])
-    try:
-        return PrismConfig.from_yaml(args.config, overrides)
-    except ConfigError as e:
-        parser.error(f"invalid configuration: {e}")
-    except Exception as e:  # unreadable YAML
-        parser.error(f"cannot read configuration {args.config}: {e}")
-
-
-def apply_dataset_hints(cfg, ds, args):
-    """Apply the dataset's ``config_hints`` to parameters the user did not set."""
-    from prism_ros.config import load_yaml_params
-
-    hints = dict(getattr(ds, "config_hints", {}) or {})
-    user = set(dict(args.set or []))
-    if args.config is not None:
-        user |= set(load_yaml_params(args.config))
-    hints = {k: v for k, v in hints.items() if k not in user and getattr(cfg, k) != v}
-    if hints:
-        print(f"prism-ros: {ds.name}: using " + ", ".join(f"{k}={v}" for k, v in hints.items())
-              + f" ({getattr(ds, 'config_hints_reason', '')}; override with --set)", file=sys.stderr)
-        cfg = cfg.replace(**hints)
-    return cfg
 
 
 def _fmt(m: Dict[str, Any], key: str, scale: float = 1.0, fmt: str = "{:.3f}", unit: str = "") -> str:

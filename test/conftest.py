@@ -27,6 +27,14 @@ def redkitchen_dir() -> _Path:
     return p
 
 
+@_pytest.fixture(scope="session")
+def euroc_micro_dir() -> _Path:
+    p = prism_data_dir() / "euroc_V1_01_easy_micro"
+    if not (p / "mav0" / "cam0" / "data.csv").is_file() or not (p / "mav0" / "imu0" / "data.csv").is_file():
+        _pytest.skip(f"real EuRoC micro data absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)")
+    return p
+
+
 @_pytest.fixture
 def redkitchen_copy(redkitchen_dir, tmp_path) -> _Path:
     """A writable 7-Scenes folder with the first 6 redkitchen frames (to corrupt in a test)."""

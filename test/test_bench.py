@@ -81,3 +81,19 @@ def test_bench_prism_on_real_frames(redkitchen_dir, tmp_path, capsys):
     for name, s in stages.items():
         assert 0 <= s["median"] <= s["p95"] <= s["max"] + 1e-9, name
     assert len(p["per_frame"]["step_ms"]) == 15
+
+
+def test_bench_on_euroc_uses_the_imu_as_run_does(euroc_micro_dir, tmp_path, capsys):
+    """bench and run drive the same pipeline: on a EuRoC folder both feed the IMU as controls
+    (every step after the first) and track the same poses."""
+    micro = euroc_micro_dir
+    out = tmp_path / "bench.json"
+    assert bench.main([str(micro), "--frames", "12", "--json", str(out), "--no-progress"]) == 0
+    p = json.loads(out.read_text())["prism"]
+    assert "controls used (IMU)" in capsys.readouterr().out
+    assert p["frames"] == 12 and p["controls_used"] == 11
+    assert cli.main(["run", str(micro), "--frames", "12", "--out", str(tmp_path / "run"), "--no-progress",
+                     "--no-report"]) == 0
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["controls_used"] == p["controls_used"]
+    assert m["ate_rmse_m"] == pytest.approx(p["ate_rmse_m"], abs=1e-4)  # the same track

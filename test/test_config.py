@@ -45,13 +45,28 @@ def test_names_are_unique_and_carry_units():
 def test_every_param_documented_with_range_or_choices():
     for p in PARAMS:
         assert len(p.description) > 10, p.name
-        assert p.scope in ("core", "node"), p.name
+        assert p.scope in ("core", "pipeline", "node"), p.name
+        assert not p.runtime or p.scope == "node", p.name  # the filter's parameters are baked in
         if p.kind in (int, float):
             assert p.lo is not None and p.hi is not None and p.lo <= p.default <= p.hi, p.name
         if p.choices:
             assert p.default in p.choices, p.name
         if p.kind is list:
             assert p.length == len(p.default), p.name
+
+
+def test_the_filter_config_holds_exactly_the_core_parameters():
+    from prism_ros.core.config import FILTER_PARAMS, FilterConfig
+
+    assert [p.name for p in PARAMS if p.scope == "core"] == [p.name for p in FILTER_PARAMS]
+    cfg = PrismConfig.from_dict({"voxel_size_m": 0.01, "queue_size": 5, "control_mode": "imu"})
+    fc = cfg.filter_config()
+    assert isinstance(fc, FilterConfig) and fc.voxel_size_m == 0.01
+    assert not hasattr(fc, "queue_size") and not hasattr(fc, "control_mode")
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        FilterConfig.from_dict({"queue_size": 5})  # the node's parameters are not the core's
+    with pytest.raises(ConfigError, match="out of range"):
+        PrismConfig.from_dict({"recovery_distance_factors": [8.0, 0.5]})  # every element is checked
 
 
 def test_defaults_validate():

@@ -363,7 +363,7 @@ def test_open_dataset_synthetic_and_errors(tmp_path):
 
 
 def test_data_lines_skips_blanks_and_comments_and_keeps_line_numbers(tmp_path):
-    from prism_ros.textfile import data_lines
+    from prism_ros.datasets.textfile import data_lines
 
     p = tmp_path / "list.txt"
     p.write_text("# header\n\n  1.0 rgb/a.png  \n\t# indented comment\n2.0,rgb/b.png\n", encoding="utf-8")

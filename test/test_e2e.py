@@ -2,7 +2,8 @@
 
 * ``prism-ros run ../shared/data/7scenes_redkitchen --frames 300``: ATE RMSE <= 3 cm,
   no tracking failure (Open3D's CPU tensor SLAM: 2.4 cm on these frames).
-* ``prism-ros demo``: ATE <= 1 cm, map SDF RMSE <= half a voxel, both coverage figures printed.
+* ``prism-ros demo``: ATE <= 1 cm, map SDF RMSE <= half a voxel; the map's 2-sigma coverage
+  in [0.90, 0.98] (ideal 0.954) and the pose's 95 % coverage in [0.90, 0.99] (ideal 0.95).
 """
 import json
 
@@ -34,7 +35,9 @@ def test_demo_ate_map_and_coverage(tmp_path):
     print(json.dumps({k: m.get(k) for k in ("frames", "ate_rmse_m", "map_sdf_rmse_m", "map_coverage_2sigma",
                                             "pose_coverage_95", "map_eval_band_m", "fps")}))
     for k in ("map_coverage_2sigma", "pose_coverage_95"):
-        assert k in r.stdout and m.get(k) is not None and 0.0 <= m[k] <= 1.0, k
+        assert k in r.stdout, k
+    assert 0.90 <= m["map_coverage_2sigma"] <= 0.98
+    assert 0.90 <= m["pose_coverage_95"] <= 0.99
     assert "ATE RMSE" in r.stdout and "map SDF RMSE" in r.stdout
     assert m["tracking_failures"] == 0
     assert m["ate_rmse_m"] <= 0.01

@@ -45,7 +45,7 @@ def test_detect_and_open(ds):
 
 
 def test_calibration_parsing(ds):
-    from prism_ros.core.stereo import read_euroc_sensor_yaml
+    from prism_ros.datasets.euroc_files import read_euroc_sensor_yaml
 
     c0 = read_euroc_sensor_yaml(MICRO / "mav0" / "cam0" / "sensor.yaml")["calib"]
     assert c0.size == (752, 480)

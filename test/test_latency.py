@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from prism_ros.tools.latency import MAX_MS, LatencyHistogram
+from prism_ros.stats import MAX_MS, LatencyHistogram
 
 
 def test_percentiles_match_numpy_within_one_bin():

@@ -13,6 +13,7 @@ import pytest
 
 from prism_ros.config import PrismConfig
 from prism_ros.core.filter import InvalidFrameError, PrismFilter
+from prism_ros.core.types import StepOutcome
 from prism_ros.datasets import open_dataset
 from prism_ros.tools.metrics import ate_errors, ate_rmse
 
@@ -31,35 +32,32 @@ def frames(redkitchen_dir):
 def _run(ds, frames, fault=None, unrelated=None):
     cfg = PrismConfig.from_yaml(None, ds.config_hints)
     f = PrismFilter(cfg, ds.camera, frames[0].T_w_c_gt)
-    starts = []  # the starting poses of each recovery call
-    recover = f._recover
-    f._recover = lambda frame, candidates: starts.append(candidates) or recover(frame, candidates)
-    poses, statuses, fused, blocks_at_fault = {}, {}, {}, None
+    starts = []  # the starting poses of each recovery (a spy on the public Recovery.recover)
+    recover = f.recovery.recover
+    f.recovery.recover = lambda frame, candidates: starts.append(candidates) or recover(frame, candidates)
+    poses, statuses = {}, {}
     for i, fr in enumerate(frames):
         rgb, depth = fr.rgb, fr.depth
         if fault and fault[0] <= i < fault[1]:
-            if blocks_at_fault is None:
-                blocks_at_fault = (f.map.num_blocks, f.frames_fused)
             if unrelated is None:
                 depth = np.zeros_like(depth)
             else:
                 o = unrelated[(i - fault[0]) % len(unrelated)]
                 rgb, depth = o.rgb, o.depth
+        fused_before = f.frames_fused
         try:
             r = f.step(rgb, depth, fr.stamp)
         except InvalidFrameError:
             statuses[i] = "rejected"
+            assert f.frames_fused == fused_before
             continue
         poses[i] = r.T_w_c
         statuses[i] = r.status
-        fused[i] = r.fused
-        assert r.fused == r.tracking_ok  # a frame is fused exactly when it is tracked
+        assert r.tracking_ok == r.outcome.tracked
+        assert f.frames_fused == fused_before + r.tracking_ok  # a frame is fused exactly when it is tracked
         if fault and fault[0] <= i < fault[1]:
-            assert not r.fused and not r.tracking_ok
+            assert r.outcome is StepOutcome.LOST
             assert np.sqrt(np.trace(r.pose_cov[:3, :3])) > 0.05  # inflated
-    if fault:
-        # nothing was fused while the sensor was faulty
-        assert f.frames_fused == blocks_at_fault[1] + sum(fused[i] for i in poses if i >= fault[1])
     # bounded cost: at most recovery_max_starts starting poses per frame, the first of them the
     # last pose; the others rotate, so a long loss tries every one of them
     assert all(1 <= len(c) <= cfg.recovery_max_starts for c in starts)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from prism_ros.config import PrismConfig
-from prism_ros.tools import persistence as P
+from prism_ros.core import persistence as P
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ _SAVER = textwrap.dedent(
     import sys, numpy as np
     from prism_ros.config import PrismConfig
     from prism_ros.core.tsdf import TsdfMap
-    from prism_ros.tools import persistence as P
+    from prism_ros.core import persistence as P
     cfg = PrismConfig.from_yaml()
     n = int(sys.argv[2])
     m = TsdfMap(cfg.voxel_size_m, cfg.truncation_m, 0.5, 0.0005, 200, initial_blocks=n)
@@ -150,7 +150,8 @@ def test_kill_9_during_save_keeps_previous_map(tmp_path):
 def test_relocalisation_in_a_saved_map(redkitchen_dir, tmp_path, prior_error):
     """Build a map from 7-Scenes frames 0-59, save, load into a new filter whose prior is
     frame 60's pose (exact, or 9 cm and 6.4 deg off), track frames 60-89 against it:
-    the first frame relocalises before it is fused; ATE < 3 cm."""
+    the first frame relocalises before it is fused; ATE < 3 cm.  Relocalisation ends with the
+    first tracked frame: a later loss tries only recovery_max_starts starting poses (not all 8)."""
     from prism_ros.core import se3
     from prism_ros.core.filter import PrismFilter
     from prism_ros.datasets import open_dataset
@@ -167,6 +168,9 @@ def test_relocalisation_in_a_saved_map(redkitchen_dir, tmp_path, prior_error):
     g = PrismFilter(cfg, ds.camera)
     P.install_map(g, P.load_map(path, cfg), ds[60].T_w_c_gt @ se3.exp(np.array(prior_error, dtype=float)))
     assert g.map.n_blocks == n_blocks
+    starts = []  # (frame, number of starting poses) of each recovery: a spy on the public Recovery.recover
+    recover = g.recovery.recover
+    g.recovery.recover = lambda frame, c: starts.append((i, len(c))) or recover(frame, c)
     err = []
     for i in range(60, 90):
         fr = ds[i]
@@ -174,5 +178,11 @@ def test_relocalisation_in_a_saved_map(redkitchen_dir, tmp_path, prior_error):
         assert r.tracking_ok, (i, r.status)
         err.append(np.linalg.norm(r.T_w_c[:3, 3] - fr.T_w_c_gt[:3, 3]))
     ate = float(np.sqrt(np.mean(np.square(err))))
-    print(f"relocalisation ATE {100 * ate:.2f} cm, max {100 * max(err):.2f} cm")
+    print(f"relocalisation ATE {100 * ate:.2f} cm, max {100 * max(err):.2f} cm, recoveries {starts}")
     assert ate < 0.03 and max(err) < 0.05
+    assert not g.relocalising
+    assert all(n <= cfg.recovery_max_starts for k, n in starts if k > 60)  # only frame 60 may try all 8
+    # a later loss (an unrelated view: the far end of the kitchen) tries recovery_max_starts, not 8
+    i, fr, n_before = 599, ds[599], len(starts)
+    g.step(fr.rgb, fr.depth, ds[89].stamp + 1 / 30)
+    assert len(starts) == n_before + 1 and starts[-1][1] == cfg.recovery_max_starts

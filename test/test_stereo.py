@@ -10,9 +10,9 @@ from prism_ros.core.stereo import (  # noqa: E402
     StereoRectifier,
     depth_from_disparity,
     left_right_check,
-    read_euroc_sensor_yaml,
     stereo_rectify,
 )
+from prism_ros.datasets.euroc_files import read_euroc_sensor_yaml  # noqa: E402
 
 # EuRoC-like rig (values of V1_01's cam0/cam1 sensor.yaml)
 K0 = np.array([[458.654, 0, 367.215], [0, 457.296, 248.375], [0, 0, 1.0]])

@@ -35,7 +35,6 @@ from typing import Optional, Tuple
 import numpy as np
 
 from . import se3
-from ..textfile import data_lines
 from .types import Control
 
 __all__ = [
@@ -46,8 +45,6 @@ __all__ = [
     "align_gravity",
     "static_bias_and_gravity",
     "ImuIntegrator",
-    "read_euroc_imu_csv",
-    "ns_to_s",
 ]
 
 GRAVITY = 9.81
@@ -99,26 +96,6 @@ class ImuData:
         i0, i1 = np.searchsorted(self.t, [t0, t1], side="left")
         i1 = max(i1, i0)
         return ImuData(self.t[i0:i1 + 1], self.gyro[i0:i1 + 1], self.acc[i0:i1 + 1])
-
-
-def read_euroc_imu_csv(path) -> ImuData:
-    """EuRoC ``imu0/data.csv``: ns, wx, wy, wz, ax, ay, az (header lines start with #)."""
-    rows = []
-    ns = []
-    for n, ln in data_lines(path):
-        parts = ln.split(",")
-        if len(parts) < 7:
-            raise ValueError(f"{path}:{n}: expected 7 columns (ns, w_xyz, a_xyz): {ln!r}")
-        ns.append(int(parts[0]))
-        rows.append([float(x) for x in parts[1:7]])
-    a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-    return ImuData(ns_to_s(np.asarray(ns, dtype=np.int64)), a[:, 0:3], a[:, 3:6])
-
-
-def ns_to_s(ns) -> np.ndarray:
-    """Integer nanoseconds -> float64 seconds (the conversion every EuRoC stamp goes through)."""
-    ns = np.asarray(ns, dtype=np.int64)
-    return (ns // 1_000_000_000).astype(np.float64) + (ns % 1_000_000_000).astype(np.float64) * 1e-9
 
 
 @dataclass

@@ -7,20 +7,11 @@ from typing import Optional
 import numpy as np
 from numba import njit, prange
 
-#: fast-math without "no NaN / no Inf" (NaN checks stay valid)
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
 from .camera import Camera
-from .tsdf import BLOCK, TsdfMap, find_block
+from .numba_flags import FASTMATH
+from .tsdf import BLOCK, BLOCK_MASK, BLOCK_SHIFT, TsdfMap, find_block, voxel_slot
 
 __all__ = ["Render", "render_map"]
-
-
-@njit(cache=True, inline="always")
-def _voxel(keys, vals, ix, iy, iz):
-    """(slot, index) of voxel (ix, iy, iz); slot -1 when its block is not allocated."""
-    slot = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
-    return slot, (ix & 7) + BLOCK * ((iy & 7) + BLOCK * (iz & 7))
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -42,8 +33,8 @@ def trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, px, py, pz, out):
     m = np.empty(8)
     s = np.empty(8)
     c = np.empty((8, 3))
-    same = (ix & 7) < 7 and (iy & 7) < 7 and (iz & 7) < 7
-    slot0 = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
+    same = (ix & BLOCK_MASK) < BLOCK_MASK and (iy & BLOCK_MASK) < BLOCK_MASK and (iz & BLOCK_MASK) < BLOCK_MASK
+    slot0 = find_block(keys, vals, ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT)
     for k in range(8):
         dx = k & 1
         dy = (k >> 1) & 1
@@ -54,10 +45,10 @@ def trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, px, py, pz, out):
         if same:
             slot = slot0
         else:
-            slot = find_block(keys, vals, jx >> 3, jy >> 3, jz >> 3)
+            slot = find_block(keys, vals, jx >> BLOCK_SHIFT, jy >> BLOCK_SHIFT, jz >> BLOCK_SHIFT)
         if slot < 0:
             return False
-        idx = (jx & 7) + BLOCK * ((jy & 7) + BLOCK * (jz & 7))
+        idx = (jx & BLOCK_MASK) + BLOCK * ((jy & BLOCK_MASK) + BLOCK * (jz & BLOCK_MASK))
         if cnt[slot, idx] == 0:
             return False
         m[k] = mu[slot, idx]
@@ -116,8 +107,8 @@ def trilinear_sdf(keys, vals, mu, cnt, vox, px, py, pz, fallback):
     ax = fx_ - ix
     ay = fy_ - iy
     az = fz_ - iz
-    same = (ix & 7) < 7 and (iy & 7) < 7 and (iz & 7) < 7
-    slot0 = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
+    same = (ix & BLOCK_MASK) < BLOCK_MASK and (iy & BLOCK_MASK) < BLOCK_MASK and (iz & BLOCK_MASK) < BLOCK_MASK
+    slot0 = find_block(keys, vals, ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT)
     val = 0.0
     for k in range(8):
         dx = k & 1
@@ -126,10 +117,10 @@ def trilinear_sdf(keys, vals, mu, cnt, vox, px, py, pz, fallback):
         jx = ix + dx
         jy = iy + dy
         jz = iz + dz
-        slot = slot0 if same else find_block(keys, vals, jx >> 3, jy >> 3, jz >> 3)
+        slot = slot0 if same else find_block(keys, vals, jx >> BLOCK_SHIFT, jy >> BLOCK_SHIFT, jz >> BLOCK_SHIFT)
         if slot < 0:
             return fallback
-        idx = (jx & 7) + BLOCK * ((jy & 7) + BLOCK * (jz & 7))
+        idx = (jx & BLOCK_MASK) + BLOCK * ((jy & BLOCK_MASK) + BLOCK * (jz & BLOCK_MASK))
         if cnt[slot, idx] == 0:
             return fallback
         w = (ax if dx else 1.0 - ax) * (ay if dy else 1.0 - ay) * (az if dz else 1.0 - az)
@@ -191,12 +182,11 @@ def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_w
                     ix = int(np.floor(px / vox + 0.5))
                     iy = int(np.floor(py / vox + 0.5))
                     iz = int(np.floor(pz / vox + 0.5))
-                    slot = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
+                    slot, idx = voxel_slot(keys, vals, ix, iy, iz)
                     if slot < 0:
                         t_prev = -1.0
                         t += 0.5 * block_m / rn
                         continue
-                    idx = (ix & 7) + BLOCK * ((iy & 7) + BLOCK * (iz & 7))
                     if cnt[slot, idx] == 0:
                         t_prev = -1.0
                         t += vox / rn

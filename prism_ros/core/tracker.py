@@ -21,11 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-#: fast-math without "no NaN / no Inf" (NaN checks stay valid)
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
 from . import se3
 from .image import FramePyramid
+from .numba_flags import FASTMATH
 from .render import Render
 
 __all__ = ["TrackResult", "track", "accumulate", "objective"]

@@ -22,12 +22,13 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from numba import njit, prange
 
-#: fast-math without "no NaN / no Inf" (NaN checks stay valid)
-FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+from .numba_flags import FASTMATH
 
-__all__ = ["TsdfMap", "BLOCK", "MAP_FORMAT_VERSION"]
+__all__ = ["TsdfMap", "BLOCK", "BLOCK_SHIFT", "BLOCK_MASK", "MAP_FORMAT_VERSION"]
 
-BLOCK = 8
+BLOCK_SHIFT = 3  # a block is 2^3 = 8 voxels along each axis
+BLOCK = 1 << BLOCK_SHIFT
+BLOCK_MASK = BLOCK - 1  # voxel index within its block: i & BLOCK_MASK; the block: i >> BLOCK_SHIFT
 BLOCK3 = BLOCK * BLOCK * BLOCK
 _OFF = 1 << 20
 MAP_FORMAT_VERSION = 1
@@ -81,12 +82,6 @@ def rebuild_hash(keys, vals, block_xyz, n_blocks):
     keys[:] = -1
     for s in range(n_blocks):
         _insert(keys, vals, block_xyz[s, 0], block_xyz[s, 1], block_xyz[s, 2], s)
-
-
-@njit(cache=True, inline="always")
-def floordiv(a, b):
-    q = a // b
-    return q
 
 
 # ----------------------------------------------------------------- allocation
@@ -269,6 +264,13 @@ def integrate_blocks(
 
 
 # ----------------------------------------------------------------------- query
+@njit(cache=True, inline="always")
+def voxel_slot(keys, vals, ix, iy, iz):
+    """(slot, index in the block) of voxel (ix, iy, iz); slot -1 when its block is not allocated."""
+    slot = find_block(keys, vals, ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT)
+    return slot, (ix & BLOCK_MASK) + BLOCK * ((iy & BLOCK_MASK) + BLOCK * (iz & BLOCK_MASK))
+
+
 @njit(cache=True, parallel=True, nogil=True)
 def query_points(points, vox, keys, vals, mu, var, cnt, out_mu, out_var, out_cnt, prior_var):
     n = points.shape[0]
@@ -276,15 +278,11 @@ def query_points(points, vox, keys, vals, mu, var, cnt, out_mu, out_var, out_cnt
         ix = int(np.floor(points[i, 0] / vox + 0.5))
         iy = int(np.floor(points[i, 1] / vox + 0.5))
         iz = int(np.floor(points[i, 2] / vox + 0.5))
-        bx = ix >> 3
-        by = iy >> 3
-        bz = iz >> 3
-        slot = find_block(keys, vals, bx, by, bz)
+        slot, idx = voxel_slot(keys, vals, ix, iy, iz)
         out_mu[i] = np.nan
         out_var[i] = prior_var
         out_cnt[i] = 0
         if slot >= 0:
-            idx = (ix & 7) + BLOCK * ((iy & 7) + BLOCK * (iz & 7))
             if cnt[slot, idx] > 0:
                 out_mu[i] = mu[slot, idx]
                 out_var[i] = var[slot, idx]
@@ -469,7 +467,7 @@ class TsdfMap:
 
     def save(self, path: str, extra: Optional[Dict] = None) -> None:
         """Write the map as .npz (versioned header as JSON).  Not atomic by itself: see
-        :func:`prism_ros.tools.persistence.atomic_write` for crash-safe saving."""
+        :func:`prism_ros.core.persistence.atomic_write` for crash-safe saving."""
         n = self.n_blocks
         hdr = self.header()
         hdr.update(extra or {})

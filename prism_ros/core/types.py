@@ -1,12 +1,26 @@
 """Plain data types exchanged between the filter core, the tools and the ROS node."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Dict
 
 import numpy as np
 
-__all__ = ["Control", "StepResult"]
+__all__ = ["Control", "StepOutcome", "StepResult"]
+
+
+class StepOutcome(enum.Enum):
+    """What a filter step did with the frame (code branches on this, not on ``status``)."""
+
+    INITIALISED = "initialised"  # the first frame: it started the map
+    OK = "ok"  # tracked and fused
+    RECOVERED = "recovered"  # re-tracked after a loss, a gap or a doubtful track; fused; velocity restarts at rest
+    LOST = "lost"  # pose = prediction with an inflated covariance; nothing fused
+
+    @property
+    def tracked(self) -> bool:
+        return self is not StepOutcome.LOST
 
 
 @dataclass
@@ -35,10 +49,9 @@ class StepResult:
         :func:`prism_ros.core.se3.cov_body_to_world`.
       * ``velocity``: (vx, vy, vz, wx, wy, wz) in the camera (body) frame, m/s and rad/s.
       * ``velocity_cov``: its 6x6 covariance (same order, body frame, as ROS twists).
-      * ``status`` starts with one of ``initialised`` (first frame), ``ok``,
-        ``recovered`` (re-tracked after a loss or a gap; the velocity restarts at rest)
-        or ``lost`` (pose = prediction with an inflated covariance, nothing fused);
-        a reason may follow.
+      * ``outcome``: a :class:`StepOutcome`; ``tracking_ok`` is ``outcome.tracked``
+        (the frame was fused exactly then).
+      * ``status``: human-readable text, the outcome's value and the reason (for logs).
     """
 
     stamp: float
@@ -49,6 +62,6 @@ class StepResult:
     tracking_ok: bool
     inlier_ratio: float = 0.0
     iterations: int = 0
-    fused: bool = True
+    outcome: StepOutcome = StepOutcome.OK
     timings_ms: Dict[str, float] = field(default_factory=dict)
     status: str = "ok"

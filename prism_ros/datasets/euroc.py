@@ -37,11 +37,12 @@ from typing import List, Optional
 import numpy as np
 
 from prism_ros.core import se3
-from prism_ros.core.imu import ImuIntegrator, ImuNoise, ns_to_s, read_euroc_imu_csv
-from prism_ros.core.stereo import StereoRectifier, read_euroc_sensor_yaml
-from prism_ros.textfile import data_lines
+from prism_ros.core.imu import ImuIntegrator, ImuNoise
+from prism_ros.core.stereo import StereoRectifier
 
 from .base import DatasetBase, Frame, FrameLoadError, check_pose, slice_range
+from .euroc_files import ns_to_s, read_euroc_imu_csv, read_euroc_sensor_yaml
+from .textfile import data_lines
 
 __all__ = ["EurocDataset", "is_euroc_folder", "read_gt_file"]
 

@@ -25,10 +25,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from prism_ros.core.imu import ImuData, ns_to_s
+from prism_ros.core.imu import ImuData
 
 from .base import FrameLoadError, slice_range
 from .euroc import EurocDataset
+from .euroc_files import ns_to_s
 
 __all__ = ["EurocBagDataset", "is_euroc_bag", "CAM0_TOPIC", "CAM1_TOPIC", "IMU_TOPIC"]
 

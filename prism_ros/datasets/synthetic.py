@@ -589,12 +589,10 @@ class SyntheticSequence(DatasetBase):
             h,
         )
         if config is None:
-            from prism_ros.config import PARAMS
+            from prism_ros.core.config import FilterConfig
 
-            dflt = {p.name: p.default for p in PARAMS}
-            c0, c2, z0 = dflt["depth_noise_c0_m"], dflt["depth_noise_c2_per_m"], dflt["depth_noise_z0_m"]
-        else:
-            c0, c2, z0 = config.depth_noise_c0_m, config.depth_noise_c2_per_m, config.depth_noise_z0_m
+            config = FilterConfig()  # the declared defaults
+        c0, c2, z0 = config.depth_noise_c0_m, config.depth_noise_c2_per_m, config.depth_noise_z0_m
         self.noise_c0, self.noise_c2, self.noise_z0 = float(c0), float(c2), float(z0)
         self.fps = float(fps)
         self.seed = int(seed)

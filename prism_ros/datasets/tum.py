@@ -31,7 +31,7 @@ import numpy as np
 
 from prism_ros.core.camera import Camera
 from prism_ros.core.se3 import make_T
-from prism_ros.textfile import data_lines
+from .textfile import data_lines
 
 from .base import DatasetBase, Frame, image_size, load_depth_u16, load_rgb, slice_range
 

@@ -61,7 +61,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from prism_ros.textfile import data_lines
+from prism_ros.datasets.textfile import data_lines
 
 __all__ = ["main", "build_parser", "dataset_stamp_offset", "default_topic_map", "euroc_node_params", "FRAME_RATE_NO_STAMPS"]
 

@@ -52,6 +52,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from prism_ros.stats import summarize_stages
+
 __all__ = ["main", "build_parser", "machine_info", "summarize_stages", "PEERS", "OPEN3D_DEFAULTS", "TARGETS"]
 
 #: Open3D t_reconstruction_system defaults (default_config.yml / dense_slam.py), voxel size 2 cm.
@@ -117,28 +119,6 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
-    """Per-stage ``{"median", "p95", "mean", "max", "n"}`` in ms over the frames that have the stage.
-
-    Stages keep their first-seen order."""
-    order: List[str] = []
-    for d in rows:
-        order += [k for k in d if k not in order]
-    out: Dict[str, Dict[str, float]] = {}
-    for k in order:
-        v = np.asarray([d[k] for d in rows if k in d and d[k] is not None], dtype=np.float64)
-        if v.size == 0:
-            continue
-        out[k] = {
-            "median": float(np.median(v)),
-            "p95": float(np.percentile(v, 95)),
-            "mean": float(v.mean()),
-            "max": float(v.max()),
-            "n": int(v.size),
-        }
-    return out
-
-
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -185,18 +165,6 @@ def machine_info() -> Dict[str, Any]:
         if os.environ.get(var):
             info[var] = os.environ[var]
     return info
-
-
-def _orthonormalize(T: np.ndarray) -> np.ndarray:
-    from prism_ros.tools.runner import _orthonormalize as ortho
-
-    return ortho(T)
-
-
-def _finite_pose(T) -> bool:
-    from prism_ros.tools.runner import _finite_pose as fp
-
-    return fp(T)
 
 
 class _Progress:
@@ -246,6 +214,7 @@ class _Run:
         self.skipped: List[int] = []
         self.failures = 0
         self.t_loop = time.perf_counter()
+        self.wall_s: Optional[float] = None  # set by a worker that timed its own loop
         self.started = False
 
     def setup_done(self, t_setup_start: float) -> None:
@@ -271,7 +240,7 @@ class _Run:
         self.prog(len(self.step_s), float(np.sum(self.step_s)))
 
     def result(self) -> Dict[str, Any]:
-        wall_s = time.perf_counter() - self.t_loop
+        wall_s = self.wall_s if self.wall_s is not None else time.perf_counter() - self.t_loop
         n, step_s, load_s = len(self.step_s), self.step_s, self.load_s
         st = float(np.sum(step_s)) if step_s else 0.0
         res: Dict[str, Any] = {
@@ -302,40 +271,25 @@ class _Run:
 
 # ----------------------------------------------------------------------------- workers (child processes)
 def _worker_prism(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """PRISM through the same pipeline as ``prism-ros run`` (controls included: EuRoC's IMU)."""
     from prism_ros.config import PrismConfig
-    from prism_ros.core.filter import InvalidFrameError, PrismFilter
     from prism_ros.datasets import open_dataset
-    from prism_ros.datasets.base import FrameLoadError
+    from prism_ros.pipeline import Recorder, run_dataset
 
     cfg = PrismConfig.from_yaml(spec["config_path"])
     ds = open_dataset(spec["path"], start=spec["start"], frames=spec["frames"])
     run = _Run("prism", len(ds), spec.get("progress", True))
     extra = run.extra
-
-    filt = None
-    for i in range(len(ds)):
-        t0 = time.perf_counter()
-        try:
-            fr = ds[i]
-        except FrameLoadError:
-            run.skip(i)
-            continue
-        t1 = time.perf_counter()
-        run.loaded(t0, t1)
-        gt = fr.T_w_c_gt if _finite_pose(fr.T_w_c_gt) else None
-        if filt is None:
-            filt = PrismFilter(cfg, ds.camera, T_w_c0=None if gt is None else _orthonormalize(gt))
-            extra["warmup_s"] = float(filt.warmup())
-            run.setup_done(t1)
-        ts = time.perf_counter()
-        try:
-            res = filt.step(fr.rgb, fr.depth, fr.stamp, depth_sigma=getattr(fr, "depth_sigma", None))
-        except InvalidFrameError:
-            run.skip(i)
-            continue
-        run.stepped(time.perf_counter() - ts, res.timings_ms or {}, res.T_w_c, gt, res.tracking_ok)
-    if filt is None:
-        raise RuntimeError(f"{spec['path']}: no readable frame")
+    rec = Recorder()
+    pipe, rs = run_dataset(ds, cfg, [rec], progress=False, log=lambda msg: None)
+    filt = pipe.filter
+    run.setup_s, run.wall_s, run.skipped = rs.setup_s, rs.wall_s, rs.skipped
+    run.step_s, run.load_s = [ms * 1e-3 for ms in rs.step_ms], [ms * 1e-3 for ms in rs.load_ms]
+    run.rows, run.T_est, run.T_gt = rec.timings, rec.T_est, rec.T_gt
+    run.failures = int(len(rec) - sum(rec.tracking_ok))
+    extra["warmup_s"] = rs.warmup_s
+    extra["controls_used"] = rs.controls_used
+    extra["peak_rss_after_setup_mb"] = rs.peak_rss_after_setup_mb
     try:
         extra["map_blocks"] = int(filt.map.num_blocks)
         extra["map_memory_mb"] = float(filt.map.memory_bytes) / 2**20
@@ -356,7 +310,7 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
     import open3d.core as o3c
 
     from prism_ros.datasets import open_dataset
-    from prism_ros.datasets.base import FrameLoadError
+    from prism_ros.datasets.base import FrameLoadError, check_pose
 
     # Open3D warns once, harmlessly, from the first synthesize_model_frame ("Property not found for
     # color"); tracking failures come back as exceptions, so only errors are printed.
@@ -395,10 +349,10 @@ def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
             continue
         t1 = time.perf_counter()
         run.loaded(t0, t1)
-        gt = fr.T_w_c_gt if _finite_pose(fr.T_w_c_gt) else None
+        gt = None if fr.T_w_c_gt is None else check_pose(fr.T_w_c_gt)
         first = model is None
         if first:
-            T0 = np.eye(4) if gt is None else _orthonormalize(gt)
+            T0 = np.eye(4) if gt is None else gt
             T_cur = o3c.Tensor(T0)  # float64, camera-to-world (frame-to-model)
             model = o3d.t.pipelines.slam.Model(float(p["voxel_size"]), int(p["block_resolution"]),
                                                int(p["block_count"]), T_cur, device)
@@ -505,7 +459,7 @@ def _run_child(name: str, spec: Dict[str, Any], tmp: str) -> Dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from prism_ros.cli import _assignment, _nonneg_int, _pos_int
+    from prism_ros.tools.args import add_config_arguments, nonneg_int, pos_int
 
     p = argparse.ArgumentParser(
         prog="prism-ros bench",
@@ -513,11 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "FPS, peak RSS and ATE; each system runs in a child process of its own.",
     )
     p.add_argument("path", metavar="PATH", help="dataset folder (TUM RGB-D or 7-Scenes layout, or 'synthetic')")
-    p.add_argument("--frames", metavar="N", type=_pos_int, default=300, help="number of frames (default: %(default)s)")
-    p.add_argument("--start", metavar="K", type=_nonneg_int, default=0, help="first frame (default: 0)")
-    p.add_argument("--config", metavar="YAML", help="parameters file; default: config/prism.yaml")
-    p.add_argument("--set", metavar="NAME=VALUE", action="append", type=_assignment, default=[],
-                   help="override one parameter (repeatable)")
+    p.add_argument("--frames", metavar="N", type=pos_int, default=300, help="number of frames (default: %(default)s)")
+    p.add_argument("--start", metavar="K", type=nonneg_int, default=0, help="first frame (default: 0)")
+    add_config_arguments(p)
     p.add_argument("--peer", choices=sorted(PEERS), default=None,
                    help="also run this peer system on the same frames (optional dependency group 'peer')")
     p.add_argument("--json", metavar="OUT", default=None, help="write all figures to this JSON file")
@@ -594,6 +546,7 @@ def print_report(doc: Dict[str, Any], file=None) -> None:
     row("ATE max cm", "ate_max_m", "{:.2f}", 100.0)
     row("tracking failures", "tracking_failures", "{:d}", ratio=False)
     row("map blocks", "map_blocks", "{:d}", ratio=False)
+    row("controls used (IMU)", "controls_used", "{:d}", ratio=False)
     row("setup s", "setup_s", "{:.1f}", ratio=False)
     if pr.get("peak_rss_after_setup_mb") is not None:
         w(f"  (PRISM peak RSS after set-up and warm-up: {pr['peak_rss_after_setup_mb']:.0f} MiB; "
@@ -631,8 +584,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    from prism_ros.cli import config_from_args
     from prism_ros.datasets import open_dataset
+    from prism_ros.tools.args import apply_dataset_hints, config_from_args
     from prism_ros.tools.runner import write_config_yaml
 
     cfg = config_from_args(args, parser)  # exits 2 on a bad configuration
@@ -642,12 +595,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"cannot open dataset {args.path!r}: {e}")
     if len(ds) == 0:
         parser.error(f"dataset {args.path!r} has no frames from --start {args.start}")
-    # The same parameters as `prism-ros run`: the dataset's config hints for what the user did not set.
-    from prism_ros import cli as _cli
-
-    hints = getattr(_cli, "apply_dataset_hints", None)
-    if hints is not None:
-        cfg = hints(cfg, ds, args)
+    cfg = apply_dataset_hints(cfg, ds, args)  # the same parameters as `prism-ros run`
 
     peer_version = None
     if args.peer:

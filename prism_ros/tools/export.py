@@ -22,7 +22,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from prism_ros.textfile import data_lines
+from prism_ros.datasets.textfile import data_lines
 
 __all__ = [
     "write_tum",

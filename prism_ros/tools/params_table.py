@@ -45,7 +45,7 @@ YAML_HEADER = """\
 # Regenerate with: python -m prism_ros.tools.params_table --write
 """
 
-_SECTIONS = {"core": "filter core", "node": "ROS node"}
+_SECTIONS = {"core": "filter core", "pipeline": "motion controls (pipeline)", "node": "ROS node"}
 
 
 def yaml_scalar(v) -> str:

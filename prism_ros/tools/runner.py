@@ -20,9 +20,7 @@ import json
 import math
 import os
 import platform
-import sys
-import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -30,23 +28,6 @@ from prism_ros.config import PrismConfig
 from prism_ros.tools import export, metrics
 
 __all__ = ["run_offline", "write_config_yaml"]
-
-
-def _finite_pose(T) -> bool:
-    return T is not None and np.all(np.isfinite(T)) and abs(np.linalg.det(np.asarray(T)[:3, :3]) - 1.0) < 1e-3
-
-
-def _orthonormalize(T: np.ndarray) -> np.ndarray:
-    """Nearest proper rotation (SVD) for a slightly non-orthonormal ground-truth pose."""
-    T = np.array(T, dtype=np.float64)
-    U, _, Vt = np.linalg.svd(T[:3, :3])
-    R = U @ Vt
-    if np.linalg.det(R) < 0:
-        U[:, -1] *= -1
-        R = U @ Vt
-    T[:3, :3] = R
-    T[3] = (0.0, 0.0, 0.0, 1.0)
-    return T
 
 
 def write_config_yaml(path: str, cfg: PrismConfig) -> None:
@@ -106,131 +87,35 @@ def run_offline(
       (the same two figures for bands of half a voxel, one voxel and truncation_m / 2)
       and ``pose_coverage_95``.
     """
-    from prism_ros.core.filter import InvalidFrameError, PrismFilter
-    from prism_ros.datasets.base import FrameLoadError
-
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
+    from prism_ros.pipeline import Recorder, run_dataset
 
     cfg = cfg or PrismConfig.from_yaml()
     os.makedirs(out_dir, exist_ok=True)
-    n_total = len(dataset)
     name = getattr(dataset, "name", type(dataset).__name__)
-
-    def log(msg: str) -> None:
-        if tqdm is not None and progress:
-            tqdm.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr)
-
-    filt = None
-    setup_s = 0.0  # filter construction + Numba warm-up, excluded from all timings
-    stamps: List[float] = []
-    idx: List[int] = []
-    T_est: List[np.ndarray] = []
-    T_gt: List[Optional[np.ndarray]] = []
-    pose_cov: List[np.ndarray] = []
-    vel: List[np.ndarray] = []
-    vel_cov: List[np.ndarray] = []
-    ok: List[bool] = []
-    inl: List[float] = []
-    iters: List[int] = []
-    timings: List[Dict[str, float]] = []
-    skipped: List[int] = []
-    load_s = 0.0
-    step_s = 0.0
-
-    control_fn = getattr(dataset, "control_between", None)
-    control_fn = control_fn if callable(control_fn) else None
-    n_controls = 0
-
-    bar = tqdm(total=n_total, unit="frame", desc=name, disable=not progress, file=sys.stderr) if tqdm else None
-    t_loop = time.perf_counter()
-    for i in range(n_total):
-        t0 = time.perf_counter()
-        try:
-            fr = dataset[i]
-        except FrameLoadError as e:
-            skipped.append(i)
-            log(f"warning: skipping frame {i}: {e}")
-            if bar is not None:
-                bar.update(1)
-            continue
-        t1 = time.perf_counter()
-        load_s += t1 - t0
-        gt = fr.T_w_c_gt if _finite_pose(fr.T_w_c_gt) else None
-        if filt is None:
-            # First readable frame: start at its ground-truth pose, compile kernels off the clock.
-            filt = PrismFilter(cfg, dataset.camera, T_w_c0=None if gt is None else _orthonormalize(gt))
-            filt.warmup()
-            setup_s = time.perf_counter() - t1
-            # The wall clock for fps_total starts here: the first frame's loading (which may
-            # include one-time JIT compilation in a dataset reader) is setup, like the warm-up.
-            t_loop = time.perf_counter()
-        ts = time.perf_counter()
-        # a control (e.g. IMU increment) from the previous filtered frame, when the dataset has one
-        control = None
-        if control_fn is not None and idx and filt.state is not None:
-            control = control_fn(idx[-1], int(fr.index), filt.state)
-            n_controls += control is not None
-        try:
-            res = filt.step(fr.rgb, fr.depth, fr.stamp, control=control, depth_sigma=getattr(fr, "depth_sigma", None))
-        except InvalidFrameError as e:  # e.g. no valid depth: skip it, state and map untouched
-            step_s += time.perf_counter() - ts
-            skipped.append(i)
-            log(f"warning: skipping frame {i}: {e}")
-            if bar is not None:
-                bar.update(1)
-            continue
-        step_s += time.perf_counter() - ts
-
-        idx.append(int(fr.index))
-        stamps.append(float(fr.stamp))
-        T_est.append(np.asarray(res.T_w_c, dtype=np.float64))
-        T_gt.append(None if gt is None else np.asarray(gt, dtype=np.float64))
-        pose_cov.append(np.asarray(res.pose_cov, dtype=np.float64))
-        vel.append(np.asarray(res.velocity, dtype=np.float64))
-        vel_cov.append(np.asarray(res.velocity_cov, dtype=np.float64))
-        ok.append(bool(res.tracking_ok))
-        inl.append(float(res.inlier_ratio))
-        iters.append(int(res.iterations))
-        timings.append({k: float(v) for k, v in (res.timings_ms or {}).items()})
-        if not res.tracking_ok:
-            log(f"warning: tracking lost at frame {fr.index} ({res.status}, inlier ratio {res.inlier_ratio:.2f})")
-        if bar is not None:
-            bar.update(1)
-            if len(idx) % 10 == 0:
-                bar.set_postfix(fps=f"{len(idx) / max(step_s, 1e-9):.1f}", inl=f"{res.inlier_ratio:.2f}")
-    wall_s = time.perf_counter() - t_loop
-    if bar is not None:
-        bar.close()
-    if filt is None:
-        raise RuntimeError(f"{name}: no readable frame out of {n_total}")
-
+    rec = Recorder()
+    pipe, rs = run_dataset(dataset, cfg, [rec], progress=progress)
+    filt = pipe.filter
+    idx, stamps, T_gt, ok, inl = rec.index, rec.stamps, rec.T_gt, rec.tracking_ok, rec.inlier_ratio
+    timings = rec.timings
     n = len(idx)
-    T_est_a = np.stack(T_est)
-    pose_cov_a = np.stack(pose_cov)
+    T_est_a = np.stack(rec.T_est)
+    pose_cov_a = np.stack(rec.pose_cov)
     m: Dict[str, Any] = {
         "dataset": name,
         "frames": n,
-        "frames_skipped": len(skipped),
-        "skipped_indices": skipped,
-        "fps": n / step_s if step_s > 0 else float("nan"),
-        "fps_total": n / wall_s if wall_s > 0 else float("nan"),
-        "step_ms_mean": 1000.0 * step_s / n,
-        "warmup_s": setup_s,
-        "load_ms_mean": 1000.0 * load_s / n,
+        "frames_skipped": len(rs.skipped),
+        "skipped_indices": rs.skipped,
+        "fps": rs.fps,
+        "fps_total": rs.fps_total,
+        "step_ms_mean": 1000.0 * rs.step_s / n,
+        "warmup_s": rs.setup_s,
+        "load_ms_mean": 1000.0 * rs.load_s / max(len(rs.load_ms), 1),
         "tracking_failures": int(n - sum(ok)),
         "inlier_ratio_median": float(np.median(inl)),
-        "iterations_median": float(np.median(iters)),
-        "controls_used": int(n_controls),
+        "iterations_median": float(np.median(rec.iterations)),
+        "controls_used": int(rs.controls_used),
     }
-    stages: List[str] = []
-    for d in timings:
-        stages += [k for k in d if k not in stages]
-    m["stage_ms"] = {k: float(np.median([d[k] for d in timings if k in d])) for k in stages}
+    m["stage_ms"] = pipe.stats.medians()
 
     # --- trajectory files and accuracy ------------------------------------
     export.write_tum(os.path.join(out_dir, "trajectory.tum"), stamps, T_est_a)
@@ -239,8 +124,8 @@ def run_offline(
         stamps,
         T_est_a,
         pose_cov_a,
-        np.stack(vel),
-        np.stack(vel_cov),
+        np.stack(rec.velocity),
+        np.stack(rec.velocity_cov),
         frame_index=np.asarray(idx),
         tracking_ok=np.asarray(ok),
         inlier_ratio=np.asarray(inl),

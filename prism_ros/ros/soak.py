@@ -59,7 +59,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from prism_ros.tools.latency import LatencyHistogram
+from prism_ros.stats import LatencyHistogram
 
 __all__ = ["main", "build_parser"]
 
@@ -254,7 +254,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     import psutil
 
-    from prism_ros.ros.testing import claim_domain_id, ros_env
+    from prism_ros.ros.env import claim_domain_id, ros_env
 
     domain = a.domain_id if a.domain_id is not None else claim_domain_id(77)
     env = ros_env(domain)

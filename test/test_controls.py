@@ -1,12 +1,13 @@
-"""The node's IMU control path (prism_ros.ros.controls.ImuBuffer.control): the same
-gyro + accelerometer integration as the offline path, on synthetic IMU samples.
-No DDS needed."""
+"""The motion controls the node feeds the pipeline (prism_ros.core.controls): the IMU
+buffer's control (the same gyro + accelerometer integration as the offline path, on
+synthetic IMU samples) and the odometry increment with the message's own covariance."""
 import numpy as np
 import pytest
 
 from prism_ros.core import se3
 from prism_ros.core.imu import ImuNoise
-from prism_ros.ros.controls import ImuBuffer, imu_noise_from_config
+from prism_ros.core.controls import ImuBuffer, OdomBuffer
+from prism_ros.pipeline import imu_noise_from_config
 
 G = 9.81
 RATE = 200.0
@@ -114,3 +115,28 @@ def test_noise_from_config():
     n = imu_noise_from_config(cfg)
     assert n.gyro_noise_density == 1e-3 and n.accel_noise_density == 0.02
     assert n.gyro_random_walk == ImuNoise().gyro_random_walk
+
+
+def test_odometry_increment_uses_the_message_covariance():
+    """A twist covariance in the messages sets the increment's covariance (sigma_v^2 dt^2 plus
+    the floor); without one (all zeros) the relative model applies."""
+    T_b_c = np.eye(4)
+    T_b_c[:3, :3] = _T_from_rpy((-90.0, 0.0, -90.0))[:3, :3]  # optical camera on the base
+    cov = np.diag([0.01, 0.04, 0.09, 1e-4, 4e-4, 9e-4])  # (m/s)^2, (rad/s)^2 in the base frame
+    with_cov, without = OdomBuffer(), OdomBuffer()
+    for k in range(11):
+        T = np.eye(4)
+        T[0, 3] = 0.1 * k  # 1 m/s forward
+        with_cov.add(0.1 * k, T, cov)
+        without.add(0.1 * k, T, np.zeros((6, 6)))
+    c1 = with_cov.increment(0.2, 0.7, T_b_c)
+    c0 = without.increment(0.2, 0.7, T_b_c)
+    np.testing.assert_allclose(c1.T_prev_curr, c0.T_prev_curr)
+    np.testing.assert_allclose(c1.T_prev_curr[:3, 3], T_b_c[:3, :3].T @ [0.5, 0, 0], atol=1e-12)
+    # base x (forward) is the optical z axis: its variance is 0.01 * 0.5^2 + floor^2
+    floor = with_cov.min_sigma_m ** 2
+    assert c1.cov[2, 2] == pytest.approx(0.01 * 0.25 + floor)
+    assert c1.cov[0, 0] == pytest.approx(0.04 * 0.25 + floor)  # base y -> optical -x
+    assert c1.cov[1, 1] == pytest.approx(0.09 * 0.25 + floor)  # base z -> optical -y
+    # the relative model: (min + 5 % of 0.5 m)^2 on every axis
+    assert c0.cov[2, 2] == pytest.approx((without.min_sigma_m + 0.05 * 0.5) ** 2)

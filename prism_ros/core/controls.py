@@ -27,30 +27,11 @@ from typing import Deque, Optional, Tuple
 
 import numpy as np
 
-from prism_ros.core import se3
-from prism_ros.core.imu import ImuData, ImuIntegrator, ImuNoise
-from prism_ros.core.types import Control
+from . import se3
+from .imu import ImuData, ImuIntegrator, ImuNoise
+from .types import Control
 
-__all__ = ["ImuBuffer", "OdomBuffer", "cv_translation_control", "imu_noise_from_config"]
-
-
-def _conj_by(T_b_c: np.ndarray, dT_b: np.ndarray) -> np.ndarray:
-    """Base increment -> camera increment: inv(T_b_c) dT_b T_b_c."""
-    return se3.inv(T_b_c) @ dT_b @ T_b_c
-
-
-def imu_noise_from_config(cfg) -> ImuNoise:
-    """:class:`ImuNoise` from a PrismConfig's ``imu_*`` parameters (defaults: EuRoC's ADIS16448)."""
-    d = ImuNoise()
-    g = lambda name, default: float(getattr(cfg, name, default))  # noqa: E731
-    return ImuNoise(
-        gyro_noise_density=g("imu_gyro_noise_density", d.gyro_noise_density),
-        gyro_random_walk=g("imu_gyro_random_walk", d.gyro_random_walk),
-        accel_noise_density=g("imu_accel_noise_density", d.accel_noise_density),
-        accel_random_walk=g("imu_accel_random_walk", d.accel_random_walk),
-        gyro_bias_sigma=g("imu_gyro_bias_sigma_radps", d.gyro_bias_sigma),
-        accel_bias_sigma=g("imu_accel_bias_sigma_mps2", d.accel_bias_sigma),
-    )
+__all__ = ["ImuBuffer", "OdomBuffer"]
 
 
 class ImuBuffer:
@@ -66,7 +47,7 @@ class ImuBuffer:
     COVERAGE_TOL_S = 0.05
 
     def __init__(self, maxlen: int = 4000, T_I_C: Optional[np.ndarray] = None, noise: Optional[ImuNoise] = None,
-                 init_window_s: float = 1.0, default_gyro_sigma_radps: float = 0.01):
+                 init_window_s: float = 1.0):
         self._buf: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.T_I_C = np.eye(4) if T_I_C is None else np.asarray(T_I_C, dtype=np.float64)
@@ -75,14 +56,13 @@ class ImuBuffer:
         self._integ: Optional[ImuIntegrator] = None
         #: None before the first control; then whether the start window looked static
         self.static_start: Optional[bool] = None
-        self.default_var = np.full(3, default_gyro_sigma_radps**2)  # legacy gyro-only :meth:`integrate`
 
-    def add(self, stamp: float, gyro, gyro_cov_diag=None, acc=None) -> bool:
+    def add(self, stamp: float, gyro, acc=None) -> bool:
         """Store one sample; False (not stored) for a non-finite one or an out-of-order duplicate.
 
         ``acc`` is the specific force (m/s^2, sensor_msgs/Imu ``linear_acceleration``:
-        about +9.81 up at rest); ``gyro_cov_diag`` is accepted for compatibility and
-        ignored (the noise densities set the covariance).
+        about +9.81 up at rest); the noise densities, not the message's covariance, set the
+        control's covariance.
         """
         w = np.asarray(gyro, dtype=np.float64).reshape(3)
         a = np.zeros(3) if acc is None else np.asarray(acc, dtype=np.float64).reshape(3)
@@ -155,60 +135,36 @@ class ImuBuffer:
         integ.rate_hz = rate
         return integ.control(t0, t1, T_w_c, nu_c, P_nu, Sigma)
 
-    def integrate(self, t0: float, t1: float) -> Optional[Tuple[np.ndarray, np.ndarray]]:
-        """Gyro-only rotation R_b0_b1 and its 3x3 covariance over [t0, t1] (legacy helper;
-        the node uses :meth:`control`).  None when the buffer does not cover the interval."""
-        if not self.covers(t0, t1):
-            return None
-        d = self.data(t0, t1)
-        R = np.eye(3)
-        cov = np.zeros((3, 3))
-        var = self.default_var
-        cuts = np.concatenate([[t0], d.t[(d.t > t0) & (d.t < t1)], [t1]])
-        idx = np.clip(np.searchsorted(d.t, cuts[:-1], side="right") - 1, 0, len(d.t) - 1)
-        for dt, w in zip(np.diff(cuts), d.gyro[idx]):
-            dR = se3.so3_exp(w * dt)
-            cov = dR.T @ cov @ dR + np.diag(var) * dt * dt + np.diag(var) * dt * 1e-3
-            R = R @ dR
-        return R, 0.5 * (cov + cov.T)
-
-
-def cv_translation_control(
-    R_prev_curr_c: np.ndarray,
-    rot_cov_c: np.ndarray,
-    velocity_c: np.ndarray,
-    velocity_cov_c: np.ndarray,
-    dt: float,
-    accel_sigma: float,
-) -> Control:
-    """Control from a measured camera rotation plus a constant-velocity translation."""
-    T = np.eye(4)
-    T[:3, :3] = R_prev_curr_c
-    T[:3, 3] = np.asarray(velocity_c[:3], dtype=np.float64) * dt
-    cov = np.zeros((6, 6))
-    cov[:3, :3] = np.asarray(velocity_cov_c, dtype=np.float64)[:3, :3] * dt * dt + np.eye(3) * accel_sigma**2 * dt**3 / 3.0
-    cov[3:, 3:] = rot_cov_c + np.eye(3) * 1e-8
-    return Control(T_prev_curr=T, cov=0.5 * (cov + cov.T))
-
 
 class OdomBuffer:
-    """Thread-safe bounded buffer of odometry poses (stamp, T_odom_base, 6x6 twist cov)."""
+    """Thread-safe bounded buffer of odometry poses (stamp, T_odom_base, 6x6 twist covariance).
+
+    The increment's covariance comes from the messages' own twist covariance when they carry
+    one (nav_msgs/Odometry ``twist.covariance``, child frame: sigma_v^2 integrated over the
+    interval as sigma_v^2 dt^2, a velocity error that persists over the interval), floored
+    at ``min_sigma_m`` / ``min_sigma_rad``; without one (all zeros, as many drivers send),
+    it is ``rel_sigma`` of the motion plus the floors."""
 
     def __init__(self, maxlen: int = 2000, rel_sigma: float = 0.05, min_sigma_m: float = 0.002, min_sigma_rad: float = 0.002):
-        self._buf: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=maxlen)
+        self._buf: Deque[Tuple[float, np.ndarray, Optional[np.ndarray]]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.rel_sigma = rel_sigma
         self.min_sigma_m = min_sigma_m
         self.min_sigma_rad = min_sigma_rad
 
     def add(self, stamp: float, T_o_b: np.ndarray, twist_cov: Optional[np.ndarray] = None) -> None:
+        cov = None
+        if twist_cov is not None:
+            cov = np.asarray(twist_cov, dtype=np.float64).reshape(6, 6)
+            if not np.all(np.isfinite(cov)) or not np.any(cov):
+                cov = None  # unknown (all zeros) or unusable
         with self._lock:
             if self._buf and stamp <= self._buf[-1][0]:
                 if stamp < self._buf[-1][0] - 1.0:
                     self._buf.clear()
                 else:
                     return
-            self._buf.append((float(stamp), np.asarray(T_o_b, dtype=np.float64), twist_cov))
+            self._buf.append((float(stamp), np.asarray(T_o_b, dtype=np.float64), cov))
 
     def clear(self) -> None:
         with self._lock:
@@ -217,9 +173,12 @@ class OdomBuffer:
     def __len__(self) -> int:
         return len(self._buf)
 
-    def pose_at(self, t: float) -> Optional[np.ndarray]:
+    def _samples(self):
         with self._lock:
-            samples = list(self._buf)
+            return list(self._buf)
+
+    def pose_at(self, t: float) -> Optional[np.ndarray]:
+        samples = self._samples()
         if not samples:
             return None
         stamps = [s[0] for s in samples]
@@ -234,17 +193,29 @@ class OdomBuffer:
         a = 0.0 if t1 <= t0 else (t - t0) / (t1 - t0)
         return T0 @ se3.exp(a * se3.log(se3.inv(T0) @ T1))
 
+    def _twist_cov(self, t0: float, t1: float) -> Optional[np.ndarray]:
+        """Mean twist covariance of the messages over [t0, t1] (None if any lacks one)."""
+        covs = [c for t, _, c in self._samples() if t0 - 0.05 <= t <= t1 + 0.05]
+        if not covs or any(c is None for c in covs):
+            return None
+        return np.mean(covs, axis=0)
+
     def increment(self, t0: float, t1: float, T_base_camera: np.ndarray) -> Optional[Control]:
         """Camera motion between t0 and t1 from odometry, or None when not covered."""
         P0, P1 = self.pose_at(t0), self.pose_at(t1)
         if P0 is None or P1 is None:
             return None
         dT_b = se3.inv(P0) @ P1
-        xi = se3.log(dT_b)
-        s_t = self.min_sigma_m + self.rel_sigma * float(np.linalg.norm(xi[:3]))
-        s_r = self.min_sigma_rad + self.rel_sigma * float(np.linalg.norm(xi[3:]))
-        cov_b = np.diag([s_t**2] * 3 + [s_r**2] * 3)
-        dT_c = _conj_by(T_base_camera, dT_b)
+        floor = np.diag([self.min_sigma_m**2] * 3 + [self.min_sigma_rad**2] * 3)
+        twist_cov = self._twist_cov(t0, t1)
+        if twist_cov is not None:
+            cov_b = twist_cov * (t1 - t0) ** 2 + floor
+        else:
+            xi = se3.log(dT_b)
+            s_t = self.min_sigma_m + self.rel_sigma * float(np.linalg.norm(xi[:3]))
+            s_r = self.min_sigma_rad + self.rel_sigma * float(np.linalg.norm(xi[3:]))
+            cov_b = np.diag([s_t**2] * 3 + [s_r**2] * 3)
+        dT_c = se3.inv(T_base_camera) @ dT_b @ T_base_camera
         # xi_b = Ad(T_b_c) xi_c  =>  xi_c = Ad(T_c_b) xi_b
         Ad = se3.adjoint(se3.inv(T_base_camera))
         cov_c = Ad @ cov_b @ Ad.T

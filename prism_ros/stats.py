@@ -1,4 +1,10 @@
-"""A cumulative latency histogram that travels in a diagnostics ``KeyValue``.
+"""Statistics the pipeline keeps: per-stage step timings and latency histograms.
+
+:class:`StageStats` -- per-stage milliseconds of every step (bounded), with
+median / p95 / mean / max summaries (``prism-ros run``, ``bench`` and the node's
+diagnostics read the same figures).
+
+:class:`LatencyHistogram` -- a cumulative latency histogram that travels in a diagnostics ``KeyValue``.
 
 The node counts every frame's latency in 1 ms bins (the last bin collects everything
 from :data:`MAX_MS` up) and publishes the counts since start as a compact string; a
@@ -8,11 +14,50 @@ Percentiles are the upper edge of the bin that holds them: at most 1 ms high.
 """
 from __future__ import annotations
 
-from typing import Optional
+from collections import deque
+from typing import Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["LatencyHistogram", "MAX_MS"]
+__all__ = ["LatencyHistogram", "MAX_MS", "StageStats", "summarize_stages"]
+
+
+def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """Per-stage ``{"median", "p95", "mean", "max", "n"}`` in ms over the rows that have the stage.
+
+    Stages keep their first-seen order."""
+    order: List[str] = []
+    for d in rows:
+        order += [k for k in d if k not in order]
+    out: Dict[str, Dict[str, float]] = {}
+    for k in order:
+        v = np.asarray([d[k] for d in rows if d.get(k) is not None], dtype=np.float64)
+        if v.size:
+            out[k] = {"median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "mean": float(v.mean()),
+                      "max": float(v.max()), "n": int(v.size)}
+    return out
+
+
+class StageStats:
+    """The per-stage timings (ms) of the last ``maxlen`` steps (None: all of them)."""
+
+    def __init__(self, maxlen: Optional[int] = None):
+        self.rows: Deque[Dict[str, float]] = deque(maxlen=maxlen)
+
+    def add(self, timings_ms: Dict[str, float]) -> None:
+        self.rows.append({k: float(v) for k, v in timings_ms.items()})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def clear(self) -> None:
+        self.rows.clear()
+
+    def summary(self) -> Dict[str, Dict[str, float]]:
+        return summarize_stages(self.rows)
+
+    def medians(self) -> Dict[str, float]:
+        return {k: v["median"] for k, v in self.summary().items()}
 
 #: Latencies at or above this (ms) share the last bin.
 MAX_MS = 5000
