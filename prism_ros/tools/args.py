@@ -12,24 +12,22 @@ from typing import Any, Tuple
 __all__ = ["nonneg_int", "pos_int", "assignment", "add_config_arguments", "config_from_args", "apply_dataset_hints"]
 
 
-def nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
+def _int_at_least(lo: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        return v
+
+    parse.__name__ = what.replace("-", "_") + "_int"
+    return parse
 
 
-def pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+nonneg_int = _int_at_least(0, "non-negative")
+pos_int = _int_at_least(1, "positive")
 
 
 def assignment(text: str) -> Tuple[str, Any]:
