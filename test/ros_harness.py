@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -179,6 +180,7 @@ class FakeFilter:
         self.controls: List[Any] = []
         self.resets = 0
         self.warmed = False
+        self.state = None  # as PrismFilter's: what the pipeline's controls read
         FakeFilter.instances.append(self)
 
     def warmup(self) -> float:
@@ -188,6 +190,7 @@ class FakeFilter:
     def reset(self, T_w_c0=None) -> None:
         self.resets += 1
         self.steps.clear()
+        self.state = None
         if T_w_c0 is not None:
             self.T_w_c0 = np.array(T_w_c0, dtype=np.float64)
 
@@ -206,6 +209,8 @@ class FakeFilter:
         else:
             T = self.T_w_c0.copy()
             T[:3, 3] += T[:3, :3] @ np.array([0.0, 0.0, 0.01 * len(self.steps)])
+        self.state = SimpleNamespace(stamp=float(stamp), T_w_c=T.copy(), nu=self.velocity.copy(),
+                                     P=self.velocity_cov.copy(), Sigma=self.pose_cov.copy())
         return StepResult(
             stamp=float(stamp),
             T_w_c=T.copy(),
@@ -222,21 +227,20 @@ class FakeFilter:
 
 
 def capture_throttled_logs(node) -> List[Tuple[int, str]]:
-    """Record every line ``node`` logs through its throttle as (rcl_interfaces Log level,
-    text), in addition to /rosout: a test can then check a log line even when DDS
-    delivers /rosout late on a loaded machine."""
+    """Record every line ``node`` logs through its throttle (``_error``, ``_warn``) as
+    (rcl_interfaces Log level, text), in addition to /rosout: a test can then check a
+    log line even when DDS delivers /rosout late on a loaded machine."""
     from rcl_interfaces.msg import Log
 
     captured: List[Tuple[int, str]] = []
-    throttle = node._throttle
-    levels = {node._log.error: Log.ERROR, node._log.warning: Log.WARN, node._log.info: Log.INFO}
 
-    def spy(fn, key, text):
-        logged = throttle(fn, key, text)
-        if logged:
-            captured.append((levels.get(fn, Log.INFO), text))
+    def spy(log, level):
+        def logged(key, text):
+            if log(key, text):
+                captured.append((level, text))
+                return True
+            return False
         return logged
 
-    node._throttle = spy
+    node._error, node._warn = spy(node._error, Log.ERROR), spy(node._warn, Log.WARN)
     return captured
-

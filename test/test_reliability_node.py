@@ -88,7 +88,7 @@ def _good_frames(h, stamps):
 
 
 def _steps(h, node, n):
-    assert h.wait_for(lambda: node._filter is not None and len(FakeFilter.instances[-1].steps) >= n, 5), node.stats
+    assert h.wait_for(lambda: node._pipeline is not None and len(FakeFilter.instances[-1].steps) >= n, 5), node.stats
     time.sleep(0.1)
     return list(FakeFilter.instances[-1].steps)
 
@@ -109,7 +109,7 @@ def test_nan_or_negative_intrinsics_refused(ros, k):
         time.sleep(0.2)
         assert len(_logs(ros, "frames are ignored until a valid camera_info")) == 1, "throttled"
         assert len(_logs(ros, "cannot use RGB-D frame: camera_info has invalid intrinsics")) == 1, "throttled"
-        assert node._filter is None and FakeFilter.instances == []  # no map built
+        assert node._pipeline is None and FakeFilter.instances == []  # no map built
         # a valid camera_info: the node goes on
         _frame(ros, 2.0)
         assert _steps(ros, node, 1)[-1] == 2.0
@@ -118,21 +118,30 @@ def test_nan_or_negative_intrinsics_refused(ros, k):
 
 
 def test_depth_all_zero_nan_inf_refused_map_untouched(ros):
-    node = _start(ros, [Parameter("queue_size", value=20)])
+    # too little valid depth is the real filter's refusal (one definition): state and map untouched
+    pytest.importorskip("prism_ros.core.filter")
+    node = _start(ros, [Parameter("queue_size", value=20)], factory=None)
     try:
         _good_frames(ros, [1.0, 1.1])
-        before = _steps(ros, node, 2)
+        assert ros.wait_for(lambda: node.stats["processed"] == 2, 60), node.stats
+        f = node._pipeline.filter
+        m = f.map
+        map_before = (m.n_blocks, m.mu[: m.n_blocks].copy(), m.cnt[: m.n_blocks].copy())
         _frame(ros, 1.2, depth=np.zeros((H, W), np.float32))  # 16UC1 all 0
         _frame(ros, 1.3, depth=np.full((H, W), np.nan, np.float32), depth_enc="32FC1")
         _frame(ros, 1.4, depth=np.full((H, W), np.inf, np.float32), depth_enc="32FC1")
         neg = np.full((H, W), -1.0, np.float32)
         _frame(ros, 1.5, depth=neg, depth_enc="32FC1")
-        assert ros.wait_for(lambda: node.stats["bad"] == 4, 5), node.stats
-        assert _logs(ros, "of the depth pixels are valid")
-        assert len(_logs(ros, "of the depth pixels are valid")) == 1, "throttled"
-        assert FakeFilter.instances[-1].steps == before  # the filter never saw them
+        assert ros.wait_for(lambda: node.stats["bad"] == 4, 10), node.stats
+        assert _logs(ros, "of the depth image is valid")
+        assert len(_logs(ros, "of the depth image is valid")) == 1, "throttled"
+        assert node.stats["processed"] == 2 and len(ros.odom) == 2 and f.state.stamp == 1.1  # the filter refused them
+        assert m.n_blocks == map_before[0]
+        np.testing.assert_array_equal(m.mu[: m.n_blocks], map_before[1])
+        np.testing.assert_array_equal(m.cnt[: m.n_blocks], map_before[2])
         _frame(ros, 1.6)
-        assert _steps(ros, node, 3) == before + [1.6]
+        assert ros.wait_for(lambda: node.stats["processed"] == 3, 10), node.stats
+        assert f.state.stamp == 1.6
     finally:
         ros.detach(node)
 

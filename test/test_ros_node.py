@@ -234,7 +234,7 @@ def test_bad_inputs_before_first_good_frame_create_no_filter(ros):
         assert ros.wait_for(lambda: _errors(ros, "size mismatch"), 5)
         assert ros.wait_for(lambda: node.stats["bad"] == 4, 5)
         time.sleep(0.2)
-        assert node._filter is None  # map untouched: no filter (and so no map) was ever built
+        assert node._pipeline is None  # map untouched: no filter (and so no map) was ever built
         assert FakeFilter.instances == []
         r = ros.call(Trigger, "/prism/save_map")
         assert not r.success and "no map yet" in r.message
@@ -341,7 +341,7 @@ def test_real_filter_on_synthetic_sequence(ros):
     frames = [ds[i] for i in range(len(ds))]  # render first (Numba compile) so publishing is paced
     node = _start(ros, factory=None, warmup=True, overrides=[Parameter("queue_size", value=30), Parameter("map_publish_rate_hz", value=5.0)])
     try:
-        assert node._filter is None
+        assert node._pipeline is None
         T_b_c = node.T_base_camera
         stamps = []
         for fr in frames:

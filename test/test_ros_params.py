@@ -9,7 +9,8 @@ from rcl_interfaces.msg import ParameterType  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from prism_ros.config import PARAMS, ConfigError, default_config_path, load_yaml_params  # noqa: E402
-from prism_ros.ros.node import RUNTIME_PARAMS, PrismNode  # noqa: E402
+from prism_ros.ros.node import PrismNode  # noqa: E402
+from prism_ros.ros.params import yaml_disagreements  # noqa: E402
 from prism_ros.ros.env import claim_domain_id  # noqa: E402
 from ros_harness import FakeFilter, RosHarness  # noqa: E402
 
@@ -57,7 +58,7 @@ def test_every_param_declared_with_description_and_range(node):
         # every numeric parameter has a range
         if spec.kind in (int, float):
             assert spec.lo is not None, f"{spec.name} has no range"
-        assert d.read_only == (spec.name not in RUNTIME_PARAMS), spec.name
+        assert d.read_only == (not spec.runtime), spec.name
         # the node's value is the documented default
         v = node.get_parameter(spec.name).value
         assert (list(v) if spec.kind is list else v) == spec.default, spec.name
@@ -66,7 +67,7 @@ def test_every_param_declared_with_description_and_range(node):
 def test_yaml_and_declarations_agree(ros):
     path = default_config_path()
     yaml_values = load_yaml_params(path)
-    assert set(yaml_values) == {p.name for p in PARAMS}
+    assert yaml_disagreements(yaml_values) == []  # same names, types and values as the table
     # the node started with the params file gets exactly those values
     n = PrismNode(
         context=ros.context,
@@ -79,10 +80,22 @@ def test_yaml_and_declarations_agree(ros):
             v = n.get_parameter(spec.name).value
             v = list(v) if spec.kind is list else v
             assert v == yaml_values[spec.name], spec.name
-            assert v == spec.default, f"config/prism.yaml and config.py disagree on {spec.name}"
-            assert type(yaml_values[spec.name]) is type(spec.default) or spec.kind is list, spec.name
     finally:
         n.destroy_node()
+
+
+def test_yaml_disagreements_named():
+    values = load_yaml_params(default_config_path())
+    values.pop("voxel_size_m")
+    values["queue_size"] = 2.0  # right value, wrong type
+    values["sync_slop_s"] = 0.05
+    values["T_base_camera_xyz_m"] = [0.0, 0.0, 0.1]
+    values["no_such_param"] = 1
+    got = yaml_disagreements(values)
+    assert sorted(g.split(":")[0] for g in got) == sorted(
+        ["voxel_size_m", "no_such_param", "sync_slop_s", "queue_size", "T_base_camera_xyz_m"]), got
+    assert "voxel_size_m: missing" in got and "no_such_param: not a declared parameter" in got
+    assert any(g.startswith("queue_size: 2.0 (float) in the file, 2 (int) declared") for g in got), got
 
 
 def _set(node, name, value):

@@ -17,11 +17,19 @@ from __future__ import annotations
 
 import array
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Pose, Transform
+from geometry_msgs.msg import (
+    Pose,
+    PoseStamped,
+    PoseWithCovarianceStamped,
+    Transform,
+    TransformStamped,
+    TwistWithCovarianceStamped,
+)
+from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
@@ -48,10 +56,15 @@ __all__ = [
     "msg_to_cov",
     "T_from_xyz_rpy_deg",
     "camera_state_to_base",
+    "StateMessages",
+    "state_messages",
+    "transform_stamped",
+    "path_message",
     "pack_rgb_float",
     "unpack_rgb_float",
     "sigma_colormap",
     "make_map_cloud",
+    "surface_cloud",
     "read_cloud",
 ]
 
@@ -323,6 +336,58 @@ def camera_state_to_base(
     return T_w_b, pose_cov_ros, twist_b, 0.5 * (tc + tc.T)
 
 
+class StateMessages(NamedTuple):
+    """What the node publishes for one filter step (the TF is wrapped by the caller:
+    tf2_msgs is optional)."""
+
+    pose: PoseWithCovarianceStamped
+    twist: TwistWithCovarianceStamped
+    odom: Odometry
+    tf: TransformStamped
+    path_pose: PoseStamped
+
+
+def transform_stamped(stamp: Time, parent: str, child: str, T_parent_child: np.ndarray) -> TransformStamped:
+    ts = TransformStamped()
+    ts.header = Header(stamp=stamp, frame_id=parent)
+    ts.child_frame_id = child
+    ts.transform = T_to_transform(T_parent_child)
+    return ts
+
+
+def state_messages(
+    stamp: Time,
+    T_w_c: np.ndarray,
+    pose_cov_c: np.ndarray,
+    velocity_c: np.ndarray,
+    velocity_cov_c: np.ndarray,
+    T_base_camera: np.ndarray,
+    world_frame: str,
+    base_frame: str,
+) -> StateMessages:
+    """The filter's camera state as the base frame's pose (parent ``world_frame``) and
+    twist (child ``base_frame``) messages, ROS conventions (:func:`camera_state_to_base`)."""
+    T_w_b, pose_cov, twist, twist_cov = camera_state_to_base(T_w_c, pose_cov_c, velocity_c, velocity_cov_c, T_base_camera)
+    header = Header(stamp=stamp, frame_id=world_frame)
+    pm = PoseWithCovarianceStamped(header=header)
+    pm.pose.pose = T_to_pose(T_w_b)
+    pm.pose.covariance = cov_to_msg(pose_cov)
+    tm = TwistWithCovarianceStamped(header=Header(stamp=stamp, frame_id=base_frame))
+    tw = tm.twist.twist
+    tw.linear.x, tw.linear.y, tw.linear.z = (float(v) for v in twist[:3])
+    tw.angular.x, tw.angular.y, tw.angular.z = (float(v) for v in twist[3:])
+    tm.twist.covariance = cov_to_msg(twist_cov)
+    om = Odometry(header=header, child_frame_id=base_frame, pose=pm.pose, twist=tm.twist)
+    return StateMessages(pm, tm, om, transform_stamped(stamp, world_frame, base_frame, T_w_b),
+                         PoseStamped(header=header, pose=pm.pose.pose))
+
+
+def path_message(poses: Sequence[PoseStamped]) -> Path:
+    """nav_msgs/Path of ``poses`` (at least one), stamped and framed as the newest."""
+    last = poses[-1].header
+    return Path(header=Header(stamp=last.stamp, frame_id=last.frame_id), poses=list(poses))
+
+
 # ---------------------------------------------------------------------------
 # point clouds
 # ---------------------------------------------------------------------------
@@ -384,6 +449,19 @@ def make_map_cloud(
     msg.is_dense = bool(np.all(np.isfinite(xyz))) if n else True
     _set_data(msg, pts.tobytes())
     return msg
+
+
+def surface_cloud(header: Header, surface: Dict[str, np.ndarray], color_mode: str,
+                  min_sigma_m: float, truncation_m: float) -> PointCloud2:
+    """The map's surface voxels (``TsdfMap.extract_surface``) as ~/map_cloud: true colour
+    (``color_mode`` "rgb") or sigma on a log colour scale from the precision floor
+    ``min_sigma_m`` (at least 0.1 mm) to half the truncation band (at least 4x the floor)."""
+    if color_mode == "rgb":
+        rgb = surface["rgb"]
+    else:
+        lo = max(min_sigma_m, 1e-4)
+        rgb = sigma_colormap(surface["sigma"], lo, max(truncation_m * 0.5, 4.0 * lo))
+    return make_map_cloud(header, surface["xyz"], rgb, surface["sigma"], surface["count"])
 
 
 _PF_DTYPES = {
