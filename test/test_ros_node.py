@@ -1,6 +1,7 @@
 """In-process tests of the prism node: outputs, stamps, frames, ROS-order covariances,
 bad inputs, services, queue drops, controls, and the real filter on synthetic images."""
 import os
+import threading
 import time
 
 import numpy as np
@@ -12,7 +13,7 @@ from geometry_msgs.msg import PoseWithCovarianceStamped, TwistWithCovarianceStam
 from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from sensor_msgs.msg import PointCloud2  # noqa: E402
+from sensor_msgs.msg import Imu, PointCloud2  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -22,7 +23,7 @@ from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.node import PrismNode  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
 from prism_ros.ros.env import claim_domain_id  # noqa: E402
-from ros_harness import FakeFilter, RosHarness  # noqa: E402
+from ros_harness import FakeFilter, FakeMap, RosHarness  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(43)  # exclusive on this machine while the tests run
 W, H = 64, 48
@@ -317,6 +318,7 @@ def test_odometry_control(ros):
             o = Odometry()
             o.header.stamp = cv.sec_to_stamp(1.0 + k * 0.01)
             o.pose.pose = cv.T_to_pose(se3.make_T(np.eye(3), [0.3 * k * 0.01, 0.0, 0.0]))
+            o.twist.covariance = cv.cov_to_msg(np.diag([0.01] * 3 + [0.0025] * 3))  # sigma 0.1 m/s, 0.05 rad/s
             pub_odom.publish(o)
         time.sleep(0.2)
         _frame(ros, 1.0)
@@ -327,9 +329,75 @@ def test_odometry_control(ros):
         assert ctl[0] is None
         # 0.06 m forward in the base frame = +z in the camera optical frame
         np.testing.assert_allclose(ctl[1].T_prev_curr[:3, 3], [0.0, 0.0, 0.06], atol=1e-9)
-        assert np.linalg.eigvalsh(ctl[1].cov).min() > 0
+        # the messages' own twist covariance over the 0.2 s (isotropic: the same in the camera
+        # frame), plus the 2 mm / 2 mrad floor
+        np.testing.assert_allclose(ctl[1].cov, np.diag([0.01 * 0.04 + 4e-6] * 3 + [0.0025 * 0.04 + 4e-6] * 3),
+                                   rtol=1e-9, atol=1e-15)
     finally:
         node.destroy_subscription(node.sub_odom)
+        ros.detach(node)
+
+
+def test_save_does_not_starve_sensor_callbacks(ros, tmp_path):
+    saving = threading.Event()
+
+    class SlowSaveMap(FakeMap):
+        def save(self, path, extra=None):
+            saving.set()
+            time.sleep(1.5)
+            super().save(path, extra)
+
+    def factory(cfg, cam, T_w_c0=None):
+        f = FakeFilter(cfg, cam, T_w_c0)
+        f.map = SlowSaveMap()
+        return f
+
+    node = _start(ros, factory, [Parameter("control_mode", value="imu"), Parameter("save_map_dir", value=str(tmp_path))])
+    pub_imu = ros.publisher(Imu, "/imu", reliable_qos(100))
+    try:
+        assert ros.wait_for(lambda: pub_imu.get_subscription_count() > 0, 5)
+        _frame(ros, 1.0)
+        assert ros.wait_for(lambda: len(ros.odom) == 1, 5)
+        cli = ros.node.create_client(Trigger, "/prism/save_map")
+        assert cli.wait_for_service(timeout_sec=5)
+        fut = cli.call_async(Trigger.Request())
+        assert saving.wait(5)
+        for k in range(20):  # during the save: the IMU callback keeps up
+            m = Imu()
+            m.header.stamp = cv.sec_to_stamp(2.0 + 0.005 * k)
+            m.linear_acceleration.z = 9.81
+            pub_imu.publish(m)
+        assert ros.wait_for(lambda: len(node._imu) == 20, 1.0), len(node._imu)
+        assert not fut.done()  # still saving
+        assert ros.wait_for(fut.done, 10) and fut.result().success, fut.result()
+    finally:
+        ros.detach(node)
+
+
+def test_timed_out_command_cancelled_not_run_later(ros):
+    started = threading.Event()
+
+    class Slow(FakeFilter):
+        def step(self, *a, **k):
+            started.set()
+            time.sleep(1.5)
+            return super().step(*a, **k)
+
+    FakeFilter.instances.clear()
+    _clear(ros)
+    node = PrismNode(context=ros.context, filter_factory=Slow, warmup=False, command_timeout_s=0.3,
+                     parameter_overrides=[Parameter("sensor_qos", value="reliable")])
+    ros.attach(node)
+    try:
+        _frame(ros, 1.0)
+        assert started.wait(5)
+        r = ros.call(Trigger, "/prism/reset")  # the worker is busy with the step
+        assert not r.success and r.message == "timed out after 0.3 s waiting for the filter thread; cancelled, not run"
+        assert ros.wait_for(lambda: len(ros.odom) == 1, 5)
+        time.sleep(0.5)
+        f = FakeFilter.instances[-1]
+        assert f.resets == 0 and f.steps == [1.0]  # the reset never ran
+    finally:
         ros.detach(node)
 
 
