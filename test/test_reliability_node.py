@@ -191,7 +191,7 @@ def test_colour_without_depth_for_a_long_time(ros):
             time.sleep(1 / 30)
         assert ros.wait_for(lambda: _logs(ros, "no depth image", Log.WARN), 5), [m.msg for m in ros.rosout]
         assert len(_logs(ros, "no depth image", Log.WARN)) <= 2, "throttled"
-        assert node._pairer.pending[0] <= node._pairer.max_pending  # bounded
+        assert node._rgbd.pairer.pending[0] <= node._rgbd.pairer.max_pending  # bounded
         assert len(FakeFilter.instances[-1].steps) == 1
         _frame(ros, t + 1.0)  # depth is back
         assert _steps(ros, node, 2)[-1] == pytest.approx(t + 1.0)

@@ -120,7 +120,7 @@ def test_invalid_runtime_values_refused_with_reason(node):
 
 def test_valid_runtime_values_applied(node):
     assert _set(node, "sync_slop_s", 0.05).successful
-    assert node._pairer.slop_s == 0.05 and node.cfg.sync_slop_s == 0.05
+    assert node._rgbd.pairer.slop_s == 0.05 and node.cfg.sync_slop_s == 0.05
     assert _set(node, "map_publish_rate_hz", 4.0).successful
     assert node._map_timer is not None and abs(node._map_timer.timer_period_ns - 250_000_000) < 1000
     assert _set(node, "map_publish_rate_hz", 0.0).successful

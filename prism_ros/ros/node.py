@@ -41,12 +41,10 @@ truncation is refused clearly.
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional
 
 import numpy as np
@@ -64,16 +62,15 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from prism_ros.config import ConfigError, PrismConfig
-from prism_ros.core import persistence
 from prism_ros.core.camera import Camera
 from prism_ros.core.controls import ImuBuffer, OdomBuffer
 from prism_ros.core.types import StepResult
-from prism_ros.pipeline import ImuControls, OdomControls, Pipeline, PipelineFrame, imu_noise_from_config
+from prism_ros.pipeline import ImuControls, OdomControls, Pipeline, imu_noise_from_config
 from prism_ros.ros import conversions as cv
 from prism_ros.ros import inputs, params
 from prism_ros.ros.diagnostics import NodeStats, Throttle, throttle_key
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
-from prism_ros.ros.sync import ApproxTimePairer
+from prism_ros.ros.frames import Frame, RgbdAssembler
 from prism_ros.ros.work_queue import Command, WorkQueue
 
 try:  # not on PyPI; present on a full ROS 2 install
@@ -88,15 +85,6 @@ _PATH_PUBLISH_MIN_PERIOD_S = 0.2  # ~/path carries up to path_max_length poses: 
 _IMAGE_QOS_MIN_DEPTH = 2  # reader history of the image subscriptions: max(this, queue_size) at start
 _STAGE_ROWS = 1000  # per-stage timings kept for the diagnostics window (>= 5 s at 30 fps, then the newest)
 _EXECUTOR_THREADS = 3  # sensor callbacks, services, parameter / timer callbacks
-
-
-@dataclass
-class _Frame:
-    frame: PipelineFrame
-    header_stamp: Time
-    camera: Camera
-    t_recv: float  # time.monotonic() when the pair was complete
-    t_src_ns: Optional[int]  # publisher's time.time_ns() of the later image of the pair (DDS source timestamp)
 
 
 class PrismNode(Node):
@@ -128,11 +116,6 @@ class PrismNode(Node):
         self._path_last_pub = 0.0
         self._path_dirty = False
         # ---- input side (the sensor callback group) --------------------------------
-        self._camera: Optional[Camera] = None
-        self._camera_error: Optional[str] = None
-        self._waiting_for_info = None  # (colour, depth, t_src_ns) that arrived before any camera_info
-        self._pairer = ApproxTimePairer(cfg.sync_slop_s, max_pending=10)
-        self._clear_pairs = False  # set by ~/reset, done by the next image callback (it owns the pairer)
         T_base_imu = cv.T_from_xyz_rpy_deg(cfg.T_base_imu_xyz_m, cfg.T_base_imu_rpy_deg)
         self._imu = ImuBuffer(T_I_C=np.linalg.inv(T_base_imu) @ self.T_base_camera,
                               noise=imu_noise_from_config(cfg), init_window_s=cfg.imu_init_window_s)
@@ -180,14 +163,13 @@ class PrismNode(Node):
         # images in DDS instead of working through a hidden backlog (a deep reliable history
         # is one); the callbacks take the message info for the end-to-end latency
         img_qos = sensor_qos(cfg.sensor_qos, max(_IMAGE_QOS_MIN_DEPTH, cfg.queue_size))
-        self.sub_color = self.create_subscription(Image, "camera/color/image_raw", lambda m, i: self._on_image(0, m, i),
-                                                  img_qos, callback_group=sensors)
-        self.sub_depth = self.create_subscription(Image, "camera/depth/image_raw", lambda m, i: self._on_image(1, m, i),
-                                                  img_qos, callback_group=sensors)
-        self.sub_info = self.create_subscription(CameraInfo, "camera/color/camera_info", self._on_info, in_qos,
-                                                 callback_group=sensors)
-        self._streams = inputs.StreamMonitor((self.sub_color.topic_name, self.sub_depth.topic_name),
-                                             self._pairer.reset_on_jump_back_s)
+        self.sub_color, self.sub_depth = (self.create_subscription(
+            Image, f"camera/{name}/image_raw", lambda m, i, s=s: self._rgbd.on_image(s, m, inputs.source_stamp_ns(i)),
+            img_qos, callback_group=sensors) for s, name in enumerate(("color", "depth")))
+        self.sub_info = self.create_subscription(CameraInfo, "camera/color/camera_info", lambda m: self._rgbd.on_info(m),
+                                                 in_qos, callback_group=sensors)
+        self._rgbd = RgbdAssembler((self.sub_color.topic_name, self.sub_depth.topic_name, self.sub_info.topic_name),
+                                   cfg.sync_slop_s, self._report, self._deliver)
         self.sub_imu = self.sub_odom = None
         if cfg.control_mode == "imu":
             self.sub_imu = self.create_subscription(Imu, "imu", self._on_imu, sensor_qos(cfg.sensor_qos, 200),
@@ -211,7 +193,7 @@ class PrismNode(Node):
         except ConfigError as e:
             return SetParametersResult(successful=False, reason=str(e))
         old, self.cfg = self.cfg, new
-        self._pairer.slop_s = new.sync_slop_s
+        self._rgbd.pairer.slop_s = new.sync_slop_s
         self._stats.count("dropped_queue", self._work.set_maxlen(new.queue_size))
         if new.path_max_length != old.path_max_length:
             with self._path_lock:
@@ -244,61 +226,11 @@ class PrismNode(Node):
         self._stats.count("bad")
         self._error(key, text + "; frame skipped")
 
+    def _report(self, level: str, key: str, text: str) -> None:
+        {"bad": self._bad, "error": self._error, "warn": self._warn}[level](key, text)
+
     # --------------------------------------------------------------- callbacks
-    def _on_info(self, msg: CameraInfo) -> None:
-        try:
-            cam = cv.camera_info_to_camera(msg)
-        except cv.InputError as e:
-            self._camera, self._camera_error = None, str(e)
-            self._error("camera_info", f"{self.sub_info.topic_name}: {e}; frames are ignored until a valid camera_info arrives")
-            return
-        if any(abs(float(x)) > 1e-9 for x in msg.d) and self._camera is None:
-            self._log.warning(f"camera_info has non-zero distortion ({msg.distortion_model}); prism assumes rectified images")
-        self._camera, self._camera_error = cam, None
-        waiting, self._waiting_for_info = self._waiting_for_info, None
-        if waiting is not None:
-            self._on_pair(*waiting)
-
-    def _on_image(self, s: int, msg: Image, info=None) -> None:
-        if self._clear_pairs:
-            self._clear_pairs = False
-            self._pairer.clear()
-        stamp, now = cv.stamp_to_sec(msg.header.stamp), time.monotonic()
-        refused = self._streams.check(s, stamp, now)
-        if refused is not None:
-            self._bad(refused.key, refused.text)
-            return
-        silent = self._streams.silence(s, now)
-        if silent is not None:
-            self._warn(silent.key, silent.text)
-        add = self._pairer.add_a if s == 0 else self._pairer.add_b
-        for c, d, _, _ in add(stamp, (msg, inputs.source_stamp_ns(info))):
-            self._on_pair(c[0], d[0], max((v for v in (c[1], d[1]) if v is not None), default=None))
-
-    def _on_pair(self, color: Image, depth: Image, t_src_ns: Optional[int] = None) -> None:
-        t_recv = time.monotonic()
-        cam = self._camera
-        if cam is None:
-            # camera_info travels on its own topic and may arrive just after the images:
-            # keep the newest pair until it does; an older waiting pair is dropped.
-            old, self._waiting_for_info = self._waiting_for_info, (color, depth, t_src_ns)
-            if old is not None:
-                why = self._camera_error or f"no camera_info received on {self.sub_info.topic_name}"
-                self._bad("no_camera", f"cannot use RGB-D frame: {why}")
-            return
-        try:
-            rgb = cv.image_to_rgb(color)
-        except cv.InputError as e:
-            return self._bad("color", f"{self.sub_color.topic_name}: {e}")
-        try:
-            depth_m = cv.image_to_depth_m(depth)
-        except cv.InputError as e:
-            return self._bad("depth", f"{self.sub_depth.topic_name}: {e}")
-        refused = inputs.frame_refusal(rgb.shape, depth_m.shape, cam)
-        if refused is not None:
-            return self._bad(refused.key, refused.text)
-        item = _Frame(PipelineFrame(cv.stamp_to_sec(color.header.stamp), rgb, depth_m), color.header.stamp, cam,
-                      t_recv, t_src_ns)
+    def _deliver(self, item: Frame) -> None:
         self._stats.count("dropped_queue", self._work.put_frame(item))
 
     def _on_imu(self, msg: Imu) -> None:
@@ -315,7 +247,7 @@ class PrismNode(Node):
     def _service(self, kind: str) -> Callable:
         def handle(request, response):
             if kind == "reset":
-                self._clear_pairs = True
+                self._rgbd.clear_requested = True
             response.success, response.message = self._work.run(kind, self._command_timeout_s)
             # separate call sites: rclpy refuses a second severity from one call site
             if response.success:
@@ -336,7 +268,7 @@ class PrismNode(Node):
 
     def _do_reset(self) -> str:
         pipe = self._pipeline
-        if pipe is not None and (self._camera is None or self._camera == pipe.camera):
+        if pipe is not None and (self._rgbd.camera is None or self._rgbd.camera == pipe.camera):
             pipe.reset(self.T_base_camera.copy())  # its controls drop their IMU / odometry samples
         else:
             self._pipeline = None  # rebuilt, with the current intrinsics, by the next frame
@@ -356,12 +288,9 @@ class PrismNode(Node):
     def _do_save(self) -> str:
         if self._pipeline is None:
             raise RuntimeError("no map yet (no frame has been processed)")
-        d = os.path.realpath(os.path.abspath(os.path.expanduser(self.cfg.save_map_dir)))
-        os.makedirs(d, exist_ok=True)
         stamp = self._last_result.stamp if self._last_result is not None else 0.0
-        name = self.cfg.save_map_name or (time.strftime("prism_map_%Y%m%d-%H%M%S") + f"_t{stamp:.3f}.npz")
-        final = persistence.safe_map_path(d, name)  # re-checked now: symlinks may have changed
-        return self._pipeline.save_map(final, extra={"stamp": stamp, "node": self.get_fully_qualified_name()})
+        return self._pipeline.save_map(params.save_map_path(self.cfg, stamp),
+                                       extra={"stamp": stamp, "node": self.get_fully_qualified_name()})
 
     def _do_load(self) -> str:
         path = self.cfg.load_map_path
@@ -416,7 +345,7 @@ class PrismNode(Node):
         self._log.info(f"filter started: {camera.width}x{camera.height}, fx={camera.fx:g} fy={camera.fy:g} "
                        f"cx={camera.cx:g} cy={camera.cy:g}")
 
-    def _process(self, item: _Frame) -> None:
+    def _process(self, item: Frame) -> None:
         if self._pipeline is None:
             self._start_pipeline(item.camera)
         elif item.camera != self._pipeline.camera:
@@ -486,7 +415,7 @@ class PrismNode(Node):
             stages = {k: v["mean"] for k, v in self._pipeline.stats.summary().items()}
             self._pipeline.stats.clear()
         status_text = self._last_result.status if self._last_result is not None else "no frame yet"
-        line, status = self._stats.report(f"{self.get_name()}: filter", self._pairer.dropped, status_text, stages)
+        line, status = self._stats.report(f"{self.get_name()}: filter", self._rgbd.pairer.dropped, status_text, stages)
         if line:
             self._log.info(line)
         try:
@@ -498,7 +427,7 @@ class PrismNode(Node):
     @property
     def stats(self) -> Dict[str, int]:
         """Totals since start: processed, queue drops, sync drops, bad inputs, bad IMU samples."""
-        return {**self._stats.totals(), "dropped_sync": self._pairer.dropped}
+        return {**self._stats.totals(), "dropped_sync": self._rgbd.pairer.dropped}
 
     def stop_worker(self, timeout_s: float = 10.0) -> None:
         self._work.stop()

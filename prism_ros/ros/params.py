@@ -11,6 +11,7 @@ reason, and the result is a complete, validated :class:`~prism_ros.config.PrismC
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Dict, Iterable, List, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
@@ -19,7 +20,7 @@ from prism_ros.config import PARAMS, ConfigError, ParamSpec, PrismConfig
 from prism_ros.core import persistence
 
 __all__ = ["declared_descriptor", "declare_all", "read_config", "updated_config", "check_map_params",
-           "yaml_disagreements"]
+           "save_map_path", "yaml_disagreements"]
 
 _PARAM_TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -104,6 +105,16 @@ def check_map_params(cfg: PrismConfig) -> None:
             persistence.check_compatible(hdr, cfg, path)
         except persistence.MapCompatibilityError as e:
             raise ConfigError(f"parameter 'load_map_path' refused: {e}") from None
+
+
+def save_map_path(cfg: PrismConfig, stamp: float) -> str:
+    """Where ~/save_map writes now: ``save_map_name`` (empty: a dated name with the last
+    frame's ``stamp``) in ``save_map_dir``, which is created.  Re-checked at every save:
+    symlinks may have changed since the name was set (MapPathError)."""
+    d = os.path.realpath(os.path.abspath(os.path.expanduser(cfg.save_map_dir)))
+    os.makedirs(d, exist_ok=True)
+    name = cfg.save_map_name or (time.strftime("prism_map_%Y%m%d-%H%M%S") + f"_t{stamp:.3f}.npz")
+    return persistence.safe_map_path(d, name)
 
 
 def yaml_disagreements(values: Dict[str, Any]) -> List[str]:
