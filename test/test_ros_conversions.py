@@ -14,7 +14,7 @@ from std_msgs.msg import Header  # noqa: E402
 from prism_ros.core import se3  # noqa: E402
 from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
-from prism_ros.ros.controls import ImuBuffer, OdomBuffer  # noqa: E402
+from prism_ros.core.controls import OdomBuffer  # noqa: E402
 
 RNG = np.random.default_rng(7)
 
@@ -249,18 +249,7 @@ def test_sigma_colormap_monotone_blue_to_red():
     np.testing.assert_array_equal(c[0], c[1])  # clipped below lo
 
 
-# ----------------------------------------------------------------------- controls
-def test_imu_gyro_integration():
-    buf = ImuBuffer()
-    w = np.array([0.0, 0.0, 0.5])
-    for k in range(0, 201):
-        buf.add(1.0 + k * 0.005, w, [1e-4, 1e-4, 1e-4])
-    R, cov = buf.integrate(1.1, 1.6)
-    np.testing.assert_allclose(R, se3.so3_exp(w * 0.5), atol=1e-9)
-    assert np.all(np.linalg.eigvalsh(cov) > 0)
-    assert buf.integrate(0.0, 0.5) is None  # not covered
-
-
+# ------------------------------------------------- odometry control in the camera frame
 def test_odometry_increment_in_camera_frame():
     T_b_c = cv.T_from_xyz_rpy_deg([0.1, 0.0, 0.2], [-90.0, 0.0, -90.0])
     buf = OdomBuffer()
@@ -275,3 +264,40 @@ def test_odometry_increment_in_camera_frame():
     assert np.all(np.linalg.eigvalsh(ctl.cov) > 0)
     half = buf.increment(1.0, 1.5, T_b_c)
     assert half.T_prev_curr[2, 3] == pytest.approx(ctl.T_prev_curr[2, 3] / 2, rel=0.05)
+
+
+# ------------------------------------------------------------------- message assembly
+def test_state_messages_frames_stamps_and_agreement():
+    T_b_c = cv.T_from_xyz_rpy_deg([0.1, 0.0, 0.2], [-90.0, 0.0, -90.0])
+    T_w_c = se3.make_T(se3.so3_exp([0.0, 0.0, 0.3]), [1.0, 2.0, 0.5]) @ T_b_c
+    cov = np.diag([1e-6, 2e-6, 4e-4, 3e-6, 9e-4, 5e-6])
+    vel = np.array([0.0, 0.0, 0.3, 0.0, 0.1, 0.0])
+    stamp = cv.sec_to_stamp(12.5)
+    m = cv.state_messages(stamp, T_w_c, cov, vel, 2 * cov, T_b_c, "odom", "base_link")
+    T_w_b, P, tw, TC = cv.camera_state_to_base(T_w_c, cov, vel, 2 * cov, T_b_c)
+    for msg in (m.pose, m.odom, m.path_pose, m.tf):
+        assert msg.header.frame_id == "odom" and (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 500_000_000)
+    assert m.twist.header.frame_id == "base_link" and m.odom.child_frame_id == "base_link" and m.tf.child_frame_id == "base_link"
+    np.testing.assert_allclose(cv.pose_to_T(m.pose.pose.pose), T_w_b, atol=1e-12)
+    np.testing.assert_allclose(cv.pose_to_T(m.path_pose.pose), T_w_b, atol=1e-12)
+    t = m.tf.transform
+    np.testing.assert_allclose([t.translation.x, t.translation.y, t.translation.z], T_w_b[:3, 3], atol=1e-12)
+    np.testing.assert_allclose(cv.msg_to_cov(m.odom.pose.covariance), P, atol=1e-15)
+    np.testing.assert_allclose(cv.msg_to_cov(m.odom.twist.covariance), TC, atol=1e-15)
+    v = m.twist.twist.twist
+    np.testing.assert_allclose([v.linear.x, v.linear.y, v.linear.z, v.angular.x, v.angular.y, v.angular.z], tw, atol=1e-12)
+    assert cv.path_message([m.path_pose, m.path_pose]).header.frame_id == "odom"
+
+
+def test_surface_cloud_colour_modes():
+    surf = {"xyz": np.zeros((3, 3), np.float32), "rgb": np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8),
+            "sigma": np.array([1e-4, 0.004, 0.04], np.float32), "count": np.array([1, 2, 3], np.int32)}
+    h = Header(frame_id="odom")
+    rgb = cv.read_cloud(cv.surface_cloud(h, surf, "rgb", 0.0005, 0.08))
+    np.testing.assert_array_equal(cv.unpack_rgb_float(rgb["rgb"]), surf["rgb"])
+    sig = cv.read_cloud(cv.surface_cloud(h, surf, "sigma", 0.0005, 0.08))
+    # log scale from the precision floor 0.5 mm (blue) to half the truncation band, 4 cm (red)
+    np.testing.assert_array_equal(cv.unpack_rgb_float(sig["rgb"]), cv.sigma_colormap(surf["sigma"], 0.0005, 0.04))
+    c = cv.unpack_rgb_float(sig["rgb"]).astype(int)
+    assert c[0, 2] > c[0, 0] and c[2, 0] > c[2, 2]
+    np.testing.assert_array_equal(sig["weight"], [1, 2, 3])
