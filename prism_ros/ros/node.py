@@ -92,7 +92,8 @@ class PrismNode(Node):
 
     ``filter_factory(cfg, camera, T_w_c0)`` builds the filter (default: PrismFilter);
     tests pass a fake.  ``warmup=False`` skips the kernel warm-up.  A service waits
-    ``command_timeout_s`` for the worker.
+    ``command_timeout_s`` for the worker.  Spin it with a multi-threaded executor (as
+    :func:`main` does): with a single thread a waiting service still holds up the sensors.
     """
 
     def __init__(self, *, context=None, cli_args=None, parameter_overrides=None,
