@@ -81,7 +81,7 @@ def test_same_integration_as_offline_path():
     nu = np.array([0.1, 0.0, 0.2, 0.0, 0.05, 0.0])
     ctl = buf.control(t0, t1, T_BASE_CAM, nu, np.eye(6) * 1e-4, np.eye(6) * 1e-6)
     ref = ImuIntegrator(buf.data(), T_BASE_CAM, ImuNoise())
-    ref.initialise(T_BASE_CAM, t0, 1.0, t_end=t1)
+    ref.initialise(T_BASE_CAM, t0 - 0.5, 1.0, t_end=t0)  # the buffer's window: the second before t0
     want = ref.control(t0, t1, T_BASE_CAM, nu, np.eye(6) * 1e-4, np.eye(6) * 1e-6)
     assert np.allclose(ctl.T_prev_curr, want.T_prev_curr, atol=1e-12)
     assert np.allclose(ctl.cov, want.cov, atol=1e-15, rtol=1e-9)

@@ -261,8 +261,10 @@ class ImuIntegrator:
     increment T_prev_curr and its covariance (right perturbation, (rho, phi)), from
     the filter's pose T_w_c and body velocity nu_c = (v, w) (camera frame) at t_prev.
 
-    Gravity and the gyro bias are set by :meth:`initialise` (static start), or
-    explicitly through ``g_w`` / ``bg``.
+    Gravity and the gyro bias are set by :meth:`initialise` (static start only; a
+    moving window is refused), :meth:`initialise_from_poses` (moving start, from the
+    filter's poses), or explicitly through ``g_w`` / ``bg``; :meth:`refine_biases`
+    re-estimates both biases from the filter's recent poses.
     """
 
     def __init__(self, imu: ImuData, T_I_C: np.ndarray, noise: Optional[ImuNoise] = None,
@@ -275,24 +277,58 @@ class ImuIntegrator:
         self.bg = np.zeros(3) if bg is None else np.asarray(bg, float)
         self.ba = np.zeros(3) if ba is None else np.asarray(ba, float)
         self.static_start: Optional[bool] = None
+        self.init_check = None  # MotionCheck of the last initialise()
         self.rate_hz = 1.0 / float(np.median(np.diff(imu.t))) if len(imu.t) > 1 else 200.0
 
     def initialise(self, T_w_c: np.ndarray, t0: float, window_s: float = 1.0, t_end: Optional[float] = None) -> bool:
-        """Gravity in the filter's world (and the gyro bias when static) from [t0 - window_s/2, ...].
+        """Static alignment: gravity in the filter's world and the gyro bias from the samples
+        within ``window_s`` around ``t0`` (clipped to ``t_end``).
 
-        Uses the samples within ``window_s`` around ``t0`` (clipped to ``t_end``);
-        returns whether the window was static.
+        Returns whether the window was still (:func:`prism_ros.core.imu_online.detect_motion`,
+        outcome in :attr:`init_check`).  A moving window is REFUSED: gravity stays unknown
+        (``g_w`` None, :meth:`control` returns None: the caller keeps its constant-velocity
+        prior) and the caller retries with a later window, or aligns from the filter's
+        poses with :meth:`initialise_from_poses` once it has tracked ~1 s.
         """
+        from .imu_online import detect_motion
+
         lo = max(t0 - 0.5 * window_s, float(self.imu.t[0]))
         hi = lo + window_s if t_end is None else min(lo + window_s, t_end)
-        bg, f, static = static_bias_and_gravity(self.imu, lo, hi)
+        chk = detect_motion(self.imu, lo, hi)
+        self.init_check = chk
+        self.static_start = chk.static
+        if not chk.static:
+            return False
         R_w_I = (np.asarray(T_w_c, float) @ self.T_C_I)[:3, :3]
         # measured magnitude: cancels the accelerometer bias along gravity at rest
-        self.g_w = align_gravity(f, R_w_I, magnitude=None)
-        if static:
-            self.bg = bg
-        self.static_start = static
-        return static
+        self.g_w = align_gravity(chk.f_mean, R_w_I, magnitude=None)
+        self.bg = chk.gyro_median
+        return True
+
+    def initialise_from_poses(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
+        """Moving-start fallback: gravity (and the gyro bias) from the filter's camera poses
+        ``T_w_c`` (K+1, 4, 4) at ``stamps`` (:func:`prism_ros.core.imu_online.gravity_from_poses`;
+        ~1 s of tracking with some rotation).  Returns the :class:`BiasEstimate`."""
+        from .imu_online import gravity_from_poses
+
+        T_w_I = np.asarray(T_w_c, float).reshape(-1, 4, 4) @ self.T_C_I
+        est = gravity_from_poses(self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.noise, self.bg, self.ba,
+                                 rot_sigma_rad, pos_sigma_m)
+        self.g_w, self.bg = est.g_w, est.bg
+        return est
+
+    def refine_biases(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
+        """Online bias refinement from the filter's recent camera poses (needs gravity):
+        :func:`prism_ros.core.imu_online.estimate_biases`; sets ``bg`` / ``ba``."""
+        from .imu_online import estimate_biases
+
+        if self.g_w is None:
+            raise RuntimeError("ImuIntegrator.refine_biases: gravity unknown")
+        T_w_I = np.asarray(T_w_c, float).reshape(-1, 4, 4) @ self.T_C_I
+        est = estimate_biases(self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.g_w, self.noise, self.bg,
+                              self.ba, rot_sigma_rad, pos_sigma_m)
+        self.bg, self.ba = est.bg, est.ba
+        return est
 
     def body_velocity_I(self, nu_c: np.ndarray) -> np.ndarray:
         """IMU-origin velocity expressed in I from the camera twist (v_c, w_c)."""
@@ -337,7 +373,10 @@ class ImuIntegrator:
         return T, 0.5 * (cov + cov.T)
 
     def control(self, t_prev: float, t_curr: float, T_w_c: np.ndarray, nu_c: np.ndarray,
-                P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Control:
+                P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
+        """The camera increment, or None while gravity is unknown (moving start, see :meth:`initialise`)."""
+        if self.g_w is None:
+            return None
         T_w_c = np.asarray(T_w_c, float)
         R_w_I = (T_w_c @ self.T_C_I)[:3, :3]
         v_I = self.body_velocity_I(nu_c)
