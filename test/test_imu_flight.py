@@ -139,3 +139,29 @@ def test_static_micro_clip_alignment_allowed(data_dir):
         chk = detect_motion(imu, t_cam0 + s, t_cam0 + s + 1.0)
         assert chk.static, (s, chk.reasons)
         assert abs(np.linalg.norm(chk.f_mean) - 9.81) < 0.05
+
+
+def test_imu_buffer_moving_start(flight):
+    """The node's buffer on the real flight: refuses the static alignment (no control, reasons
+    kept), then aligns from 1 s of poses and gives controls."""
+    from prism_ros.ros.controls import ImuBuffer
+
+    imu, gt = flight
+    buf = ImuBuffer(max_gap_s=0.025)
+    t_imu0 = float(imu.t[0])
+    m = (imu.t >= t_imu0 + 8.0) & (imu.t <= t_imu0 + 12.0)
+    for t, w, a in zip(imu.t[m], imu.gyro[m], imu.acc[m]):
+        assert buf.add(t, w, acc=a)
+    t0 = t_imu0 + 10.0
+    R, p, _, _ = _gt_track(gt, [t0])
+    from prism_ros.core import se3
+
+    T0 = se3.make_T(R[0], p[0])
+    assert buf.control(t0, t0 + 0.05, T0, np.zeros(6)) is None
+    assert buf.static_start is False and buf.init_check.reasons
+    stamps = t0 + np.arange(21) * 0.05
+    Rs, ps, _, _ = _gt_track(gt, stamps)
+    est = buf.align_from_poses(stamps, np.stack([se3.make_T(a, b) for a, b in zip(Rs, ps)]), 5e-5, 5e-5)
+    assert est is not None and np.linalg.norm(est.g_w - ic.EUROC_GRAVITY) < 0.25
+    assert buf.control(stamps[-1], stamps[-1] + 0.05, se3.make_T(Rs[-1], ps[-1]), np.zeros(6)) is not None
+    assert buf.refine_biases(stamps, np.stack([se3.make_T(a, b) for a, b in zip(Rs, ps)]), 5e-5, 5e-5) is not None

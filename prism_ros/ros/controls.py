@@ -67,12 +67,15 @@ class ImuBuffer:
     COVERAGE_TOL_S = 0.05
 
     def __init__(self, maxlen: int = 4000, T_I_C: Optional[np.ndarray] = None, noise: Optional[ImuNoise] = None,
-                 init_window_s: float = 1.0, default_gyro_sigma_radps: float = 0.01):
+                 init_window_s: float = 1.0, default_gyro_sigma_radps: float = 0.01,
+                 max_gap_s: Optional[float] = None):
         self._buf: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.T_I_C = np.eye(4) if T_I_C is None else np.asarray(T_I_C, dtype=np.float64)
         self.noise = noise or ImuNoise()
         self.init_window_s = float(init_window_s)
+        #: an interval with a larger gap between consecutive samples is not covered (None: no check)
+        self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
         self._integ: Optional[ImuIntegrator] = None
         #: None before the first control; then whether the start window looked static
         self.static_start: Optional[bool] = None
@@ -130,11 +133,18 @@ class ImuBuffer:
         return ImuData(t[i0:i1], np.array([s[1] for s in sel]).reshape(-1, 3), np.array([s[2] for s in sel]).reshape(-1, 3))
 
     def covers(self, t0: float, t1: float) -> bool:
+        """Samples span [t0, t1] (within COVERAGE_TOL_S) with no gap over ``max_gap_s`` in it."""
         with self._lock:
             if not self._buf:
                 return False
             first, last = self._buf[0][0], self._buf[-1][0]
-        return t1 > t0 and first <= t0 + self.COVERAGE_TOL_S and last >= t1 - self.COVERAGE_TOL_S
+        ok = t1 > t0 and first <= t0 + self.COVERAGE_TOL_S and last >= t1 - self.COVERAGE_TOL_S
+        return ok and (self.max_gap_s is None or self.max_gap_in(t0, t1) <= self.max_gap_s)
+
+    def max_gap_in(self, t0: float, t1: float) -> float:
+        """The longest time between consecutive samples over [t0, t1] (the ends included)."""
+        d = self.data(t0, t1)  # includes the last sample before t0 and the first after t1
+        return float(np.max(np.diff(d.t))) if len(d) > 1 else float("inf")
 
     def control(self, t0: float, t1: float, T_w_c: np.ndarray, nu_c: np.ndarray,
                 P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
