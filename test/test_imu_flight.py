@@ -36,6 +36,10 @@ def test_preintegration_coverage_on_validation_blocks(windows, window_s):
         assert 0.90 <= c[block] <= 0.98, (window_s, c)
     if window_s == 0.05:
         assert 0.90 <= c["joint"] <= 0.98, c
+    else:
+        # known shortfall: over 0.5 s the model's velocity-position correlation (0.99, from
+        # the bias terms) is higher than the residuals' (0.95-0.98): joint 9-dof coverage 0.78
+        assert 0.70 <= c["joint"] < 0.90, c
     # sensor.yaml's static densities alone are far too confident in flight
     c0 = ic.coverage(T["res"], ic._total_cov(T, ImuNoise(), ic.GtNoise(), 1.0))["coverage95"]
     assert c0["vel"] < 0.2 and c0["pos"] < 0.2, c0
@@ -165,3 +169,14 @@ def test_imu_buffer_moving_start(flight):
     assert est is not None and np.linalg.norm(est.g_w - ic.EUROC_GRAVITY) < 0.25
     assert buf.control(stamps[-1], stamps[-1] + 0.05, se3.make_T(Rs[-1], ps[-1]), np.zeros(6)) is not None
     assert buf.refine_biases(stamps, np.stack([se3.make_T(a, b) for a, b in zip(Rs, ps)]), 5e-5, 5e-5) is not None
+
+
+def test_stored_noise_model_is_the_fit_blocks_fit(flight, windows):
+    """EUROC_DENSITY_SCALE / EUROC_GT_NOISE are what fit_noise_model gives on the fit blocks."""
+    t0, terms = windows
+    k, gn = ic.fit_noise_model([ic.select(T, ic.split_blocks(T["t"], t0)) for T in terms.values()], ImuNoise())
+    assert k == pytest.approx(ic.EUROC_DENSITY_SCALE, rel=0.03)
+    assert gn.sigma_ba_mps2 == pytest.approx(ic.EUROC_GT_NOISE.sigma_ba_mps2, rel=0.05)
+    assert gn.sigma_bg_radps == pytest.approx(ic.EUROC_GT_NOISE.sigma_bg_radps, rel=0.05)
+    assert gn.sigma_pos_m == pytest.approx(ic.EUROC_GT_NOISE.sigma_pos_m, rel=0.05)
+    assert gn.sigma_rot_rad < 1e-6 and gn.sigma_vel_mps < 1e-5  # fitted to zero
