@@ -180,3 +180,10 @@ def test_stored_noise_model_is_the_fit_blocks_fit(flight, windows):
     assert gn.sigma_bg_radps == pytest.approx(ic.EUROC_GT_NOISE.sigma_bg_radps, rel=0.05)
     assert gn.sigma_pos_m == pytest.approx(ic.EUROC_GT_NOISE.sigma_pos_m, rel=0.05)
     assert gn.sigma_rot_rad < 1e-6 and gn.sigma_vel_mps < 1e-5  # fitted to zero
+
+
+def test_node_default_density_scale_is_the_fitted_one():
+    from prism_ros.config import PARAMS
+
+    default = {p.name: p.default for p in PARAMS}["imu_noise_density_scale"]
+    assert default == ic.EUROC_DENSITY_SCALE

@@ -110,7 +110,9 @@ def test_nan_rejected_coverage_and_reset():
 def test_noise_from_config():
     from prism_ros.config import PrismConfig
 
-    cfg = PrismConfig.from_dict({"imu_gyro_noise_density": 1e-3, "imu_accel_noise_density": 0.02})
+    cfg = PrismConfig.from_dict({"imu_gyro_noise_density": 1e-3, "imu_accel_noise_density": 0.02,
+                                 "imu_noise_density_scale": 2.0})
     n = imu_noise_from_config(cfg)
-    assert n.gyro_noise_density == 1e-3 and n.accel_noise_density == 0.02
+    assert n.gyro_noise_density == 2e-3 and n.accel_noise_density == 0.04
+    assert n == ImuNoise(gyro_noise_density=1e-3, accel_noise_density=0.02).scaled(2.0)
     assert n.gyro_random_walk == ImuNoise().gyro_random_walk

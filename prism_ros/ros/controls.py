@@ -41,13 +41,15 @@ def _conj_by(T_b_c: np.ndarray, dT_b: np.ndarray) -> np.ndarray:
 
 
 def imu_noise_from_config(cfg) -> ImuNoise:
-    """:class:`ImuNoise` from a PrismConfig's ``imu_*`` parameters (defaults: EuRoC's ADIS16448)."""
+    """:class:`ImuNoise` from a PrismConfig's ``imu_*`` parameters (defaults: EuRoC's ADIS16448),
+    white-noise densities times ``imu_noise_density_scale``."""
     d = ImuNoise()
     g = lambda name, default: float(getattr(cfg, name, default))  # noqa: E731
+    k = g("imu_noise_density_scale", 1.0)
     return ImuNoise(
-        gyro_noise_density=g("imu_gyro_noise_density", d.gyro_noise_density),
+        gyro_noise_density=k * g("imu_gyro_noise_density", d.gyro_noise_density),
         gyro_random_walk=g("imu_gyro_random_walk", d.gyro_random_walk),
-        accel_noise_density=g("imu_accel_noise_density", d.accel_noise_density),
+        accel_noise_density=k * g("imu_accel_noise_density", d.accel_noise_density),
         accel_random_walk=g("imu_accel_random_walk", d.accel_random_walk),
         gyro_bias_sigma=g("imu_gyro_bias_sigma_radps", d.gyro_bias_sigma),
         accel_bias_sigma=g("imu_accel_bias_sigma_mps2", d.accel_bias_sigma),

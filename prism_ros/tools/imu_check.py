@@ -103,7 +103,8 @@ class GtNoise:
 #: the attitude and velocity terms fitted to zero (< 1e-11).
 EUROC_GT_NOISE = GtNoise(sigma_rot_rad=0.0, sigma_pos_m=4.5e-5, sigma_vel_mps=0.0,
                          sigma_bg_radps=1.25e-3, sigma_ba_mps2=3.08e-2)
-#: Multiplier on sensor.yaml's white-noise densities, fitted with EUROC_GT_NOISE: the
+#: Multiplier on sensor.yaml's white-noise densities (the node's imu_noise_density_scale),
+#: fitted with EUROC_GT_NOISE: the
 #: ADIS16448 densities come from a static Allan analysis, and rotor vibration in flight
 #: (accelerometer std 1-2 m/s^2 at 200 Hz) raises the effective white noise.  Without it
 #: the 50 ms validation windows' coverage95 is 0.05 (velocity).
