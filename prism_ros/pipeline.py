@@ -101,11 +101,13 @@ class Sink(Protocol):
 
 
 def imu_noise_from_config(cfg) -> ImuNoise:
-    """:class:`ImuNoise` from a configuration's ``imu_*`` parameters (defaults: EuRoC's ADIS16448)."""
+    """:class:`ImuNoise` from a configuration's ``imu_*`` parameters (defaults: EuRoC's ADIS16448),
+    the white-noise densities times ``imu_noise_density_scale`` (fitted on a real flight)."""
+    k = float(cfg.imu_noise_density_scale)
     return ImuNoise(
-        gyro_noise_density=float(cfg.imu_gyro_noise_density),
+        gyro_noise_density=k * float(cfg.imu_gyro_noise_density),
         gyro_random_walk=float(cfg.imu_gyro_random_walk),
-        accel_noise_density=float(cfg.imu_accel_noise_density),
+        accel_noise_density=k * float(cfg.imu_accel_noise_density),
         accel_random_walk=float(cfg.imu_accel_random_walk),
         gyro_bias_sigma=float(cfg.imu_gyro_bias_sigma_radps),
         accel_bias_sigma=float(cfg.imu_accel_bias_sigma_mps2),
