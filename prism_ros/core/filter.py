@@ -20,6 +20,7 @@ from . import se3
 from .camera import Camera
 from .dynamics import MotionModel, MotionState
 from .image import InvalidFrameError, build_frame
+from .predictive import depth_predictive_counts
 from .render import render_map
 from .tracker import track
 from .tsdf import TsdfMap
@@ -75,6 +76,8 @@ class PrismFilter:
             sigma_i=config.intensity_noise_sigma,
             use_photo=bool(config.use_photometric),
             photo_min_grad=0.002,
+            model_error_patch_px=config.model_error_patch_px,
+            model_error_residual_level=config.model_error_residual_level,
         )
         # one level more than tracking needs, for recovery
         self.levels = max(config.track_finest_level + config.track_levels + 1, config.render_level + 1)
@@ -199,20 +202,31 @@ class PrismFilter:
             # no motion model spans a gap, a lost frame or a recovery jump: restart it at rest
             nu, P = np.zeros(6), self.motion.P0.copy()
         else:
-            nu, P = self.motion.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt)
+            # constant velocity: the tracker's data-only information, so the prior counts once
+            cv = control is None
+            nu, P = self.motion.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt,
+                                                T_pred if cv else None, tr.H_data if cv else None)
         tm["velocity"] = _ms(t)
         self.state = MotionState(T_new, Sigma_new, nu, P, stamp)
         self.lost_frames = 0 if ok else self.lost_frames + 1
         if ok:
             a = self.inlier_average
             self.inlier_average = tr.inlier_ratio if a is None else a + INLIER_AVERAGE_WEIGHT * (tr.inlier_ratio - a)
+        # 5b. depth-predictive check of the map at the tracked pose, before this frame is fused
+        t = time.perf_counter()
+        depth_check = depth_predictive_counts(
+            frame.depth[c.render_level], self.render_camera.params, T_new, Sigma_new, render, self.map, self.noise,
+            c.truncation_m, frame.depth_sigma, 1 << c.render_level) if ok else None
+        tm["depth_check"] = _ms(t)
         # 6. map: fuse the frame at the new pose (product of Gaussians per voxel)
         t = time.perf_counter()
         if ok:
             self._fuse(frame, T_new, Sigma_new)
         tm["integrate"] = _ms(t)
         tm["total"] = _ms(t0)
-        return self._result(stamp, ok, tr.inlier_ratio, tr.iterations, ok, tm, status)
+        out = self._result(stamp, ok, tr.inlier_ratio, tr.iterations, ok, tm, status)
+        out.depth_check = depth_check
+        return out
 
     # ------------------------------------------------------------------ tracking quality
     def _render(self, frame, T_w_c: np.ndarray, coarse: bool = False):

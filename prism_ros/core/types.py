@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -52,3 +52,6 @@ class StepResult:
     fused: bool = True
     timings_ms: Dict[str, float] = field(default_factory=dict)
     status: str = "ok"
+    #: (compared, inside 2 sigma) pixels of the depth-predictive map check before fusion
+    #: (:mod:`prism_ros.core.predictive`); None when nothing was fused
+    depth_check: Optional[Tuple[int, int]] = None

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from prism_ros.config import PrismConfig
-from prism_ros.tools import export, metrics
+from prism_ros.tools import calibration, export, metrics
 
 __all__ = ["run_offline", "write_config_yaml"]
 
@@ -138,6 +138,7 @@ def run_offline(
     inl: List[float] = []
     iters: List[int] = []
     timings: List[Dict[str, float]] = []
+    depth_checks: List[tuple] = []  # (compared, inside 2 sigma) per fused frame
     skipped: List[int] = []
     load_s = 0.0
     step_s = 0.0
@@ -197,6 +198,8 @@ def run_offline(
         inl.append(float(res.inlier_ratio))
         iters.append(int(res.iterations))
         timings.append({k: float(v) for k, v in (res.timings_ms or {}).items()})
+        if getattr(res, "depth_check", None) is not None:
+            depth_checks.append(res.depth_check)
         if not res.tracking_ok:
             log(f"warning: tracking lost at frame {fr.index} ({res.status}, inlier ratio {res.inlier_ratio:.2f})")
         if bar is not None:
@@ -266,6 +269,16 @@ def run_offline(
         m["rpe_rot_rmse_deg"] = r["rot_rmse_deg"]
         if all(has_gt):
             T_gt_a = G
+    if T_gt_a is not None and n >= 2:  # pose / velocity calibration (tools/calibration.py)
+        tw = getattr(dataset, "gt_twists", None)
+        m["calibration"] = calibration.calibration_report(
+            T_est_a, T_gt_a, pose_cov_a, valid=ok, stamps=stamps, velocity=np.stack(vel),
+            velocity_cov=np.stack(vel_cov),
+            twists_instantaneous=tw() if callable(tw) and n == n_total else None)
+    if depth_checks:  # the map's depth-predictive check (core/predictive.py), no ground truth needed
+        dc = np.asarray(depth_checks, dtype=np.float64).sum(axis=0)
+        m["depth_predictive_coverage_2sigma"] = float(dc[1] / dc[0]) if dc[0] > 0 else float("nan")
+        m["depth_predictive_pixels"] = int(dc[0])
 
     # --- map ------------------------------------------------------------
     fmap = filt.map
@@ -345,5 +358,6 @@ def run_offline(
             ok,
             title=f"prism_ros: {name}",
             summary=summary,
+            calibration=m.get("calibration"),
         )
     return _jsonable(m)
