@@ -292,6 +292,7 @@ class Recorder:
         self.inlier_ratio: List[float] = []
         self.iterations: List[int] = []
         self.timings: List[Dict[str, float]] = []
+        self.depth_checks: List[tuple] = []  # (compared, inside 2 sigma) per fused frame
 
     def on_step(self, out: Outcome) -> None:
         r, f = out.result, out.frame
@@ -306,6 +307,8 @@ class Recorder:
         self.inlier_ratio.append(float(r.inlier_ratio))
         self.iterations.append(int(r.iterations))
         self.timings.append({k: float(v) for k, v in (r.timings_ms or {}).items()})
+        if getattr(r, "depth_check", None) is not None:
+            self.depth_checks.append(r.depth_check)
 
     def __len__(self) -> int:
         return len(self.index)
