@@ -5,9 +5,10 @@
   scripts go into ``lib/prism_ros`` (see setup.cfg) so ``ros2 run prism_ros
   prism_node`` finds them.
 * ``pip install '.[ros,test]'`` (virtual environment): the ROS 2 Python wheels
-  come from the ``ros`` extra; ``config/prism.yaml`` is also copied into the
-  package as ``prism_ros/config/prism.yaml`` so
-  :func:`prism_ros.config.default_config_path` finds it without a source tree.
+  come from the ``ros`` extra; ``config/prism.yaml`` and ``config/fastdds.xml`` are
+  also copied into the package as ``prism_ros/config/`` so
+  :func:`prism_ros.config.default_config_path` and
+  :func:`prism_ros.ros.transport.default_profile_path` find them without a source tree.
 """
 import os
 from glob import glob
@@ -19,21 +20,26 @@ PACKAGE = "prism_ros"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-class BuildPyWithConfig(build_py):
-    """Copy config/prism.yaml into the built package (non-editable installs).
+#: config/ files copied into the package: the parameters and the Fast DDS profile
+#: (prism_ros.ros.transport finds fastdds.xml next to prism.yaml).
+PACKAGE_CONFIG_FILES = ("prism.yaml", "fastdds.xml")
 
-    The source tree keeps one file (config/prism.yaml); nothing is written into
+
+class BuildPyWithConfig(build_py):
+    """Copy config/prism.yaml and config/fastdds.xml into the built package (non-editable installs).
+
+    The source tree keeps one copy of each (config/); nothing is written into
     the source package, so there is no second copy to drift.
     """
 
     def run(self):
         super().run()
         if getattr(self, "editable_mode", False):
-            return  # editable installs read ../config/prism.yaml from the source tree
-        src = os.path.join(HERE, "config", "prism.yaml")
+            return  # editable installs read ../config/ from the source tree
         dst_dir = os.path.join(self.build_lib, PACKAGE, "config")
         self.mkpath(dst_dir)
-        self.copy_file(src, os.path.join(dst_dir, "prism.yaml"))
+        for name in PACKAGE_CONFIG_FILES:
+            self.copy_file(os.path.join(HERE, "config", name), os.path.join(dst_dir, name))
 
 
 def _files(pattern):
@@ -71,7 +77,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", _files("launch/*.py")),
-        ("share/" + PACKAGE + "/config", _files("config/*.yaml")),
+        ("share/" + PACKAGE + "/config", _files("config/*.yaml") + _files("config/*.xml")),
         ("share/" + PACKAGE + "/rviz", _files("rviz/*.rviz")),
     ],
     install_requires=[

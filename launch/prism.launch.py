@@ -16,9 +16,12 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from prism_ros.ros.transport import fastdds_launch_actions
+
 PACKAGE = "prism_ros"
 NODE_EXECUTABLE = "prism_node"
 PARAMS_FILE = os.path.join("config", "prism.yaml")
+FASTDDS_FILE = os.path.join("config", "fastdds.xml")
 RVIZ_FILE = os.path.join("rviz", "prism.rviz")
 
 
@@ -58,4 +61,6 @@ def generate_launch_description():
         parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
-    return LaunchDescription(args + [node, rviz])
+    # config/fastdds.xml for every process of this launch (RViz too) unless the user set a profile
+    fastdds = fastdds_launch_actions(os.path.join(share, FASTDDS_FILE))
+    return LaunchDescription(args + fastdds + [node, rviz])

@@ -16,10 +16,13 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from prism_ros.ros.transport import fastdds_launch_actions
+
 PACKAGE = "prism_ros"
 NODE_EXECUTABLE = "prism_node"
 PLAYER_EXECUTABLE = "prism_player"
 PARAMS_FILE = os.path.join("config", "prism.yaml")
+FASTDDS_FILE = os.path.join("config", "fastdds.xml")
 RVIZ_FILE = os.path.join("rviz", "prism.rviz")
 
 
@@ -52,8 +55,8 @@ def generate_launch_description():
         name="prism",
         output="screen",
         emulate_tty=True,
-        # reliable inputs: the player publishes reliably; best-effort large images over UDP
-        # loopback lose fragments when socket buffers are small
+        # reliable inputs: the player publishes reliably; a replay should see every frame (with
+        # config/fastdds.xml the default best-effort inputs lose none on one machine either)
         parameters=[LaunchConfiguration("params_file"), {"use_sim_time": True, "sensor_qos": "reliable"}],
     )
     rviz = Node(
@@ -64,4 +67,6 @@ def generate_launch_description():
         parameters=[{"use_sim_time": True}],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
-    return LaunchDescription(args + [node, player, rviz])
+    # config/fastdds.xml for every process of this launch (RViz too) unless the user set a profile
+    fastdds = fastdds_launch_actions(os.path.join(share, FASTDDS_FILE))
+    return LaunchDescription(args + fastdds + [node, player, rviz])

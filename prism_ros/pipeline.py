@@ -101,11 +101,13 @@ class Sink(Protocol):
 
 
 def imu_noise_from_config(cfg) -> ImuNoise:
-    """:class:`ImuNoise` from a configuration's ``imu_*`` parameters (defaults: EuRoC's ADIS16448)."""
+    """:class:`ImuNoise` from a configuration's ``imu_*`` parameters (defaults: EuRoC's ADIS16448),
+    the white-noise densities times ``imu_noise_density_scale`` (fitted on a real flight)."""
+    k = float(cfg.imu_noise_density_scale)
     return ImuNoise(
-        gyro_noise_density=float(cfg.imu_gyro_noise_density),
+        gyro_noise_density=k * float(cfg.imu_gyro_noise_density),
         gyro_random_walk=float(cfg.imu_gyro_random_walk),
-        accel_noise_density=float(cfg.imu_accel_noise_density),
+        accel_noise_density=k * float(cfg.imu_accel_noise_density),
         accel_random_walk=float(cfg.imu_accel_random_walk),
         gyro_bias_sigma=float(cfg.imu_gyro_bias_sigma_radps),
         accel_bias_sigma=float(cfg.imu_accel_bias_sigma_mps2),
@@ -290,6 +292,7 @@ class Recorder:
         self.inlier_ratio: List[float] = []
         self.iterations: List[int] = []
         self.timings: List[Dict[str, float]] = []
+        self.depth_checks: List[tuple] = []  # (compared, inside 2 sigma) per fused frame
 
     def on_step(self, out: Outcome) -> None:
         r, f = out.result, out.frame
@@ -304,6 +307,8 @@ class Recorder:
         self.inlier_ratio.append(float(r.inlier_ratio))
         self.iterations.append(int(r.iterations))
         self.timings.append({k: float(v) for k, v in (r.timings_ms or {}).items()})
+        if getattr(r, "depth_check", None) is not None:
+            self.depth_checks.append(r.depth_check)
 
     def __len__(self) -> int:
         return len(self.index)

@@ -82,7 +82,7 @@ def test_same_integration_as_offline_path():
     nu = np.array([0.1, 0.0, 0.2, 0.0, 0.05, 0.0])
     ctl = buf.control(t0, t1, T_BASE_CAM, nu, np.eye(6) * 1e-4, np.eye(6) * 1e-6)
     ref = ImuIntegrator(buf.data(), T_BASE_CAM, ImuNoise())
-    ref.initialise(T_BASE_CAM, t0, 1.0, t_end=t1)
+    ref.initialise(T_BASE_CAM, t0 - 0.5, 1.0, t_end=t0)  # the buffer's window: the second before t0
     want = ref.control(t0, t1, T_BASE_CAM, nu, np.eye(6) * 1e-4, np.eye(6) * 1e-6)
     assert np.allclose(ctl.T_prev_curr, want.T_prev_curr, atol=1e-12)
     assert np.allclose(ctl.cov, want.cov, atol=1e-15, rtol=1e-9)
@@ -111,9 +111,11 @@ def test_nan_rejected_coverage_and_reset():
 def test_noise_from_config():
     from prism_ros.config import PrismConfig
 
-    cfg = PrismConfig.from_dict({"imu_gyro_noise_density": 1e-3, "imu_accel_noise_density": 0.02})
+    cfg = PrismConfig.from_dict({"imu_gyro_noise_density": 1e-3, "imu_accel_noise_density": 0.02,
+                                 "imu_noise_density_scale": 2.0})
     n = imu_noise_from_config(cfg)
-    assert n.gyro_noise_density == 1e-3 and n.accel_noise_density == 0.02
+    assert n.gyro_noise_density == 2e-3 and n.accel_noise_density == 0.04
+    assert n == ImuNoise(gyro_noise_density=1e-3, accel_noise_density=0.02).scaled(2.0)
     assert n.gyro_random_walk == ImuNoise().gyro_random_walk
 
 

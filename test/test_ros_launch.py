@@ -126,3 +126,36 @@ def test_rviz_config_shows_outputs():
 
     world = next(p.default for p in PARAMS if p.name == "world_frame")
     assert vm["Global Options"]["Fixed Frame"] == world
+
+
+@pytest.mark.parametrize("name", LAUNCH_FILES)
+def test_launch_file_gives_its_processes_the_fastdds_profile(name):
+    """Every launch file hands config/fastdds.xml to the processes it starts, through
+    prism_ros.ros.transport.fastdds_launch_actions (a user's profile wins; see test_ros_transport)."""
+    path = ROOT / "launch" / name
+    tree = ast.parse(path.read_text())
+    consts = _module_constants(tree)
+    assert consts.get("FASTDDS_FILE") == "config/fastdds.xml"
+    assert (ROOT / consts["FASTDDS_FILE"]).is_file()
+    imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert ("prism_ros.ros.transport", "fastdds_launch_actions") in imports
+    gen = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description")
+    calls = [n for n in ast.walk(gen) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "fastdds_launch_actions"]
+    assert len(calls) == 1
+    arg = calls[0].args[0]  # os.path.join(share, FASTDDS_FILE)
+    assert isinstance(arg, ast.Call) and [getattr(a, "id", None) for a in arg.args] == ["share", "FASTDDS_FILE"]
+    # its actions come before the nodes in the LaunchDescription (environment first)
+    ret = next(n for n in ast.walk(gen) if isinstance(n, ast.Return))
+    src = ast.unparse(ret.value)
+    assert src.startswith("LaunchDescription(args + fastdds + ["), src
+
+
+def test_setup_installs_the_fastdds_profile():
+    src = (ROOT / "setup.py").read_text()
+    assert '_files("config/*.xml")' in src  # share/prism_ros/config (colcon)
+    tree = ast.parse(src)
+    files = next(ast.literal_eval(n.value) for n in tree.body
+                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "PACKAGE_CONFIG_FILES")
+    assert set(files) == {"prism.yaml", "fastdds.xml"}  # pip package data (BuildPyWithConfig)
+    for f in files:
+        assert (ROOT / "config" / f).is_file()

@@ -8,10 +8,11 @@ perturbation convention (xi = (rho, phi), translation first).
   (:class:`prism_ros.core.imu.ImuIntegrator`, used by the EuRoC reader): gyro and
   accelerometer with gravity pre-integrated between the two frame stamps, the
   IMU's initial velocity taken from the filter's velocity estimate.  Gravity (in
-  the filter's world) and the gyro bias are estimated at the first control from a
-  window of ``imu_init_window_s`` around the previous frame (a static start is
-  expected; otherwise gravity comes from the mean specific force and the bias
-  stays zero, with a warning).  The covariance comes from the noise densities
+  the filter's world) and the gyro bias are estimated at the first control from the
+  ``imu_init_window_s`` before the previous frame when it is still
+  (:func:`prism_ros.core.imu_online.detect_motion`).  A moving start is refused: no
+  control (constant velocity) until a later window is still or
+  :meth:`ImuBuffer.align_from_poses` aligns gravity from the filter's first poses.  The covariance comes from the noise densities
   (``imu_*`` parameters) plus the filter's velocity and attitude uncertainty.  The
   IMU frame is placed in the base frame by ``T_base_imu_*`` (default: the base frame).
 * Odometry (``control_mode: odometry``): the relative pose of the odometry's
@@ -47,15 +48,19 @@ class ImuBuffer:
     COVERAGE_TOL_S = 0.05
 
     def __init__(self, maxlen: int = 4000, T_I_C: Optional[np.ndarray] = None, noise: Optional[ImuNoise] = None,
-                 init_window_s: float = 1.0):
+                 init_window_s: float = 1.0, max_gap_s: Optional[float] = None):
         self._buf: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.T_I_C = np.eye(4) if T_I_C is None else np.asarray(T_I_C, dtype=np.float64)
         self.noise = noise or ImuNoise()
         self.init_window_s = float(init_window_s)
+        #: an interval with a larger gap between consecutive samples is not covered (None: no check)
+        self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
         self._integ: Optional[ImuIntegrator] = None
         #: None before the first control; then whether the start window looked static
         self.static_start: Optional[bool] = None
+        #: MotionCheck of the last static-alignment attempt (its ``reasons`` say why it was refused)
+        self.init_check = None
 
     def add(self, stamp: float, gyro, acc=None) -> bool:
         """Store one sample; False (not stored) for a non-finite one or an out-of-order duplicate.
@@ -107,11 +112,18 @@ class ImuBuffer:
         return ImuData(t[i0:i1], np.array([s[1] for s in sel]).reshape(-1, 3), np.array([s[2] for s in sel]).reshape(-1, 3))
 
     def covers(self, t0: float, t1: float) -> bool:
+        """Samples span [t0, t1] (within COVERAGE_TOL_S) with no gap over ``max_gap_s`` in it."""
         with self._lock:
             if not self._buf:
                 return False
             first, last = self._buf[0][0], self._buf[-1][0]
-        return t1 > t0 and first <= t0 + self.COVERAGE_TOL_S and last >= t1 - self.COVERAGE_TOL_S
+        ok = t1 > t0 and first <= t0 + self.COVERAGE_TOL_S and last >= t1 - self.COVERAGE_TOL_S
+        return ok and (self.max_gap_s is None or self.max_gap_in(t0, t1) <= self.max_gap_s)
+
+    def max_gap_in(self, t0: float, t1: float) -> float:
+        """The longest time between consecutive samples over [t0, t1] (the ends included)."""
+        d = self.data(t0, t1)  # includes the last sample before t0 and the first after t1
+        return float(np.max(np.diff(d.t))) if len(d) > 1 else float("inf")
 
     def control(self, t0: float, t1: float, T_w_c: np.ndarray, nu_c: np.ndarray,
                 P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
@@ -125,15 +137,49 @@ class ImuBuffer:
         rate = 1.0 / float(np.median(np.diff(full.t))) if len(full) > 1 else 200.0
         integ = self._integ
         if integ is None:
-            lo = t0 - 0.5 * self.init_window_s
+            # static alignment on the init window just before t0; a moving window is refused
+            # (None: the caller keeps its constant-velocity prior) and retried at the next
+            # control, until a still window or align_from_poses() gives gravity
+            lo = t0 - self.init_window_s
             integ = ImuIntegrator(self.data(lo, t1), self.T_I_C, self.noise)
             integ.rate_hz = rate
-            self.static_start = integ.initialise(np.asarray(T_w_c, float), t0, self.init_window_s, t_end=t1)
+            self.static_start = integ.initialise(np.asarray(T_w_c, float), t0 - 0.5 * self.init_window_s,
+                                                 self.init_window_s, t_end=t0)
+            self.init_check = integ.init_check
+            if not self.static_start:
+                return None
             with self._lock:
                 self._integ = integ
         integ.imu = self.data(t0, t1)
         integ.rate_hz = rate
         return integ.control(t0, t1, T_w_c, nu_c, P_nu, Sigma)
+
+    def align_from_poses(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
+        """Moving-start fallback: gravity and the gyro bias from the filter's camera poses
+        ``T_w_c`` (K+1, 4, 4) at ``stamps`` (>= 3 poses, ~1 s of tracking); later controls use
+        it.  Returns the :class:`prism_ros.core.imu_online.BiasEstimate`, or None when the
+        buffer does not cover the stamps."""
+        stamps = np.asarray(stamps, float)
+        if len(stamps) < 3 or not self.covers(float(stamps[0]), float(stamps[-1])):
+            return None
+        full = self.data()
+        integ = ImuIntegrator(self.data(stamps[0], stamps[-1]), self.T_I_C, self.noise)
+        integ.rate_hz = 1.0 / float(np.median(np.diff(full.t)))
+        est = integ.initialise_from_poses(stamps, T_w_c, pos_sigma_m, rot_sigma_rad)
+        with self._lock:
+            self._integ = integ
+        return est
+
+    def refine_biases(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
+        """Re-estimate both biases from the filter's recent camera poses (sliding window, see
+        :func:`prism_ros.core.imu_online.estimate_biases`); None before the alignment or when
+        the buffer does not cover the stamps."""
+        stamps = np.asarray(stamps, float)
+        integ = self._integ
+        if integ is None or len(stamps) < 3 or not self.covers(float(stamps[0]), float(stamps[-1])):
+            return None
+        integ.imu = self.data(stamps[0], stamps[-1])
+        return integ.refine_biases(stamps, T_w_c, pos_sigma_m, rot_sigma_rad)
 
 
 class OdomBuffer:

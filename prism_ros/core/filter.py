@@ -25,6 +25,7 @@ from .config import FilterConfig
 from .dynamics import MotionModel, MotionState
 from .image import InvalidFrameError, build_frame
 from .recovery import Quality, Recovery
+from .predictive import depth_predictive_counts
 from .render import render_map
 from .tracker import track
 from .tsdf import TsdfMap
@@ -73,6 +74,8 @@ class PrismFilter:
             sigma_i=c.intensity_noise_sigma,
             use_photo=bool(c.use_photometric),
             photo_min_grad=c.photometric_min_gradient,
+            model_error_patch_px=c.model_error_patch_px,
+            model_error_residual_level=c.model_error_residual_level,
         )
         # one level more than tracking needs, for recovery's coarser stages
         self.levels = max(c.track_finest_level + c.track_levels + 1, c.render_level + 1)
@@ -150,14 +153,20 @@ class PrismFilter:
         T_new, Sigma_new = (tr.T_w_c, tr.cov) if outcome.tracked else (T_pred, Sigma_pred + self.recovery.lost_sigma)
         # 5. velocity given the new pose (no motion model spans a gap, a loss or a recovery jump)
         with st("velocity"):
-            nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, outcome is StepOutcome.OK and not gap)
+            nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control,
+                                   outcome is StepOutcome.OK and not gap)
         self._commit(outcome, tr.inlier_ratio, MotionState(T_new, Sigma_new, nu, P, stamp))
+        # 5b. depth-predictive check of the map at the tracked pose, before this frame is fused
+        with st("depth_check"):
+            depth_check = self._depth_check(frame, T_new, Sigma_new, render) if outcome.tracked else None
         # 6. fuse the frame into the map at the new pose (product of Gaussians per voxel)
         with st("integrate"):
             if outcome.tracked:
                 self._fuse(frame, T_new, Sigma_new)
         status = outcome.value + (f": {why}" if why else "")
-        return self._result(stamp, outcome, status, tr.inlier_ratio, tr.iterations, st, T_new, Sigma_new)
+        out = self._result(stamp, outcome, status, tr.inlier_ratio, tr.iterations, st, T_new, Sigma_new)
+        out.depth_check = depth_check
+        return out
 
     # ------------------------------------------------------------------ the stages
     def _initialise(self, frame, stamp: float, st: "_Stages") -> StepResult:
@@ -205,11 +214,21 @@ class PrismFilter:
                      max_iterations or c.track_max_iterations, c.track_convergence_eps, self.noise,
                      params or self.track_params, c.laplace_patch_px)
 
-    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, update: bool):
-        """The closed-form velocity update given the new pose, or a restart at rest."""
+    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, update: bool):
+        """The closed-form velocity update given the new pose, or a restart at rest.  Under the
+        constant-velocity model it uses the tracker's data-only information, so the prior (built
+        from the velocity) counts once (:meth:`MotionModel.velocity_update`)."""
         if not update:
             return np.zeros(6), self.motion.P0.copy()
-        return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt)
+        cv = control is None
+        return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt,
+                                           T_pred if cv else None, tr.H_data if cv else None)
+
+    def _depth_check(self, frame, T_w_c, Sigma, render):
+        """Counts of the depth-predictive check (:func:`.predictive.depth_predictive_counts`)."""
+        c = self.cfg
+        return depth_predictive_counts(frame.depth[c.render_level], self.render_camera.params, T_w_c, Sigma, render,
+                                       self.map, self.noise, c.truncation_m, frame.depth_sigma, 1 << c.render_level)
 
     def _commit(self, outcome: StepOutcome, inlier_ratio: float, state: MotionState) -> None:
         """Book-keeping after a step: the new state (not while still relocalising and lost),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -65,3 +65,6 @@ class StepResult:
     outcome: StepOutcome = StepOutcome.OK
     timings_ms: Dict[str, float] = field(default_factory=dict)
     status: str = "ok"
+    #: (compared, inside 2 sigma) pixels of the depth-predictive map check before fusion
+    #: (:mod:`prism_ros.core.predictive`); None when nothing was fused
+    depth_check: Optional[Tuple[int, int]] = None

@@ -7,6 +7,8 @@
   ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None), at
   640x480 unless ``width``/``height`` are given (or ``"synthetic:<n>@<w>x<h>"``);
   ``start``/``frames`` then select a window, frame i being at (start + i) / fps;
+  ``",seed=<s>"`` and ``",clean"`` may follow, so the name a sequence prints
+  (``synthetic:150@640x480,seed=3``) opens that sequence again;
 * a folder recognised by one of the entries of :data:`DETECTORS`, tried in order
   (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``;
   EuRoC ASL folders; EuRoC ROS 1 ``.bag`` files, which need ``calib=<ASL folder>``).
@@ -83,6 +85,15 @@ def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) 
         if p.startswith("synthetic:"):
             spec = p.split(":", 1)[1]
             try:
+                spec, *options = spec.split(",")  # the options the sequence's name prints
+                for opt in options:
+                    key, _, value = opt.strip().partition("=")
+                    if key == "seed" and value:
+                        kw["seed"] = int(value)
+                    elif key == "clean" and not value:
+                        kw["noise"] = False
+                    else:
+                        raise ValueError(opt)
                 if "@" in spec:  # synthetic:<n_frames>@<width>x<height>
                     spec, size = spec.split("@", 1)
                     w, h = size.lower().split("x")
@@ -90,7 +101,8 @@ def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) 
                 n_total = int(spec)
             except ValueError:
                 raise ValueError(f"'{p}': expected 'synthetic', 'synthetic:<n_frames>' or "
-                                 f"'synthetic:<n_frames>@<width>x<height>' with integers") from None
+                                 f"'synthetic:<n_frames>@<width>x<height>' with integers, optionally "
+                                 f"followed by ',seed=<s>' and ',clean' (as the sequence's name prints)") from None
         if n_total <= 0:
             raise ValueError(f"'{p}': the number of frames must be positive")
         from .base import slice_range

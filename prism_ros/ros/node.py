@@ -454,6 +454,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     if user_args:
         print(f"prism_node: ignoring non-ROS arguments {user_args} (use --ros-args ...)", file=sys.stderr)
+    from prism_ros.ros.transport import use_default_profile
+
+    use_default_profile()  # config/fastdds.xml unless the user has a profile; before rclpy.init
     rclpy.init(args=args)
     node = None
     rc = 0

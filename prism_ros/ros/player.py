@@ -602,6 +602,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise SystemExit("prism-ros play: --rate must be positive")
     if not (a.path == "synthetic" or a.path.startswith("synthetic:") or os.path.exists(a.path)):
         raise SystemExit(f"prism-ros play: {a.path} does not exist")
+    from prism_ros.ros.transport import use_default_profile
+
+    use_default_profile(log=(lambda s: None) if a.quiet else None)  # config/fastdds.xml; before rclpy.init
     rclpy.init(args=["prism_player"] + args_all)
     node = rclpy.create_node("prism_player")
     qos = reliable_qos(10) if a.qos == "reliable" else sensor_qos("sensor_data", 10)

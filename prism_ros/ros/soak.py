@@ -258,6 +258,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     domain = a.domain_id if a.domain_id is not None else claim_domain_id(77)
     env = ros_env(domain)
+    from prism_ros.ros.transport import use_default_profile
+
+    use_default_profile(env)  # the node's and the player's Fast DDS profile (config/fastdds.xml)
     node_env = dict(env)
     if a.malloc_arena_max:
         node_env["MALLOC_ARENA_MAX"] = str(a.malloc_arena_max)

@@ -40,8 +40,11 @@ def make_report(
     tracking_ok: Optional[Sequence[bool]] = None,
     title: str = "",
     summary: Optional[Dict[str, float]] = None,
+    calibration: Optional[Dict] = None,
 ) -> str:
-    """Draw the 2x2 report and save it to ``path`` (PNG). Returns ``path``."""
+    """Draw the 2x2 report (2x3 with ``calibration``, the runner's ``metrics.json:
+    calibration`` object: panels (e) coverage against lag, (f) real against predicted
+    RMS error) and save it to ``path`` (PNG). Returns ``path``."""
     from prism_ros.tools import metrics
 
     plt = _mpl()
@@ -56,8 +59,13 @@ def make_report(
     else:
         T_al = T_est
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
-    (ax_a, ax_b), (ax_c, ax_d) = axes
+    if calibration and calibration.get("lags"):
+        fig, axes = plt.subplots(2, 3, figsize=(19, 9.5))
+        (ax_a, ax_b, ax_e), (ax_c, ax_d, ax_f) = axes
+        _calibration_panels(ax_e, ax_f, calibration)
+    else:
+        fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+        (ax_a, ax_b), (ax_c, ax_d) = axes
 
     # (a) top view ---------------------------------------------------------
     ref = T_gt if has_gt else T_est
@@ -167,3 +175,47 @@ def make_report(
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _calibration_panels(ax_e, ax_f, calibration: Dict) -> None:
+    """(e) coverage95 against lag (and the velocity's), with the ideal 0.95 and the
+    [0.90, 0.98] target band; (f) RMS real error against RMS predicted sigma per lag."""
+    lags = sorted(calibration["lags"].values(), key=lambda L: L.get("k", 0))
+    lags = [L for L in lags if L.get("pairs", 0) > 0]
+    ks = [L["k"] for L in lags]
+    pos = np.arange(len(ks))
+    ax_e.axhspan(0.90, 0.98, color="tab:green", alpha=0.12, label="target [0.90, 0.98]")
+    ax_e.axhline(0.95, color="tab:green", lw=1.0, ls="--", label="ideal 0.95")
+    cov = [L["coverage95"] for L in lags]
+    ax_e.bar(pos, cov, width=0.6, color="tab:blue", label="pose, inside 95 % ellipsoid")
+    for x, L in zip(pos, lags):
+        ax_e.text(x, L["coverage95"] + 0.01, f"{L['coverage95']:.3f}\nNEES med {L['nees_median']:.1f}",
+                  ha="center", va="bottom", fontsize=8)
+    labels = [f"lag {k}" for k in ks]
+    v = calibration.get("velocity_coverage_95")
+    if v is not None:
+        ax_e.bar([len(ks)], [v], width=0.6, color="tab:orange", label="velocity (chi2_6)")
+        ax_e.text(len(ks), v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+        labels.append("twist")
+    ax_e.set_xticks(range(len(labels)))
+    ax_e.set_xticklabels(labels)
+    ax_e.set_ylim(0, 1.12)
+    ax_e.set_ylabel("coverage95")
+    ax_e.legend(loc="lower left", fontsize=8)
+    ax_e.set_title("(e) calibration: relative motions inside the 95 % ellipsoid")
+    ax_e.grid(alpha=0.3, axis="y")
+
+    w = 0.2
+    for off, key, col, lab in ((-1.5 * w, "trans_err_rms_m", "tab:red", "real error, translation [mm]"),
+                               (-0.5 * w, "trans_sigma_rms_m", "salmon", "filter sigma, translation [mm]"),
+                               (0.5 * w, "rot_err_rms_deg", "tab:purple", "real error, rotation [mdeg / 10]"),
+                               (1.5 * w, "rot_sigma_rms_deg", "plum", "filter sigma, rotation [mdeg / 10]")):
+        f = 1000.0 if key.endswith("_m") else 100.0
+        ax_f.bar(pos + off, [f * L[key] for L in lags], width=w, color=col, label=lab)
+    ax_f.set_xticks(pos)
+    ax_f.set_xticklabels([f"lag {k}" for k in ks])
+    ax_f.set_yscale("log")
+    ax_f.set_ylabel("RMS")
+    ax_f.legend(loc="upper left", fontsize=8)
+    ax_f.set_title("(f) RMS real error vs RMS predicted sigma, per lag")
+    ax_f.grid(alpha=0.3, axis="y")

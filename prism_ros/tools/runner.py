@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from prism_ros.config import PrismConfig
-from prism_ros.tools import export, metrics
+from prism_ros.tools import calibration, export, metrics
 
 __all__ = ["run_offline", "write_config_yaml"]
 
@@ -97,6 +97,7 @@ def run_offline(
     filt = pipe.filter
     idx, stamps, T_gt, ok, inl = rec.index, rec.stamps, rec.T_gt, rec.tracking_ok, rec.inlier_ratio
     timings = rec.timings
+    depth_checks = rec.depth_checks
     n = len(idx)
     T_est_a = np.stack(rec.T_est)
     pose_cov_a = np.stack(rec.pose_cov)
@@ -151,6 +152,16 @@ def run_offline(
         m["rpe_rot_rmse_deg"] = r["rot_rmse_deg"]
         if all(has_gt):
             T_gt_a = G
+    if T_gt_a is not None and n >= 2:  # pose / velocity calibration (tools/calibration.py)
+        tw = getattr(dataset, "gt_twists", None)
+        m["calibration"] = calibration.calibration_report(
+            T_est_a, T_gt_a, pose_cov_a, valid=ok, stamps=stamps, velocity=np.stack(rec.velocity),
+            velocity_cov=np.stack(rec.velocity_cov),
+            twists_instantaneous=tw() if callable(tw) and n == len(dataset) else None)
+    if depth_checks:  # the map's depth-predictive check (core/predictive.py), no ground truth needed
+        dc = np.asarray(depth_checks, dtype=np.float64).sum(axis=0)
+        m["depth_predictive_coverage_2sigma"] = float(dc[1] / dc[0]) if dc[0] > 0 else float("nan")
+        m["depth_predictive_pixels"] = int(dc[0])
 
     # --- map ------------------------------------------------------------
     fmap = filt.map
@@ -230,5 +241,6 @@ def run_offline(
             ok,
             title=f"prism_ros: {name}",
             summary=summary,
+            calibration=m.get("calibration"),
         )
     return _jsonable(m)

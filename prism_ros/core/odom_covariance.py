@@ -1,0 +1,65 @@
+"""The odom-frame pose covariance (REP-105): per-step covariances compounded along the path.
+
+A pose in the odom frame is continuous and drifts: its uncertainty relative to where
+odometry started grows with the motion.  The filter's ``pose_cov`` is the covariance of
+one step (frame t-1 -> t, given the map; see :mod:`prism_ros.tools.calibration`), so the
+odom-frame covariance compounds them to first order, exactly like the k-frame
+covariance of the calibration report with k = the whole path since the last reset:
+
+    C_t = Ad(dT_t^-1) C_{t-1} Ad(dT_t^-1)^T + S_t,     dT_t = T_{t-1}^-1 T_t,
+
+right perturbation ``T = T_hat Exp(xi)``, camera (body) frame, ``xi = (rho, phi)``.
+While tracking is lost the step covariance is the filter's (prediction plus its lost
+inflation), so C keeps growing; after a reset it restarts from ``C0``.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import se3
+
+__all__ = ["OdomCovarianceAccumulator"]
+
+
+class OdomCovarianceAccumulator:
+    """Compounds per-step pose covariances into the odom-frame pose covariance.
+
+    ``update(T_w_c, step_cov)`` once per filter step (any status); ``reset(T_w_c)`` when
+    the filter or the odom frame is reset.  ``covariance`` is the body-frame (right
+    perturbation) covariance of the current pose relative to the odom origin; convert
+    it with :func:`prism_ros.core.se3.cov_body_to_world` for a ROS message.
+    ``lost_sigma`` (m, rad per step) is added while tracking is lost, on top of the
+    step covariance passed in.
+    """
+
+    def __init__(self, C0: Optional[np.ndarray] = None, lost_sigma: Optional[np.ndarray] = None):
+        self.C0 = np.zeros((6, 6)) if C0 is None else np.asarray(C0, dtype=np.float64).copy()
+        self.lost_var = np.zeros(6) if lost_sigma is None else np.square(np.asarray(lost_sigma, dtype=np.float64))
+        self.reset()
+
+    def reset(self, T_w_c: Optional[np.ndarray] = None) -> None:
+        """Restart: the next pose is the new odom origin (covariance ``C0``)."""
+        self.T_last = None if T_w_c is None else np.asarray(T_w_c, dtype=np.float64).copy()
+        self.C = self.C0.copy()
+        self.steps = 0
+
+    def update(self, T_w_c: np.ndarray, step_cov: np.ndarray, tracking_ok: bool = True) -> np.ndarray:
+        """Compound the step to ``T_w_c`` with covariance ``step_cov``; returns the new C."""
+        T = np.asarray(T_w_c, dtype=np.float64)
+        if self.T_last is None:  # the first pose after a reset is the origin
+            self.T_last = T.copy()
+            return self.C.copy()
+        A = se3.adjoint(se3.inv(se3.inv(self.T_last) @ T))
+        C = A @ self.C @ A.T + np.asarray(step_cov, dtype=np.float64)
+        if not tracking_ok:
+            C = C + np.diag(self.lost_var)
+        self.C = 0.5 * (C + C.T)
+        self.T_last = T.copy()
+        self.steps += 1
+        return self.C.copy()
+
+    @property
+    def covariance(self) -> np.ndarray:
+        return self.C.copy()
