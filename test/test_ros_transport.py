@@ -171,7 +171,7 @@ _PROBE = textwrap.dedent(
 
 def _probe(profile_env):
     pytest.importorskip("rclpy")
-    from prism_ros.ros.testing import claim_domain_id, ros_env
+    from prism_ros.ros.env import claim_domain_id, ros_env
 
     env = ros_env(claim_domain_id(65))
     for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS",

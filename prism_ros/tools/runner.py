@@ -85,7 +85,10 @@ def run_offline(
       ``map_sdf_rmse_m``, ``map_coverage_2sigma`` with ``map_eval_band_m`` and
       ``map_eval_voxels`` (band |sdf_true| < truncation_m / 2), ``map_eval_by_band``
       (the same two figures for bands of half a voxel, one voxel and truncation_m / 2)
-      and ``pose_coverage_95``.
+      and ``pose_coverage_95``.  With ground truth on every frame also ``calibration``
+      (:func:`prism_ros.tools.calibration.calibration_report`: per-lag coverage95, NEES,
+      RMS error vs sigma; velocity coverage); on every run ``depth_predictive_coverage_2sigma``
+      and ``depth_predictive_pixels`` (:mod:`prism_ros.core.predictive`).
     """
     from prism_ros.pipeline import Recorder, run_dataset
 
