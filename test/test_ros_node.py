@@ -115,11 +115,14 @@ def test_outputs_stamps_frames_and_ros_order_covariance(ros):
         assert ros.twist[-1].header.frame_id == "base_link"
         np.testing.assert_allclose(cv.pose_to_T(o.pose.pose), T_w_b, atol=1e-9)
         # Expected ROS covariance by hand: camera z = base x = world y (yaw 90), camera y = base -z = world -z.
-        P = np.asarray(o.pose.covariance).reshape(6, 6)
+        # ~/pose: the pose given the map (the filter's covariance of the step)
+        P = np.asarray(ros.pose[-1].pose.covariance).reshape(6, 6)
         assert _spd(P)
         assert P[1, 1] == pytest.approx(4e-4) and P[0, 0] == pytest.approx(1e-6) and P[2, 2] == pytest.approx(2e-6)
         assert P[5, 5] == pytest.approx(9e-4) and P[3, 3] == pytest.approx(3e-6) and P[4, 4] == pytest.approx(5e-6)
-        np.testing.assert_allclose(np.asarray(ros.pose[-1].pose.covariance), np.asarray(o.pose.covariance))
+        # ~/odometry (REP-105): the steps compounded since the start; the pose does not move here,
+        # so after 12 frames (the first is the origin) it is 11 steps' covariance
+        np.testing.assert_allclose(np.asarray(o.pose.covariance).reshape(6, 6), 11 * P, rtol=1e-9, atol=1e-15)
         # Twist in base_link: forward 0.3 along base x, turning -0.1 about base z (camera y is down)
         tw = o.twist.twist
         np.testing.assert_allclose([tw.linear.x, tw.linear.y, tw.linear.z], [0.3, 0, 0], atol=1e-12)
@@ -302,9 +305,13 @@ def test_time_jump_back_resets(ros):
             _frame(ros, t)
             time.sleep(0.03)
         assert ros.wait_for(lambda: len(ros.odom) == 3, 5)
+        odom_cov = [np.asarray(m.pose.covariance).reshape(6, 6) for m in ros.odom]
+        step = np.asarray(ros.pose[-1].pose.covariance).reshape(6, 6)
+        assert np.allclose(odom_cov[0], 0) and np.trace(odom_cov[2]) > np.trace(odom_cov[1]) > 0.99 * np.trace(step)
         _frame(ros, 1.0)
         assert ros.wait_for(lambda: len(ros.odom) == 4, 5)
         assert FakeFilter.instances[-1].resets == 1
+        assert np.allclose(np.asarray(ros.odom[-1].pose.covariance), 0)  # the odom covariance restarts
     finally:
         ros.detach(node)
 

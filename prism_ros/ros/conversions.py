@@ -24,6 +24,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import (
     Pose,
     PoseStamped,
+    PoseWithCovariance,
     PoseWithCovarianceStamped,
     Transform,
     TransformStamped,
@@ -364,9 +365,14 @@ def state_messages(
     T_base_camera: np.ndarray,
     world_frame: str,
     base_frame: str,
+    odom_cov_c: Optional[np.ndarray] = None,
 ) -> StateMessages:
     """The filter's camera state as the base frame's pose (parent ``world_frame``) and
-    twist (child ``base_frame``) messages, ROS conventions (:func:`camera_state_to_base`)."""
+    twist (child ``base_frame``) messages, ROS conventions (:func:`camera_state_to_base`).
+
+    ``pose_cov_c`` (the pose given the map) goes into ``~/pose``; the Odometry message
+    carries ``odom_cov_c`` (the per-step covariances compounded since the last reset,
+    REP-105: it grows with motion) when given, else the same covariance as ``~/pose``."""
     T_w_b, pose_cov, twist, twist_cov = camera_state_to_base(T_w_c, pose_cov_c, velocity_c, velocity_cov_c, T_base_camera)
     header = Header(stamp=stamp, frame_id=world_frame)
     pm = PoseWithCovarianceStamped(header=header)
@@ -378,6 +384,9 @@ def state_messages(
     tw.angular.x, tw.angular.y, tw.angular.z = (float(v) for v in twist[3:])
     tm.twist.covariance = cov_to_msg(twist_cov)
     om = Odometry(header=header, child_frame_id=base_frame, pose=pm.pose, twist=tm.twist)
+    if odom_cov_c is not None:
+        om.pose = PoseWithCovariance(pose=pm.pose.pose, covariance=cov_to_msg(
+            camera_state_to_base(T_w_c, odom_cov_c, velocity_c, velocity_cov_c, T_base_camera)[1]))
     return StateMessages(pm, tm, om, transform_stamped(stamp, world_frame, base_frame, T_w_b),
                          PoseStamped(header=header, pose=pm.pose.pose))
 

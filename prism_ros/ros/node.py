@@ -64,6 +64,7 @@ from std_srvs.srv import Trigger
 from prism_ros.config import ConfigError, PrismConfig
 from prism_ros.core.camera import Camera
 from prism_ros.core.controls import ImuBuffer, OdomBuffer
+from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.core.types import StepResult
 from prism_ros.pipeline import ImuControls, OdomControls, Pipeline, imu_noise_from_config
 from prism_ros.ros import conversions as cv
@@ -126,6 +127,7 @@ class PrismNode(Node):
         self._last_result: Optional[StepResult] = None
         self._last_header_stamp: Optional[Time] = None
         self._frames_since_cloud = 0
+        self._odom_cov = OdomCovarianceAccumulator()  # ~/odometry: the steps compounded since the last reset
         self._last_diag = time.monotonic()
 
         # ---- outputs and services ---------------------------------------------------
@@ -283,6 +285,7 @@ class PrismNode(Node):
         """The filter's world restarted: no result to extend, no cloud, an empty path."""
         self._last_result = None
         self._frames_since_cloud = 0
+        self._odom_cov.reset()
         with self._path_lock:
             self._path.clear()
 
@@ -376,8 +379,11 @@ class PrismNode(Node):
     # ----------------------------------------------------------------- publish
     def _publish_state(self, res: StepResult, stamp: Time) -> None:
         cfg = self.cfg
+        # ~/pose: the pose given the map; ~/odometry: the steps compounded (a lost step carries the
+        # filter's inflated prediction, so it grows faster then)
+        odom_cov = self._odom_cov.update(res.T_w_c, res.pose_cov, res.tracking_ok)
         m = cv.state_messages(stamp, res.T_w_c, res.pose_cov, res.velocity, res.velocity_cov, self.T_base_camera,
-                              cfg.world_frame, cfg.base_frame)
+                              cfg.world_frame, cfg.base_frame, odom_cov)
         self.pub_pose.publish(m.pose)
         self.pub_twist.publish(m.twist)
         self.pub_odom.publish(m.odom)
