@@ -46,6 +46,13 @@ between halves.  In flight (every 1 s window of V1_02 from 4 s on, 0.25 s steps)
 least one test fails, mostly the mean-rate change (0.1-1.3 rad/s).  A constant
 rotation purely about gravity slower than the gyro bias range (EuRoC's ADIS16448: up to
 0.08 rad/s) cannot be told from a bias by any IMU-only test; it is not detected.
+
+What happens at a moving start: :meth:`prism_ros.core.imu.ImuIntegrator.initialise`
+refuses (gravity unknown, :meth:`~prism_ros.core.imu.ImuIntegrator.control` returns
+None, the filter runs its constant-velocity model and the static test is retried at
+every frame); the filter's poses passed to ``control`` are kept, and once they span
+``pose_alignment_s`` (1 s) :func:`gravity_from_poses` gives gravity and the gyro bias
+(taken when gravity's sigma is below 0.3 m/s^2), after which the IMU controls start.
 """
 from __future__ import annotations
 

@@ -11,8 +11,10 @@ perturbation convention (xi = (rho, phi), translation first).
   the filter's world) and the gyro bias are estimated at the first control from the
   ``imu_init_window_s`` before the previous frame when it is still
   (:func:`prism_ros.core.imu_online.detect_motion`).  A moving start is refused: no
-  control (constant velocity) until a later window is still or
-  :meth:`ImuBuffer.align_from_poses` aligns gravity from the filter's first poses.  The covariance comes from the noise densities
+  control (constant velocity) until a later window is still or, once the filter's
+  poses passed to :meth:`ImuBuffer.control` span ``pose_alignment_s``, gravity comes
+  from that pose track (:meth:`ImuBuffer.align_from_poses`).
+  :meth:`ImuBuffer.refine_biases` re-estimates both biases from a recent pose track.  The covariance comes from the noise densities
   (``imu_*`` parameters) plus the filter's velocity and attitude uncertainty.  The
   IMU frame is placed in the base frame by ``T_base_imu_*`` (default: the base frame).
 * Odometry (``control_mode: odometry``): the relative pose of the odometry's
