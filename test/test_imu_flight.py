@@ -188,3 +188,51 @@ def test_node_default_density_scale_is_the_fitted_one():
 
     default = {p.name: p.default for p in PARAMS}["imu_noise_density_scale"]
     assert default == ic.EUROC_DENSITY_SCALE
+
+
+@pytest.mark.parametrize("path", ["offline", "node"])
+def test_moving_start_pose_fallback_runs_by_itself(flight, path):
+    """Controls fed the (noisy: 5 mm, 2 mrad) pose track of a moving start: none for the first
+    second (constant velocity), then gravity from the poses and IMU controls; later the
+    gated bias refinement takes the biases of a precise track and refuses a noisy one's."""
+    from prism_ros.core import se3
+    from prism_ros.core.imu import ImuIntegrator
+    from prism_ros.core.controls import ImuBuffer
+
+    imu, gt = flight
+    rng = np.random.default_rng(3)
+    t_imu0 = float(imu.t[0])
+    stamps = t_imu0 + 20.0 + np.arange(41) * 0.05
+    Rs, ps, bg_gt, _ = _gt_track(gt, stamps)
+    noisy = np.stack([se3.make_T(R @ se3.so3_exp(rng.normal(0, 2e-3, 3)), p + rng.normal(0, 5e-3, 3))
+                      for R, p in zip(Rs, ps)])
+    if path == "offline":
+        src = ImuIntegrator(imu, np.eye(4), ImuNoise())
+    else:
+        src = ImuBuffer(max_gap_s=0.025)
+        m = (imu.t >= stamps[0] - 1.5) & (imu.t <= stamps[-1] + 0.1)
+        for t, w, a in zip(imu.t[m], imu.gyro[m], imu.acc[m]):
+            assert src.add(t, w, acc=a)
+    got = []
+    for k in range(len(stamps) - 1):
+        if path == "offline" and src.g_w is None:
+            assert src.initialise(noisy[k], stamps[k], 1.0) is False  # moving: refused every time
+        got.append(src.control(stamps[k], stamps[k + 1], noisy[k], np.zeros(6)) is not None)
+    first = got.index(True)
+    assert first == 20 and all(got[first:])  # 1 s of poses (21 stamps), then every frame
+    integ = src if path == "offline" else src._integ
+    assert np.linalg.norm(integ.g_w - ic.EUROC_GRAVITY) < 0.25 and integ.static_start is False
+    assert np.max(np.abs(integ.bg - bg_gt)) < 0.01
+    if path == "node":
+        # 2 mrad pose noise: the 2 s estimate (sigma ~9e-3 rad/s) is no better than the prior
+        est = src.refine_biases(stamps, noisy, 5e-3, 2e-3)
+        assert est.applied[0] is False
+        fine = np.stack([se3.make_T(R @ se3.so3_exp(rng.normal(0, 2e-4, 3)), p + rng.normal(0, 2e-4, 3))
+                         for R, p in zip(Rs, ps)])
+        est = src.refine_biases(stamps, fine, 2e-4, 2e-4)
+        assert est.applied == (True, True) and np.max(np.abs(integ.bg - bg_gt)) < 3e-3
+        very = noisy.copy()
+        very[:, :3, 3] += rng.normal(0, 0.05, (len(very), 3))
+        ba_before = integ.ba.copy()
+        est = src.refine_biases(stamps, very, 0.05, 2e-3)
+        assert est.applied[1] is False and np.array_equal(integ.ba, ba_before)

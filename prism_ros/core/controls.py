@@ -11,8 +11,10 @@ perturbation convention (xi = (rho, phi), translation first).
   the filter's world) and the gyro bias are estimated at the first control from the
   ``imu_init_window_s`` before the previous frame when it is still
   (:func:`prism_ros.core.imu_online.detect_motion`).  A moving start is refused: no
-  control (constant velocity) until a later window is still or
-  :meth:`ImuBuffer.align_from_poses` aligns gravity from the filter's first poses.  The covariance comes from the noise densities
+  control (constant velocity) until a later window is still or, once the filter's
+  poses passed to :meth:`ImuBuffer.control` span ``pose_alignment_s``, gravity comes
+  from that pose track (:meth:`ImuBuffer.align_from_poses`).
+  :meth:`ImuBuffer.refine_biases` re-estimates both biases from a recent pose track.  The covariance comes from the noise densities
   (``imu_*`` parameters) plus the filter's velocity and attitude uncertainty.  The
   IMU frame is placed in the base frame by ``T_base_imu_*`` (default: the base frame).
 * Odometry (``control_mode: odometry``): the relative pose of the odometry's
@@ -48,7 +50,8 @@ class ImuBuffer:
     COVERAGE_TOL_S = 0.05
 
     def __init__(self, maxlen: int = 4000, T_I_C: Optional[np.ndarray] = None, noise: Optional[ImuNoise] = None,
-                 init_window_s: float = 1.0, max_gap_s: Optional[float] = None):
+                 init_window_s: float = 1.0,
+                 max_gap_s: Optional[float] = None, pose_alignment_s: Optional[float] = 1.0):
         self._buf: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.T_I_C = np.eye(4) if T_I_C is None else np.asarray(T_I_C, dtype=np.float64)
@@ -56,6 +59,9 @@ class ImuBuffer:
         self.init_window_s = float(init_window_s)
         #: an interval with a larger gap between consecutive samples is not covered (None: no check)
         self.max_gap_s = None if max_gap_s is None else float(max_gap_s)
+        #: moving start: gravity from this much of the filter's pose track (None: wait for a still window)
+        self.pose_alignment_s = pose_alignment_s
+        self._poses: list = []  # [(t, T_w_c)] passed to control() while the alignment is refused
         self._integ: Optional[ImuIntegrator] = None
         #: None before the first control; then whether the start window looked static
         self.static_start: Optional[bool] = None
@@ -79,6 +85,7 @@ class ImuBuffer:
                     self._buf.clear()  # time jumped back
                     self._integ = None
                     self.static_start = None
+                    self._poses = []
                 else:
                     return False
             self._buf.append((float(stamp), w, a))
@@ -89,12 +96,14 @@ class ImuBuffer:
             self._buf.clear()
             self._integ = None
             self.static_start = None
+            self._poses = []
 
     def reset_alignment(self) -> None:
         """Forget gravity and the gyro bias (re-estimated at the next control)."""
         with self._lock:
             self._integ = None
             self.static_start = None
+            self._poses = []
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -147,9 +156,12 @@ class ImuBuffer:
                                                  self.init_window_s, t_end=t0)
             self.init_check = integ.init_check
             if not self.static_start:
-                return None
-            with self._lock:
-                self._integ = integ
+                if not self._pose_fallback(t0, T_w_c):
+                    return None
+                integ = self._integ
+            else:
+                with self._lock:
+                    self._integ = integ
         integ.imu = self.data(t0, t1)
         integ.rate_hz = rate
         return integ.control(t0, t1, T_w_c, nu_c, P_nu, Sigma)
@@ -166,14 +178,35 @@ class ImuBuffer:
         integ = ImuIntegrator(self.data(stamps[0], stamps[-1]), self.T_I_C, self.noise)
         integ.rate_hz = 1.0 / float(np.median(np.diff(full.t)))
         est = integ.initialise_from_poses(stamps, T_w_c, pos_sigma_m, rot_sigma_rad)
-        with self._lock:
-            self._integ = integ
+        if integ.g_w is not None:  # gravity sigma small enough
+            with self._lock:
+                self._integ = integ
+                self._poses = []
+            self.static_start = False
         return est
+
+    def _pose_fallback(self, t0: float, T_w_c) -> bool:
+        """Record the filter's pose at a refused alignment; align from the poses once they span
+        ``pose_alignment_s`` (:meth:`align_from_poses`).  True when aligned now."""
+        if self.pose_alignment_s is None:
+            return False
+        h = self._poses
+        if not h or t0 > h[-1][0]:
+            h.append((float(t0), np.asarray(T_w_c, float).copy()))
+        if len(h) < 3 or h[-1][0] - h[0][0] < self.pose_alignment_s:
+            return False
+        self.align_from_poses(np.array([x[0] for x in h]), np.stack([x[1] for x in h]))
+        if self._integ is None:  # not covered or not good enough: slide on
+            self._poses = h[1:]
+            return False
+        return True
 
     def refine_biases(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
         """Re-estimate both biases from the filter's recent camera poses (sliding window, see
         :func:`prism_ros.core.imu_online.estimate_biases`); None before the alignment or when
-        the buffer does not cover the stamps."""
+        the buffer does not cover the stamps.  Each bias is applied only when its estimate's
+        sigma (largest axis) is below the noise model's ``gyro_bias_sigma`` /
+        ``accel_bias_sigma``; the result's ``applied`` says which were."""
         stamps = np.asarray(stamps, float)
         integ = self._integ
         if integ is None or len(stamps) < 3 or not self.covers(float(stamps[0]), float(stamps[-1])):

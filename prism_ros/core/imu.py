@@ -253,8 +253,18 @@ class ImuIntegrator:
     """
 
     def __init__(self, imu: ImuData, T_I_C: np.ndarray, noise: Optional[ImuNoise] = None,
-                 g_w: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None, ba: Optional[np.ndarray] = None):
+                 g_w: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None, ba: Optional[np.ndarray] = None,
+                 pose_alignment_s: Optional[float] = 1.0, pose_sigma_m: float = 5e-3, pose_sigma_rad: float = 1e-3,
+                 max_gravity_sigma_mps2: float = 0.3):
         self.imu = imu
+        #: moving start: after this much pose track (the filter's states passed to control()),
+        #: gravity from the poses (initialise_from_poses); None disables the fallback
+        self.pose_alignment_s = pose_alignment_s
+        self.pose_sigma_m = float(pose_sigma_m)
+        self.pose_sigma_rad = float(pose_sigma_rad)
+        #: a pose alignment whose gravity sigma (largest axis) is above this is not used
+        self.max_gravity_sigma_mps2 = float(max_gravity_sigma_mps2)
+        self.pose_history: list = []  # [(t, T_w_c)] while gravity is unknown
         self.T_I_C = np.asarray(T_I_C, dtype=np.float64)
         self.T_C_I = se3.inv(self.T_I_C)
         self.noise = noise or ImuNoise()
@@ -290,29 +300,66 @@ class ImuIntegrator:
         self.bg = chk.gyro_median
         return True
 
-    def initialise_from_poses(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
+    def initialise_from_poses(self, stamps, T_w_c, pos_sigma_m: Optional[float] = None,
+                              rot_sigma_rad: Optional[float] = None):
         """Moving-start fallback: gravity (and the gyro bias) from the filter's camera poses
         ``T_w_c`` (K+1, 4, 4) at ``stamps`` (:func:`prism_ros.core.imu_online.gravity_from_poses`;
-        ~1 s of tracking with some rotation).  Returns the :class:`BiasEstimate`."""
+        ~1 s of tracking).  Sets ``g_w`` / ``bg`` unless the gravity sigma exceeds
+        ``max_gravity_sigma_mps2``; returns the :class:`BiasEstimate`."""
         from .imu_online import gravity_from_poses
 
+        ps = self.pose_sigma_m if pos_sigma_m is None else pos_sigma_m
+        rs = self.pose_sigma_rad if rot_sigma_rad is None else rot_sigma_rad
         T_w_I = np.asarray(T_w_c, float).reshape(-1, 4, 4) @ self.T_C_I
         est = gravity_from_poses(self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.noise, self.bg, self.ba,
-                                 rot_sigma_rad, pos_sigma_m)
-        self.g_w, self.bg = est.g_w, est.bg
+                                 rs, ps)
+        if np.sqrt(np.max(np.diag(est.cov_g))) <= self.max_gravity_sigma_mps2:
+            self.g_w, self.bg = est.g_w, est.bg
+            self.static_start = False
+            self.pose_history = []
         return est
 
-    def refine_biases(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
+    def _pose_fallback(self, t: float, T_w_c: np.ndarray) -> bool:
+        """Remember the filter's pose while gravity is unknown; align from the poses once they
+        span ``pose_alignment_s``.  True when gravity is known now."""
+        if self.pose_alignment_s is None:
+            return False
+        h = self.pose_history
+        if not h or t > h[-1][0]:
+            h.append((float(t), np.asarray(T_w_c, float).copy()))
+        if len(h) < 3 or h[-1][0] - h[0][0] < self.pose_alignment_s:
+            return False
+        if not (self.imu.t[0] <= h[0][0] and h[-1][0] <= self.imu.t[-1]):
+            self.pose_history = h[1:]
+            return False
+        self.initialise_from_poses(np.array([x[0] for x in h]), np.stack([x[1] for x in h]))
+        if self.g_w is None:  # not good enough: slide the window on
+            self.pose_history = h[1:]
+        return self.g_w is not None
+
+    def refine_biases(self, stamps, T_w_c, pos_sigma_m: Optional[float] = None, rot_sigma_rad: Optional[float] = None,
+                      gate: bool = True):
         """Online bias refinement from the filter's recent camera poses (needs gravity):
-        :func:`prism_ros.core.imu_online.estimate_biases`; sets ``bg`` / ``ba``."""
+        :func:`prism_ros.core.imu_online.estimate_biases`.  With ``gate`` each bias is taken
+        only when its estimate's sigma (largest axis) is below ``noise.gyro_bias_sigma`` /
+        ``noise.accel_bias_sigma`` (a noisy pose track must not make it worse);
+        ``est.applied`` = (gyro taken, accel taken)."""
         from .imu_online import estimate_biases
 
         if self.g_w is None:
             raise RuntimeError("ImuIntegrator.refine_biases: gravity unknown")
+        ps = self.pose_sigma_m if pos_sigma_m is None else pos_sigma_m
+        rs = self.pose_sigma_rad if rot_sigma_rad is None else rot_sigma_rad
         T_w_I = np.asarray(T_w_c, float).reshape(-1, 4, 4) @ self.T_C_I
         est = estimate_biases(self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.g_w, self.noise, self.bg,
-                              self.ba, rot_sigma_rad, pos_sigma_m)
-        self.bg, self.ba = est.bg, est.ba
+                              self.ba, rs, ps)
+        take_g = not gate or np.sqrt(np.max(np.diag(est.cov_bg))) < self.noise.gyro_bias_sigma
+        take_a = not gate or np.sqrt(np.max(np.diag(est.cov_ba))) < self.noise.accel_bias_sigma
+        if take_g:
+            self.bg = est.bg
+        if take_a:
+            self.ba = est.ba
+        est.applied = (bool(take_g), bool(take_a))
         return est
 
     def body_velocity_I(self, nu_c: np.ndarray) -> np.ndarray:
@@ -359,8 +406,9 @@ class ImuIntegrator:
 
     def control(self, t_prev: float, t_curr: float, T_w_c: np.ndarray, nu_c: np.ndarray,
                 P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
-        """The camera increment, or None while gravity is unknown (moving start, see :meth:`initialise`)."""
-        if self.g_w is None:
+        """The camera increment, or None while gravity is unknown (moving start, see
+        :meth:`initialise`; the pose fallback, ``pose_alignment_s``, runs from here)."""
+        if self.g_w is None and not self._pose_fallback(t_prev, T_w_c):
             return None
         T_w_c = np.asarray(T_w_c, float)
         R_w_I = (T_w_c @ self.T_C_I)[:3, :3]
