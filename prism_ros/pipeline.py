@@ -24,6 +24,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
@@ -117,14 +118,21 @@ def imu_noise_from_config(cfg) -> ImuNoise:
 class ImuControls:
     """IMU controls from an :class:`~prism_ros.core.controls.ImuBuffer` (the node's IMU topic).
 
-    No control across a gap longer than ``max_dt_s`` or where the buffer does not cover the
-    interval; :attr:`note` then says why (the caller logs it, throttled)."""
+    No control across a gap longer than ``max_dt_s``, where the buffer does not cover the
+    interval (or has an IMU gap in it), or while a moving start is refused (the buffer then
+    aligns gravity from ``pose_alignment_s`` of the filter's poses); :attr:`note` says why
+    (the caller logs it, throttled).  With ``bias_window_s`` > 0 the biases are refined about
+    once a second from that much of the filter's pose track (:meth:`ImuBuffer.refine_biases`);
+    :attr:`bias_estimate` is the last refinement."""
 
-    def __init__(self, buffer: ImuBuffer, max_dt_s: float):
+    def __init__(self, buffer: ImuBuffer, max_dt_s: float, bias_window_s: float = 0.0):
         self.buffer = buffer
         self.max_dt_s = float(max_dt_s)
+        self.bias_window_s = float(bias_window_s)
         self.note: Optional[str] = None
-        self.moving_start_reported = False
+        self.bias_estimate = None
+        self._poses: deque = deque()  # (stamp, T_w_c) of the filter's recent states
+        self._last_refine = -np.inf
 
     def control(self, prev: PipelineFrame, cur: PipelineFrame, state) -> Optional[Control]:
         t0, t1 = prev.stamp, cur.stamp
@@ -132,18 +140,33 @@ class ImuControls:
         if t1 - t0 > self.max_dt_s:
             self.note = f"{t1 - t0:.3f} s since the last frame (> max_dt_s); using the constant-velocity model"
             return None
+        self._refine_biases(t0, state.T_w_c)
         ctl = self.buffer.control(t0, t1, state.T_w_c, state.nu, state.P, state.Sigma)
-        if ctl is None:
-            self.note = f"no IMU data covering [{t0:.3f}, {t1:.3f}] s; using the constant-velocity model"
-        elif self.buffer.static_start is False and not self.moving_start_reported:
-            self.moving_start_reported = True
-            self.note = ("the IMU start window was not static; gravity from the mean specific force, "
-                         "gyro bias not estimated")
+        if ctl is None and self.buffer.init_check is not None and self.buffer.static_start is False:
+            why = "; ".join(getattr(self.buffer.init_check, "reasons", []) or ["the sensor moves"])
+            self.note = (f"IMU: moving start, no static gravity alignment ({why}); constant velocity until a "
+                         f"still window or {self.buffer.pose_alignment_s} s of tracked poses give gravity")
+        elif ctl is None:
+            self.note = f"no IMU data covering [{t0:.3f}, {t1:.3f}] s (or an IMU gap); using the constant-velocity model"
         return ctl
+
+    def _refine_biases(self, t: float, T_w_c: np.ndarray) -> None:
+        if self.bias_window_s <= 0:
+            return
+        self._poses.append((float(t), np.asarray(T_w_c, dtype=np.float64).copy()))
+        while self._poses and t - self._poses[0][0] > self.bias_window_s:
+            self._poses.popleft()
+        if t - self._last_refine < 1.0 or len(self._poses) < 3 or t - self._poses[0][0] < 0.5 * self.bias_window_s:
+            return
+        self._last_refine = t
+        est = self.buffer.refine_biases(np.array([p[0] for p in self._poses]), np.stack([p[1] for p in self._poses]))
+        if est is not None:
+            self.bias_estimate = est
 
     def reset(self, clear: bool) -> None:
         """The filter restarted (its world moved): re-estimate gravity; ``clear`` also drops the samples."""
-        self.moving_start_reported = False
+        self._poses.clear()
+        self._last_refine = -np.inf
         if clear:
             self.buffer.clear()
         else:

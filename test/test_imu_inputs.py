@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from prism_ros.core.controls import ImuBuffer
-from prism_ros.ros.imu_inputs import ImuStreamMonitor, Throttle, check_exposure, check_stereo_pair
+from prism_ros.ros.imu_inputs import ImuStreamMonitor, check_exposure, check_stereo_pair
 
 G = [0.0, 0.0, 9.81]
 W = [0.01, -0.02, 0.03]
@@ -75,10 +75,3 @@ def test_stereo_pair_checks(data_dir):
     assert check_exposure(np.clip(L.astype(int) * 20, 0, 255).astype(np.uint8)).startswith("saturated")
     assert check_exposure((L / 2).astype(np.uint8)) == ""  # dim but usable
     assert [c for c, _ in check_stereo_pair(L, R[:, :700], (752, 480))] == ["size", "size"]
-
-
-def test_throttle():
-    th = Throttle(5.0)
-    logged = [th("gap", t) for t in np.arange(0.0, 12.0, 0.5)]
-    assert sum(logged) == 3 and logged[0] and logged[10] and logged[20]
-    assert th("nan", 0.7) and th.counts == {"gap": 24, "nan": 1}

@@ -199,25 +199,45 @@ def test_colour_without_depth_for_a_long_time(ros):
         ros.detach(node)
 
 
-def test_imu_with_nan_rejected(ros):
+def test_bad_imu_stream_flagged_throttled_node_alive(ros):
+    """NaN samples, stamps going backwards or repeated are dropped; a gap and an IMU slower
+    than declared are flagged; each gives one throttled warning and a diagnostics count, and
+    the node keeps filtering frames."""
     node = _start(ros, [Parameter("control_mode", value="imu")])
     try:
         assert ros.wait_for(lambda: ros.pub_imu.get_subscription_count() > 0, 5)
 
-        def imu(t, w):
+        def imu(t, w=(0.0, 0.0, 0.1)):
             m = Imu()
             m.header = _header(t)
             m.angular_velocity.x, m.angular_velocity.y, m.angular_velocity.z = w
-            return m
+            m.linear_acceleration.z = 9.81
+            ros.pub_imu.publish(m)
+            time.sleep(0.002)
 
         for i in range(5):
-            ros.pub_imu.publish(imu(1.0 + i * 0.01, (float("nan"), 0.0, 0.1)))
-        ros.pub_imu.publish(imu(1.06, (0.0, float("inf"), 0.1)))
+            imu(1.0 + i * 0.005, (float("nan"), 0.0, 0.1))
+        imu(1.03, (0.0, float("inf"), 0.1))
         assert ros.wait_for(lambda: node.stats["bad_imu"] == 6, 5), node.stats
         assert len(node._imu) == 0
-        assert len(_logs(ros, "non-finite angular velocity", Log.WARN)) == 1, "throttled"
-        ros.pub_imu.publish(imu(1.1, (0.0, 0.0, 0.1)))
-        assert ros.wait_for(lambda: len(node._imu) == 1, 5)
+        assert len(_logs(ros, "has a non-finite angular velocity", Log.WARN)) == 1, "throttled"
+        stamps = list(1.1 + np.arange(60) / 200.0)  # 200 Hz, as declared
+        for t in stamps:
+            imu(t)
+        imu(stamps[-1] - 0.05)  # backwards: dropped
+        imu(stamps[-1])  # duplicate: dropped
+        assert ros.wait_for(lambda: node.stats["bad_imu"] == 8 and len(node._imu) == 60, 5), node.stats
+        t_gap = stamps[-1] + 0.2  # a 0.2 s gap (> imu_max_gap_s): kept, flagged
+        for k in range(150):  # then 100 Hz although 200 Hz is declared: kept, flagged
+            imu(t_gap + k / 100.0)
+        assert ros.wait_for(lambda: len(node._imu) == 210, 5), len(node._imu)
+        assert ros.wait_for(lambda: node.stats.get("imu_rate", 0) > 0, 5), node.stats
+        st = node.stats
+        assert st["imu_nan"] == 6 and st["imu_backwards"] == 1 and st["imu_duplicate"] == 1 and st["imu_gap"] == 1
+        for text in ("went backwards", "repeated", "IMU gap of 0.200 s", "declared 200.0 Hz"):
+            assert len(_logs(ros, text, Log.WARN)) == 1, text
+        # no IMU control across the gap: the buffer reports the interval uncovered
+        assert not node._imu.covers(stamps[-1] - 0.01, t_gap + 0.05)
         _good_frames(ros, [1.0, 1.05])
         assert _steps(ros, node, 2) == [1.0, 1.05]  # node alive, frames go on
     finally:

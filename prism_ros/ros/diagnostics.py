@@ -108,9 +108,10 @@ class NodeStats:
             self._w.stages.add({name: ms})
 
     def count(self, what: str, n: int = 1) -> None:
-        """``dropped_queue``, ``bad`` (refused frames) or ``bad_imu`` (refused IMU samples)."""
+        """``dropped_queue``, ``bad`` (refused frames), ``bad_imu`` (refused IMU samples) or a
+        flag of the IMU stream (``imu_gap``, ``imu_rate``, ...: reported as ``<what>_total``)."""
         with self._lock:
-            self._totals[what] += n
+            self._totals[what] = self._totals.get(what, 0) + n
             if what in ("dropped_queue", "bad"):
                 setattr(self._w, what, getattr(self._w, what) + n)
 
@@ -166,7 +167,9 @@ class NodeStats:
             "bad_inputs": str(w.bad),
             "tracking_lost": str(w.lost),
             "tracking_status": tracking_status,
+            "bad_imu_total": str(totals["bad_imu"]),
         }
+        values.update({f"{k}_total": str(v) for k, v in sorted(totals.items()) if k.startswith("imu_")})
         values.update({f"stage_{k}_ms": f"{v:.2f}" for k, v in sorted(stages.items())})
         status = DiagnosticStatus(level=level, name=name, message="; ".join(parts[:1] + parts[-1:]), hardware_id="prism",
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])

@@ -11,17 +11,18 @@ classes, no rclpy, so the node only logs (throttled) and counts what they return
   declared noise densities).
 * :func:`check_stereo_pair` / :func:`check_exposure`: a pair with an image missing or of
   the wrong size, and black or saturated images (the frame is skipped: no stereo depth).
-* :class:`Throttle`: at most one log line per ``period_s`` and code, with counts.
+The node logs the messages through its throttle (one line per code and period) and
+counts every flag in its diagnostics (``imu_<code>_total``).
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Deque, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["ImuVerdict", "ImuStreamMonitor", "check_exposure", "check_stereo_pair", "Throttle"]
+__all__ = ["ImuVerdict", "ImuStreamMonitor", "check_exposure", "check_stereo_pair"]
 
 DROP_CODES = ("nan", "backwards", "duplicate")
 
@@ -67,7 +68,9 @@ class ImuStreamMonitor:
         w = np.asarray(gyro, dtype=np.float64).reshape(-1)
         a = np.asarray(acc, dtype=np.float64).reshape(-1)
         if not (np.isfinite(stamp) and np.all(np.isfinite(w)) and np.all(np.isfinite(a))):
-            return ImuVerdict("nan", f"IMU sample at t={stamp} has non-finite values (gyro {w}, acc {a}): dropped")
+            bad = [n for n, v in (("stamp", [stamp]), ("angular velocity", w), ("linear acceleration", a))
+                   if not np.all(np.isfinite(v))]
+            return ImuVerdict("nan", f"IMU sample at t={stamp} has a non-finite {' and '.join(bad)}: dropped")
         last = self.last
         if last is not None and stamp < last:
             return ImuVerdict("backwards", f"IMU stamp went backwards by {last - stamp:.6f} s "
@@ -138,21 +141,3 @@ def check_stereo_pair(left: Optional[np.ndarray], right: Optional[np.ndarray],
         if why:
             out.append((why.split()[0], f"{name} image {why}: frame skipped"))
     return out
-
-
-class Throttle:
-    """At most one message per ``period_s`` per code (clock passed in), and per-code counts."""
-
-    def __init__(self, period_s: float = 5.0):
-        self.period_s = float(period_s)
-        self._last: Dict[str, float] = {}
-        self.counts: Dict[str, int] = {}
-
-    def __call__(self, code: str, now: float) -> bool:
-        """Count one occurrence of ``code``; True when it should be logged now."""
-        self.counts[code] = self.counts.get(code, 0) + 1
-        t = self._last.get(code)
-        if t is None or now - t >= self.period_s:
-            self._last[code] = now
-            return True
-        return False

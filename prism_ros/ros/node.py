@@ -72,6 +72,7 @@ from prism_ros.ros import inputs, params
 from prism_ros.ros.diagnostics import NodeStats, Throttle, throttle_key
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.frames import Frame, RgbdAssembler
+from prism_ros.ros.imu_inputs import ImuStreamMonitor
 from prism_ros.ros.work_queue import Command, WorkQueue
 
 try:  # not on PyPI; present on a full ROS 2 install
@@ -120,7 +121,9 @@ class PrismNode(Node):
         # ---- input side (the sensor callback group) --------------------------------
         T_base_imu = cv.T_from_xyz_rpy_deg(cfg.T_base_imu_xyz_m, cfg.T_base_imu_rpy_deg)
         self._imu = ImuBuffer(T_I_C=np.linalg.inv(T_base_imu) @ self.T_base_camera,
-                              noise=imu_noise_from_config(cfg), init_window_s=cfg.imu_init_window_s)
+                              noise=imu_noise_from_config(cfg), init_window_s=cfg.imu_init_window_s,
+                              max_gap_s=cfg.imu_max_gap_s, pose_alignment_s=cfg.imu_pose_alignment_s)
+        self._imu_monitor = ImuStreamMonitor(cfg.imu_rate_hz, cfg.imu_max_gap_s, cfg.imu_rate_tolerance)
         self._odom = OdomBuffer()
         # ---- worker-owned ------------------------------------------------------
         self._pipeline: Optional[Pipeline] = None
@@ -238,10 +241,13 @@ class PrismNode(Node):
 
     def _on_imu(self, msg: Imu) -> None:
         w, a, t = msg.angular_velocity, msg.linear_acceleration, cv.stamp_to_sec(msg.header.stamp)
-        if not self._imu.add(t, [w.x, w.y, w.z], acc=[a.x, a.y, a.z]):
+        gyro, acc = [w.x, w.y, w.z], [a.x, a.y, a.z]
+        v = self._imu_monitor.check(t, gyro, acc)  # nan / backwards / duplicate: dropped; gap / rate: flagged
+        if v.code:
+            self._stats.count("imu_" + v.code)
+            self._warn("imu_" + v.code, f"{self.sub_imu.topic_name}: {v.message}")
+        if not v.keep or not self._imu.add(t, gyro, acc=acc):
             self._stats.count("bad_imu")
-            self._warn("imu", f"{self.sub_imu.topic_name}: IMU sample at {t:.6f} s refused (a non-finite angular "
-                              "velocity or linear acceleration, or not newer than the previous sample); sample ignored")
 
     def _on_odom(self, msg: Odometry) -> None:
         self._odom.add(cv.stamp_to_sec(msg.header.stamp), cv.pose_to_T(msg.pose.pose), cv.msg_to_cov(msg.twist.covariance))
@@ -335,7 +341,7 @@ class PrismNode(Node):
     def _start_pipeline(self, camera: Camera) -> None:
         controls = None
         if self.cfg.control_mode == "imu":
-            controls = ImuControls(self._imu, self.cfg.max_dt_s)
+            controls = ImuControls(self._imu, self.cfg.max_dt_s, self.cfg.imu_bias_window_s)
         elif self.cfg.control_mode == "odometry":
             controls = OdomControls(self._odom, self.T_base_camera)
         self._pipeline = Pipeline(self.cfg, camera, self.T_base_camera.copy(), controls,
