@@ -271,6 +271,7 @@ class FreeSpaceLayer:
         self.stride = int(stride)
         self.max_bricks = int(max_bricks)
         self.evicted = 0  # bricks forgotten to bound memory (total)
+        self.truncated_frames = 0  # frames whose rays alone needed more than max_bricks
         self._alloc(min(int(initial_bricks), self.max_bricks))
         self.n_bricks = 0
         self.last_ms = 0.0
@@ -301,9 +302,12 @@ class FreeSpaceLayer:
         if self.capacity < self.max_bricks:
             self._resize(min(2 * self.capacity, self.max_bricks), np.arange(n))
             return
-        # full: forget the least recently observed half
-        order = np.argsort(self.last_seen[:n], kind="stable")
-        keep = np.sort(order[n // 2:])
+        # full: forget the least recently observed half (never this frame's bricks)
+        ls = self.last_seen[:n]
+        order = np.argsort(ls, kind="stable")
+        drop = order[: n // 2]
+        drop = drop[ls[drop] < ls.max()]
+        keep = np.setdiff1d(np.arange(n), drop)
         self.evicted += n - len(keep)
         self._resize(self.capacity, keep)
 
@@ -324,7 +328,7 @@ class FreeSpaceLayer:
         t_wc = np.ascontiguousarray(T_w_c[:3, 3], dtype=np.float64)
         K = np.ascontiguousarray(K, dtype=np.float64)
         marked = 0
-        while True:
+        for _ in range(64):
             n, m, ok = carve_free_space(
                 depth, self.stride, K, R_wc, t_wc, self.truncation, self.voxel_size, self.min_z,
                 self.max_z, self.keys, self.vals, self.brick_xyz, self.count, self.touched,
@@ -332,6 +336,10 @@ class FreeSpaceLayer:
             self.n_bricks = n
             marked += m
             if ok:
+                break
+            if self.capacity >= self.max_bricks and self.last_seen[: self.n_bricks].min() >= frame_id:
+                # this frame alone fills max_bricks: the rest of its rays are not carved
+                self.truncated_frames += 1
                 break
             self._make_room()
         self.last_ms = (time.perf_counter() - t0) * 1e3
