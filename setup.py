@@ -87,6 +87,7 @@ setup(
         "evo>=1.25",
         "psutil>=5.9",
         "rosbags>=0.9.20",
+        "scikit-image>=0.21",
         "opencv-python-headless>=4.8",
         "transforms3d>=0.4",
     ],

@@ -126,6 +126,10 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _p("map_model_sigma_m", 0.003, "Systematic SDF error (pose drift, surface model) that averaging cannot remove; added in quadrature to every reported voxel sigma.", 0.0, 0.5),
     _p("map_distance_sigma_ratio", 0.25, "Observation sigma grows by this fraction of the distance to the surface (planar / projective approximation error).", 0.0, 10.0),
     _p("map_max_observations", 200, "Voxel observation counts saturate here (also used as the render confidence).", 1, 65535),
+    _p("occupancy_min_z_m", 0.1, "Bottom of the world-frame height band that ~/occupancy and the free-space layer cover (z up, REP-103 world; 0.1 m keeps the floor out). Must be below occupancy_max_z_m.", -100.0, 100.0),
+    _p("occupancy_max_z_m", 1.5, "Top of the occupancy height band (a robot up to 1.5 m tall).", -100.0, 100.0),
+    _p("occupancy_free_pixel_stride", 8, "Free space is carved along the rays of every n-th pixel (both directions) of the depth image, into the height band (0 disables the free-space layer). 8 at 640x480 = 4800 rays, spaced 2.7 cm at 2 m, finer than the 2-voxel free-space voxels; measured 3.4 ms median per frame on 7-Scenes redkitchen frames 0-299 (noisy, shared 2-core machine).", 0, 64),
+    _p("occupancy_free_max_bricks", 65536, "Memory bound of the free-space layer: at most this many bricks (one per map block in the band, 128 B each, 8 MB at the default; ~1700 m^2 of floor with a 1.4 m band at 2 cm voxels); when full the least recently observed half is forgotten (reads unknown).", 16, 16_000_000),
     # --- sensor ----------------------------------------------------------------
     _p("depth_min_m", 0.2, "Depth readings below this are invalid.", 0.0, 10.0),
     _p("depth_max_m", 4.0, "Depth readings above this are invalid.", 0.1, 100.0),
@@ -180,6 +184,13 @@ PARAMS: Tuple[ParamSpec, ...] = (
     _p("save_map_dir", "/tmp/prism_maps", "Directory ~/save_map writes into.", scope="node"),
     _p("save_map_name", "", "File name ~/save_map writes in save_map_dir (a plain name; '..', '/' and symlinks out of the directory are refused); empty: prism_map_<date>-<time>_t<stamp>.npz.", scope="node"),
     _p("load_map_path", "", "Map (.npz from ~/save_map) loaded when the filter starts and by ~/load_map; its voxel size and truncation must match. Empty: start with an empty map.", scope="node"),
+    _p("occupancy_resolution_m", 0.0, "Cell size of ~/occupancy; 0 = the voxel size. A coarser cell takes the max over the voxel columns in it; finer than a voxel is refused.", 0.0, 10.0, scope="node"),
+    _p("occupancy_publish_rate_hz", 0.5, "Rate of the ~/occupancy grid (nav_msgs/OccupancyGrid, transient local); 0 disables it.", 0.0, 100.0, scope="node"),
+    _p("occupancy_max_columns_per_update", 2048, "Map columns (8x8 voxels) whose band maximum is recomputed per ~/occupancy update; the rest wait for the next one (bounds the cost on a huge map).", 1, 10_000_000, scope="node"),
+    _p("occupancy_max_cells", 4_000_000, "Largest ~/occupancy grid (cells); a larger map is cropped to a square window around the camera.", 1, 100_000_000, scope="node"),
+    _p("mesh_publish_rate_hz", 0.2, "Rate of the ~/mesh MarkerArray (one TRIANGLE_LIST per block, transient local); 0 disables it.", 0.0, 100.0, scope="node"),
+    _p("mesh_color_mode", "sigma", "Colour of ~/mesh vertices: sigma (the ~/map_cloud uncertainty colormap) or rgb (true colour).", choices=("sigma", "rgb"), scope="node"),
+    _p("mesh_max_blocks_per_update", 1024, "Blocks re-meshed (marching cubes) per ~/mesh update; the rest wait for the next one (bounds the cost on a huge map: ~0.11 ms a block measured on 7-Scenes redkitchen, noisy shared 2-core machine, so ~110 ms an update, plus the Marker assembly of the re-meshed blocks).", 1, 10_000_000, scope="node"),
     _p("diagnostics_period_s", 5.0, "Period of the throttled timing / latency / drop-rate log.", 0.1, 3600.0, scope="node"),
 )
 
@@ -235,6 +246,14 @@ class PrismConfig(_PrismConfigBase):  # type: ignore[misc, valid-type]
             raise ConfigError("depth_min_m must be smaller than depth_max_m")
         if self.truncation_m < 2 * self.voxel_size_m:
             raise ConfigError("truncation_m must be at least two voxels (2 * voxel_size_m)")
+        if self.occupancy_min_z_m >= self.occupancy_max_z_m:
+            raise ConfigError(
+                f"occupancy_min_z_m ({self.occupancy_min_z_m}) must be smaller than occupancy_max_z_m "
+                f"({self.occupancy_max_z_m}): the occupancy height band would be empty")
+        if 0.0 < self.occupancy_resolution_m < self.voxel_size_m:
+            raise ConfigError(
+                f"occupancy_resolution_m ({self.occupancy_resolution_m}) must be 0 (the voxel size) or at least "
+                f"voxel_size_m ({self.voxel_size_m}): a cell finer than a voxel adds no information")
 
 
 def default_config_path() -> str:

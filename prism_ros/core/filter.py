@@ -97,6 +97,7 @@ class PrismFilter:
             self.map = TsdfMap(c.voxel_size_m, c.truncation_m, c.map_prior_sigma_m, c.map_min_sigma_m,
                                c.map_max_observations, c.map_initial_blocks, c.map_model_sigma_m,
                                c.map_distance_sigma_ratio)
+        self._attach_free_space()
         self.lost_frames = 0  # consecutive frames without tracking
         self.inlier_average: Optional[float] = None  # running average over tracked frames
         self.recovery_turn = 0  # round robin over the recovery starting points
@@ -113,6 +114,17 @@ class PrismFilter:
         self.reset(T_w_c0)
         self.map = tsdf_map
         self.relocalise = True
+        self._attach_free_space()
+
+    def _attach_free_space(self) -> None:
+        """Feed the occupancy grid's free-space layer (prism_ros.core.occupancy) from this map."""
+        c = self.cfg
+        if c.occupancy_free_pixel_stride > 0 and getattr(self.map, "free_space", None) is None:
+            from .occupancy import FreeSpaceLayer
+
+            self.map.free_space = FreeSpaceLayer(c.voxel_size_m, c.truncation_m, c.occupancy_min_z_m,
+                                                 c.occupancy_max_z_m, c.occupancy_free_pixel_stride,
+                                                 c.occupancy_free_max_bricks)
 
     @property
     def T_w_c(self) -> np.ndarray:

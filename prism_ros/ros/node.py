@@ -21,6 +21,8 @@ Topics (relative input names are remappable; outputs are node-private):
   out  ~/odometry                nav_msgs/Odometry
   out  ~/path                    nav_msgs/Path
   out  ~/map_cloud               sensor_msgs/PointCloud2 (x y z rgb sigma weight), transient_local
+  out  ~/occupancy               nav_msgs/OccupancyGrid (height band of the posterior), transient_local
+  out  ~/mesh                    visualization_msgs/MarkerArray (TRIANGLE_LIST per block), transient_local
   out  /tf, /tf_static           when tf2_msgs is importable
   out  /diagnostics              diagnostic_msgs/DiagnosticArray
   srv  ~/save_map, ~/load_map, ~/reset   std_srvs/Trigger
@@ -73,6 +75,7 @@ from prism_ros.core.camera import Camera
 from prism_ros.core.types import Control, StepResult
 from prism_ros.ros import conversions as cv
 from prism_ros.ros.controls import ImuBuffer, OdomBuffer, imu_noise_from_config
+from prism_ros.ros.planner_outputs import PlannerOutputs
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.sync import ApproxTimePairer
 from prism_ros.tools import persistence
@@ -106,6 +109,9 @@ RUNTIME_PARAMS = frozenset(
         "map_publish_rate_hz",
         "cloud_color_mode",
         "cloud_max_sdf_m",
+        "occupancy_publish_rate_hz",
+        "mesh_publish_rate_hz",
+        "mesh_color_mode",
         "path_max_length",
         "save_map_dir",
         "save_map_name",
@@ -300,6 +306,11 @@ class PrismNode(Node):
         self.srv_load = self.create_service(Trigger, "~/load_map", self._on_load_map)
         self._map_timer = None
         self._make_map_timer()
+        # --- planner outputs: ~/occupancy, ~/mesh (prism_ros.ros.planner_outputs) ---
+        self._planner = PlannerOutputs(self, self.cfg)
+        self._planner_requested = set()  # {"occupancy", "mesh"}, served by the filter thread
+        self._planner_timers = []
+        self._make_planner_timers()
 
         # ---- warm-up, then worker, then inputs ---------------------------------
         if warmup:
@@ -371,6 +382,11 @@ class PrismNode(Node):
                     self._stats.total_dropped_queue += 1
         if new_cfg.map_publish_rate_hz != old.map_publish_rate_hz:
             self._make_map_timer()
+        if (new_cfg.occupancy_publish_rate_hz, new_cfg.mesh_publish_rate_hz) != \
+                (old.occupancy_publish_rate_hz, old.mesh_publish_rate_hz):
+            self._make_planner_timers()
+        if new_cfg.mesh_color_mode != old.mesh_color_mode:
+            self._request_planner("reconfigure")
         return SetParametersResult(successful=True)
 
     @staticmethod
@@ -395,6 +411,35 @@ class PrismNode(Node):
                 persistence.check_compatible(hdr, cfg, path)
             except persistence.MapCompatibilityError as e:
                 raise ConfigError(f"parameter 'load_map_path' refused: {e}") from None
+
+    def _make_planner_timers(self) -> None:
+        for t in self._planner_timers:
+            self.destroy_timer(t)
+        self._planner_timers = []
+        for kind, hz in (("occupancy", self.cfg.occupancy_publish_rate_hz), ("mesh", self.cfg.mesh_publish_rate_hz)):
+            if hz > 0:
+                self._planner_timers.append(self.create_timer(1.0 / hz, lambda k=kind: self._request_planner(k)))
+
+    def _request_planner(self, kind: str) -> None:
+        with self._cv:
+            self._planner_requested.add(kind)
+            self._cv.notify()
+
+    def _publish_planner(self, kinds) -> None:
+        if self._filter is None or self._last_header_stamp is None:
+            return
+        fmap = self._filter.map
+        for kind in sorted(kinds):
+            try:
+                if kind == "occupancy":
+                    ms = self._planner.publish_occupancy(fmap, self._last_header_stamp, tuple(self._filter.T_w_c[:2, 3]))
+                else:
+                    ms = self._planner.publish_mesh(fmap, self._last_header_stamp)
+            except Exception as e:
+                self._error(kind, f"~/{kind} failed: {type(e).__name__}: {e}")
+                continue
+            with self._lock:
+                self._stats.stage_ms[kind] = self._stats.stage_ms.get(kind, 0.0) + ms
 
     def _make_map_timer(self) -> None:
         if self._map_timer is not None:
@@ -625,7 +670,8 @@ class PrismNode(Node):
     def _worker_main(self) -> None:
         while not self._stop.is_set():
             with self._cv:
-                while not (self._queue or self._commands or self._cloud_requested or self._stop.is_set()):
+                while not (self._queue or self._commands or self._cloud_requested or self._planner_requested
+                           or self._stop.is_set()):
                     self._cv.wait(_PATH_PUBLISH_MIN_PERIOD_S)
                     if self._path_dirty or time.monotonic() - self._last_diag > self.cfg.diagnostics_period_s:
                         break
@@ -634,6 +680,7 @@ class PrismNode(Node):
                 item = self._queue.popleft() if self._queue else None
                 cloud = self._cloud_requested
                 self._cloud_requested = False
+                planner, self._planner_requested = self._planner_requested, set()
             if self._stop.is_set():
                 break
             for cmd in commands:
@@ -661,6 +708,11 @@ class PrismNode(Node):
                     self._publish_cloud()
                 except Exception as e:
                     self._error("cloud", f"map cloud extraction failed: {type(e).__name__}: {e}")
+            if "reconfigure" in planner:
+                self._planner.configure(self.cfg)  # filter thread: the builders are its
+                planner.discard("reconfigure")
+            if planner:
+                self._publish_planner(planner)
             if time.monotonic() - self._last_diag > self.cfg.diagnostics_period_s:
                 self._diagnostics()
         for cmd in self._commands:
@@ -946,7 +998,8 @@ class PrismNode(Node):
                 KeyValue(key="tracking_lost", value=str(lost)),
                 KeyValue(key="tracking_status", value=str(getattr(self._last_result, "status", "no frame yet"))),
             ]
-            + [KeyValue(key=f"stage_{k}_ms", value=f"{v / max(n, 1):.2f}") for k, v in sorted(stages.items())],
+            + [KeyValue(key=f"stage_{k}_ms", value=f"{v / max(n, 1):.2f}") for k, v in sorted(stages.items())]
+            + self._planner.diagnostics(getattr(self._filter, "map", None)),
         )
         try:
             self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
