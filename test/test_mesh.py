@@ -110,3 +110,15 @@ def test_only_changed_blocks_are_remeshed_and_updates_are_bounded():
     # clearing the map empties the cache
     m.clear()
     assert me.update(m)["mesh_blocks"] == 0
+
+
+def test_mesh_ply_round_trip(meshed, tmp_path):
+    from prism_ros.tools.export import read_mesh_ply, write_mesh_ply
+
+    seq, m, me = meshed
+    c = me.combined()
+    n = write_mesh_ply(str(tmp_path / "mesh.ply"), c)
+    back = read_mesh_ply(str(tmp_path / "mesh.ply"))
+    assert n == len(c["faces"])
+    for k in ("verts", "faces", "normals", "rgb", "sigma"):
+        assert np.array_equal(back[k], c[k]), k
