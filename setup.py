@@ -92,6 +92,7 @@ setup(
         "plyfile>=1.0",
         "psutil>=5.9",
         "rosbags>=0.9.20",
+        "scikit-image>=0.21",
         "opencv-python-headless>=4.8",
     ],
     extras_require={

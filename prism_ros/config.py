@@ -74,6 +74,13 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
     _p("save_map_dir", "/tmp/prism_maps", "Directory ~/save_map writes into.", scope="node", runtime=True),
     _p("save_map_name", "", "File name ~/save_map writes in save_map_dir (a plain name; '..', '/' and symlinks out of the directory are refused); empty: prism_map_<date>-<time>_t<stamp>.npz.", scope="node", runtime=True),
     _p("load_map_path", "", "Map (.npz from ~/save_map) loaded when the filter starts and by ~/load_map; its voxel size and truncation must match. Empty: start with an empty map.", scope="node", runtime=True),
+    _p("occupancy_resolution_m", 0.0, "Cell size of ~/occupancy; 0 = the voxel size. A coarser cell takes the max over the voxel columns in it; finer than a voxel is refused.", 0.0, 10.0, scope="node"),
+    _p("occupancy_publish_rate_hz", 0.5, "Rate of the ~/occupancy grid (nav_msgs/OccupancyGrid, transient local); 0 disables it.", 0.0, 100.0, scope="node", runtime=True),
+    _p("occupancy_max_columns_per_update", 2048, "Map columns (8x8 voxels) whose band maximum is recomputed per ~/occupancy update; the rest wait for the next one (bounds the cost on a huge map).", 1, 10_000_000, scope="node"),
+    _p("occupancy_max_cells", 4_000_000, "Largest ~/occupancy grid (cells); a larger map is cropped to a square window around the camera.", 1, 100_000_000, scope="node"),
+    _p("mesh_publish_rate_hz", 0.2, "Rate of the ~/mesh MarkerArray (one TRIANGLE_LIST per block, transient local); 0 disables it.", 0.0, 100.0, scope="node", runtime=True),
+    _p("mesh_color_mode", "sigma", "Colour of ~/mesh vertices: sigma (the ~/map_cloud uncertainty colormap) or rgb (true colour).", choices=("sigma", "rgb"), scope="node", runtime=True),
+    _p("mesh_max_blocks_per_update", 1024, "Blocks re-meshed (marching cubes) per ~/mesh update; the rest wait for the next one (bounds the cost on a huge map: ~0.11 ms a block measured on 7-Scenes redkitchen, noisy shared 2-core machine, so ~110 ms an update, plus the Marker assembly of the re-meshed blocks).", 1, 10_000_000, scope="node"),
     _p("diagnostics_period_s", 5.0, "Period of the throttled timing / latency / drop-rate log.", 0.1, 3600.0, scope="node", runtime=True),
 )
 
@@ -83,7 +90,11 @@ PARAMS: Tuple[ParamSpec, ...] = FILTER_PARAMS + PIPELINE_PARAMS + NODE_PARAMS
 
 class _PrismChecks(ConfigBase):
     def _check_relations(self) -> None:
-        self.filter_config()  # the core's own relations (depth range, truncation)
+        self.filter_config()  # the core's own relations (depth range, truncation, height band)
+        if 0.0 < self.occupancy_resolution_m < self.voxel_size_m:
+            raise ConfigError(
+                f"occupancy_resolution_m ({self.occupancy_resolution_m}) must be 0 (the voxel size) or at least "
+                f"voxel_size_m ({self.voxel_size_m}): a cell finer than a voxel adds no information")
 
     def filter_config(self) -> FilterConfig:
         """The filter's part of this configuration."""

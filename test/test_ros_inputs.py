@@ -76,16 +76,18 @@ def test_frames_bounded_oldest_dropped_commands_first():
     assert q.finish(cmd, "/tmp/x.npz") is False
     t.join(5)
     assert done == [(True, "/tmp/x.npz")]
-    q.request_cloud()
-    assert q.take(0.0) == (None, 3, True)  # the newest frame survived
-    assert q.take(0.01) == (None, None, False)
+    q.request("cloud")
+    q.request("mesh")
+    q.request("cloud")  # missed timer ticks: served once
+    assert q.take(0.0) == (None, 3, {"cloud", "mesh"})  # the newest frame survived
+    assert q.take(0.01) == (None, None, set())
 
 
 def test_timed_out_command_is_cancelled_not_run_later():
     q = WorkQueue(2)
     ok, msg = q.run("reset", 0.05)  # no worker takes it
     assert not ok and msg == "timed out after 0.05 s waiting for the filter thread; cancelled, not run"
-    assert q.take(0.0) == (None, None, False)  # nothing left to run
+    assert q.take(0.0) == (None, None, set())  # nothing left to run
 
 
 def test_command_running_past_the_timeout_is_abandoned():
@@ -126,5 +128,5 @@ def test_take_waits_for_work():
     q = WorkQueue(3)
     threading.Timer(0.05, q.put_frame, args=("f",)).start()
     t0 = time.monotonic()
-    assert q.take(5.0) == (None, "f", False)
+    assert q.take(5.0) == (None, "f", set())
     assert time.monotonic() - t0 < 2.0  # woken by the frame, not the timeout

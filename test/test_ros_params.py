@@ -121,10 +121,14 @@ def test_invalid_runtime_values_refused_with_reason(node):
 def test_valid_runtime_values_applied(node):
     assert _set(node, "sync_slop_s", 0.05).successful
     assert node._rgbd.pairer.slop_s == 0.05 and node.cfg.sync_slop_s == 0.05
+    periods = lambda: sorted(t.timer_period_ns for t in node._timers)  # noqa: E731
+    assert _set(node, "occupancy_publish_rate_hz", 0.0).successful and _set(node, "mesh_publish_rate_hz", 0.0).successful
     assert _set(node, "map_publish_rate_hz", 4.0).successful
-    assert node._map_timer is not None and abs(node._map_timer.timer_period_ns - 250_000_000) < 1000
-    assert _set(node, "map_publish_rate_hz", 0.0).successful
-    assert node._map_timer is None
+    assert len(periods()) == 1 and abs(periods()[0] - 250_000_000) < 1000
+    assert _set(node, "mesh_publish_rate_hz", 0.5).successful
+    assert len(periods()) == 2 and abs(periods()[1] - 2_000_000_000) < 1000
+    assert _set(node, "map_publish_rate_hz", 0.0).successful and _set(node, "mesh_publish_rate_hz", 0.0).successful
+    assert node._timers == []
     assert _set(node, "path_max_length", 5).successful
     assert node._path.maxlen == 5
     assert _set(node, "cloud_color_mode", "rgb").successful and node.cfg.cloud_color_mode == "rgb"

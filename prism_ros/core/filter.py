@@ -101,6 +101,7 @@ class PrismFilter:
         self.recovery.reset()
         self.relocalising = False  # set_map: track the first frames in the given map before fusing
         self._all_starts_pending = False  # the first relocalising frame tries every recovery start
+        self._attach_free_space()
         self.lost_frames = 0  # consecutive frames without tracking
         self.T_w_c0 = np.eye(4) if T_w_c0 is None else np.asarray(T_w_c0, dtype=np.float64).copy()
         self.state: Optional[MotionState] = None
@@ -115,6 +116,17 @@ class PrismFilter:
         self.reset(T_w_c0)
         self.map = tsdf_map
         self.relocalising = self._all_starts_pending = True
+        self._attach_free_space()
+
+    def _attach_free_space(self) -> None:
+        """Feed the occupancy grid's free-space layer (prism_ros.core.occupancy) from this map."""
+        c = self.cfg
+        if c.occupancy_free_pixel_stride > 0 and getattr(self.map, "free_space", None) is None:
+            from .occupancy import FreeSpaceLayer
+
+            self.map.free_space = FreeSpaceLayer(c.voxel_size_m, c.truncation_m, c.occupancy_min_z_m,
+                                                 c.occupancy_max_z_m, c.occupancy_free_pixel_stride,
+                                                 c.occupancy_free_max_bricks)
 
     @property
     def T_w_c(self) -> np.ndarray:

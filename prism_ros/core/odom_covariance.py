@@ -45,11 +45,18 @@ class OdomCovarianceAccumulator:
         self.C = self.C0.copy()
         self.steps = 0
 
-    def update(self, T_w_c: np.ndarray, step_cov: np.ndarray, tracking_ok: bool = True) -> np.ndarray:
-        """Compound the step to ``T_w_c`` with covariance ``step_cov``; returns the new C."""
+    def update(self, T_w_c: np.ndarray, step_cov: np.ndarray, tracking_ok: bool = True,
+               origin_cov: Optional[np.ndarray] = None) -> np.ndarray:
+        """Compound the step to ``T_w_c`` with covariance ``step_cov``; returns the new C.
+
+        The first pose after a reset is the origin: its covariance is ``origin_cov`` (e.g. the
+        filter's initial pose covariance, so that no message carries a singular covariance),
+        default ``C0``."""
         T = np.asarray(T_w_c, dtype=np.float64)
         if self.T_last is None:  # the first pose after a reset is the origin
             self.T_last = T.copy()
+            if origin_cov is not None:
+                self.C = np.asarray(origin_cov, dtype=np.float64).copy()
             return self.C.copy()
         A = se3.adjoint(se3.inv(se3.inv(self.T_last) @ T))
         C = A @ self.C @ A.T + np.asarray(step_cov, dtype=np.float64)

@@ -307,6 +307,10 @@ class TsdfMap:
         self._alloc(int(initial_blocks))
         self.n_blocks = 0
         self._frame_id = 0
+        #: bumped by :meth:`clear`: block slots are reused, so caches keyed by slot must reset
+        self.epoch = 0
+        #: optional :class:`prism_ros.core.occupancy.FreeSpaceLayer` fed by :meth:`integrate`
+        self.free_space = None
 
     # ---------------------------------------------------------------- storage
     def _alloc(self, cap: int) -> None:
@@ -351,6 +355,9 @@ class TsdfMap:
         self.keys[:] = -1
         self.last_seen[:] = -1
         self._frame_id = 0
+        self.epoch += 1
+        if self.free_space is not None:
+            self.free_space.clear()
 
     # ---------------------------------------------------------------- update
     def integrate(self, depth: np.ndarray, color: np.ndarray, normals: np.ndarray, K: np.ndarray,
@@ -389,6 +396,8 @@ class TsdfMap:
             noise, self.min_var, self.max_count, float(pose_var), self.distance_sigma_ratio,
             0.25 * self.truncation**2,
         )
+        if self.free_space is not None:
+            self.free_space.integrate(depth, K, T_w_c, self._frame_id)
         return int(n_vis)
 
     # ---------------------------------------------------------------- read
@@ -430,9 +439,18 @@ class TsdfMap:
         }
 
     def query(self, points_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Nearest-voxel (mu, sigma, count) at world points; unobserved: mu = nan, sigma = prior.
+        """Posterior SDF at world points (N, 3), nearest voxel (centres at integer multiples
+        of the voxel size): returns ``(mu, sigma, count)``, each (N,) float64.
 
-        sigma includes the systematic model term (``model_sigma_m``)."""
+        * ``mu``: posterior mean signed distance (m, positive in free space, negative inside);
+          NaN where the voxel was never observed.
+        * ``sigma``: its standard deviation as reported (:meth:`reported_sigma`: fused
+          variance plus the systematic model and distance terms); the prior sigma
+          (``map_prior_sigma_m``) where unobserved.
+        * ``count``: observations fused into the voxel (saturating at ``max_observations``);
+          ``count > 0`` is the observed flag.
+
+        P(the point is inside) = Phi(-mu / sigma): :meth:`occupancy_probability`."""
         pts = np.ascontiguousarray(points_w, dtype=np.float64).reshape(-1, 3)
         n = pts.shape[0]
         out_mu = np.empty(n, np.float64)
@@ -444,6 +462,22 @@ class TsdfMap:
         sig = np.sqrt(out_var)
         sig[obs] = self.reported_sigma(out_var[obs], out_mu[obs])
         return out_mu, sig, out_cnt
+
+    def occupancy_probability(self, points_w: np.ndarray) -> np.ndarray:
+        """P(occupied) = Phi(-mu / sigma) at world points (N,); where the map has not observed
+        the voxel, the free-space layer's posterior if it saw through the point, else 0.5
+        (the prior).  See :func:`prism_ros.core.occupancy.occupancy_probability`."""
+        from .occupancy import occupancy_probability
+
+        return occupancy_probability(self, points_w)[0]
+
+    def collision_probability(self, path_points_w: np.ndarray, radius_m: float, per_waypoint: bool = False):
+        """Risk that a sphere of ``radius_m`` swept along the polyline ``path_points_w`` (N, 3)
+        meets an obstacle: max of :meth:`occupancy_probability` over the swept voxels.
+        See :func:`prism_ros.core.occupancy.collision_probability`."""
+        from .occupancy import collision_probability
+
+        return collision_probability(self, path_points_w, radius_m, per_waypoint=per_waypoint)
 
     def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
         """Voxel SDF sigma as reported: the fused variance plus the systematic terms that

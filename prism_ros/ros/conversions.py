@@ -67,6 +67,9 @@ __all__ = [
     "make_map_cloud",
     "surface_cloud",
     "read_cloud",
+    "occupancy_grid_to_msg",
+    "mesh_block_marker",
+    "mesh_marker_array",
 ]
 
 
@@ -501,3 +504,75 @@ def read_cloud(msg: PointCloud2) -> Dict[str, np.ndarray]:
         raw = raw.reshape(msg.height, msg.row_step)[:, : msg.point_step * msg.width].reshape(-1)
     arr = np.frombuffer(np.ascontiguousarray(raw[: n * msg.point_step]).tobytes(), dtype=dt, count=n)
     return {name: np.array(arr[name]) for name in names}
+
+
+# ---------------------------------------------------------------------------
+# planner outputs: occupancy grid and mesh
+# ---------------------------------------------------------------------------
+def occupancy_grid_to_msg(header: Header, data: np.ndarray, origin_xy: Sequence[float], resolution: float,
+                          origin_z: float = 0.0):
+    """(H, W) int8 grid (row = y, column = x; 0..100, -1 unknown) -> nav_msgs/OccupancyGrid.
+
+    Cell (0, 0) is at ``origin_xy`` (its corner, in ``header.frame_id``); the data are row
+    major from there, as the message defines them."""
+    from nav_msgs.msg import OccupancyGrid
+
+    d = np.asarray(data)
+    if d.ndim != 2 or d.size == 0:
+        raise ValueError(f"expected a non-empty (H, W) grid, got shape {d.shape}")
+    if d.dtype != np.int8:
+        if d.min() < -1 or d.max() > 100:
+            raise ValueError("occupancy values must be -1 or in 0..100")
+        d = d.astype(np.int8)
+    msg = OccupancyGrid()
+    msg.header = header
+    msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(resolution)
+    msg.info.height, msg.info.width = int(d.shape[0]), int(d.shape[1])
+    msg.info.origin.position.x = float(origin_xy[0])
+    msg.info.origin.position.y = float(origin_xy[1])
+    msg.info.origin.position.z = float(origin_z)
+    msg.info.origin.orientation.w = 1.0
+    msg.data = array.array("b", np.ascontiguousarray(d).tobytes())
+    return msg
+
+
+def mesh_block_marker(header: Header, verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray,
+                      marker_id: int, ns: str = "prism_mesh"):
+    """One block's mesh -> visualization_msgs/Marker TRIANGLE_LIST (3 points per face, one
+    colour per point; ``rgb`` (V, 3) uint8 per vertex)."""
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker
+
+    V = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    F = np.asarray(faces, dtype=np.int64).reshape(-1)
+    C = np.asarray(rgb, dtype=np.float64).reshape(-1, 3) / 255.0
+    m = Marker()
+    m.header = header
+    m.ns = ns
+    m.id = int(marker_id)
+    m.type = Marker.TRIANGLE_LIST
+    m.action = Marker.ADD
+    m.pose.orientation.w = 1.0
+    m.scale.x = m.scale.y = m.scale.z = 1.0
+    m.color.a = 1.0
+    P = V[F].tolist()
+    Cf = C[F].tolist()
+    m.points = [Point(x=p[0], y=p[1], z=p[2]) for p in P]
+    m.colors = [ColorRGBA(r=c[0], g=c[1], b=c[2], a=1.0) for c in Cf]
+    return m
+
+
+def mesh_marker_array(header: Header, markers: Sequence, ns: str = "prism_mesh"):
+    """A complete mesh snapshot: DELETEALL (drops blocks whose mesh vanished) then every
+    block's (cached) marker, so a late transient-local subscriber gets the whole mesh."""
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    clear = Marker()
+    clear.header = header
+    clear.ns = ns
+    clear.action = Marker.DELETEALL
+    out = MarkerArray()
+    out.markers = [clear] + list(markers)
+    return out

@@ -25,6 +25,8 @@ Topics (relative input names are remappable; outputs are node-private):
   out  ~/odometry                nav_msgs/Odometry
   out  ~/path                    nav_msgs/Path
   out  ~/map_cloud               sensor_msgs/PointCloud2 (x y z rgb sigma weight), transient_local
+  out  ~/occupancy               nav_msgs/OccupancyGrid (height band of the posterior), transient_local
+  out  ~/mesh                    visualization_msgs/MarkerArray (TRIANGLE_LIST per block), transient_local
   out  /tf, /tf_static           when tf2_msgs is importable
   out  /diagnostics              diagnostic_msgs/DiagnosticArray (prism_ros.ros.diagnostics)
   srv  ~/save_map, ~/load_map, ~/reset   std_srvs/Trigger
@@ -73,6 +75,7 @@ from prism_ros.ros.diagnostics import NodeStats, Throttle, throttle_key
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.frames import Frame, RgbdAssembler
 from prism_ros.ros.imu_inputs import ImuStreamMonitor
+from prism_ros.ros.planner_outputs import PlannerOutputs
 from prism_ros.ros.work_queue import Command, WorkQueue
 
 try:  # not on PyPI; present on a full ROS 2 install
@@ -150,8 +153,9 @@ class PrismNode(Node):
         services = MutuallyExclusiveCallbackGroup()
         for kind, name in (("save", "~/save_map"), ("load", "~/load_map"), ("reset", "~/reset")):
             self.create_service(Trigger, name, self._service(kind), callback_group=services)
-        self._map_timer = None
-        self._make_map_timer()
+        self._planner = PlannerOutputs(self, cfg)  # ~/occupancy, ~/mesh (built by the worker)
+        self._timers: List[Any] = []
+        self._make_timers()
 
         # ---- warm-up, then worker, then inputs -----------------------------------------
         if warmup:
@@ -204,16 +208,21 @@ class PrismNode(Node):
         if new.path_max_length != old.path_max_length:
             with self._path_lock:
                 self._path = deque(self._path, maxlen=new.path_max_length)
-        if new.map_publish_rate_hz != old.map_publish_rate_hz:
-            self._make_map_timer()
+        rates = ("map_publish_rate_hz", "occupancy_publish_rate_hz", "mesh_publish_rate_hz")
+        if any(getattr(new, r) != getattr(old, r) for r in rates):
+            self._make_timers()
+        if new.mesh_color_mode != old.mesh_color_mode:
+            self._work.request("reconfigure")
         return SetParametersResult(successful=True)
 
-    def _make_map_timer(self) -> None:
-        if self._map_timer is not None:
-            self.destroy_timer(self._map_timer)
-            self._map_timer = None
-        if self.cfg.map_publish_rate_hz > 0:
-            self._map_timer = self.create_timer(1.0 / self.cfg.map_publish_rate_hz, self._work.request_cloud)
+    def _make_timers(self) -> None:
+        """The output timers: each asks the worker (which owns the map) for its output."""
+        for t in self._timers:
+            self.destroy_timer(t)
+        cfg = self.cfg
+        rates = (("cloud", cfg.map_publish_rate_hz), ("occupancy", cfg.occupancy_publish_rate_hz),
+                 ("mesh", cfg.mesh_publish_rate_hz))
+        self._timers = [self.create_timer(1.0 / hz, lambda k=kind: self._work.request(k)) for kind, hz in rates if hz > 0]
 
     # ------------------------------------------------------------------ logging
     def _error(self, key: str, text: str) -> bool:
@@ -320,7 +329,7 @@ class PrismNode(Node):
             work = self._work.take(_PATH_PUBLISH_MIN_PERIOD_S)
             if work is None:  # stopped
                 return
-            cmd, item, cloud = work
+            cmd, item, requests = work
             if cmd is not None:
                 self._execute(cmd)
             if item is not None:
@@ -330,11 +339,11 @@ class PrismNode(Node):
                     self._error("step", f"filter step failed at t={item.frame.stamp:.6f}: {type(e).__name__}: {e}")
             else:
                 self._publish_path()
-            if cloud:
-                try:
-                    self._publish_cloud()
-                except Exception as e:
-                    self._error("cloud", f"map cloud extraction failed: {type(e).__name__}: {e}")
+            if "reconfigure" in requests:
+                self._planner.configure(self.cfg)  # the builders restart with the new parameters
+            for kind in ("cloud", "occupancy", "mesh"):
+                if kind in requests:
+                    self._publish_map_output(kind)
             if time.monotonic() - self._last_diag > self.cfg.diagnostics_period_s:
                 self._diagnostics()
 
@@ -387,7 +396,7 @@ class PrismNode(Node):
         cfg = self.cfg
         # ~/pose: the pose given the map; ~/odometry: the steps compounded (a lost step carries the
         # filter's inflated prediction, so it grows faster then)
-        odom_cov = self._odom_cov.update(res.T_w_c, res.pose_cov, res.tracking_ok)
+        odom_cov = self._odom_cov.update(res.T_w_c, res.pose_cov, res.tracking_ok, origin_cov=res.pose_cov)
         m = cv.state_messages(stamp, res.T_w_c, res.pose_cov, res.velocity, res.velocity_cov, self.T_base_camera,
                               cfg.world_frame, cfg.base_frame, odom_cov)
         self.pub_pose.publish(m.pose)
@@ -411,15 +420,27 @@ class PrismNode(Node):
             self._path_last_pub, self._path_dirty = now, False
         self.pub_path.publish(path)
 
-    def _publish_cloud(self) -> None:
-        if self._pipeline is None or self._last_header_stamp is None or self._frames_since_cloud == 0:
+    def _publish_map_output(self, kind: str) -> None:
+        """~/map_cloud (only when frames were fused since the last one), ~/occupancy or ~/mesh;
+        the cost goes into the diagnostics (``stage_<kind>_ms``)."""
+        if self._pipeline is None or self._last_header_stamp is None:
             return
-        cfg, t0 = self.cfg, time.perf_counter()
-        surf = self._pipeline.filter.map.extract_surface(cfg.cloud_max_sdf_m, min_count=1)
-        self.pub_cloud.publish(cv.surface_cloud(Header(stamp=self._last_header_stamp, frame_id=cfg.world_frame), surf,
-                                                cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m))
-        self._frames_since_cloud = 0
-        self._stats.stage("map_cloud", (time.perf_counter() - t0) * 1e3)
+        cfg, t0, fmap, stamp = self.cfg, time.perf_counter(), self._pipeline.filter.map, self._last_header_stamp
+        try:
+            if kind == "cloud":
+                if self._frames_since_cloud == 0:
+                    return
+                surf = fmap.extract_surface(cfg.cloud_max_sdf_m, min_count=1)
+                self.pub_cloud.publish(cv.surface_cloud(Header(stamp=stamp, frame_id=cfg.world_frame), surf,
+                                                        cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m))
+                self._frames_since_cloud = 0
+            elif kind == "occupancy":  # the grid window follows the robot
+                self._planner.publish_occupancy(fmap, stamp, tuple(self._pipeline.filter.T_w_c[:2, 3]))
+            else:
+                self._planner.publish_mesh(fmap, stamp)
+        except Exception as e:
+            return self._error(kind, f"~/{kind} failed: {type(e).__name__}: {e}")
+        self._stats.stage({"cloud": "map_cloud"}.get(kind, kind), (time.perf_counter() - t0) * 1e3)
 
     def _diagnostics(self) -> None:
         self._last_diag = time.monotonic()
@@ -429,6 +450,7 @@ class PrismNode(Node):
             self._pipeline.stats.clear()
         status_text = self._last_result.status if self._last_result is not None else "no frame yet"
         line, status = self._stats.report(f"{self.get_name()}: filter", self._rgbd.pairer.dropped, status_text, stages)
+        status.values += self._planner.diagnostics(self._pipeline.filter.map if self._pipeline is not None else None)
         if line:
             self._log.info(line)
         try:

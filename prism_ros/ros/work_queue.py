@@ -1,6 +1,8 @@
 """The hand-over between the node's ROS callbacks and its one worker thread (no ROS).
 
-Frames wait in a bounded queue, the oldest dropped when it is full.  Commands
+Frames wait in a bounded queue, the oldest dropped when it is full.  Output requests
+(``cloud``, ``occupancy``, ``mesh``, ...: from timers) are a set, so a slow worker serves
+each at most once however many timer ticks it missed.  Commands
 (save, load, reset) wait in their own queue and are taken before frames.  A caller
 waits for its command's outcome at most a timeout: a command still queued then is
 cancelled (removed, never run later); one the worker is running finishes and its
@@ -13,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Optional, Tuple
+from typing import Any, Deque, FrozenSet, Optional, Set, Tuple
 
 __all__ = ["Command", "WorkQueue"]
 
@@ -35,7 +37,7 @@ class WorkQueue:
         self._frames: Deque[Any] = deque()
         self._commands: Deque[Command] = deque()
         self._maxlen = int(maxlen)
-        self._cloud = False
+        self._requests: Set[str] = set()
         self._stopped = False
 
     # ------------------------------------------------------------ producers
@@ -63,9 +65,10 @@ class WorkQueue:
         with self._cv:
             self._frames.clear()
 
-    def request_cloud(self) -> None:
+    def request(self, kind: str) -> None:
+        """Ask the worker for an output (``cloud``, ``occupancy``, ``mesh``, ...)."""
         with self._cv:
-            self._cloud = True
+            self._requests.add(kind)
             self._cv.notify()
 
     def run(self, kind: str, timeout_s: float) -> Tuple[bool, str]:
@@ -87,18 +90,18 @@ class WorkQueue:
         return cmd.error is None, cmd.error or cmd.result
 
     # ------------------------------------------------------------ the worker
-    def take(self, wait_s: float) -> Optional[Tuple[Optional[Command], Any, bool]]:
+    def take(self, wait_s: float) -> Optional[Tuple[Optional[Command], Any, FrozenSet[str]]]:
         """Wait at most ``wait_s`` for work: (a command or None, else a frame or None,
-        whether a map cloud was requested); None once stopped."""
+        the outputs requested since the last take); None once stopped."""
         with self._cv:
-            if not (self._stopped or self._commands or self._frames or self._cloud):
+            if not (self._stopped or self._commands or self._frames or self._requests):
                 self._cv.wait(wait_s)
             if self._stopped:
                 return None
             cmd = self._commands.popleft() if self._commands else None
             item = self._frames.popleft() if cmd is None and self._frames else None
-            cloud, self._cloud = self._cloud, False
-            return cmd, item, cloud
+            requests, self._requests = frozenset(self._requests), set()
+            return cmd, item, requests
 
     def finish(self, cmd: Command, result: str = "", error: Optional[str] = None) -> bool:
         """The worker's outcome of ``cmd``; True when its caller gave up waiting."""

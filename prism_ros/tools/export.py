@@ -14,6 +14,11 @@
   voxels, vertex properties ``x y z`` (float32, world, m), ``red green blue``
   (uint8), ``sigma`` (float32, SDF std, m), ``sdf`` (float32, SDF mean, m),
   ``count`` (float32, observation count).
+* ``mesh.ply``: binary little-endian triangle mesh of the map's zero level set
+  (:class:`prism_ros.core.mesh.BlockMesher`, scikit-image marching cubes per block):
+  vertex ``x y z`` (float32, world, m), ``nx ny nz`` (float32, unit normal towards free
+  space), ``red green blue`` (uint8), ``sigma`` (float32, SDF std at the nearest voxel,
+  m); face ``vertex_indices`` (int32 list, counter-clockwise seen from free space).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ __all__ = [
     "read_covariances",
     "write_ply",
     "read_ply",
+    "write_mesh_ply",
+    "read_mesh_ply",
     "PLY_FIELDS",
 ]
 
@@ -177,3 +184,49 @@ def read_ply(path: str) -> Dict[str, np.ndarray]:
         if k in names:
             out[k] = np.asarray(v[k], dtype=np.float32)
     return out
+
+
+def write_mesh_ply(path: str, mesh: Dict[str, np.ndarray], text: bool = False) -> int:
+    """Write a mesh dict (``BlockMesher.combined()``: verts, faces, normals, rgb, sigma) as
+    ``mesh.ply``.  Returns the number of triangles written."""
+    from plyfile import PlyData, PlyElement
+
+    V = np.asarray(mesh["verts"], dtype=np.float32).reshape(-1, 3)
+    F = np.asarray(mesh["faces"], dtype=np.int32).reshape(-1, 3)
+    n = len(V)
+    N = np.asarray(mesh.get("normals", np.zeros((n, 3))), dtype=np.float32).reshape(-1, 3)
+    rgb = np.asarray(mesh.get("rgb", np.full((n, 3), 128)), dtype=np.uint8).reshape(-1, 3)
+    sig = np.asarray(mesh.get("sigma", np.full(n, np.nan)), dtype=np.float32).reshape(-1)
+    v = np.empty(n, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("nx", "f4"), ("ny", "f4"), ("nz", "f4"),
+                           ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("sigma", "f4")])
+    v["x"], v["y"], v["z"] = V[:, 0], V[:, 1], V[:, 2]
+    v["nx"], v["ny"], v["nz"] = N[:, 0], N[:, 1], N[:, 2]
+    v["red"], v["green"], v["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
+    v["sigma"] = sig
+    f = np.empty(len(F), dtype=[("vertex_indices", "i4", (3,))])
+    f["vertex_indices"] = F
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    PlyData(
+        [PlyElement.describe(v, "vertex"), PlyElement.describe(f, "face")],
+        text=text,
+        byte_order="<",
+        comments=["prism_ros mesh: marching cubes of the SDF mean; sigma = SDF std at the nearest voxel (m)"],
+    ).write(path)
+    return len(F)
+
+
+def read_mesh_ply(path: str) -> Dict[str, np.ndarray]:
+    """Read ``mesh.ply`` back into ``verts``, ``faces``, ``normals``, ``rgb``, ``sigma``."""
+    from plyfile import PlyData
+
+    ply = PlyData.read(path)
+    v = ply["vertex"].data
+    faces = np.stack([np.asarray(x, dtype=np.int32) for x in ply["face"].data["vertex_indices"]]) \
+        if len(ply["face"].data) else np.zeros((0, 3), np.int32)
+    return {
+        "verts": np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32),
+        "normals": np.stack([v["nx"], v["ny"], v["nz"]], axis=1).astype(np.float32),
+        "rgb": np.stack([v["red"], v["green"], v["blue"]], axis=1).astype(np.uint8),
+        "sigma": np.asarray(v["sigma"], dtype=np.float32),
+        "faces": faces,
+    }

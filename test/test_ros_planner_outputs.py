@@ -1,0 +1,129 @@
+"""OccupancyGrid / mesh MarkerArray assembly (no node is spun)."""
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("nav_msgs.msg")
+pytest.importorskip("visualization_msgs.msg")
+pytest.importorskip("skimage", reason="scikit-image (marching cubes) is not installed")
+
+from builtin_interfaces.msg import Time  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
+
+from prism_ros.core.mesh import BlockMesher  # noqa: E402
+from prism_ros.core.occupancy import OccupancyGridBuilder  # noqa: E402
+from prism_ros.datasets.synthetic import SyntheticSequence  # noqa: E402
+from prism_ros.ros import conversions as cv  # noqa: E402
+
+from test_occupancy import VOX, ZMAX, ZMIN, fuse, new_map  # noqa: E402
+
+HDR = Header(stamp=Time(sec=12, nanosec=5), frame_id="odom")
+
+
+def test_occupancy_grid_message_layout():
+    data = np.array([[0, 10, -1], [100, 65, 25]], np.int8)  # row = y
+    msg = cv.occupancy_grid_to_msg(HDR, data, (-1.25, 2.0), 0.05, 0.1)
+    assert (msg.info.width, msg.info.height) == (3, 2) and msg.info.resolution == pytest.approx(0.05)
+    assert (msg.info.origin.position.x, msg.info.origin.position.y, msg.info.origin.position.z) == (-1.25, 2.0, pytest.approx(0.1))
+    assert msg.info.origin.orientation.w == 1.0 and msg.header.frame_id == "odom"
+    assert msg.info.map_load_time.sec == 12
+    # row-major from the origin: data[y * width + x]
+    assert list(msg.data) == [0, 10, -1, 100, 65, 25]
+    with pytest.raises(ValueError, match="-1 or in 0..100"):
+        cv.occupancy_grid_to_msg(HDR, np.array([[101]]), (0, 0), 0.05)
+    with pytest.raises(ValueError, match="non-empty"):
+        cv.occupancy_grid_to_msg(HDR, np.zeros((0, 3), np.int8), (0, 0), 0.05)
+
+
+def test_grid_and_mesh_messages_from_a_map():
+    seq = SyntheticSequence(n_frames=10, seed=0)
+    m = new_map()
+    fuse(m, seq, range(10))
+    b = OccupancyGridBuilder(VOX, ZMIN, ZMAX)
+    b.update(m)
+    g = b.grid()
+    msg = cv.occupancy_grid_to_msg(HDR, g.data, g.origin_xy, g.resolution, g.z)
+    back = np.frombuffer(bytes(np.asarray(msg.data, dtype=np.int8)), np.int8).reshape(msg.info.height, msg.info.width)
+    assert np.array_equal(back, g.data)
+    # a world point lands in the cell the message geometry says
+    r, c = 7, 11
+    x = msg.info.origin.position.x + (c + 0.5) * msg.info.resolution
+    y = msg.info.origin.position.y + (r + 0.5) * msg.info.resolution
+    assert g.cell_of(np.array([[x, y]])) == (np.array([r]), np.array([c]))
+
+    me = BlockMesher(100000)
+    me.update(m)
+    slot, mesh = next(iter(me.meshes.items()))
+    rgb = cv.sigma_colormap(mesh["sigma"], 1e-3, 0.04)
+    t0 = time.perf_counter()
+    mk = cv.mesh_block_marker(HDR, mesh["verts"], mesh["faces"], rgb, slot)
+    assert mk.type == Marker.TRIANGLE_LIST and mk.id == slot
+    assert len(mk.points) == 3 * len(mesh["faces"]) == len(mk.colors)
+    f0 = mesh["faces"][0]
+    assert [mk.points[1].x, mk.points[1].y, mk.points[1].z] == pytest.approx(mesh["verts"][f0[1]].tolist(), abs=1e-6)
+    assert mk.colors[2].r == pytest.approx(rgb[f0[2], 0] / 255.0)
+    arr = cv.mesh_marker_array(HDR, [mk])
+    assert arr.markers[0].action == Marker.DELETEALL and arr.markers[1] is mk
+    print(f"marker of {len(mesh['faces'])} triangles: {(time.perf_counter() - t0) * 1e3:.1f} ms")
+
+
+def test_node_publishes_occupancy_and_mesh():
+    """The real filter in the node on the synthetic room; base frame = the room's world frame
+    (T_base_camera = the first ground-truth pose), so the default band sees the room."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.parameter import Parameter
+    from scipy.spatial.transform import Rotation
+    from visualization_msgs.msg import MarkerArray
+
+    from prism_ros.ros.node import PrismNode
+    from prism_ros.ros.qos import latched_qos, reliable_qos
+    from prism_ros.ros.env import claim_domain_id
+    from ros_harness import RosHarness
+
+    ds = SyntheticSequence(n_frames=20, seed=0)
+    frames = [ds[i] for i in range(len(ds))]
+    T0 = frames[0].T_w_c_gt
+    h = RosHarness(claim_domain_id(61))
+    try:
+        h.node_io(depth=50)
+        occ = h.collect(OccupancyGrid, "/prism/occupancy", latched_qos(1))
+        mesh = h.collect(MarkerArray, "/prism/mesh", latched_qos(1))
+        diag = h.collect(DiagnosticArray, "/diagnostics", reliable_qos(5))
+        over = [
+            Parameter("sensor_qos", value="reliable"), Parameter("queue_size", value=30),
+            Parameter("T_base_camera_xyz_m", value=[float(v) for v in T0[:3, 3]]),
+            Parameter("T_base_camera_rpy_deg", value=[float(v) for v in Rotation.from_matrix(T0[:3, :3]).as_euler("xyz", degrees=True)]),
+            Parameter("occupancy_publish_rate_hz", value=4.0), Parameter("mesh_publish_rate_hz", value=2.0),
+            Parameter("diagnostics_period_s", value=0.5),
+        ]
+        node = PrismNode(context=h.context, filter_factory=None, warmup=True, parameter_overrides=over)
+        h.attach(node)
+        for fr in frames:
+            header = Header(stamp=cv.sec_to_stamp(1.0 + fr.stamp), frame_id="camera_color_optical_frame")
+            h.pub_info.publish(cv.camera_to_camera_info(ds.camera, header))
+            h.pub_depth.publish(cv.depth_to_image(fr.depth, header, "32FC1"))
+            h.pub_color.publish(cv.rgb_to_image(fr.rgb, header, "bgr8"))
+            time.sleep(0.05)
+        assert h.wait_for(lambda: len(h.odom) >= len(ds), 60)
+        n_occ = len(occ)
+        assert h.wait_for(lambda: len(occ) > n_occ and len(mesh) > 0, 20)
+        g = occ[-1]
+        assert g.header.frame_id == "odom" and g.info.resolution == pytest.approx(0.02)
+        d = np.frombuffer(bytes(np.asarray(g.data, dtype=np.int8)), np.int8)
+        assert d.min() >= -1 and d.max() <= 100
+        assert np.mean(d >= 65) > 0.02 and np.mean((d >= 0) & (d <= 25)) > 0.2 and np.mean(d == -1) > 0.05
+        ma = mesh[-1]
+        assert ma.markers[0].action == Marker.DELETEALL and len(ma.markers) > 10
+        assert all(m.type == Marker.TRIANGLE_LIST and len(m.points) % 3 == 0 for m in ma.markers[1:])
+        assert h.wait_for(lambda: any(kv.key == "mesh_triangles" and int(kv.value) > 0
+                                      for a in diag for s in a.status for kv in s.values), 10)
+        keys = {kv.key for a in diag for s in a.status for kv in s.values}
+        assert {"occupancy_ms_last", "mesh_ms_last", "occupancy_columns_pending", "mesh_blocks_pending",
+                "free_space_carve_ms_last", "free_space_bricks"} <= keys
+        h.detach(node)
+    finally:
+        h.shutdown()
