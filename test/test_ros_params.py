@@ -130,7 +130,7 @@ def test_valid_runtime_values_applied(node):
     assert _set(node, "map_publish_rate_hz", 0.0).successful and _set(node, "mesh_publish_rate_hz", 0.0).successful
     assert node._timers == []
     assert _set(node, "path_max_length", 5).successful
-    assert node._path.maxlen == 5
+    assert node._state_out.path.maxlen == 5
     assert _set(node, "cloud_color_mode", "rgb").successful and node.cfg.cloud_color_mode == "rgb"
     assert _set(node, "use_sim_time", True).successful
 

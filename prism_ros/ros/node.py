@@ -46,27 +46,24 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TwistWithCovarianceStamped
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, Imu, PointCloud2
+from sensor_msgs.msg import CameraInfo, Image, Imu
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from prism_ros.config import ConfigError, PrismConfig
 from prism_ros.core.camera import Camera
 from prism_ros.core.controls import ImuBuffer, OdomBuffer
-from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.core.types import StepResult
 from prism_ros.pipeline import ImuControls, OdomControls, Pipeline, imu_noise_from_config
 from prism_ros.ros import conversions as cv
@@ -75,7 +72,7 @@ from prism_ros.ros.diagnostics import NodeStats, Throttle, throttle_key
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.frames import Frame, RgbdAssembler
 from prism_ros.ros.imu_inputs import ImuStreamMonitor
-from prism_ros.ros.planner_outputs import PlannerOutputs
+from prism_ros.ros.outputs import PATH_MIN_PERIOD_S, MapOutputs, StateOutputs
 from prism_ros.ros.work_queue import Command, WorkQueue
 
 try:  # not on PyPI; present on a full ROS 2 install
@@ -86,7 +83,6 @@ except ImportError:  # pragma: no cover - depends on the install
 __all__ = ["PrismNode", "main", "NODE_NAME"]
 
 NODE_NAME = "prism"
-_PATH_PUBLISH_MIN_PERIOD_S = 0.2  # ~/path carries up to path_max_length poses: publish it at <= 5 Hz
 _IMAGE_QOS_MIN_DEPTH = 2  # reader history of the image subscriptions: max(this, queue_size) at start
 _STAGE_ROWS = 1000  # per-stage timings kept for the diagnostics window (>= 5 s at 30 fps, then the newest)
 _EXECUTOR_THREADS = 3  # sensor callbacks, services, parameter / timer callbacks
@@ -117,10 +113,6 @@ class PrismNode(Node):
         # ---- shared with the worker ----------------------------------------------
         self._work = WorkQueue(cfg.queue_size)
         self._stats = NodeStats()
-        self._path_lock = threading.Lock()
-        self._path: Deque[PoseStamped] = deque(maxlen=cfg.path_max_length)
-        self._path_last_pub = 0.0
-        self._path_dirty = False
         # ---- input side (the sensor callback group) --------------------------------
         T_base_imu = cv.T_from_xyz_rpy_deg(cfg.T_base_imu_xyz_m, cfg.T_base_imu_rpy_deg)
         self._imu = ImuBuffer(T_I_C=np.linalg.inv(T_base_imu) @ self.T_base_camera,
@@ -132,28 +124,18 @@ class PrismNode(Node):
         self._pipeline: Optional[Pipeline] = None
         self._last_result: Optional[StepResult] = None
         self._last_header_stamp: Optional[Time] = None
-        self._frames_since_cloud = 0
-        self._odom_cov = OdomCovarianceAccumulator()  # ~/odometry: the steps compounded since the last reset
         self._last_diag = time.monotonic()
 
         # ---- outputs and services ---------------------------------------------------
-        out_qos = reliable_qos(10)
-        self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, "~/pose", out_qos)
-        self.pub_twist = self.create_publisher(TwistWithCovarianceStamped, "~/twist", out_qos)
-        self.pub_odom = self.create_publisher(Odometry, "~/odometry", out_qos)
-        self.pub_path = self.create_publisher(Path, "~/path", reliable_qos(1))
-        self.pub_cloud = self.create_publisher(PointCloud2, "~/map_cloud", latched_qos(1))
+        self._state_out = StateOutputs(self, cfg, self.T_base_camera, TFMessage)  # pose, twist, odometry, path, tf
+        self._map_out = MapOutputs(self, cfg)  # map cloud, occupancy, mesh (built by the worker)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos(5))
-        self.pub_tf = self.pub_tf_static = None
-        if TFMessage is not None:
-            self.pub_tf = self.create_publisher(TFMessage, "/tf", reliable_qos(100))
-            self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", latched_qos(1))
-        elif cfg.publish_tf:
+        self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", latched_qos(1)) if TFMessage else None
+        if TFMessage is None and cfg.publish_tf:
             self._log.info("tf2_msgs is not importable: TF is not published (~/odometry carries the pose)")
         services = MutuallyExclusiveCallbackGroup()
         for kind, name in (("save", "~/save_map"), ("load", "~/load_map"), ("reset", "~/reset")):
             self.create_service(Trigger, name, self._service(kind), callback_group=services)
-        self._planner = PlannerOutputs(self, cfg)  # ~/occupancy, ~/mesh (built by the worker)
         self._timers: List[Any] = []
         self._make_timers()
 
@@ -205,9 +187,8 @@ class PrismNode(Node):
         old, self.cfg = self.cfg, new
         self._rgbd.pairer.slop_s = new.sync_slop_s
         self._stats.count("dropped_queue", self._work.set_maxlen(new.queue_size))
-        if new.path_max_length != old.path_max_length:
-            with self._path_lock:
-                self._path = deque(self._path, maxlen=new.path_max_length)
+        self._state_out.configure(new)
+        self._map_out.cfg = new  # the cloud's settings; the builders restart on "reconfigure"
         rates = ("map_publish_rate_hz", "occupancy_publish_rate_hz", "mesh_publish_rate_hz")
         if any(getattr(new, r) != getattr(old, r) for r in rates):
             self._make_timers()
@@ -299,10 +280,8 @@ class PrismNode(Node):
     def _after_restart(self) -> None:
         """The filter's world restarted: no result to extend, no cloud, an empty path."""
         self._last_result = None
-        self._frames_since_cloud = 0
-        self._odom_cov.reset()
-        with self._path_lock:
-            self._path.clear()
+        self._map_out.frames_since_cloud = 0
+        self._state_out.reset()
 
     def _do_save(self) -> str:
         if self._pipeline is None:
@@ -326,7 +305,7 @@ class PrismNode(Node):
     # ------------------------------------------------------------------ worker
     def _worker_main(self) -> None:
         while True:
-            work = self._work.take(_PATH_PUBLISH_MIN_PERIOD_S)
+            work = self._work.take(PATH_MIN_PERIOD_S)
             if work is None:  # stopped
                 return
             cmd, item, requests = work
@@ -338,9 +317,9 @@ class PrismNode(Node):
                 except Exception as e:
                     self._error("step", f"filter step failed at t={item.frame.stamp:.6f}: {type(e).__name__}: {e}")
             else:
-                self._publish_path()
+                self._state_out.publish_path()
             if "reconfigure" in requests:
-                self._planner.configure(self.cfg)  # the builders restart with the new parameters
+                self._map_out.configure(self.cfg)  # the builders restart with the new parameters
             for kind in ("cloud", "occupancy", "mesh"):
                 if kind in requests:
                     self._publish_map_output(kind)
@@ -384,63 +363,25 @@ class PrismNode(Node):
             return self._warn("order", f"{out.skipped}; skipped")
         res = out.result
         self._last_result, self._last_header_stamp = res, item.header_stamp
-        self._frames_since_cloud += 1
-        self._publish_state(res, item.header_stamp)
+        self._map_out.frames_since_cloud += 1
+        self._state_out.publish(res, item.header_stamp)
         e2e_ms = (time.time_ns() - item.t_src_ns) * 1e-6 if item.t_src_ns is not None else None
         self._stats.frame(out.step_ms, (time.monotonic() - item.t_recv) * 1e3, e2e_ms, not res.tracking_ok)
         if not res.tracking_ok:
             self._warn("lost", f"tracking lost at t={t:.3f} s ({res.status}, inliers {res.inlier_ratio:.2f})")
 
     # ----------------------------------------------------------------- publish
-    def _publish_state(self, res: StepResult, stamp: Time) -> None:
-        cfg = self.cfg
-        # ~/pose: the pose given the map; ~/odometry: the steps compounded (a lost step carries the
-        # filter's inflated prediction, so it grows faster then)
-        odom_cov = self._odom_cov.update(res.T_w_c, res.pose_cov, res.tracking_ok, origin_cov=res.pose_cov)
-        m = cv.state_messages(stamp, res.T_w_c, res.pose_cov, res.velocity, res.velocity_cov, self.T_base_camera,
-                              cfg.world_frame, cfg.base_frame, odom_cov)
-        self.pub_pose.publish(m.pose)
-        self.pub_twist.publish(m.twist)
-        self.pub_odom.publish(m.odom)
-        with self._path_lock:
-            self._path.append(m.path_pose)
-            self._path_dirty = True
-        self._publish_path()
-        if self.pub_tf is not None and cfg.publish_tf:
-            self.pub_tf.publish(TFMessage(transforms=[m.tf]))
-
-    def _publish_path(self) -> None:
-        """Publish ~/path at most every 0.2 s (it holds up to path_max_length poses); the
-        worker calls this again when idle, so the last poses always go out."""
-        now = time.monotonic()
-        with self._path_lock:
-            if not self._path_dirty or now - self._path_last_pub < _PATH_PUBLISH_MIN_PERIOD_S or not self._path:
-                return
-            path = cv.path_message(self._path)
-            self._path_last_pub, self._path_dirty = now, False
-        self.pub_path.publish(path)
-
     def _publish_map_output(self, kind: str) -> None:
-        """~/map_cloud (only when frames were fused since the last one), ~/occupancy or ~/mesh;
-        the cost goes into the diagnostics (``stage_<kind>_ms``)."""
-        if self._pipeline is None or self._last_header_stamp is None:
+        """~/map_cloud, ~/occupancy or ~/mesh; the cost goes into the diagnostics (``stage_<kind>_ms``)."""
+        res = self._last_result
+        if self._pipeline is None or self._last_header_stamp is None or res is None:
             return
-        cfg, t0, fmap, stamp = self.cfg, time.perf_counter(), self._pipeline.filter.map, self._last_header_stamp
-        try:
-            if kind == "cloud":
-                if self._frames_since_cloud == 0:
-                    return
-                surf = fmap.extract_surface(cfg.cloud_max_sdf_m, min_count=1)
-                self.pub_cloud.publish(cv.surface_cloud(Header(stamp=stamp, frame_id=cfg.world_frame), surf,
-                                                        cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m))
-                self._frames_since_cloud = 0
-            elif kind == "occupancy":  # the grid window follows the robot
-                self._planner.publish_occupancy(fmap, stamp, tuple(self._pipeline.filter.T_w_c[:2, 3]))
-            else:
-                self._planner.publish_mesh(fmap, stamp)
+        try:  # (the occupancy window follows the camera)
+            ms = self._map_out.publish(kind, self._pipeline.filter.map, self._last_header_stamp, tuple(res.T_w_c[:2, 3]))
         except Exception as e:
             return self._error(kind, f"~/{kind} failed: {type(e).__name__}: {e}")
-        self._stats.stage({"cloud": "map_cloud"}.get(kind, kind), (time.perf_counter() - t0) * 1e3)
+        if ms is not None:
+            self._stats.stage({"cloud": "map_cloud"}.get(kind, kind), ms)
 
     def _diagnostics(self) -> None:
         self._last_diag = time.monotonic()
@@ -450,7 +391,7 @@ class PrismNode(Node):
             self._pipeline.stats.clear()
         status_text = self._last_result.status if self._last_result is not None else "no frame yet"
         line, status = self._stats.report(f"{self.get_name()}: filter", self._rgbd.pairer.dropped, status_text, stages)
-        status.values += self._planner.diagnostics(self._pipeline.filter.map if self._pipeline is not None else None)
+        status.values += self._map_out.diagnostics(self._pipeline.filter.map if self._pipeline is not None else None)
         if line:
             self._log.info(line)
         try:
