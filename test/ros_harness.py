@@ -1,6 +1,6 @@
 """Test harness for the ROS side in-process (test/test_ros_*.py, test_reliability_node.py).
 
-* :class:`RosHarness`: its own rclpy Context on a given domain id, a multi-threaded
+* :class:`RosHarness`: its own rclpy Context on a given domain id, a single-threaded
   executor spinning in a background thread (as the node's ``main`` spins it, so the
   node's callback groups behave as in production), helper subscriptions that collect
   messages, and ``wait_for``.  Loopback-only discovery is forced.
@@ -30,12 +30,12 @@ class RosHarness:
     def __init__(self, domain_id: int):
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(domain_id))
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)  # as prism_node spins
         self.node = rclpy.create_node(f"prism_test_{os.getpid()}", context=self.context)
         self.executor.add_node(self.node)
         self._nodes = [self.node]

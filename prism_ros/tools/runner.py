@@ -21,6 +21,7 @@ import json
 import math
 import os
 import platform
+import time
 from typing import Any, Dict, Optional
 
 import numpy as np
