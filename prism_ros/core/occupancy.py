@@ -55,7 +55,7 @@ import numpy as np
 from numba import njit
 from scipy.special import ndtr
 
-from .tsdf import BLOCK, _insert, find_block, rebuild_hash
+from .tsdf import BLOCK, BLOCK_SHIFT, _insert, find_block, rebuild_hash
 
 __all__ = [
     "FREE_SUB",
@@ -73,6 +73,7 @@ __all__ = [
 #: free-space voxels per map-block edge: a free-space voxel is 2 x 2 x 2 map voxels
 FREE_SUB = 4
 FREE_SUB3 = FREE_SUB ** 3
+FREE_MASK = FREE_SUB - 1  # a free voxel's index within its brick
 _FREE_SHIFT = 1  # map voxel index >> 1 = free-space voxel index
 #: P(occupied) of a point no voxel has observed: the prior N(0, prior^2) gives Phi(0)
 UNKNOWN_PROBABILITY = 0.5
@@ -199,9 +200,9 @@ def carve_free_space(
                 lastx = fx_
                 lasty = fy_
                 lastz = fz_
-                bx = ix >> 3
-                by = iy >> 3
-                bz = iz >> 3
+                bx = ix >> BLOCK_SHIFT
+                by = iy >> BLOCK_SHIFT
+                bz = iz >> BLOCK_SHIFT
                 if bx == lbx and by == lby and bz == lbz:
                     slot = lslot
                 else:
@@ -226,7 +227,7 @@ def carve_free_space(
                 lby = by
                 lbz = bz
                 lslot = slot
-                idx = (fx_ & 3) + FREE_SUB * ((fy_ & 3) + FREE_SUB * (fz_ & 3))
+                idx = (fx_ & FREE_MASK) + FREE_SUB * ((fy_ & FREE_MASK) + FREE_SUB * (fz_ & FREE_MASK))
                 if touched[slot, idx] == 0:
                     touched[slot, idx] = 1
                     c = count[slot, idx]
@@ -242,13 +243,13 @@ def _free_counts_at(points, vox, keys, vals, count, out):
         ix = int(np.floor(points[i, 0] / vox + 0.5))
         iy = int(np.floor(points[i, 1] / vox + 0.5))
         iz = int(np.floor(points[i, 2] / vox + 0.5))
-        slot = find_block(keys, vals, ix >> 3, iy >> 3, iz >> 3)
+        slot = find_block(keys, vals, ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT)
         out[i] = 0
         if slot >= 0:
             fx_ = ix >> 1
             fy_ = iy >> 1
             fz_ = iz >> 1
-            out[i] = count[slot, (fx_ & 3) + FREE_SUB * ((fy_ & 3) + FREE_SUB * (fz_ & 3))]
+            out[i] = count[slot, (fx_ & FREE_MASK) + FREE_SUB * ((fy_ & FREE_MASK) + FREE_SUB * (fz_ & FREE_MASK))]
 
 
 class FreeSpaceLayer:
