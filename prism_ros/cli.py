@@ -31,6 +31,8 @@ LAZY_COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "play": ("prism_ros.ros.player", "main", "publish a dataset as ROS 2 topics (needs rclpy; arguments go to the player)"),
     "bench": ("prism_ros.tools.bench", "main", "benchmark FPS, per-stage ms, peak RSS and ATE (optionally against --peer open3d)"),
     "soak": ("prism_ros.ros.soak", "main", "overload soak: player (looping) + node as processes; RSS over time, latency p95, drop rate (needs rclpy)"),
+    "simulate": ("prism_ros.tools.simulate", "main", "write a simulated EuRoC flight (stereo images, real IMU, ground truth, exact depth) along a EuRoC trajectory"),
+    "stereo-eval": ("prism_ros.tools.stereo_eval", "main", "stereo depth accuracy, sigma calibration and speed against a simulated flight's exact depth"),
 }
 
 
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", metavar="K", type=nonneg_int, default=0, help="first frame, counted from the first frame present (default: 0)")
     p.add_argument("--frames", metavar="N", type=pos_int, default=None, help="number of frames (default: all)")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: prism_out/<dataset name>)")
+    p.add_argument("--stride", metavar="K", type=pos_int, default=1,
+                   help="use every K-th frame of the --start/--frames selection (e.g. 2: a 20 Hz camera at 10 Hz)")
     p.add_argument("--calib", metavar="PATH", default=None,
                    help="calibration for a EuRoC ROS 1 bag: a EuRoC ASL folder (or its mav0) with "
                         "cam0/, cam1/ and imu0/sensor.yaml")
@@ -127,6 +131,10 @@ def _run(dataset_path: str, start: int, frames: Optional[int], out: Optional[str
         parser.error(f"cannot open dataset {dataset_path!r}: {e}")
     if len(ds) == 0:
         parser.error(f"dataset {dataset_path!r} has no frames from --start {start}")
+    if getattr(args, "stride", 1) > 1:
+        from prism_ros.datasets.stride import StridedDataset
+
+        ds = StridedDataset(ds, args.stride)
     cfg = apply_dataset_hints(cfg, ds, args)
     out_dir = out or os.path.join("prism_out", str(getattr(ds, "name", "run")).replace(os.sep, "_"))
     from prism_ros.tools.runner import run_offline

@@ -113,7 +113,7 @@ def test_frame_stereo_depth_plausible(ds):
     assert frac >= 0.5, frac
     assert 1.0 < med < 5.0, med  # a room of a few metres (V1: ~8 x 8 m)
     assert np.all(np.isfinite(fr.depth)) and np.all(fr.depth_sigma[~v] == 0)
-    np.testing.assert_allclose(fr.depth_sigma[v], fr.depth[v] ** 2 * 0.5 / (ds.stereo.f * ds.stereo.baseline),
+    np.testing.assert_allclose(fr.depth_sigma[v], fr.depth[v] ** 2 * ds.stereo.sigma_d / (ds.stereo.f * ds.stereo.baseline),
                                rtol=1e-5)
     np.testing.assert_allclose(fr.T_w_c_gt, ds.gt_poses()[40])
 

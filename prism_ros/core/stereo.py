@@ -73,15 +73,15 @@ def disparity_sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int = 9
 
 
 def _make_sgbm(num_disparities=96, block_size=5, min_disparity=0, uniqueness=10, speckle_window=100,
-               speckle_range=2):
+               speckle_range=2, disp12_max_diff=-1, three_way=False):
     import cv2
 
     nd = int(np.ceil(num_disparities / 16.0)) * 16
     return cv2.StereoSGBM_create(
         minDisparity=int(min_disparity), numDisparities=nd, blockSize=int(block_size),
-        P1=8 * block_size * block_size, P2=32 * block_size * block_size, disp12MaxDiff=-1,
+        P1=8 * block_size * block_size, P2=32 * block_size * block_size, disp12MaxDiff=int(disp12_max_diff),
         uniquenessRatio=int(uniqueness), speckleWindowSize=int(speckle_window), speckleRange=int(speckle_range),
-        preFilterCap=31, mode=cv2.STEREO_SGBM_MODE_SGBM)
+        preFilterCap=31, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY if three_way else cv2.STEREO_SGBM_MODE_SGBM)
 
 
 def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, max_diff: float = 1.0) -> np.ndarray:
@@ -115,12 +115,28 @@ def depth_from_disparity(disp: np.ndarray, f: float, baseline: float, sigma_d: f
 class StereoRectifier:
     """Rectification maps, rectified camera and a disparity matcher for one stereo rig.
 
-    ``compute(left_raw, right_raw)`` -> (left_rect uint8, depth float32, sigma float32, valid_region bool).
+    ``compute(left_raw, right_raw)`` -> (left_rect uint8, depth float32, sigma float32).
+
+    ``downscale=1``: StereoSGBM on the full-resolution pair, left-right checked by
+    matching the mirrored pair a second time (:func:`left_right_check`).
+    ``downscale=2`` (camera rate: about 8 ms a 752x480 pair instead of 110 ms on 2
+    cores): ``cv2.pyrDown`` of both rectified images, StereoSGBM in 3-way mode with
+    ``num_disparities / 2`` (the same depth range) and its built-in left-right check
+    (``disp12MaxDiff``: the right view's disparities from the same cost volume must
+    agree within ``lr_max_diff`` half-resolution px), sub-pixel (1/16 px) disparities
+    doubled and upsampled to full resolution by nearest neighbour (no mixing across
+    depth edges).  Rectification uses fixed-point maps (``cv2.CV_16SC2``).  ``sigma_d``
+    is always in full-resolution pixels.
     """
 
     def __init__(self, left: CameraCalib, right: CameraCalib, num_disparities: int = 96, block_size: int = 5,
-                 sigma_d: float = 0.5, lr_max_diff: float = 1.0, alpha: float = 0.0, lr_check: bool = True):
+                 sigma_d: float = 0.5, lr_max_diff: float = 1.0, alpha: float = 0.0, lr_check: bool = True,
+                 downscale: int = 1):
         import cv2
+
+        if int(downscale) not in (1, 2):
+            raise ValueError(f"downscale must be 1 or 2, got {downscale}")
+        self.downscale = int(downscale)
 
         self.left, self.right = left, right
         R0, R1, P0, P1, Q, roi0, roi1 = stereo_rectify(left, right, alpha)
@@ -142,7 +158,14 @@ class StereoRectifier:
         self.lr_max_diff = float(lr_max_diff)
         self.lr_check = bool(lr_check)
         self.num_disparities = int(np.ceil(num_disparities / 16.0)) * 16
-        self._matcher = _make_sgbm(self.num_disparities, block_size)
+        if self.downscale == 1:
+            self._matcher = _make_sgbm(self.num_disparities, block_size)
+        else:
+            self._matcher = _make_sgbm(self.num_disparities // 2, block_size,
+                                       disp12_max_diff=max(0, int(round(self.lr_max_diff))) if self.lr_check else -1,
+                                       three_way=True)
+        self._fixed0 = cv2.convertMaps(self.map0[0], self.map0[1], cv2.CV_16SC2)
+        self._fixed1 = cv2.convertMaps(self.map1[0], self.map1[1], cv2.CV_16SC2)
         # pixels of the rectified left image whose source lies inside the raw image, and
         # which the matcher can reach (x >= num_disparities)
         mx, my = self.map0
@@ -153,12 +176,25 @@ class StereoRectifier:
     def rectify(self, left_raw: np.ndarray, right_raw: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         import cv2
 
-        L = cv2.remap(_grey(left_raw), self.map0[0], self.map0[1], cv2.INTER_LINEAR)
-        R = cv2.remap(_grey(right_raw), self.map1[0], self.map1[1], cv2.INTER_LINEAR)
+        if self.downscale == 1:  # float maps: bit-identical to the original full-resolution path
+            L = cv2.remap(_grey(left_raw), self.map0[0], self.map0[1], cv2.INTER_LINEAR)
+            R = cv2.remap(_grey(right_raw), self.map1[0], self.map1[1], cv2.INTER_LINEAR)
+        else:
+            L = cv2.remap(_grey(left_raw), self._fixed0[0], self._fixed0[1], cv2.INTER_LINEAR)
+            R = cv2.remap(_grey(right_raw), self._fixed1[0], self._fixed1[1], cv2.INTER_LINEAR)
         return L, R
 
     def disparity(self, L: np.ndarray, R: np.ndarray) -> np.ndarray:
-        """Left disparity (px, 0 invalid) of a rectified pair, left-right checked."""
+        """Left disparity (full-resolution px, 0 invalid) of a rectified pair, left-right checked."""
+        if self.downscale == 2:
+            import cv2
+
+            dh = disparity_sgbm(cv2.pyrDown(L), cv2.pyrDown(R), matcher=self._matcher)
+            h, w = L.shape[:2]
+            d = cv2.resize(dh, (w, h), interpolation=cv2.INTER_NEAREST)
+            d *= np.float32(2.0)
+            d[~self.valid_region] = 0.0
+            return d
         dl = disparity_sgbm(L, R, matcher=self._matcher)
         if self.lr_check:
             # right image's disparity: match the mirrored pair, mirror back

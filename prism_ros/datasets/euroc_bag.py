@@ -80,7 +80,7 @@ class EurocBagDataset(EurocDataset):
     has_timestamps = True
 
     def __init__(self, path, start: int = 0, frames: Optional[int] = None, calib=None, gt_path=None,
-                 require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: float = 0.5,
+                 require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: Optional[float] = None,
                  num_disparities: int = 96, block_size: int = 5, lr_max_diff: float = 1.0,
                  use_imu: bool = True, imu_init_window_s: float = 1.0, pair_tolerance_s: float = 1e-3):
         from rosbags.rosbag1 import Reader

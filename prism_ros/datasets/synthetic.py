@@ -68,7 +68,7 @@ from prism_ros.core.camera import Camera
 
 from .base import DatasetBase, Frame
 
-__all__ = ["SyntheticSequence", "make_scene", "scene_sdf", "render_scene", "look_at"]
+__all__ = ["SyntheticSequence", "make_scene", "scene_sdf", "render_scene", "render_rays", "pinhole_rays", "pack_scene", "look_at"]
 
 ROOM_HALF = np.array([2.0, 1.5, 1.25])
 ROOM_CENTRE = np.array([0.0, 0.0, 1.25])
@@ -76,7 +76,7 @@ ROOM_CENTRE = np.array([0.0, 0.0, 1.25])
 # primitive types
 _ROOM, _BOX, _SPHERE, _CYL, _TORUS = 0, 1, 2, 3, 4
 # texture types
-_TEX_ROOM, _TEX_STRIPES, _TEX_SINES, _TEX_RINGS = 0, 1, 2, 3
+_TEX_ROOM, _TEX_STRIPES, _TEX_SINES, _TEX_RINGS, _TEX_NOISE = 0, 1, 2, 3, 4
 
 _TRACE_EPS = 2e-5
 _TRACE_MAX_STEPS = 400
@@ -118,7 +118,15 @@ def make_scene():
     add("panel", _BOX, [-1.96, 0.1, 1.4], I, [0.04, 0.55, 0.35], [0.9, 0.9, 0.9], _TEX_SINES, 20.0)
     add("pillar", _CYL, [-1.7, -1.2, 1.25], I, [0.15, 1.25], [0.6, 0.6, 0.55], _TEX_RINGS, 10.0)
     add("shelf", _BOX, [1.95, -0.6, 1.1], I, [0.05, 0.4, 0.3], [0.4, 0.3, 0.6], _TEX_STRIPES, 35.0)
+    return pack_scene(prims)
 
+
+def pack_scene(prims, texture: Optional[np.ndarray] = None) -> dict:
+    """Scene arrays (as :func:`make_scene` returns) from a list of primitives
+    ``(name, ptype, centre (3,), R_wo (3,3), prm (4,), albedo (3,), tex, texk)``.
+
+    ``texture``: a tileable 2D float32 image in [0, 1] for ``_TEX_NOISE`` primitives
+    (their ``texk`` is then its texels per metre)."""
     n = len(prims)
     ptype = np.array([p[1] for p in prims], dtype=np.int64)
     centre = np.stack([p[2] for p in prims])
@@ -144,6 +152,7 @@ def make_scene():
         "tex": np.array([p[6] for p in prims], dtype=np.int64),
         "texk": np.array([p[7] for p in prims], dtype=np.float64),
         "names": [p[0] for p in prims],
+        "texture": np.ascontiguousarray(texture if texture is not None else _NO_TEXTURE, dtype=np.float32),
     }
 
 
@@ -224,7 +233,24 @@ def _scene_sdf_many(pts, ptype, centre, R_ow, prm, bound):
 
 
 @njit(cache=True, inline="always")
-def _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, out):
+def _texture_at(texture, a, b):
+    """Bilinear, wrapped lookup of a 2D texture at texel coordinates (a, b)."""
+    th = texture.shape[0]
+    tw = texture.shape[1]
+    fa = math.floor(a)
+    fb = math.floor(b)
+    ta = a - fa
+    tb = b - fb
+    i0 = int(fa) % tw
+    j0 = int(fb) % th
+    i1 = (i0 + 1) % tw
+    j1 = (j0 + 1) % th
+    return ((1.0 - ta) * (1.0 - tb) * texture[j0, i0] + ta * (1.0 - tb) * texture[j0, i1]
+            + (1.0 - ta) * tb * texture[j1, i0] + ta * tb * texture[j1, i1])
+
+
+@njit(cache=True, inline="always")
+def _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, texture, out):
     """Procedural albedo of primitive k at world point p with world normal n -> out[3]."""
     dx = px - centre[k, 0]
     dy = py - centre[k, 1]
@@ -258,9 +284,31 @@ def _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, o
         pat = 0.6 * pat + 0.4 * (0.5 + 0.5 * math.sin(0.37 * f * (y - 0.7 * z) + 1.3))
     elif tt == 2:
         pat = (math.sin(f * x + 0.3) * math.sin(0.8 * f * y + 1.1) + math.sin(0.9 * f * z - 0.6)) / 4.0 + 0.5
-    else:
+    elif tt == 3:
         ang = math.atan2(y, x)
         pat = 0.5 + 0.25 * math.sin(12.0 * ang) + 0.25 * math.sin(f * z)
+    else:
+        # image texture (``texture``, tiled, f texels per metre) projected along the
+        # dominant axis of the object-frame normal; the offset is keyed on the primitive
+        ax = R_ow[k, 0, 0] * nx + R_ow[k, 0, 1] * ny + R_ow[k, 0, 2] * nz
+        ay = R_ow[k, 1, 0] * nx + R_ow[k, 1, 1] * ny + R_ow[k, 1, 2] * nz
+        az = R_ow[k, 2, 0] * nx + R_ow[k, 2, 1] * ny + R_ow[k, 2, 2] * nz
+        off = 97.0 * k + 0.37 * texture.shape[1] * (1.0 if ax > 0 else 0.0) + 0.61 * texture.shape[0] * (1.0 if ay > 0 else 0.0) + 0.17 * texture.shape[1] * (1.0 if az > 0 else 0.0)
+        if abs(ax) >= abs(ay) and abs(ax) >= abs(az):
+            pat = _texture_at(texture, f * y + off, f * z + 0.5 * off)
+        elif abs(ay) >= abs(az):
+            pat = _texture_at(texture, f * x + 0.5 * off, f * z + off)
+        else:
+            pat = _texture_at(texture, f * x + off, f * y + 1.5 * off)
+        if ptype[k] == 0:  # a room: per-face tint as for _TEX_ROOM
+            if nz > 0.7:
+                r, g, b = 0.75, 0.6, 0.4
+            elif nz < -0.7:
+                r, g, b = 0.85, 0.85, 0.8
+            elif abs(nx) > 0.7:
+                r, g, b = (0.7, 0.8, 0.7) if nx > 0 else (0.8, 0.7, 0.75)
+            else:
+                r, g, b = (0.65, 0.75, 0.9) if ny > 0 else (0.9, 0.85, 0.6)
     m = 0.3 + 0.7 * pat
     out[0] = r * m
     out[1] = g * m
@@ -303,10 +351,15 @@ def _room_exit(k, ox, oy, oz, dx, dy, dz, centre, R_ow, prm):
 
 
 @njit(cache=True, parallel=True)
-def _render_kernel(T_w_c, fx, fy, cx, cy, width, height, ptype, centre, R_ow, prm, bound, albedo, tex, texk, light1, light2):
+def _render_kernel(T_w_c, rays, ptype, centre, R_ow, prm, bound, albedo, tex, texk, texture, light1, light2):
     """Per pixel: the room (inverted box) is intersected analytically; the objects whose
     bounding spheres the ray crosses before the wall are sphere traced (exact SDFs,
-    so no surface is skipped), to sdf < _TRACE_EPS, then refined by a Newton step."""
+    so no surface is skipped), to sdf < _TRACE_EPS, then refined by a Newton step.
+
+    ``rays`` (H, W, 2): the pixel's ray in the optical frame as (x/z, y/z) (a pinhole
+    camera: ((u - cx) / fx, (v - cy) / fy); a distorted one: its undistorted points)."""
+    height = rays.shape[0]
+    width = rays.shape[1]
     depth = np.zeros((height, width), dtype=np.float32)
     normal = np.zeros((height, width, 3), dtype=np.float32)
     color = np.zeros((height, width, 3), dtype=np.float32)
@@ -326,8 +379,8 @@ def _render_kernel(T_w_c, fx, fy, cx, cy, width, height, ptype, centre, R_ow, pr
         alb = np.empty(3)
         cand = np.empty(nprim, dtype=np.int64)
         for u in range(width):
-            rx = (u - cx) / fx
-            ry = (v - cy) / fy
+            rx = rays[v, u, 0]
+            ry = rays[v, u, 1]
             inv = 1.0 / math.sqrt(rx * rx + ry * ry + 1.0)  # = z of the unit ray in the optical frame
             cxn = rx * inv
             cyn = ry * inv
@@ -429,7 +482,7 @@ def _render_kernel(T_w_c, fx, fy, cx, cy, width, height, ptype, centre, R_ow, pr
             normal[v, u, 2] = nz
             cosang[v, u] = c
             ids[v, u] = k
-            _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, alb)
+            _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, texture, alb)
             shade = 0.45 + 0.55 * max(0.0, nx * light1[0] + ny * light1[1] + nz * light1[2]) + 0.3 * max(0.0, nx * light2[0] + ny * light2[1] + nz * light2[2])
             color[v, u, 0] = alb[0] * shade
             color[v, u, 1] = alb[1] * shade
@@ -437,6 +490,7 @@ def _render_kernel(T_w_c, fx, fy, cx, cy, width, height, ptype, centre, R_ow, pr
     return depth, normal, color, cosang, ids, steps
 
 
+_NO_TEXTURE = np.zeros((1, 1), np.float32)  # for scenes without _TEX_NOISE primitives
 _L1 = np.array([0.35, 0.25, 1.0]) / np.linalg.norm([0.35, 0.25, 1.0])
 _L2 = np.array([-0.6, -0.7, 0.4]) / np.linalg.norm([-0.6, -0.7, 0.4])
 
@@ -458,11 +512,28 @@ def render_scene(T_w_c: np.ndarray, camera: Camera, scene: Optional[dict] = None
     HxW int32 (primitive index into :func:`make_scene`, 0 = room, -1 where no hit)
     and ``steps`` HxW int32 (sphere-tracing steps, a diagnostic).
     """
+    return render_rays(T_w_c, pinhole_rays(camera), scene)
+
+
+def pinhole_rays(camera: Camera) -> np.ndarray:
+    """(H, W, 2) float64 rays (x/z, y/z) of a pinhole camera's pixel centres."""
+    u = (np.arange(camera.width, dtype=np.float64) - camera.cx) / camera.fx
+    v = (np.arange(camera.height, dtype=np.float64) - camera.cy) / camera.fy
+    return np.ascontiguousarray(np.stack(np.broadcast_arrays(u[None, :], v[:, None]), axis=-1))
+
+
+def render_rays(T_w_c: np.ndarray, rays: np.ndarray, scene: Optional[dict] = None):
+    """:func:`render_scene` for any central camera: ``rays`` (H, W, 2) holds each pixel's
+    ray (x/z, y/z) in the optical frame (e.g. ``cv2.undistortPoints`` of the pixel
+    centres of a distorted camera).  ``depth`` is the optical z of the hit."""
     sc = scene if scene is not None else _default_scene()
     T = np.ascontiguousarray(np.asarray(T_w_c, dtype=np.float64))
+    rays = np.ascontiguousarray(rays, dtype=np.float64)
+    if rays.ndim != 3 or rays.shape[2] != 2:
+        raise ValueError(f"rays must be (H, W, 2), got {rays.shape}")
     depth, normal, color, cosang, ids, steps = _render_kernel(
-        T, float(camera.fx), float(camera.fy), float(camera.cx), float(camera.cy), int(camera.width), int(camera.height),
-        sc["ptype"], sc["centre"], sc["R_ow"], sc["prm"], sc["bound"], sc["albedo"], sc["tex"], sc["texk"], _L1, _L2,
+        T, rays, sc["ptype"], sc["centre"], sc["R_ow"], sc["prm"], sc["bound"], sc["albedo"], sc["tex"], sc["texk"],
+        sc.get("texture", _NO_TEXTURE), _L1, _L2,
     )
     return {"depth": depth, "normal": normal, "color": np.clip(color, 0.0, 1.0), "cos_incidence": cosang, "ids": ids, "steps": steps}
 

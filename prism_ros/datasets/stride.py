@@ -1,0 +1,68 @@
+"""Every k-th frame of a dataset (``prism-ros run --stride k``: e.g. a 20 Hz camera at 10 Hz)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .base import Frame
+
+__all__ = ["StridedDataset"]
+
+
+class StridedDataset:
+    """Frames 0, k, 2k, ... of ``base`` re-indexed 0, 1, 2, ...
+
+    Frame ``index`` is the view's index; ``control_between(i_prev, i, state)`` (IMU
+    increments) and ``gt_pose`` map back to the base indices, so the control spans the
+    whole skipped interval.  Everything else (camera, ``to_body``, ``config_hints``,
+    ``sdf``...) is the base's.
+    """
+
+    def __init__(self, base, stride: int):
+        if int(stride) < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.base = base
+        self.stride = int(stride)
+        self._sel = np.arange(0, len(base), self.stride)
+        self.name = f"{base.name}/stride{self.stride}" if self.stride > 1 else base.name
+        self.camera = base.camera
+        if callable(getattr(base, "control_between", None)):
+            self.control_between = self._control_between
+
+    def __len__(self) -> int:
+        return int(len(self._sel))
+
+    def _base_index(self, i: int) -> int:
+        n = len(self)
+        i = int(i)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"frame index {i} out of range for {self.name} with {n} frames")
+        return int(self._sel[i])
+
+    def __getitem__(self, i: int) -> Frame:
+        j = self._base_index(i)
+        fr = self.base[j]
+        return Frame(int(i) % len(self), fr.stamp, fr.rgb, fr.depth, fr.T_w_c_gt, fr.depth_sigma)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __getattr__(self, name):  # camera, to_body, config_hints, sdf, ... of the base
+        return getattr(self.base, name)
+
+    def stamps(self) -> np.ndarray:
+        return np.asarray(self.base.stamps())[self._sel]
+
+    def gt_pose(self, i: int) -> Optional[np.ndarray]:
+        return self.base.gt_pose(self._base_index(i))
+
+    def gt_poses(self) -> Optional[np.ndarray]:
+        g = self.base.gt_poses()
+        return None if g is None else g[self._sel]
+
+    def _control_between(self, i_prev: int, i: int, state):
+        return self.base.control_between(self._base_index(i_prev), self._base_index(i), state)
