@@ -9,9 +9,11 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
 
 * Frames are the stereo pairs with identical cam0/cam1 stamps (stamps in seconds,
   from the integer nanoseconds).  Each frame is rectified (:mod:`prism_ros.core.stereo`),
-  its depth comes from StereoSGBM with a left-right check, ``depth_sigma`` from the
-  disparity noise ``sigma_d`` (default 0.5 px), and ``rgb`` repeats the rectified
-  grey left image in three channels.
+  its depth comes from StereoSGBM with a left-right check (``stereo_downscale=2``, the
+  default: at half resolution, ~8 ms a pair; 1: full resolution, ~110 ms),
+  ``depth_sigma`` = z^2 sigma_d / (f b) from the disparity noise ``sigma_d``
+  (default :data:`STEREO_SIGMA_D_PX`, fitted on a simulated flight), and ``rgb``
+  repeats the rectified grey left image in three channels.
 * Poses (``T_w_c_gt``) are those of the RECTIFIED LEFT camera:
   ``T_w_c = T_w_B T_B_rect``.  :attr:`T_body_cam` (= T_B_rect) turns any camera
   trajectory back into the body frame: ``T_w_B = T_w_c T_body_cam^-1``
@@ -85,11 +87,12 @@ def read_gt_file(path):
 
 
 #: disparity noise sigma_d (full-resolution px) of StereoRectifier per downscale, the
-#: default of ``sigma_d``: half the 95.4 % quantile of |disparity - exact disparity|
-#: over the valid pixels (so that 2 sigma_z covers 95.4 % of them), fitted on a
-#: simulated V1_02 flight (``prism-ros simulate ... --seed 0``, FITTED_ON below).
-STEREO_SIGMA_D_PX = {1: 0.35, 2: 0.5}
-STEREO_SIGMA_D_FITTED_ON = "TBD"
+#: default of ``sigma_d``: half the 95.4 % quantile of |disparity - exact disparity| over
+#: the pixels valid in both (so that 2 sigma_z covers 95.4 % of them), fitted on the
+#: simulated V1_02 flight, seed 0 (``prism-ros simulate ../shared/data/euroc_V1_02_medium_imu_gt
+#: --out V102_s0 --seed 0``; ``prism-ros stereo-eval V102_s0 --every 10`` -> 0.374 px at
+#: downscale 2, ``--every 20 --downscale 1`` -> 0.271 px); validated on seed 1.
+STEREO_SIGMA_D_PX = {1: 0.27, 2: 0.37}
 
 
 class EurocDataset(DatasetBase):
