@@ -64,6 +64,7 @@ __all__ = [
     "pack_rgb_float",
     "unpack_rgb_float",
     "sigma_colormap",
+    "map_colors",
     "make_map_cloud",
     "surface_cloud",
     "read_cloud",
@@ -463,16 +464,22 @@ def make_map_cloud(
     return msg
 
 
+def map_colors(rgb: np.ndarray, sigma: np.ndarray, color_mode: str, min_sigma_m: float,
+               truncation_m: float) -> np.ndarray:
+    """Colours of map points (cloud, mesh): true colour (``color_mode`` "rgb") or sigma on a
+    log colour scale from the precision floor ``min_sigma_m`` (at least 0.1 mm) to half the
+    truncation band (at least 4x the floor)."""
+    if color_mode == "rgb":
+        return rgb
+    lo = max(min_sigma_m, 1e-4)
+    return sigma_colormap(sigma, lo, max(truncation_m * 0.5, 4.0 * lo))
+
+
 def surface_cloud(header: Header, surface: Dict[str, np.ndarray], color_mode: str,
                   min_sigma_m: float, truncation_m: float) -> PointCloud2:
-    """The map's surface voxels (``TsdfMap.extract_surface``) as ~/map_cloud: true colour
-    (``color_mode`` "rgb") or sigma on a log colour scale from the precision floor
-    ``min_sigma_m`` (at least 0.1 mm) to half the truncation band (at least 4x the floor)."""
-    if color_mode == "rgb":
-        rgb = surface["rgb"]
-    else:
-        lo = max(min_sigma_m, 1e-4)
-        rgb = sigma_colormap(surface["sigma"], lo, max(truncation_m * 0.5, 4.0 * lo))
+    """The map's surface voxels (``TsdfMap.extract_surface``) as ~/map_cloud, coloured by
+    :func:`map_colors`."""
+    rgb = map_colors(surface["rgb"], surface["sigma"], color_mode, min_sigma_m, truncation_m)
     return make_map_cloud(header, surface["xyz"], rgb, surface["sigma"], surface["count"])
 
 

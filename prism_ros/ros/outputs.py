@@ -101,11 +101,8 @@ class MapOutputs:
             if cached is not None and cached[0] == ver:
                 cached[1].header = header
                 continue
-            if cfg.mesh_color_mode == "rgb":
-                rgb = mesh["rgb"]
-            else:  # the ~/map_cloud colormap and range
-                lo = max(cfg.map_min_sigma_m, 1e-4)
-                rgb = cv.sigma_colormap(mesh["sigma"], lo, max(cfg.truncation_m * 0.5, 4.0 * lo))
+            rgb = cv.map_colors(mesh["rgb"], mesh["sigma"], cfg.mesh_color_mode, cfg.map_min_sigma_m,
+                                cfg.truncation_m)  # the ~/map_cloud colormap and range
             self._markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
         self.pub_mesh.publish(cv.mesh_marker_array(header, [m for _, m in self._markers.values()]))
         self.mesh_ms = (time.perf_counter() - t0) * 1e3
