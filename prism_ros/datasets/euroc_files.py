@@ -12,21 +12,27 @@ from prism_ros.core.stereo import CameraCalib
 
 from .textfile import data_lines
 
-__all__ = ["read_euroc_imu_csv", "read_euroc_sensor_yaml", "ns_to_s"]
+__all__ = ["read_euroc_imu_csv", "read_euroc_sensor_yaml", "read_ns_csv", "ns_to_s"]
 
 
-def read_euroc_imu_csv(path) -> ImuData:
-    """EuRoC ``imu0/data.csv``: ns, wx, wy, wz, ax, ay, az (header lines start with #)."""
+def read_ns_csv(path, columns: int, what: str):
+    """(t seconds (N,), values (N, columns)) of an ASL csv: integer nanoseconds, then at least
+    ``columns`` numbers per row (``what`` names them in the error); # lines are skipped."""
     rows = []
     ns = []
     for n, ln in data_lines(path):
         parts = ln.split(",")
-        if len(parts) < 7:
-            raise ValueError(f"{path}:{n}: expected 7 columns (ns, w_xyz, a_xyz): {ln!r}")
+        if len(parts) < columns + 1:
+            raise ValueError(f"{path}:{n}: expected {columns + 1} columns ({what}): {ln!r}")
         ns.append(int(parts[0]))
-        rows.append([float(x) for x in parts[1:7]])
-    a = np.asarray(rows, dtype=np.float64).reshape(-1, 6)
-    return ImuData(ns_to_s(np.asarray(ns, dtype=np.int64)), a[:, 0:3], a[:, 3:6])
+        rows.append([float(x) for x in parts[1:columns + 1]])
+    return ns_to_s(np.asarray(ns, dtype=np.int64)), np.asarray(rows, dtype=np.float64).reshape(-1, columns)
+
+
+def read_euroc_imu_csv(path) -> ImuData:
+    """EuRoC ``imu0/data.csv``: ns, wx, wy, wz, ax, ay, az (header lines start with #)."""
+    t, a = read_ns_csv(path, 6, "ns, w_xyz, a_xyz")
+    return ImuData(t, a[:, 0:3], a[:, 3:6])
 
 
 def ns_to_s(ns) -> np.ndarray:

@@ -36,8 +36,7 @@ import numpy as np
 
 from prism_ros.core import se3
 from prism_ros.core.imu import ImuData, ImuNoise, preintegrate
-from prism_ros.datasets.euroc_files import ns_to_s
-from prism_ros.datasets.textfile import data_lines
+from prism_ros.datasets.euroc_files import read_ns_csv
 
 __all__ = ["StateTrack", "GtNoise", "read_euroc_state_gt", "fit_gravity", "preintegration_check",
            "EUROC_GT_NOISE", "EUROC_DENSITY_SCALE", "window_terms",
@@ -72,16 +71,9 @@ class StateTrack:
 
 def read_euroc_state_gt(path) -> StateTrack:
     """EuRoC ``state_groundtruth_estimate0/data.csv``: ns, p xyz, q wxyz, v xyz, bg xyz, ba xyz."""
-    ns, rows = [], []
-    for n, ln in data_lines(path):
-        parts = ln.split(",")
-        if len(parts) < 17:
-            raise ValueError(f"{path}:{n}: expected 17 columns (ns, p, q wxyz, v, bg, ba): {ln!r}")
-        ns.append(int(parts[0]))
-        rows.append([float(x) for x in parts[1:17]])
-    a = np.asarray(rows, dtype=np.float64).reshape(-1, 16)
+    t, a = read_ns_csv(path, 16, "ns, p, q wxyz, v, bg, ba")
     R = np.stack([se3.R_from_quat_xyzw(q) for q in a[:, [4, 5, 6, 3]]])
-    return StateTrack(ns_to_s(np.asarray(ns, dtype=np.int64)), R, a[:, 0:3], a[:, 7:10], a[:, 10:13], a[:, 13:16])
+    return StateTrack(t, R, a[:, 0:3], a[:, 7:10], a[:, 10:13], a[:, 13:16])
 
 
 @dataclass(frozen=True)
