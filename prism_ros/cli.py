@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", metavar="PATH", default=None,
                    help="calibration for a EuRoC ROS 1 bag: a EuRoC ASL folder (or its mav0) with "
                         "cam0/, cam1/ and imu0/sensor.yaml")
+    p.add_argument("--no-imu", action="store_true",
+                   help="ignore the recording's IMU (EuRoC): the constant-velocity model predicts every frame")
     p.set_defaults(func=_cmd_run)
 
     for name, (_mod, _fn, help_) in LAZY_COMMANDS.items():
@@ -139,7 +141,8 @@ def _run(dataset_path: str, start: int, frames: Optional[int], out: Optional[str
     out_dir = out or os.path.join("prism_out", str(getattr(ds, "name", "run")).replace(os.sep, "_"))
     from prism_ros.tools.runner import run_offline
 
-    m = run_offline(ds, cfg, out_dir, progress=not args.no_progress, report=not args.no_report)
+    m = run_offline(ds, cfg, out_dir, progress=not args.no_progress, report=not args.no_report,
+                    dataset_controls=not getattr(args, "no_imu", False))
     print_summary(m, out_dir, cfg)
     return 0
 

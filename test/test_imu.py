@@ -119,12 +119,20 @@ def test_camera_increment_through_extrinsic():
     v_c = T_I_C[:3, :3].T @ v0_I - np.cross(w_c, p_I_in_C)
     np.testing.assert_allclose(integ.body_velocity_I(np.concatenate([v_c, w_c])), v0_I, atol=1e-12)
     dt = 0.3
-    R1, p1, _ = _motion(w, a_b, R0, R0 @ v0_I, dt)
+    R1, p1, v1_w = _motion(w, a_b, R0, R0 @ v0_I, dt)
     T_w_c1 = se3.make_T(R1, p1) @ T_I_C
-    c = integ.control(0.0, dt, T_w_c0, np.concatenate([v_c, w_c]))
+    c = integ.control(0.0, dt, T_w_c0, np.concatenate([v_c, w_c]), P_nu=np.eye(6) * 1e-4)
     err = se3.log(se3.inv(se3.inv(T_w_c0) @ T_w_c1) @ c.T_prev_curr)
     assert np.linalg.norm(err[:3]) < 2e-4 and np.linalg.norm(err[3:]) < 1e-9
     assert c.cov.shape == (6, 6) and np.linalg.eigvalsh(c.cov).min() > 0
+    # the camera twist at t1 (what a lost frame keeps): v1 = R_CI R1^T v1_w - w_c x p, w_c
+    v1_c = T_I_C[:3, :3].T @ (R1.T @ v1_w) - np.cross(w_c, p_I_in_C)
+    np.testing.assert_allclose(c.nu_curr[3:], w_c, atol=1e-9)
+    assert np.linalg.norm(c.nu_curr[:3] - v1_c) < 1e-3  # 200 Hz midpoint integration over 0.3 s
+    assert np.linalg.norm(v1_c - v_c) > 0.05  # the velocity changed: keeping v0 would be wrong
+    assert np.allclose(c.nu_cov, c.nu_cov.T) and np.linalg.eigvalsh(c.nu_cov).min() > 0
+    # its linear part holds the prior's velocity variance (1e-4 per axis) and more
+    assert np.linalg.eigvalsh(c.nu_cov[:3, :3]).min() > 0.9e-4
 
 
 def test_imu_control_tighter_and_more_right_than_constant_velocity():

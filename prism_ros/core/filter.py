@@ -227,10 +227,13 @@ class PrismFilter:
                      params or self.track_params, c.laplace_patch_px)
 
     def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, update: bool):
-        """The closed-form velocity update given the new pose, or a restart at rest.  Under the
-        constant-velocity model it uses the tracker's data-only information, so the prior (built
-        from the velocity) counts once (:meth:`MotionModel.velocity_update`)."""
+        """The closed-form velocity update given the new pose; without one (a loss, a recovery,
+        a gap) the IMU's velocity at this frame when the control carries one, else a restart at
+        rest.  Under the constant-velocity model it uses the tracker's data-only information, so
+        the prior (built from the velocity) counts once (:meth:`MotionModel.velocity_update`)."""
         if not update:
+            if control is not None and control.nu_curr is not None:  # the IMU carries it through
+                return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
             return np.zeros(6), self.motion.P0.copy()
         cv = control is None
         return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt,
@@ -260,7 +263,7 @@ class PrismFilter:
         starts = self.recovery.starts(T_last, T_pred, all_starts=self._all_starts_pending)
         self._all_starts_pending = False
         rec = self.recovery.recover(frame, starts)
-        if rec is not None and (quality is Quality.LOST or rec.inlier_ratio > tr.inlier_ratio):
+        if rec is not None and (quality is Quality.LOST or rec.n_icp > tr.n_icp):
             return rec, StepOutcome.RECOVERED, "after a gap" if gap and not self.relocalising else why
         if quality is Quality.DOUBTFUL:
             return tr, StepOutcome.OK, ""

@@ -119,6 +119,7 @@ class Preintegrated:
     cov: np.ndarray  # 9x9 of (dphi, dv, dp), dphi right perturbation of dR
     J_bg: np.ndarray = field(default_factory=lambda: np.zeros((9, 3)))  # d(dphi, dv, dp) / d bg
     J_ba: np.ndarray = field(default_factory=lambda: np.zeros((9, 3)))  # d(dphi, dv, dp) / d ba
+    w_end: np.ndarray = field(default_factory=lambda: np.zeros(3))  # bias-corrected rate at t1, in the frame at t1
 
 
 def _samples(imu: ImuData, t0: float, t1: float):
@@ -197,7 +198,8 @@ def preintegrate(imu: ImuData, t0: float, t1: float, noise: ImuNoise, bg=None, b
         dR = dR @ dRk
     U, _, Vt = np.linalg.svd(dR)
     dR = U @ Vt
-    return Preintegrated(float(t1 - t0), dR, dv, dp, 0.5 * (cov + cov.T), Jbg, Jba)
+    w_end = (W1[-1] if len(W1) else imu.gyro[-1]) - bg
+    return Preintegrated(float(t1 - t0), dR, dv, dp, 0.5 * (cov + cov.T), Jbg, Jba, w_end)
 
 
 def _so3_right_jacobian(phi: np.ndarray) -> np.ndarray:
@@ -369,9 +371,11 @@ class ImuIntegrator:
         return self.T_I_C[:3, :3] @ (v_c + np.cross(w_c, p_I_in_C))
 
     def imu_increment(self, t0: float, t1: float, R_w_I: np.ndarray, v_I: np.ndarray,
-                      P_v: Optional[np.ndarray] = None, tilt_cov: Optional[np.ndarray] = None
-                      ) -> Tuple[np.ndarray, np.ndarray]:
-        """(T_Ia_Ib, 6x6 cov (rho, phi) right perturbation) of the IMU frame."""
+                      P_v: Optional[np.ndarray] = None, tilt_cov: Optional[np.ndarray] = None,
+                      with_velocity: bool = False):
+        """(T_Ia_Ib, 6x6 cov (rho, phi) right perturbation) of the IMU frame; with
+        ``with_velocity`` also (nu_Ib, 6x6 cov): the IMU frame's twist at t1 in I_b,
+        v_b = dR^T (v_I + g_I dt + dv) and the bias-corrected gyro rate."""
         if self.g_w is None:
             raise RuntimeError("ImuIntegrator: gravity unknown; call initialise() or pass g_w")
         pi = preintegrate(self.imu, t0, t1, self.noise, self.bg, self.ba, self.rate_hz)
@@ -402,7 +406,20 @@ class ImuIntegrator:
         cov[3:, 3:] = cov_phi
         cov[:3, 3:] = Rt @ cov_pphi
         cov[3:, :3] = cov[:3, 3:].T
-        return T, 0.5 * (cov + cov.T)
+        cov = 0.5 * (cov + cov.T)
+        if not with_velocity:
+            return T, cov
+        v_b = Rt @ (v_I + g_I * dt + pi.dv)
+        C_v = C[3:6, 3:6].copy()
+        if P_v is not None:
+            C_v += np.asarray(P_v, float)
+        if tilt_cov is not None:
+            Jv = dt * se3.hat(g_I)
+            C_v += Jv @ np.asarray(tilt_cov, float) @ Jv.T
+        P = np.zeros((6, 6))
+        P[:3, :3] = Rt @ C_v @ Rt.T
+        P[3:, 3:] = np.eye(3) * (n.gyro_noise_density**2 * self.rate_hz + n.gyro_bias_sigma**2)
+        return T, cov, np.concatenate([v_b, pi.w_end]), P
 
     def control(self, t_prev: float, t_curr: float, T_w_c: np.ndarray, nu_c: np.ndarray,
                 P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
@@ -423,8 +440,16 @@ class ImuIntegrator:
         if Sigma is not None:  # camera-frame right-perturbation rotation cov -> IMU frame
             R_IC = self.T_I_C[:3, :3]
             tilt = R_IC @ np.asarray(Sigma, float)[3:, 3:] @ R_IC.T
-        T_I, cov_I = self.imu_increment(t_prev, t_curr, R_w_I, v_I, P_v, tilt)
+        T_I, cov_I, nu_I, P_I = self.imu_increment(t_prev, t_curr, R_w_I, v_I, P_v, tilt, with_velocity=True)
         T_c = self.T_C_I @ T_I @ self.T_I_C
         A = se3.adjoint(self.T_C_I)
         cov_c = A @ cov_I @ A.T
-        return Control(T_prev_curr=T_c, cov=0.5 * (cov_c + cov_c.T))
+        # the camera twist at t1: w_c = R_CI w_I, v_c = R_CI v_I - w_c x p (p: the IMU origin in C)
+        R_CI, p = self.T_C_I[:3, :3], self.T_C_I[:3, 3]
+        J = np.zeros((6, 6))
+        J[:3, :3] = R_CI
+        J[3:, 3:] = R_CI
+        J[:3, 3:] = se3.hat(p) @ R_CI
+        nu_c1 = J @ nu_I
+        P_c1 = J @ P_I @ J.T
+        return Control(T_prev_curr=T_c, cov=0.5 * (cov_c + cov_c.T), nu_curr=nu_c1, nu_cov=0.5 * (P_c1 + P_c1.T))

@@ -12,7 +12,8 @@
 * :meth:`Recovery.recover` -- re-track from each start under a broad prior with the
   association distance annealed from wide to normal, one level coarser (render and
   tracking) than normal tracking, re-rendering at each stage; the best (most inliers)
-  is refined with the normal settings.
+  is refined with the normal settings and must have inliers on at least
+  ``tracking_min_inlier_ratio`` of all valid pixels (:func:`failure` with ``of_all``).
 
 The constants are declared parameters (:data:`prism_ros.core.config.FILTER_PARAMS`,
 section "recovery"), each saying what it was measured on.
@@ -35,17 +36,27 @@ class Quality(enum.Enum):
     LOST = "lost"
 
 
-def failure(tr, render, cfg) -> Optional[str]:
-    """The reason ``tr`` (a TrackResult against ``render``) counts as a tracking failure, or None."""
+def failure(tr, render, cfg, of_all: bool = False) -> Optional[str]:
+    """The reason ``tr`` (a TrackResult against ``render``) counts as a tracking failure, or None.
+
+    The inlier ratio is of the pixels the map covers (``tr.inlier_ratio``): a camera turning
+    into unmapped space keeps its track while the map grows.  A recovered track, which has
+    no reliable prior, must explain the frame itself: ``of_all`` counts the inliers among all
+    valid pixels (a few inliers on a sliver of overlap do not make a relocalisation)."""
     if render.valid_fraction <= 0.02:
         return f"map covers {100 * render.valid_fraction:.1f}% of the view"
-    if tr.inlier_ratio < cfg.tracking_min_inlier_ratio:
-        return f"inlier ratio {tr.inlier_ratio:.2f}"
+    ratio = _inliers_of_all(tr) if of_all else tr.inlier_ratio
+    if ratio < cfg.tracking_min_inlier_ratio:
+        return f"inlier ratio {ratio:.2f}" + (" of all valid pixels" if of_all else "")
     if not np.all(np.isfinite(tr.cov)) or np.linalg.eigvalsh(tr.cov).min() <= 0:
         return "degenerate Hessian"
     if tr.prior_mahalanobis2 > cfg.tracking_max_prior_mahalanobis2:
         return f"jump of {np.sqrt(tr.prior_mahalanobis2):.0f} sigma from the prediction"
     return None
+
+
+def _inliers_of_all(tr) -> float:
+    return tr.n_icp / max(1, tr.n_valid)
 
 
 def _diag_sigma(sigma_m: float, sigma_rad: float) -> np.ndarray:
@@ -120,11 +131,11 @@ class Recovery:
                 tr = self._track(frame, render, T, self.broad_prior, self.coarse_finest_level,
                                  2 * c.track_max_iterations, wide)
                 T = tr.T_w_c
-            if tr is not None and (best is None or tr.inlier_ratio > best.inlier_ratio):
+            if tr is not None and (best is None or _inliers_of_all(tr) > _inliers_of_all(best)):
                 best = tr
         if best is None:
             return None
         render = self._render(frame, best.T_w_c, False)
         tr = self._track(frame, render, best.T_w_c, self.lost_sigma, self.finest_level, c.track_max_iterations,
                          self.track_params)
-        return tr if failure(tr, render, c) is None else None
+        return tr if failure(tr, render, c, of_all=True) is None else None

@@ -42,7 +42,7 @@ from .render import Render
 
 __all__ = ["TrackResult", "track", "accumulate", "objective", "effective_patch_px", "huber_residual_level"]
 
-_NSTAT = 21 + 6 + 5  # upper-triangular H, g, [cost, n_valid, n_icp_inliers, n_photo, sum w]
+_NSTAT = 21 + 6 + 6  # upper-triangular H, g, [cost, n_valid, n_icp_inliers, n_photo, sum w, n_overlap]
 
 
 @njit(cache=True, inline="always")
@@ -102,6 +102,7 @@ def accumulate(depth, normals, gray, K, R, t, R_pw, t_pw, Kr, r_depth, r_vert, r
                 continue
             # ---- point-to-plane ICP
             if r_depth[vr, ur] > 0.0:
+                acc[32] += 1.0
                 nx = r_norm[vr, ur, 0]
                 ny = r_norm[vr, ur, 1]
                 nz = r_norm[vr, ur, 2]
@@ -204,11 +205,12 @@ class TrackResult:
     cov: np.ndarray  # 6x6, right perturbation at T_w_c
     H_data: np.ndarray  # scaled data Hessian at the optimum (finest level)
     iterations: int
-    inlier_ratio: float
+    inlier_ratio: float  # ICP inliers / n_overlap: of the pixels the map covers, not of all valid ones
     n_valid: int
     n_icp: int
     n_photo: int
     prior_mahalanobis2: float
+    n_overlap: int  # valid pixels that land on the rendered map (the ones ICP can associate)
     converged: bool
     residual_level: float = float("nan")  # s2 at the optimum (module docstring)
     patch_px: float = float("nan")  # effective pixels per independent measurement of the covariance
@@ -302,6 +304,7 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
         Hd, gd, s = _eval(frame, lvl, render, T, T_pw, noise, params, out)
     n_valid = int(s[28])
     n_icp = int(s[29])
+    n_overlap = int(s[32])
     # model error: fewer independent measurements when the residuals exceed the noise model
     s2 = huber_residual_level(s[27], n_icp + int(s[30]), params["huber_k"])
     patch_eff = effective_patch_px(patch_px, params.get("model_error_patch_px", 0.0), s2,
@@ -314,6 +317,6 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
     r_p = se3.log(T_pw @ T)
     return TrackResult(
         T_w_c=T, cov=cov, H_data=scale * Hd, iterations=total_iters,
-        inlier_ratio=n_icp / max(1, n_valid), n_valid=n_valid, n_icp=n_icp, n_photo=int(s[30]),
-        prior_mahalanobis2=float(r_p @ Lambda @ r_p), converged=converged, residual_level=s2, patch_px=patch_eff,
+        inlier_ratio=n_icp / max(1, n_overlap), n_valid=n_valid, n_icp=n_icp, n_photo=int(s[30]),
+        prior_mahalanobis2=float(r_p @ Lambda @ r_p), n_overlap=n_overlap, converged=converged, residual_level=s2, patch_px=patch_eff,
     )

@@ -15,7 +15,7 @@ class StepOutcome(enum.Enum):
 
     INITIALISED = "initialised"  # the first frame: it started the map
     OK = "ok"  # tracked and fused
-    RECOVERED = "recovered"  # re-tracked after a loss, a gap or a doubtful track; fused; velocity restarts at rest
+    RECOVERED = "recovered"  # re-tracked after a loss, a gap or a doubtful track; fused; velocity from the IMU or at rest
     LOST = "lost"  # pose = prediction with an inflated covariance; nothing fused
 
     @property
@@ -30,11 +30,15 @@ class Control:
     ``T_prev_curr`` maps the current camera frame into the previous one (the camera's
     motion since the previous filter step).  ``cov`` is its 6x6 covariance in the
     right-perturbation convention T = T_prev_curr * Exp(xi), xi = (rho, phi),
-    translation first.
+    translation first.  An IMU control also gives the camera twist at the current
+    frame, ``nu_curr`` = (v, w) in the current camera frame, with covariance ``nu_cov``:
+    the velocity a lost frame keeps (the IMU carries it through the loss).
     """
 
     T_prev_curr: np.ndarray
     cov: np.ndarray
+    nu_curr: Optional[np.ndarray] = None
+    nu_cov: Optional[np.ndarray] = None
 
 
 @dataclass

@@ -20,7 +20,9 @@ Figures (per system, also written with ``--json``):
   ``synthesize_model_frame``), image loading excluded;
 * ``fps_total``: frames / wall clock of the whole frame loop, loading included,
   from the first step on (the first frame's loading and the set-up, Numba
-  warm-up included, are excluded, as in ``metrics.json`` of ``prism-ros run``);
+  warm-up included, are excluded, as in ``metrics.json`` of ``prism-ros run``).
+  PRISM's loop (:func:`prism_ros.pipeline.run_dataset`) loads two frames ahead in a
+  background thread, as ``prism-ros run`` does; the peer loads in its loop;
 * per-stage median and p95 milliseconds (``StepResult.timings_ms`` for PRISM);
 * ``peak_rss_mb``: the child's peak RSS in MiB (``ru_maxrss``);
 * ``ate_rmse_m``: ATE RMSE after SE(3) (Umeyama) alignment, like ``evo_ape -a``.
