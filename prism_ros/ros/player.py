@@ -24,7 +24,11 @@ the topics above, plus
 with the dataset's own nanosecond stamps.  The player prints the node parameters
 that place the rectified left camera in the body frame (``T_base_camera_*``, with
 ``base_frame`` = the body/IMU frame, ``T_base_imu_*`` = EuRoC imu0's T_BS); run
-the node with ``control_mode:=imu`` to use the IMU.
+the node with ``control_mode:=imu`` to use the IMU.  EuRoC ROS 1 bags
+(/cam0/image_raw, /cam1/image_raw, /imu0) played with ``--calib <ASL folder or
+its mav0>`` (cam0/, cam1/, imu0/sensor.yaml) are published exactly like an
+EuRoC folder (rectified left image, stereo depth, camera_info, IMU); without
+--calib they are republished raw like any bag.
 
 Depth sigma (EuRoC): the player publishes no sigma image; the node computes each
 pixel's sigma from the depth it receives with its parametric model
@@ -47,11 +51,7 @@ N frames (black 2, missing_right 2, ...)``.  The node never sees pairs: it gets 
 depth image computed here, so a bad pair is just a frame that does not arrive (the
 node's own checks cover bad depth / images).  The player never publishes cam0 / cam1
 as separate topics: an EuRoC bag with ``--calib`` goes through the same pair checks,
-and without it only one Image topic (``/cam0/image_raw``) is republished, as is.  EuRoC ROS 1 bags
-(/cam0/image_raw, /cam1/image_raw, /imu0) played with ``--calib <ASL folder or
-its mav0>`` (cam0/, cam1/, imu0/sensor.yaml) are published exactly like an
-EuRoC folder (rectified left image, stereo depth, camera_info, IMU); without
---calib they are republished raw like any bag.
+and without it only one Image topic (``/cam0/image_raw``) is republished, as is.
 
 Stamps: datasets with their own timestamps (TUM, EuRoC) keep them.  Folders
 without timestamps (7-Scenes, the synthetic sequence) stamp frame *i* at exactly
