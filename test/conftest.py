@@ -49,6 +49,53 @@ def redkitchen_copy(redkitchen_dir, tmp_path) -> _Path:
     return d
 
 
+#: frames of :func:`euroc_bad_pairs` made bad, and the FrameLoadError kind each gets
+EUROC_BAD_PAIRS = {3: "missing_right", 4: "missing_right", 6: "black", 7: "black", 9: "saturated"}
+
+
+def make_euroc_copy(src: _Path, dst: _Path, frames: int) -> _Path:
+    """A writable EuRoC folder with the first ``frames`` stereo pairs of ``src`` (all of
+    its IMU and ground truth)."""
+    import shutil
+
+    m_src, m_dst = src / "mav0", dst / "mav0"
+    for sub in ("imu0", "state_groundtruth_estimate0"):
+        if (m_src / sub).is_dir():
+            shutil.copytree(m_src / sub, m_dst / sub)
+    for f in m_src.glob("*.yaml"):
+        shutil.copy(f, m_dst / f.name)
+    c0 = [ln for ln in (m_src / "cam0" / "data.csv").read_text().splitlines() if ln and not ln.startswith("#")]
+    c1 = {ln.split(",")[0] for ln in (m_src / "cam1" / "data.csv").read_text().splitlines() if ln and not ln.startswith("#")}
+    rows = [ln for ln in c0 if ln.split(",")[0] in c1][:frames]
+    for cam in ("cam0", "cam1"):
+        (m_dst / cam / "data").mkdir(parents=True)
+        shutil.copy(m_src / cam / "sensor.yaml", m_dst / cam)
+        (m_dst / cam / "data.csv").write_text("#timestamp [ns],filename\n" + "\n".join(rows) + "\n")
+        for ln in rows:
+            name = ln.split(",")[1].strip()
+            shutil.copy(m_src / cam / "data" / name, m_dst / cam / "data" / name)
+    return dst
+
+
+@_pytest.fixture
+def euroc_bad_pairs(euroc_micro_dir, tmp_path) -> _Path:
+    """The first 12 pairs of the micro clip with the bad pairs of :data:`EUROC_BAD_PAIRS`:
+    cam1 images of frames 3 and 4 deleted, cam0 images of 6 and 7 black (all 0) and of 9
+    saturated (all 255)."""
+    import numpy as np
+    import cv2
+
+    d = make_euroc_copy(euroc_micro_dir, tmp_path / "euroc_bad", 12)
+    rows = [ln for ln in (d / "mav0" / "cam0" / "data.csv").read_text().splitlines() if not ln.startswith("#")]
+    for i, kind in EUROC_BAD_PAIRS.items():
+        name = rows[i].split(",")[1].strip()
+        if kind == "missing_right":
+            (d / "mav0" / "cam1" / "data" / name).unlink()
+        else:
+            cv2.imwrite(str(d / "mav0" / "cam0" / "data" / name), np.full((480, 752), 0 if kind == "black" else 255, np.uint8))
+    return d
+
+
 def prism_cli_cmd():
     """The installed console script when there is one, else `python -m prism_ros.cli`."""
     exe = _Path(_sys.executable).parent / "prism-ros"

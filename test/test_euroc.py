@@ -157,3 +157,46 @@ def test_run_offline_writes_body_frame_and_uses_imu(ds, tmp_path):
     d = se3.inv(T0) @ T1
     assert np.linalg.norm(d[:3, 3]) < 0.01
     assert np.degrees(np.linalg.norm(se3.so3_log(d[:3, :3]))) < 1.0
+
+
+def test_bad_pairs_skipped_with_clear_messages(euroc_bad_pairs):
+    """A pair with its cam1 image deleted, black or saturated cam0 images: the reader
+    raises FrameLoadError naming the frame, the camera and the problem (no stereo depth,
+    not even a zero-depth frame); the offline run skips exactly those frames and tracks
+    the rest."""
+    from conftest import EUROC_BAD_PAIRS
+    from prism_ros.config import PrismConfig
+    from prism_ros.datasets import FrameLoadError, open_dataset
+    from prism_ros.pipeline import run_dataset
+
+    ds = open_dataset(str(euroc_bad_pairs))
+    assert len(ds) == 12
+    for i, kind in EUROC_BAD_PAIRS.items():
+        with pytest.raises(FrameLoadError) as e:
+            ds[i]
+        assert e.value.kind == kind and e.value.index == i
+        cam = "cam1" if kind == "missing_right" else "cam0"
+        assert f"/{cam}/data/" in e.value.path and str(e.value).startswith(f"frame {i}: ")
+    msg = {i: str(_err(ds, i)) for i in EUROC_BAD_PAIRS}
+    assert "cam1 (right) image missing (file not found): pair skipped, no stereo depth" in msg[3]
+    assert "cam0 (left) image black (100% of the pixels <= 10): pair skipped" in msg[6]
+    assert "cam0 (left) image saturated (100% of the pixels >= 245): pair skipped" in msg[9]
+
+    lines = []
+    cfg = PrismConfig.from_yaml().replace(**ds.config_hints)
+    pipe, rs = run_dataset(ds, cfg, progress=False, log=lines.append)
+    assert rs.skipped == sorted(EUROC_BAD_PAIRS) and rs.frames == 12 - len(EUROC_BAD_PAIRS)
+    skip_lines = [ln for ln in lines if ln.startswith("warning: skipping frame")]
+    assert skip_lines == [f"warning: skipping frame {i}: {msg[i]}" for i in sorted(EUROC_BAD_PAIRS)]
+    assert not [ln for ln in lines if "tracking lost" in ln]
+    assert rs.controls_used == rs.frames - 1  # the IMU bridges the skipped frames
+
+
+def _err(ds, i):
+    from prism_ros.datasets import FrameLoadError
+
+    try:
+        ds[i]
+    except FrameLoadError as e:
+        return e
+    raise AssertionError(f"frame {i} loaded")

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 
 from prism_ros.core.controls import ImuBuffer
-from prism_ros.ros.imu_inputs import ImuStreamMonitor, check_exposure, check_stereo_pair
+from prism_ros.core.stereo import check_exposure, check_stereo_pair
+from prism_ros.ros import imu_inputs
+from prism_ros.ros.imu_inputs import ImuStreamMonitor
 
 G = [0.0, 0.0, 9.81]
 W = [0.01, -0.02, 0.03]
@@ -66,12 +68,17 @@ def test_stereo_pair_checks(data_dir):
     L = cv2.imread(str(files[0]), cv2.IMREAD_GRAYSCALE)
     R = cv2.imread(str(files[0]).replace("cam0", "cam1"), cv2.IMREAD_GRAYSCALE)
     assert check_stereo_pair(L, R, (752, 480)) == []
-    assert [c for c, _ in check_stereo_pair(L, None)] == ["missing_right"]
-    assert [c for c, _ in check_stereo_pair(None, R)] == ["missing_left"]
-    assert [c for c, _ in check_stereo_pair(np.zeros_like(L), R)] == ["black"]
-    assert [c for c, _ in check_stereo_pair(L, np.full_like(R, 255))] == ["saturated"]
+    codes = lambda *a: [(p.code, p.side) for p in check_stereo_pair(*a)]  # noqa: E731
+    assert codes(L, None) == [("missing_right", "right")]
+    assert codes(None, R) == [("missing_left", "left")]
+    assert codes(np.zeros_like(L), R) == [("black", "left")]
+    assert codes(L, np.full_like(R, 255)) == [("saturated", "right")]
     # a real frame under-exposed 50x is black, over-exposed 20x saturated
     assert check_exposure((L / 50).astype(np.uint8)).startswith("black")
     assert check_exposure(np.clip(L.astype(int) * 20, 0, 255).astype(np.uint8)).startswith("saturated")
-    assert check_exposure((L / 2).astype(np.uint8)) == ""  # dim but usable
-    assert [c for c, _ in check_stereo_pair(L, R[:, :700], (752, 480))] == ["size", "size"]
+    # dim / bright but usable (StereoSGBM still matches them: see core.stereo.EXPOSURE_DARK_LEVEL)
+    assert check_exposure((L / 16).astype(np.uint8)) == ""
+    assert check_exposure(np.clip(L.astype(int) * 3, 0, 255).astype(np.uint8)) == ""
+    assert codes(L, R[:, :700], (752, 480)) == [("size", "right")]
+    assert codes(L, R[:, :700]) == [("size", "right")]  # left and right differ
+    assert imu_inputs.check_stereo_pair is check_stereo_pair  # still importable from the ros module

@@ -252,3 +252,61 @@ def test_euroc_folder_mono8_depth_info_imu(ros):
     params = euroc_node_params(ds)
     assert np.allclose(cv.T_from_xyz_rpy_deg(params["T_base_camera_xyz_m"], params["T_base_camera_rpy_deg"]),
                        ds.T_body_cam, atol=1e-4)
+
+
+def test_euroc_bad_pairs_skipped_throttled_good_frames_published(ros, euroc_bad_pairs):
+    """Bad stereo pairs (cam1 image deleted, black / saturated cam0 images, see
+    conftest.EUROC_BAD_PAIRS): one error line per kind of problem (throttled: frames 4 and
+    7 repeat 3 and 6 within the period), a count at the end, and every good frame published
+    with its own stamp.  (No node here: the node gets depth images, never pairs.)"""
+    from conftest import EUROC_BAD_PAIRS
+    from prism_ros.datasets import EurocDataset
+
+    ds = EurocDataset(str(euroc_bad_pairs))
+    good = [i for i in range(len(ds)) if i not in EUROC_BAD_PAIRS]
+    p = _play(ros, [str(euroc_bad_pairs), "--rate", "2"], len(good))
+    assert f"published {len(good)} frames and" in p.stdout, p.stdout + p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("prism-ros play: error:")]
+    assert len(errors) == 3, p.stderr
+    assert errors[0].startswith("prism-ros play: error: skipping frame 3: cannot load ")
+    assert "cam1 (right) image missing (file not found): pair skipped, no stereo depth [missing_right: 1," in errors[0]
+    assert errors[1].startswith("prism-ros play: error: skipping frame 6: ") and "cam0 (left) image black" in errors[1]
+    assert errors[2].startswith("prism-ros play: error: skipping frame 9: ") and "cam0 (left) image saturated" in errors[2]
+    assert "[saturated: 1, 5 frames skipped so far]" in errors[2]
+    assert "prism-ros play: skipped 5 frames (black 2, missing_right 2, saturated 1)" in p.stderr
+    assert "Traceback" not in p.stderr
+    want = [int(ds._ns[i]) for i in good]
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in ros.color] == want
+    assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in ros.depth] == want
+    d = cv.image_to_depth_m(ros.depth[-1])
+    assert np.count_nonzero(d) > 0.3 * d.size  # a good frame after the bad ones has its stereo depth
+
+
+def test_euroc_node_noise_model_is_the_stereo_sigma():
+    """The player publishes no depth sigma: the node parameters it prints make the node's
+    parametric depth noise (c0 + c2 (z - z0)^2 on the received depth) equal the reader's
+    per-pixel stereo sigma z^2 sigma_d / (f b), which the offline run uses."""
+    import os
+
+    if not os.path.isdir(os.path.join(EUROC_MICRO, "mav0")):
+        pytest.skip(f"EuRoC micro sequence not found at {EUROC_MICRO}")
+    from prism_ros.config import PrismConfig
+    from prism_ros.core.image import sigma_z
+    from prism_ros.datasets import EurocDataset
+    from prism_ros.ros.player import _euroc_node_hint, euroc_node_params
+
+    ds = EurocDataset(EUROC_MICRO, frames=1)
+    params = euroc_node_params(ds)
+    assert params["depth_noise_c0_m"] == 0.0 and params["depth_noise_z0_m"] == 0.0
+    assert params["depth_noise_c2_per_m"] == pytest.approx(0.37 / (ds.stereo.f * ds.stereo.baseline))
+    cfg = PrismConfig.from_yaml().replace(**{k: v for k, v in params.items() if k.startswith("depth_noise")})
+    noise = np.array([cfg.depth_noise_c0_m, cfg.depth_noise_c2_per_m, cfg.depth_noise_z0_m])
+    fr = ds[0]
+    ok = fr.depth > 0
+    assert ok.mean() > 0.5
+    np.testing.assert_allclose(sigma_z(fr.depth[ok].astype(np.float64), noise), fr.depth_sigma[ok], rtol=1e-5)
+    # at 5 m (depth_max_m of EuRoC): 0.19 m
+    assert sigma_z(np.array([5.0]), noise)[0] == pytest.approx(0.193, abs=1e-3)
+    hint = _euroc_node_hint(ds)
+    assert "-p depth_noise_c0_m:=0.0 " in hint and "-p depth_noise_z0_m:=0.0 " in hint
+    assert f"-p depth_noise_c2_per_m:={params['depth_noise_c2_per_m']:.6g} " in hint

@@ -15,12 +15,14 @@ Conventions
   disparity noise sigma_d).  Invalid pixels have depth 0 and sigma 0.
 
 Pure functions plus :class:`StereoRectifier`, which caches the rectification maps
-and the matcher for one calibration.
+and the matcher for one calibration.  :func:`check_stereo_pair` / :func:`check_exposure`
+say whether a raw pair is usable at all (an image missing or of the wrong size, black
+or saturated images): the readers skip such a pair instead of computing its depth.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -33,6 +35,9 @@ __all__ = [
     "disparity_sgbm",
     "left_right_check",
     "depth_from_disparity",
+    "StereoPairProblem",
+    "check_exposure",
+    "check_stereo_pair",
 ]
 
 
@@ -220,3 +225,85 @@ def _grey(img: np.ndarray) -> np.ndarray:
     if img.dtype != np.uint8:
         img = np.clip(img, 0, 255).astype(np.uint8)
     return img
+
+
+# ---------------------------------------------------------------------- bad pairs
+#: :func:`check_exposure` defaults.  Set on the V1_01 micro clip (95 pairs, 752x480):
+#: its frames have at most 0.01 % of their pixels <= 10 and 11.2 % (cam0) / 11.6 %
+#: (cam1) >= 245 (ceiling lights, the window), medians 137-140 (cam0), 117-120 (cam1).
+#: Scaling frame 20's pair by a gain and comparing its StereoSGBM depth (downscale 2)
+#: with the unscaled pair's: x1/16 (82 % of the pixels <= 10: accepted) keeps 78 % of
+#: the pixels valid, 82 % of them within 5 %; x1/24 and darker (100 % <= 10: black)
+#: has only 8 grey levels left.  x3 (92 % >= 245: accepted): 40 % valid, 80 % of them
+#: within 5 %; x4 (96 %: saturated) 29 % of the pixels right, x6 (99 %) 5 %.  A black
+#: left image with a good right one is not harmless either: StereoSGBM still returns
+#: 19 % "valid" (wrong) depth for it.
+EXPOSURE_DARK_LEVEL = 10
+EXPOSURE_BRIGHT_LEVEL = 245
+EXPOSURE_MAX_FRACTION = 0.95
+
+
+def check_exposure(img: np.ndarray, dark_level: int = EXPOSURE_DARK_LEVEL,
+                   bright_level: int = EXPOSURE_BRIGHT_LEVEL, max_fraction: float = EXPOSURE_MAX_FRACTION) -> str:
+    """'' for a usable 8-bit grey image; else why not ('black ...' / 'saturated ...' / 'empty').
+
+    Black: more than ``max_fraction`` of the pixels <= ``dark_level``; saturated: more
+    than that >= ``bright_level``.  A lens cap, a camera that stopped exposing or a
+    blown-out exposure puts > 95 % of the pixels there; real EuRoC frames, and frames
+    16x darker or 3x brighter than them, are accepted (the defaults' measurements:
+    :data:`EXPOSURE_DARK_LEVEL`).
+    """
+    a = np.asarray(img)
+    if a.size == 0:
+        return "empty"
+    if a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    n = float(a.size)
+    dark = np.count_nonzero(a <= dark_level) / n
+    bright = np.count_nonzero(a >= bright_level) / n
+    if dark > max_fraction:
+        return f"black ({dark:.0%} of the pixels <= {dark_level})"
+    if bright > max_fraction:
+        return f"saturated ({bright:.0%} of the pixels >= {bright_level})"
+    return ""
+
+
+class StereoPairProblem(NamedTuple):
+    """One reason a stereo pair is unusable: ``code`` (``missing_left`` / ``missing_right``,
+    ``size``, ``black``, ``saturated``), ``side`` ("left" / "right") and a message."""
+
+    code: str
+    side: str
+    message: str
+
+
+def check_stereo_pair(left: Optional[np.ndarray], right: Optional[np.ndarray],
+                      size: Optional[Tuple[int, int]] = None, **exposure) -> List[StereoPairProblem]:
+    """Problems of a raw stereo pair (empty: usable), see :class:`StereoPairProblem`.
+
+    ``missing_<side>``: None or empty (no file, no partner within the sync slop);
+    ``size``: not ``size`` = (width, height), or left and right differ; ``black`` /
+    ``saturated``: :func:`check_exposure` (``exposure``: its keyword arguments), per image.
+    """
+    out: List[StereoPairProblem] = []
+    for side, img in (("left", left), ("right", right)):
+        if img is None or np.asarray(img).size == 0:
+            out.append(StereoPairProblem(f"missing_{side}", side, f"stereo pair without its {side} image"))
+    if out:
+        return out
+    L, R = np.asarray(left), np.asarray(right)
+    if size is not None:
+        for side, img in (("left", L), ("right", R)):
+            if (img.shape[1], img.shape[0]) != tuple(size):
+                out.append(StereoPairProblem("size", side, f"{side} image is {img.shape[1]}x{img.shape[0]}, "
+                                                           f"expected {size[0]}x{size[1]}"))
+    elif L.shape[:2] != R.shape[:2]:
+        out.append(StereoPairProblem("size", "right", f"left image {L.shape[1]}x{L.shape[0]} != "
+                                                      f"right {R.shape[1]}x{R.shape[0]}"))
+    if out:
+        return out
+    for side, img in (("left", L), ("right", R)):
+        why = check_exposure(img, **exposure)
+        if why:
+            out.append(StereoPairProblem(why.split()[0], side, f"{side} image {why}"))
+    return out

@@ -60,19 +60,24 @@ class Dataset(Protocol):
 class FrameLoadError(RuntimeError):
     """A frame's image file is missing, corrupt or truncated, or has the wrong size.
 
-    The offline runner catches this, warns and skips the frame.  Attributes:
-    ``index`` (dataset index after start), ``path`` (the offending file) and
-    ``reason`` (a short human-readable cause).
+    Also raised for a stereo pair that gives no depth (an image missing, black or
+    saturated: :func:`prism_ros.core.stereo.check_stereo_pair`).  The offline runner
+    catches this, warns and skips the frame; the player skips it too.  Attributes:
+    ``index`` (dataset index after start), ``path`` (the offending file), ``reason``
+    (a short human-readable cause) and ``kind`` (what went wrong, for counting and
+    throttling: "load" by default, the stereo checks' codes ``missing_left``,
+    ``missing_right``, ``size``, ``black``, ``saturated``).
     """
 
-    def __init__(self, index: int, path: str, reason: str):
+    def __init__(self, index: int, path: str, reason: str, kind: str = "load"):
         self.index = int(index)
         self.path = str(path)
         self.reason = str(reason)
+        self.kind = str(kind)
         super().__init__(f"frame {self.index}: cannot load {self.path}: {self.reason}")
 
     def __reduce__(self):  # picklable (multiprocessing, pytest-xdist)
-        return (FrameLoadError, (self.index, self.path, self.reason))
+        return (FrameLoadError, (self.index, self.path, self.reason, self.kind))
 
 
 class DatasetBase:

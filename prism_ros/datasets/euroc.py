@@ -14,6 +14,13 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
   ``depth_sigma`` = z^2 sigma_d / (f b) from the disparity noise ``sigma_d``
   (default :data:`STEREO_SIGMA_D_PX`, fitted on a simulated flight), and ``rgb``
   repeats the rectified grey left image in three channels.
+* Bad pairs raise :class:`~prism_ros.datasets.base.FrameLoadError` (the offline runner
+  and the player skip the frame) naming the frame, the camera and the problem, with
+  ``kind`` the code of :func:`prism_ros.core.stereo.check_stereo_pair`: an image
+  missing or unreadable (``missing_left`` / ``missing_right``), of the wrong size
+  (``size``), black or saturated (``black`` / ``saturated``: StereoSGBM would return
+  no depth, or some wrong depth, for them; thresholds in :mod:`prism_ros.core.stereo`).
+  Stamps in only one camera's ``data.csv`` are not frames (only identical stamps pair).
 * Poses (``T_w_c_gt``) are those of the RECTIFIED LEFT camera:
   ``T_w_c = T_w_B T_B_rect``.  :attr:`T_body_cam` (= T_B_rect) turns any camera
   trajectory back into the body frame: ``T_w_B = T_w_c T_body_cam^-1``
@@ -40,7 +47,7 @@ import numpy as np
 
 from prism_ros.core import se3
 from prism_ros.core.imu import ImuIntegrator, ImuNoise
-from prism_ros.core.stereo import StereoRectifier
+from prism_ros.core.stereo import StereoRectifier, check_stereo_pair
 
 from .base import DatasetBase, Frame, FrameLoadError, check_pose, slice_range
 from .euroc_files import ns_to_s, read_euroc_imu_csv, read_euroc_sensor_yaml
@@ -230,22 +237,48 @@ class EurocDataset(DatasetBase):
 
     # ------------------------------------------------------------------ frames
     def raw_pair(self, i: int):
+        """The raw (left, right) grey images of frame ``i``; FrameLoadError when either is
+        missing or unreadable, or of the wrong size."""
         i = self._check_index(i)
         import cv2
 
-        out = []
+        imgs = []
         for p in self._files[i]:
-            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) if p.is_file() else None
             if img is None:
-                raise FrameLoadError(i, str(p), "file not found or not a readable image")
-            if (img.shape[1], img.shape[0]) != self.stereo.size:
-                raise FrameLoadError(i, str(p), f"image is {img.shape[1]}x{img.shape[0]}, expected "
-                                                f"{self.stereo.size[0]}x{self.stereo.size[1]}")
-            out.append(img)
-        return out[0], out[1]
+                imgs.append((None, "file not found" if not p.is_file() else "not a readable image"))
+            else:
+                imgs.append((img, ""))
+        (L, why_l), (R, why_r) = imgs
+        self._check_pair(i, L, R, {"left": why_l, "right": why_r}, exposure=False)
+        return L, R
+
+    def _check_pair(self, i: int, L, R, why=None, exposure: bool = True) -> None:
+        """FrameLoadError naming the frame, the camera and the first problem of the pair
+        (:func:`prism_ros.core.stereo.check_stereo_pair`; ``exposure=False``: missing and
+        size only)."""
+        probs = check_stereo_pair(L, R, self.stereo.size)
+        if not exposure:
+            probs = [p for p in probs if p.code not in ("black", "saturated")]
+        if not probs:
+            return
+        p = probs[0]
+        cam = "cam0 (left)" if p.side == "left" else "cam1 (right)"
+        if p.code.startswith("missing_"):
+            reason = f"{cam} image missing ({(why or {}).get(p.side) or 'no image'})"
+        elif p.code == "size":
+            reason = f"{cam} {p.message}"
+        else:
+            reason = f"{cam} {p.message.split(' ', 1)[1]}"
+        raise FrameLoadError(i, self._pair_source(i, p.side), reason + ": pair skipped, no stereo depth", kind=p.code)
+
+    def _pair_source(self, i: int, side: str) -> str:
+        """Where frame ``i``'s left / right image comes from (for messages)."""
+        return str(self._files[i][0 if side == "left" else 1])
 
     def _load(self, i: int) -> Frame:
         L, R = self.raw_pair(i)
+        self._check_pair(i, L, R)  # black / saturated: no depth (SGBM would invent some)
         grey, depth, sigma = self.stereo.compute(L, R)
         rgb = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
         gt = None if self._gt is None or self._gt[i] is None else np.array(self._gt[i])

@@ -222,6 +222,9 @@ class EurocBagDataset(EurocDataset):
         (c_l, raw_l), (c_r, raw_r) = want[(self._c0.id, rl, hl)], want[(self._c1.id, rr, hr)]
         return (c_l, bytes(raw_l)), (c_r, bytes(raw_r))
 
+    def _pair_source(self, i: int, side: str) -> str:
+        return f"{self.bag_path}:{CAM0_TOPIC if side == 'left' else CAM1_TOPIC}"
+
     def raw_pair(self, i: int):
         i = self._check_index(i)
         with self._lock:

@@ -9,8 +9,10 @@ classes, no rclpy, so the node only logs (throttled) and counts what they return
   measured rate over the last ``rate_window`` samples is off the declared one by more
   than ``rate_tol``: keep; the integration uses the measured rate, the covariance the
   declared noise densities).
-* :func:`check_stereo_pair` / :func:`check_exposure`: a pair with an image missing or of
-  the wrong size, and black or saturated images (the frame is skipped: no stereo depth).
+* :func:`check_stereo_pair` / :func:`check_exposure` (re-exported from
+  :mod:`prism_ros.core.stereo`, where the EuRoC readers use them): a pair with an image
+  missing or of the wrong size, and black or saturated images (the frame is skipped: no
+  stereo depth).
 The node logs the messages through its throttle (one line per code and period) and
 counts every flag in its diagnostics (``imu_<code>_total``).
 """
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Deque, List, Optional, Tuple
+from typing import Deque, Optional
 
 import numpy as np
+
+from prism_ros.core.stereo import check_exposure, check_stereo_pair
 
 __all__ = ["ImuVerdict", "ImuStreamMonitor", "check_exposure", "check_stereo_pair"]
 
@@ -89,55 +93,3 @@ class ImuStreamMonitor:
             return ImuVerdict("rate", f"IMU runs at {r:.1f} Hz, declared {self.declared_rate_hz:.1f} Hz "
                                       f"(tolerance {self.rate_tol:.0%}): check imu rate / noise parameters")
         return ImuVerdict("")
-
-
-def check_exposure(img: np.ndarray, dark_level: int = 10, bright_level: int = 245,
-                   max_fraction: float = 0.95) -> str:
-    """'' for a usable 8-bit grey image; else why not ('black' / 'saturated' / 'empty').
-
-    Black: more than ``max_fraction`` of the pixels <= ``dark_level``; saturated: more than
-    that at >= ``bright_level``.  Real EuRoC frames (V1_01 micro clip) have < 5 % of their
-    pixels in either band; a lens cap or a blown-out exposure puts > 95 % there, and
-    StereoSGBM then finds no texture to match.
-    """
-    a = np.asarray(img)
-    if a.size == 0:
-        return "empty"
-    if a.dtype != np.uint8:
-        a = np.clip(a, 0, 255).astype(np.uint8)
-    n = float(a.size)
-    dark = np.count_nonzero(a <= dark_level) / n
-    bright = np.count_nonzero(a >= bright_level) / n
-    if dark > max_fraction:
-        return f"black ({dark:.0%} of the pixels <= {dark_level})"
-    if bright > max_fraction:
-        return f"saturated ({bright:.0%} of the pixels >= {bright_level})"
-    return ""
-
-
-def check_stereo_pair(left: Optional[np.ndarray], right: Optional[np.ndarray],
-                      size: Optional[Tuple[int, int]] = None) -> List[Tuple[str, str]]:
-    """Problems of a stereo pair as ``[(code, message)]`` (empty: usable).
-
-    Codes: ``missing_left`` / ``missing_right`` (None or empty: no partner within the
-    sync slop), ``size`` (not ``size`` = (width, height), or left and right differ),
-    ``black`` / ``saturated`` (:func:`check_exposure`, per image).
-    """
-    out: List[Tuple[str, str]] = []
-    for name, img in (("left", left), ("right", right)):
-        if img is None or np.asarray(img).size == 0:
-            out.append((f"missing_{name}", f"stereo pair without its {name} image: frame skipped"))
-    if out:
-        return out
-    L, R = np.asarray(left), np.asarray(right)
-    if L.shape != R.shape:
-        out.append(("size", f"left image {L.shape[1]}x{L.shape[0]} != right {R.shape[1]}x{R.shape[0]}"))
-    if size is not None:
-        for name, img in (("left", L), ("right", R)):
-            if (img.shape[1], img.shape[0]) != tuple(size):
-                out.append(("size", f"{name} image is {img.shape[1]}x{img.shape[0]}, expected {size[0]}x{size[1]}"))
-    for name, img in (("left", L), ("right", R)):
-        why = check_exposure(img)
-        if why:
-            out.append((why.split()[0], f"{name} image {why}: frame skipped"))
-    return out

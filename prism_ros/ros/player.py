@@ -30,6 +30,29 @@ its mav0>`` (cam0/, cam1/, imu0/sensor.yaml) are published exactly like an
 EuRoC folder (rectified left image, stereo depth, camera_info, IMU); without
 --calib they are republished raw like any bag.
 
+Depth sigma (EuRoC): the player publishes no sigma image; the node computes each
+pixel's sigma from the depth it receives with its parametric model
+sigma_z = c0 + c2 (z - z0)^2, and the printed parameters set that model to the stereo
+model of the reader, sigma_z = z^2 sigma_d / (f b): ``depth_noise_c0_m:=0.0``,
+``depth_noise_z0_m:=0.0``, ``depth_noise_c2_per_m`` = sigma_d / (f b) (0.0077 /m for
+EuRoC at the default ``stereo_downscale=2``, sigma_d 0.37 px), the same per-pixel sigma
+``prism-ros run`` uses offline (:func:`euroc_node_params`).
+
+Bad frames: a frame the dataset cannot deliver (:class:`~prism_ros.datasets.base.FrameLoadError`:
+for EuRoC, a pair with its cam0 or cam1 image missing or unreadable, of the wrong size,
+black or saturated, see :func:`prism_ros.core.stereo.check_stereo_pair`) is not
+published (no stereo depth from it; /clock still advances) and playing goes on with
+the next frame.  Each kind of problem is said on stderr at most once per
+:data:`BAD_FRAME_LOG_PERIOD_S` (``prism-ros play: error: skipping frame 3: cannot load
+.../cam1/data/<ns>.png: cam1 (right) image missing (file not found): pair skipped, no
+stereo depth [missing_right: 1, 1 frames skipped so far]``, plus "(N similar messages
+suppressed)" on the next line of that kind), and the end says ``prism-ros play: skipped
+N frames (black 2, missing_right 2, ...)``.  The node never sees pairs: it gets the
+depth image computed here, so a bad pair is just a frame that does not arrive (the
+node's own checks cover bad depth / images).  The player never publishes cam0 / cam1
+as separate topics: an EuRoC bag with ``--calib`` goes through the same pair checks,
+and without it only one Image topic (``/cam0/image_raw``) is republished, as is.
+
 Stamps: datasets with their own timestamps (TUM, EuRoC) keep them.  Folders
 without timestamps (7-Scenes, the synthetic sequence) stamp frame *i* at exactly
 ``1 + i/30`` s (a zero stamp means "unset" to many ROS tools), so a listener can
@@ -66,6 +89,8 @@ from prism_ros.datasets.textfile import data_lines
 __all__ = ["main", "build_parser", "dataset_stamp_offset", "default_topic_map", "euroc_node_params", "FRAME_RATE_NO_STAMPS"]
 
 FRAME_RATE_NO_STAMPS = 30.0
+#: at most one "frame skipped" line per kind of problem (black, missing_right, ...) this often
+BAD_FRAME_LOG_PERIOD_S = 5.0
 STAMP_ORIGIN_NO_STAMPS = 1.0
 
 COLOR_TOPIC = "camera/color/image_raw"
@@ -224,6 +249,10 @@ class _Player:
         self.published_frames = 0
         self.failed_frames = 0  # frames the middleware refused to publish
         self.published_imu = 0
+        from prism_ros.ros.diagnostics import Throttle
+
+        self.skipped: Dict[str, int] = {}  # frames not played (bad stereo pairs, unreadable files) per kind
+        self._throttle = Throttle(BAD_FRAME_LOG_PERIOD_S)
 
     def flush(self, timeout_s: float = 3.0) -> None:
         """Wait until reliable subscribers acknowledged everything (messages still in
@@ -352,8 +381,13 @@ class _Player:
             imu_pub = self.pub(IMU_TOPIC, Imu)
         if euroc and not a.quiet:
             print(_euroc_node_hint(ds), flush=True)
+        from prism_ros.datasets import FrameLoadError
+
         def frame_messages(i):
-            fr = ds[i]
+            try:
+                fr = ds[i]
+            except FrameLoadError as e:  # a bad stereo pair, an unreadable file: skipped, said throttled
+                return e
             header = Header(stamp=_ns_to_stamp(frame_ns[i]) if euroc else cv.sec_to_stamp(float(stamps[i])),
                             frame_id=a.frame_id)
             return (cv.camera_to_camera_info(ds.camera, header), cv.depth_to_image(fr.depth, header, depth_enc),
@@ -388,6 +422,8 @@ class _Player:
                     return 0
                 msgs = preloaded[i] if preloaded is not None else frame_messages(i)
                 t = float(stamps[i])
+                if isinstance(msgs, Exception):
+                    self.bad_frame(i, msgs)
                 if imu is not None:  # the IMU up to and including this frame's stamp
                     while k_imu < len(imu) and imu.ns[k_imu] <= frame_ns[i]:
                         self.wait_until(wall0 + (float(imu.t[k_imu]) - t0) / a.rate, sim_at)
@@ -396,6 +432,8 @@ class _Player:
                         k_imu += 1
                 self.wait_until(wall0 + (t - t0) / a.rate, sim_at)
                 self.publish_clock(t)
+                if isinstance(msgs, Exception):
+                    continue
                 try:
                     info_pub.publish(msgs[0])
                     depth_pub.publish(msgs[1])
@@ -411,6 +449,17 @@ class _Player:
                     print(f"prism-ros play: frame {i + 1}/{n} t={t:.6f}", flush=True)
             if not a.loop:
                 return 0
+
+    def bad_frame(self, i: int, e) -> None:
+        """A frame that cannot be played (FrameLoadError): counted per kind, said on stderr
+        at most once per :data:`BAD_FRAME_LOG_PERIOD_S` per kind with the counts so far."""
+        kind = getattr(e, "kind", "load")
+        self.skipped[kind] = self.skipped.get(kind, 0) + 1
+        n = sum(self.skipped.values())
+        line = self._throttle.admit(kind, f"prism-ros play: error: skipping {e} "
+                                          f"[{kind}: {self.skipped[kind]}, {n} frames skipped so far]")
+        if line is not None:
+            print(line, file=sys.stderr, flush=True)
 
     # ---------------------------------------------------------------- bags
     def play_bag(self) -> int:
@@ -556,10 +605,20 @@ def _xyz_rpy(T: np.ndarray) -> Tuple[List[float], List[float]]:
 
 
 def euroc_node_params(ds) -> Dict[str, List[float]]:
-    """Node parameters matching a played EuRoC folder (base_frame = the EuRoC body frame)."""
+    """Node parameters matching a played EuRoC folder (base_frame = the EuRoC body frame).
+
+    Also the depth noise model that IS the stereo depth sigma: the player publishes no
+    sigma image; the node's parametric model sigma_z = c0 + c2 (z - z0)^2 with c0 = z0 = 0
+    and c2 = sigma_d / (f b) is exactly the reader's per-pixel z^2 sigma_d / (f b), from
+    the node's own depth image (what ``prism-ros run`` uses offline)."""
     from prism_ros.core import se3
 
     out: Dict[str, List[float]] = {}
+    st = getattr(ds, "stereo", None)
+    if st is not None:
+        out["depth_noise_c0_m"] = 0.0
+        out["depth_noise_c2_per_m"] = float(st.sigma_d / (st.f * st.baseline))
+        out["depth_noise_z0_m"] = 0.0
     out["T_base_camera_xyz_m"], out["T_base_camera_rpy_deg"] = _xyz_rpy(ds.T_body_cam)
     T_imu_cam = getattr(ds, "T_imu_cam", None)
     if T_imu_cam is not None:  # T_B_I = T_B_cam T_I_cam^-1
@@ -573,9 +632,16 @@ def euroc_node_params(ds) -> Dict[str, List[float]]:
     return out
 
 
+def _param_float(v: float) -> str:
+    """A double parameter on the command line: always with a '.' or an exponent (``0``
+    would be an integer, which a double parameter refuses)."""
+    t = f"{float(v):.6g}"
+    return t if any(c in t for c in ".en") else t + ".0"
+
+
 def _euroc_node_hint(ds) -> str:
     p = euroc_node_params(ds)
-    args = " ".join(f"-p {k}:=\"{v}\"" if isinstance(v, list) else f"-p {k}:={v:g}" for k, v in p.items())
+    args = " ".join(f"-p {k}:=\"{v}\"" if isinstance(v, list) else f"-p {k}:={_param_float(v)}" for k, v in p.items())
     return ("prism-ros play: EuRoC: the rectified left camera in the body (IMU) frame; run the node with\n"
             f"  --ros-args -p use_sim_time:=true -p control_mode:=imu {args}")
 
@@ -630,6 +696,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not a.quiet:
             extra = f" and {player.published_imu} IMU samples" if player.published_imu else ""
             print(f"prism-ros play: published {player.published_frames} frames{extra}", flush=True)
+        if player.skipped:  # always said, even with --quiet
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(player.skipped.items()))
+            print(f"prism-ros play: skipped {sum(player.skipped.values())} frames ({kinds})", file=sys.stderr, flush=True)
         try:
             node.destroy_node()
         except Exception:
