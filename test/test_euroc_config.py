@@ -1,6 +1,7 @@
 """config/euroc.yaml, the EuRoC overlay on config/prism.yaml (launch/euroc.launch.py): declared
 parameters with valid values, only what differs, the filter settings = the offline runner's
-EuRoC hints, the camera extrinsic = the EuRoC calibration's rectified left camera."""
+EuRoC hints plus the stereo depth noise model, the camera extrinsic = the EuRoC calibration's
+rectified left camera."""
 import ast
 import glob
 import math
@@ -43,17 +44,41 @@ def test_layout_and_every_key_is_a_declared_parameter_with_a_valid_value():
     assert cfg.control_mode == "imu" and cfg.sensor_qos == "reliable"
 
 
+#: filter parameters the node needs beyond the hints: the stereo depth noise model (the offline
+#: runner passes the per-pixel stereo sigma instead; the node receives depth images only)
+NODE_ONLY_FILTER = {"depth_noise_c0_m", "depth_noise_c2_per_m", "depth_noise_z0_m"}
+
+
 def test_the_filter_settings_are_the_offline_runners_euroc_hints():
     """``prism-ros run`` on a EuRoC folder applies EurocDataset.config_hints; the node gets the
     same filter from config/euroc.yaml (change the hints, then this yaml)."""
     from prism_ros.datasets import EurocDataset
 
     values = _euroc()
-    core = {k: v for k, v in values.items() if SPECS[k].scope == "core"}
+    core = {k: v for k, v in values.items() if SPECS[k].scope == "core" and k not in NODE_ONLY_FILTER}
     hints = EurocDataset.config_hints
     assert set(core) == set(hints), "config/euroc.yaml's filter block must hold exactly EurocDataset.config_hints"
     for k, v in hints.items():
         assert math.isclose(core[k], v, rel_tol=1e-12), (k, core[k], v)
+
+
+def test_the_depth_noise_is_the_players_stereo_sigma(data_dir):
+    """sigma_z(z) = c0 + c2 (z - z0)^2 with c0 = z0 = 0 and c2 = sigma_d / (f b): the sigma the
+    EuRoC reader (and so the offline runner) gives every stereo pixel, z^2 sigma_d / (f b)."""
+    from prism_ros.core.stereo import StereoRectifier
+    from prism_ros.datasets.euroc import STEREO_SIGMA_D_PX
+    from prism_ros.datasets.euroc_files import read_euroc_sensor_yaml
+
+    values = _euroc()
+    assert set(values) >= NODE_ONLY_FILTER
+    assert values["depth_noise_c0_m"] == 0.0 and values["depth_noise_z0_m"] == 0.0
+    mav0 = data_dir / "euroc_V1_02_medium_imu_gt" / "mav0"
+    if not (mav0 / "cam0" / "sensor.yaml").is_file():
+        pytest.skip(f"EuRoC calibration absent at {mav0}")
+    c0, c1 = (read_euroc_sensor_yaml(mav0 / c / "sensor.yaml")["calib"] for c in ("cam0", "cam1"))
+    st = StereoRectifier(c0, c1, sigma_d=STEREO_SIGMA_D_PX[2], downscale=2)  # the player's (the default)
+    c2 = st.sigma_d / (st.f * st.baseline)
+    assert math.isclose(values["depth_noise_c2_per_m"], c2, rel_tol=0.01), c2
 
 
 def test_only_what_differs_from_prism_yaml():

@@ -22,7 +22,7 @@ for losses; the real-time figure is measured with the launch file's queue, see t
 Environment: PRISM_EUROC_FLIGHT (an existing EuRoC folder instead of the simulated one),
 PRISM_EUROC_RATE, PRISM_EUROC_FRAMES, PRISM_EUROC_QUEUE ("" = config/euroc.yaml's),
 PRISM_EUROC_PRELOAD (0: the player computes the stereo depth while it plays, as the launch
-file does).  Skipped without ../shared/data/euroc_V1_02_medium_imu_gt (or PRISM_DATA_DIR).
+file does), PRISM_EUROC_PARAMS (more node parameters: "name:=value ...").  Skipped without ../shared/data/euroc_V1_02_medium_imu_gt (or PRISM_DATA_DIR).
 """
 import os
 import shutil
@@ -48,6 +48,7 @@ RATE = float(os.environ.get("PRISM_EUROC_RATE", "0.25"))
 FRAMES = os.environ.get("PRISM_EUROC_FRAMES", "")
 QUEUE = os.environ.get("PRISM_EUROC_QUEUE", "30")
 PRELOAD = os.environ.get("PRISM_EUROC_PRELOAD", "1") != "0"
+EXTRA_PARAMS = os.environ.get("PRISM_EUROC_PARAMS", "").split()  # more node parameters, name:=value
 MIN_PROCESSED = 0.90
 MAX_ATE_M = 0.03
 SKIP_S = 1.5  # of the source recording: its first frame then comes 1 s later (simulate's IMU window)
@@ -116,7 +117,8 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
     node = player = None
     node_cmd = cli_command() + ["node", "--ros-args", "--params-file", str(ROOT / "config" / "prism.yaml"),
                                 "--params-file", str(ROOT / "config" / "euroc.yaml"), "-p", "use_sim_time:=true",
-                                "-p", "diagnostics_period_s:=10.0"] + (["-p", f"queue_size:={QUEUE}"] if QUEUE else [])
+                                "-p", "diagnostics_period_s:=10.0"] + (["-p", f"queue_size:={QUEUE}"] if QUEUE else []) \
+        + [a for kv in EXTRA_PARAMS for a in ("-p", kv)]
     play_cmd = cli_command() + ["play", str(euroc_flight), "--rate", str(RATE), "--imu-frame-id", base_frame,
                                 "--wait-for-subscribers", "30"] + (["--frames", FRAMES] if FRAMES else []) \
         + (["--preload"] if PRELOAD else [])
