@@ -6,14 +6,21 @@
   messages, and ``wait_for``.  Loopback-only discovery is forced.
 * :class:`FakeFilter`: a deterministic stand-in for PrismFilter (records calls,
   returns a given pose/covariance), so node tests do not need Numba.
+* :class:`Proc` and :func:`cli_command`: ``prism-ros`` subprocesses (player, node) with
+  their output collected (the two-process tests).
 
 Domain ids and subprocess environments: :mod:`prism_ros.ros.env`.
 """
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -21,7 +28,51 @@ import numpy as np
 
 from prism_ros.core.types import StepOutcome, StepResult
 
-__all__ = ["RosHarness", "FakeFilter", "FakeMap", "capture_throttled_logs"]
+ROOT = Path(__file__).resolve().parents[1]
+
+__all__ = ["RosHarness", "FakeFilter", "FakeMap", "capture_throttled_logs", "Proc", "cli_command"]
+
+
+def cli_command() -> List[str]:
+    """The ``prism-ros`` command line of this environment (the console script, else this Python)."""
+    exe = shutil.which("prism-ros")
+    if exe:
+        return [exe]
+    return [sys.executable, "-c", "import sys; from prism_ros.cli import main; sys.exit(main(sys.argv[1:]))"]
+
+
+class Proc:
+    """A subprocess whose merged output is collected by a reader thread."""
+
+    def __init__(self, args, env, log_path):
+        self.log_path = log_path
+        self.lines = []
+        self.p = subprocess.Popen(
+            args, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        )
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self):
+        with open(self.log_path, "w") as f:
+            for line in self.p.stdout:
+                self.lines.append(line)
+                f.write(line)
+                f.flush()
+
+    def text(self):
+        return "".join(self.lines)
+
+    def stop(self, timeout=20):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        self._t.join(5)
+        return self.p.returncode
 
 
 class RosHarness:

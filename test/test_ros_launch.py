@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-LAUNCH_FILES = ["prism.launch.py", "replay.launch.py"]
+LAUNCH_FILES = ["prism.launch.py", "replay.launch.py", "euroc.launch.py"]
 TOPICS = {"/prism/map_cloud", "/prism/path", "/prism/pose", "/prism/odometry"}
 
 
@@ -98,6 +98,26 @@ def test_replay_launch_uses_sim_time_and_player():
     assert {"prism_node", "prism_player"} <= exes
     src = (ROOT / "launch" / "replay.launch.py").read_text()
     assert "\"use_sim_time\": True" in src and "\"sensor_qos\": \"reliable\"" in src
+
+
+def test_euroc_launch_plays_with_the_imu_on_sim_time():
+    """euroc.launch.py: player + node, the node on config/prism.yaml then config/euroc.yaml
+    (in that order: the overlay wins), sim time, the player's IMU frame = the yaml's base frame."""
+    src = (ROOT / "launch" / "euroc.launch.py").read_text()
+    tree = ast.parse(src)
+    calls, consts = _node_calls(tree)
+    assert {"prism_node", "prism_player"} <= {c.get("executable") for c in calls}
+    assert consts["EUROC_PARAMS_FILE"] == "config/euroc.yaml" and (ROOT / consts["EUROC_PARAMS_FILE"]).is_file()
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"
+                and any(k.arg == "executable" and getattr(k.value, "id", None) == "NODE_EXECUTABLE" for k in n.keywords))
+    params = ast.unparse(next(k.value for k in node.keywords if k.arg == "parameters"))
+    assert params == ("[LaunchConfiguration('params_file'), LaunchConfiguration('euroc_params_file'), "
+                      "{'use_sim_time': True}]"), params
+    for arg, const in (("params_file", "PARAMS_FILE"), ("euroc_params_file", "EUROC_PARAMS_FILE")):
+        assert f'DeclareLaunchArgument("{arg}", default_value=os.path.join(share, {const})' in src, arg
+    base = yaml.safe_load((ROOT / "config" / "euroc.yaml").read_text())["/**"]["ros__parameters"]["base_frame"]
+    assert f'"--imu-frame-id", "{base}"' in src
+    assert '"--rate", LaunchConfiguration("rate")' in src
 
 
 def test_prism_launch_remaps_all_inputs():

@@ -19,11 +19,6 @@ transport losses.  As `prism-ros run` does for this data, the photometric term i
 or PRISM_DATA_DIR) or without the filter core.
 """
 import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -40,7 +35,7 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
 from prism_ros.ros.env import claim_domain_id, ros_env  # noqa: E402
-from ros_harness import RosHarness  # noqa: E402
+from ros_harness import Proc, RosHarness, cli_command  # noqa: E402
 
 DOMAIN_ID = claim_domain_id(45)  # exclusive on this machine while the tests run
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,47 +43,6 @@ N_FRAMES = int(os.environ.get("PRISM_TWO_PROCESS_FRAMES", "300"))
 RATE = float(os.environ.get("PRISM_TWO_PROCESS_RATE", "0.25"))
 MIN_DELIVERED = 0.98  # issue 13: lossless transport by default
 DATA = Path(os.environ.get("PRISM_DATA_DIR", ROOT.parent / "shared" / "data")) / "7scenes_redkitchen"
-
-
-def _cli():
-    exe = shutil.which("prism-ros")
-    if exe:
-        return [exe]
-    return [sys.executable, "-c", "import sys; from prism_ros.cli import main; sys.exit(main(sys.argv[1:]))"]
-
-
-class _Proc:
-    """A subprocess whose merged output is collected by a reader thread."""
-
-    def __init__(self, args, env, log_path):
-        self.log_path = log_path
-        self.lines = []
-        self.p = subprocess.Popen(
-            args, env=env, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self):
-        with open(self.log_path, "w") as f:
-            for line in self.p.stdout:
-                self.lines.append(line)
-                f.write(line)
-                f.flush()
-
-    def text(self):
-        return "".join(self.lines)
-
-    def stop(self, timeout=20):
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-        self._t.join(5)
-        return self.p.returncode
 
 
 @pytest.mark.timeout(600)
@@ -107,8 +61,8 @@ def test_player_and_node_as_two_processes(tmp_path, qos):
     cloud = ros.collect(PointCloud2, "/prism/map_cloud", latched_qos(1))
     node = player = None
     try:
-        node = _Proc(
-            _cli()
+        node = Proc(
+            cli_command()
             + [
                 "node",
                 "--ros-args",
@@ -131,8 +85,8 @@ def test_player_and_node_as_two_processes(tmp_path, qos):
         assert ros.wait_for(lambda: "prism_node ready" in node.text() or node.p.poll() is not None, 180, 0.2), node.text()
         assert node.p.poll() is None, node.text()
         t0 = time.monotonic()
-        player = _Proc(
-            _cli() + ["play", str(DATA), "--frames", str(N_FRAMES), "--rate", str(RATE), "--wait-for-subscribers", "30",
+        player = Proc(
+            cli_command() + ["play", str(DATA), "--frames", str(N_FRAMES), "--rate", str(RATE), "--wait-for-subscribers", "30",
                       "--preload"],
             env,
             tmp_path / "player.log",
