@@ -90,7 +90,8 @@ class Outcome:
 
 
 class ControlSource(Protocol):
-    """Motion controls between two frames (IMU, odometry, a dataset's IMU)."""
+    """Motion controls between two frames (IMU, odometry, a dataset's IMU).  An optional
+    ``on_step(outcome)`` is called after every step (:class:`ImuControls` uses it)."""
 
     def control(self, prev: PipelineFrame, cur: PipelineFrame, state) -> Optional[Control]: ...
 
@@ -162,6 +163,13 @@ class ImuControls:
         est = self.buffer.refine_biases(np.array([p[0] for p in self._poses]), np.stack([p[1] for p in self._poses]))
         if est is not None:
             self.bias_estimate = est
+
+    def on_step(self, out: "Outcome") -> None:
+        """After each step: a lost frame's pose is the IMU's own prediction, not a measurement,
+        so the bias window restarts (refining the biases from dead reckoning would feed the IMU
+        its own errors)."""
+        if out.result is not None and not out.result.tracking_ok:
+            self._poses.clear()
 
     def reset(self, clear: bool) -> None:
         """The filter restarted (its world moved): re-estimate gravity; ``clear`` also drops the samples."""
@@ -263,8 +271,10 @@ class Pipeline:
         out.step_ms = (time.perf_counter() - t0) * 1e3
         out.result = self.last_result = res
         self.prev = frame
-        # 4. statistics and sinks
+        # 4. statistics and sinks (the control source first: it may keep state per step)
         self.stats.add(res.timings_ms or {})
+        if callable(getattr(self.controls, "on_step", None)):
+            self.controls.on_step(out)
         for sink in self.sinks:
             sink.on_step(out)
         return out

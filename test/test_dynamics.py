@@ -57,3 +57,29 @@ def test_prediction_with_control_transports_covariance():
     # the large x uncertainty of the old body frame is the new frame's -y axis
     assert np.isclose(S_pred[1, 1], 1e-2 + 1e-8)
     assert np.isclose(S_pred[0, 0], 1e-4 + 1e-8)
+
+
+def test_a_lost_frame_keeps_the_imu_velocity_for_a_short_loss_only():
+    """Lost under an IMU control: the velocity is the IMU's at this frame (the MAV flies on);
+    once the predicted pose is off by more than recovery_prior_sigma_m, or without an IMU
+    twist, it restarts at rest.  (Restarting at rest on every loss stopped the IMU's
+    prediction while the simulated V1_02 flight went on at 1.3 m/s.)"""
+    from prism_ros.core.camera import Camera
+    from prism_ros.core.config import FilterConfig
+    from prism_ros.core.filter import PrismFilter
+
+    f = PrismFilter(FilterConfig(), Camera(100.0, 100.0, 31.5, 23.5, 64, 48))
+    nu = np.array([1.3, -0.2, 0.1, 0.05, 0.3, -0.1])
+    ctl = Control(np.eye(4), np.eye(6) * 1e-6, nu_curr=nu, nu_cov=np.eye(6) * 4e-4)
+    small, big = np.eye(6) * 0.03**2, np.eye(6) * (2 * f.cfg.recovery_prior_sigma_m) ** 2
+
+    def velocity(Sigma, control, lost):  # no update (lost / recovered / gap)
+        return f._velocity(np.eye(4), Sigma, np.zeros(6), np.eye(6), 0.05, np.eye(4), None, control, False, lost)
+
+    v, P = velocity(small, ctl, True)
+    np.testing.assert_allclose(v, nu)
+    np.testing.assert_allclose(P, np.eye(6) * 4e-4)
+    for Sigma, control, lost in ((big, ctl, True), (small, None, True), (small, ctl, False)):
+        v, P = velocity(Sigma, control, lost)
+        np.testing.assert_allclose(v, 0.0)
+        np.testing.assert_allclose(P, f.motion.P0)

@@ -166,7 +166,7 @@ class PrismFilter:
         # 5. velocity given the new pose (no motion model spans a gap, a loss or a recovery jump)
         with st("velocity"):
             nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control,
-                                   outcome is StepOutcome.OK and not gap)
+                                   outcome is StepOutcome.OK and not gap, outcome is StepOutcome.LOST)
         self._commit(outcome, tr.inlier_ratio, MotionState(T_new, Sigma_new, nu, P, stamp))
         # 5b. depth-predictive check of the map at the tracked pose, before this frame is fused
         with st("depth_check"):
@@ -226,13 +226,18 @@ class PrismFilter:
                      max_iterations or c.track_max_iterations, c.track_convergence_eps, self.noise,
                      params or self.track_params, c.laplace_patch_px)
 
-    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, update: bool):
-        """The closed-form velocity update given the new pose; without one (a loss, a recovery,
-        a gap) the IMU's velocity at this frame when the control carries one, else a restart at
-        rest.  Under the constant-velocity model it uses the tracker's data-only information, so
-        the prior (built from the velocity) counts once (:meth:`MotionModel.velocity_update`)."""
+    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, update: bool,
+                  lost: bool = False):
+        """The closed-form velocity update given the new pose.  Without one: on a lost frame
+        the IMU's velocity at this frame, when the control carries one and the predicted pose is
+        still within ``recovery_prior_sigma_m`` (the IMU bridges a short loss; a longer dead
+        reckoning, e.g. with the attitude wrong, would run away); otherwise (a recovery jump, a
+        gap, no IMU) a restart at rest.  Under the constant-velocity model it uses the tracker's
+        data-only information, so the prior (built from the velocity) counts once
+        (:meth:`MotionModel.velocity_update`)."""
         if not update:
-            if control is not None and control.nu_curr is not None:  # the IMU carries it through
+            if lost and control is not None and control.nu_curr is not None \
+                    and np.sqrt(np.linalg.eigvalsh(Sigma_new[:3, :3]).max()) < self.cfg.recovery_prior_sigma_m:
                 return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
             return np.zeros(6), self.motion.P0.copy()
         cv = control is None

@@ -15,8 +15,8 @@ class StepOutcome(enum.Enum):
 
     INITIALISED = "initialised"  # the first frame: it started the map
     OK = "ok"  # tracked and fused
-    RECOVERED = "recovered"  # re-tracked after a loss, a gap or a doubtful track; fused; velocity from the IMU or at rest
-    LOST = "lost"  # pose = prediction with an inflated covariance; nothing fused
+    RECOVERED = "recovered"  # re-tracked after a loss, a gap or a doubtful track; fused; velocity restarts at rest
+    LOST = "lost"  # pose = prediction with an inflated covariance; nothing fused; velocity from the IMU (short losses) or at rest
 
     @property
     def tracked(self) -> bool:
@@ -32,7 +32,7 @@ class Control:
     right-perturbation convention T = T_prev_curr * Exp(xi), xi = (rho, phi),
     translation first.  An IMU control also gives the camera twist at the current
     frame, ``nu_curr`` = (v, w) in the current camera frame, with covariance ``nu_cov``:
-    the velocity a lost frame keeps (the IMU carries it through the loss).
+    the velocity a lost frame keeps (the IMU carries it through a short loss).
     """
 
     T_prev_curr: np.ndarray

@@ -396,8 +396,12 @@ def exact_depth_rectified(depth_raw: np.ndarray, stereo: StereoRectifier, max_re
 
 
 def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, progress: bool = True,
-                   log=print) -> Dict[str, float]:
-    """Write a simulated EuRoC ASL folder into ``out`` (module docstring); returns a summary."""
+                   log=print, start_s: float = 0.0) -> Dict[str, float]:
+    """Write a simulated EuRoC ASL folder into ``out`` (module docstring); returns a summary.
+
+    ``start_s`` / ``seconds``: the frames from ``start_s`` after the first usable stamp, for
+    ``seconds``.  The room is always built around the whole flight, so a piece of the flight
+    sees the same scene as the whole one; the IMU and ground truth are copied whole."""
     import cv2
 
     from .euroc import _mav0
@@ -434,6 +438,10 @@ def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, 
         if n - frames_ns[-1] >= period_ns - 1_000_000:
             frames_ns.append(int(n))
     frames_ns = np.asarray(frames_ns, np.int64)
+    if start_s > 0:
+        frames_ns = frames_ns[(frames_ns - frames_ns[0]) * 1e-9 >= float(start_s) - 1e-9]
+        if len(frames_ns) == 0:
+            raise ValueError(f"simulate: start_s {start_s} s is past the end of the flight")
     if seconds is not None:
         frames_ns = frames_ns[(frames_ns - frames_ns[0]) * 1e-9 < float(seconds) - 1e-9]
     stamps = frames_ns * 1e-9

@@ -152,6 +152,21 @@ def lag_calibration(T_est, T_gt, step_covs, k: int, valid: Optional[Sequence[boo
     }
 
 
+def to_body_frame(T_body_cam, T_est, T_gt, step_covs, velocity, velocity_cov):
+    """(T_est, T_gt, step_covs, velocity, velocity_cov) of a body frame B rigidly attached to
+    the camera (EuRoC: the IMU), ``T_w_B = T_w_c T_body_cam^-1``.  Right perturbations and body
+    twists map by ``Ad(T_body_cam)``: T_w_c Exp(xi) T_c_B = T_w_B Exp(Ad(T_B_c) xi).  (Coverage
+    and NEES are invariant under this map; the RMS errors and sigmas are not: the lever arm.)"""
+    from prism_ros.core import se3
+
+    T_bc = np.asarray(T_body_cam, dtype=np.float64)
+    T_cb = se3.inv(T_bc)
+    A = se3.adjoint(T_bc)
+    tr = lambda C: A @ np.asarray(C) @ A.T  # noqa: E731  (batched over the leading axis)
+    return (np.asarray(T_est) @ T_cb, np.asarray(T_gt) @ T_cb, tr(step_covs),
+            np.asarray(velocity) @ A.T, tr(velocity_cov))
+
+
 def calibration_report(T_est, T_gt, step_covs, valid=None, lags: Sequence[int] = LAGS, stamps=None,
                        velocity=None, velocity_cov=None, twists_instantaneous=None) -> Dict[str, object]:
     """The ``calibration`` object of ``metrics.json``: per-lag figures; with ``stamps``,

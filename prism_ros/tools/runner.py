@@ -91,7 +91,8 @@ def run_offline(
       (the same two figures for bands of half a voxel, one voxel and truncation_m / 2)
       and ``pose_coverage_95``.  With ground truth on every frame also ``calibration``
       (:func:`prism_ros.tools.calibration.calibration_report`: per-lag coverage95, NEES,
-      RMS error vs sigma; velocity coverage); on every run ``depth_predictive_coverage_2sigma``
+      RMS error vs sigma; velocity coverage), and for a dataset with a body frame
+      (``T_body_cam``, EuRoC) ``calibration_body``, the same in the body frame; on every run ``depth_predictive_coverage_2sigma``
       and ``depth_predictive_pixels`` (:mod:`prism_ros.core.predictive`).
     """
     from prism_ros.pipeline import Recorder, run_dataset
@@ -165,6 +166,12 @@ def run_offline(
             T_est_a, T_gt_a, pose_cov_a, valid=ok, stamps=stamps, velocity=np.stack(rec.velocity),
             velocity_cov=np.stack(rec.velocity_cov),
             twists_instantaneous=tw() if callable(tw) and n == len(dataset) else None)
+        T_bc = getattr(dataset, "T_body_cam", None)
+        if T_bc is not None:  # the same figures in the body (IMU) frame
+            Eb, Gb, Cb, Vb, VCb = calibration.to_body_frame(T_bc, T_est_a, T_gt_a, pose_cov_a,
+                                                            np.stack(rec.velocity), np.stack(rec.velocity_cov))
+            m["calibration_body"] = calibration.calibration_report(Eb, Gb, Cb, valid=ok, stamps=stamps, velocity=Vb,
+                                                                   velocity_cov=VCb)
     if depth_checks:  # the map's depth-predictive check (core/predictive.py), no ground truth needed
         dc = np.asarray(depth_checks, dtype=np.float64).sum(axis=0)
         m["depth_predictive_coverage_2sigma"] = float(dc[1] / dc[0]) if dc[0] > 0 else float("nan")

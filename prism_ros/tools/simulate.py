@@ -22,15 +22,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                    "(e.g. ../shared/data/euroc_V1_02_medium_imu_gt)")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (must not hold a EuRoC folder yet)")
     p.add_argument("--seed", type=int, default=0, help="scene / noise seed (default: %(default)s)")
-    p.add_argument("--seconds", type=float, default=None, help="simulate only the first T seconds (default: all)")
+    p.add_argument("--seconds", type=float, default=None, help="simulate only T seconds (default: all)")
+    p.add_argument("--start-s", type=float, default=0.0,
+                   help="start this many seconds into the flight (the room is the whole flight's; default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     if args.seconds is not None and args.seconds <= 0:
         p.error("--seconds must be positive")
+    if args.start_s < 0:
+        p.error("--start-s must not be negative")
     from prism_ros.datasets.simulate import simulate_euroc
 
     try:
-        summary = simulate_euroc(args.source, args.out, seed=args.seed, seconds=args.seconds,
+        summary = simulate_euroc(args.source, args.out, seed=args.seed, seconds=args.seconds, start_s=args.start_s,
                                  progress=not args.no_progress, log=lambda m: print(m, file=sys.stderr))
     except ValueError as e:
         print(f"prism-ros simulate: {e}", file=sys.stderr)
