@@ -31,7 +31,7 @@ from typing import Deque, Optional, Tuple
 import numpy as np
 
 from . import se3
-from .imu import ImuData, ImuIntegrator, ImuNoise
+from .imu import ImuData, ImuIntegrator, ImuNoise, pose_window
 from .types import Control
 
 __all__ = ["ImuBuffer", "OdomBuffer"]
@@ -191,11 +191,10 @@ class ImuBuffer:
         if self.pose_alignment_s is None:
             return False
         h = self._poses
-        if not h or t0 > h[-1][0]:
-            h.append((float(t0), np.asarray(T_w_c, float).copy()))
-        if len(h) < 3 or h[-1][0] - h[0][0] < self.pose_alignment_s:
+        win = pose_window(h, t0, T_w_c, self.pose_alignment_s)
+        if win is None:
             return False
-        self.align_from_poses(np.array([x[0] for x in h]), np.stack([x[1] for x in h]))
+        self.align_from_poses(*win)
         if self._integ is None:  # not covered or not good enough: slide on
             self._poses = h[1:]
             return False

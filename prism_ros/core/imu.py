@@ -241,6 +241,17 @@ def align_gravity(f_mean_I: np.ndarray, R_w_I: np.ndarray, magnitude: Optional[f
     return g
 
 
+def pose_window(h: list, t: float, T_w_c, span_s: float):
+    """The moving-start fallback's window of the filter's poses: ``(t, T_w_c)`` is appended to
+    ``h`` when newer than its last; (stamps, poses) once ``h`` holds >= 3 poses spanning
+    ``span_s`` seconds, else None.  (:class:`ImuIntegrator` and :class:`prism_ros.core.controls.ImuBuffer`.)"""
+    if not h or t > h[-1][0]:
+        h.append((float(t), np.asarray(T_w_c, float).copy()))
+    if len(h) < 3 or h[-1][0] - h[0][0] < span_s:
+        return None
+    return np.array([x[0] for x in h]), np.stack([x[1] for x in h])
+
+
 class ImuIntegrator:
     """Turns an IMU stream into :class:`Control` increments of the camera.
 
@@ -327,14 +338,13 @@ class ImuIntegrator:
         if self.pose_alignment_s is None:
             return False
         h = self.pose_history
-        if not h or t > h[-1][0]:
-            h.append((float(t), np.asarray(T_w_c, float).copy()))
-        if len(h) < 3 or h[-1][0] - h[0][0] < self.pose_alignment_s:
+        win = pose_window(h, t, T_w_c, self.pose_alignment_s)
+        if win is None:
             return False
         if not (self.imu.t[0] <= h[0][0] and h[-1][0] <= self.imu.t[-1]):
             self.pose_history = h[1:]
             return False
-        self.initialise_from_poses(np.array([x[0] for x in h]), np.stack([x[1] for x in h]))
+        self.initialise_from_poses(*win)
         if self.g_w is None:  # not good enough: slide the window on
             self.pose_history = h[1:]
         return self.g_w is not None
