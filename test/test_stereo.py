@@ -90,16 +90,18 @@ def test_left_right_check():
     assert m.sum() == 1
 
 
-def test_depth_on_synthetic_stereo_pair():
-    """A textured slanted plane seen by an ideal rig (no distortion, 12 cm baseline)."""
-    W, H, f, b = 480, 320, 400.0, 0.12
+W_PLANE, H_PLANE, F_PLANE, B_PLANE = 480, 320, 400.0, 0.12
+
+
+def _plane_rig(**kw):
+    """An ideal rig (no distortion, 12 cm baseline) and the pair it sees of a textured plane
+    whose depth grows with the row, 1.5 m (top) to 3 m (bottom): (rectifier, L8, R8, z_true_row)."""
+    W, H, f, b = W_PLANE, H_PLANE, F_PLANE, B_PLANE
     K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
     T1 = np.eye(4)
     T1[0, 3] = b  # cam1 is b to the right of cam0 (body = cam0)
     st = StereoRectifier(CameraCalib(K, np.zeros(4), (W, H)), CameraCalib(K, np.zeros(4), (W, H), T1),
-                         num_disparities=64, sigma_d=0.5)
-    np.testing.assert_allclose(st.R0, np.eye(3), atol=1e-9)
-    assert abs(st.baseline - b) < 1e-9
+                         num_disparities=64, sigma_d=0.5, **kw)
     rng = np.random.default_rng(3)
     tex = cv2.GaussianBlur(rng.uniform(0, 255, (H, W + 200)).astype(np.float32), (0, 0), 1.2)
     tex = cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX)
@@ -112,7 +114,15 @@ def test_depth_on_synthetic_stereo_pair():
     my = np.tile(ys[:, None], (1, W)).astype(np.float32)
     left = cv2.remap(tex, mx_l, my, cv2.INTER_LINEAR)
     right = cv2.remap(tex, (mx_l + d_row[:, None]).astype(np.float32), my, cv2.INTER_LINEAR)
-    L8, R8 = left.astype(np.uint8), right.astype(np.uint8)
+    return st, left.astype(np.uint8), right.astype(np.uint8), z_true_row
+
+
+def test_depth_on_synthetic_stereo_pair():
+    """A textured slanted plane seen by an ideal rig (no distortion, 12 cm baseline)."""
+    W, H, f, b = W_PLANE, H_PLANE, F_PLANE, B_PLANE
+    st, L8, R8, z_true_row = _plane_rig()
+    np.testing.assert_allclose(st.R0, np.eye(3), atol=1e-9)
+    assert abs(st.baseline - b) < 1e-9
     grey, z, s = st.compute(L8, R8)
     assert grey.shape == (H, W) and z.dtype == np.float32 and s.dtype == np.float32
     zt = np.tile(z_true_row[:, None], (1, W))
@@ -125,6 +135,22 @@ def test_depth_on_synthetic_stereo_pair():
     assert np.percentile(rel, 95) < 0.04
     # sigma follows z^2 sigma_d / (f b)
     np.testing.assert_allclose(s[v], z[v] ** 2 * 0.5 / (f * b), rtol=1e-5)
+
+
+def test_half_resolution_compute_equals_depth_of_the_upsampled_disparity():
+    """At downscale 2, compute() converts the half-resolution disparity and upsamples depth and
+    sigma; that must give exactly the values of converting disparity()'s full-resolution image."""
+    st, L8, R8, z_true_row = _plane_rig(downscale=2)
+    grey, z, s = st.compute(L8, R8)
+    Lr, Rr = st.rectify(L8, R8)
+    z_ref, s_ref = depth_from_disparity(st.disparity(Lr, Rr), st.f, st.baseline, st.sigma_d)
+    assert np.array_equal(grey, Lr)
+    assert z.dtype == s.dtype == np.float32 and z.shape == (H_PLANE, W_PLANE)
+    assert np.array_equal(z, z_ref) and np.array_equal(s, s_ref)
+    v = z > 0
+    assert v.mean() > 0.7  # a real depth image, not an empty one that trivially matches
+    zt = np.tile(z_true_row[:, None], (1, W_PLANE))
+    assert np.median(np.abs(z[v] - zt[v]) / zt[v]) < 0.02
 
 
 def test_read_sensor_yaml_camera(tmp_path):
