@@ -194,8 +194,9 @@ def test_redkitchen_0_299_lag_1_and_10_coverage(redkitchen_dir, tmp_path):
 
 
 def test_depth_predictive_check_flags_a_depth_bias():
-    """Fuse 15 synthetic frames, then check the next frame against the map: its own depth is
-    inside 2 sigma at about the calibrated rate; the same depth 3 % too far is not."""
+    """Track 35 synthetic frames (30 Hz: 12 fused at integrate_rate_hz 10, enough for the
+    check's PREDICTIVE_MIN_COUNT of 10), then check the next frame against the map: its own
+    depth is inside 2 sigma at about the calibrated rate; the same depth 3 % too far is not."""
     from prism_ros.config import PrismConfig
     from prism_ros.core.filter import PrismFilter
     from prism_ros.core.image import build_frame
@@ -203,14 +204,15 @@ def test_depth_predictive_check_flags_a_depth_bias():
     from prism_ros.core.render import render_map
     from prism_ros.datasets import open_dataset
 
-    ds = open_dataset("synthetic:16@320x240,seed=6")
+    ds = open_dataset("synthetic:36@320x240,seed=6")
     cfg = PrismConfig.from_yaml()
     f = PrismFilter(cfg, ds.camera, T_w_c0=ds[0].T_w_c_gt)
-    for i in range(15):
+    for i in range(35):
         fr = ds[i]
         res = f.step(fr.rgb, fr.depth, fr.stamp)
+    assert f.frames_fused == 12
     assert res.depth_check is not None and res.depth_check[0] > 1000
-    fr = ds[15]
+    fr = ds[35]
     lvl = cfg.render_level
     render = render_map(f.map, f.render_camera, fr.T_w_c_gt, cfg.depth_min_m, cfg.depth_max_m)
     Sigma = np.diag([2e-4] * 3 + [1e-4] * 3) ** 2

@@ -21,7 +21,7 @@ def scene():
     for i in range(0, 7):  # a map from a few exactly posed frames
         fr = seq[i]
         frame = build_frame(fr.rgb, fr.depth, seq.camera, f.levels, cfg.depth_min_m, cfg.depth_max_m)
-        f._fuse(frame, fr.T_w_c_gt, np.eye(6) * 1e-10)
+        f._fuse(frame, fr.T_w_c_gt, np.eye(6) * 1e-10, fr.stamp)
     return seq, cfg, f
 
 
@@ -102,3 +102,30 @@ def test_depth_guided_render_matches_full_raycast(scene):
     assert both.sum() > 0.95 * (full.depth > 0).sum()
     assert np.mean(np.abs(full.depth[both] - guided.depth[both]) < 1e-3) > 0.99
     assert np.mean(np.abs(full.normal[both] - guided.normal[both]).max(axis=1) < 1e-2) > 0.99
+
+
+def test_association_gate_widens_with_the_depth_sigma(scene):
+    """A frame 0.3 m behind the map (every pixel beyond icp_max_distance_m = 0.1 m) is an
+    outlier under the fixed gate; with a per-pixel depth sigma of 0.12 m (far stereo depth)
+    icp_max_distance_sigmas = 3 widens the gate to about 0.36 m and the pixels associate.
+    Without a depth sigma (the sensor model: a few mm here) the gate stays at 0.1 m."""
+    seq, cfg, f = scene
+    fr = seq[4]
+    far = np.where(fr.depth > 0, fr.depth + 0.3, 0).astype(np.float32)
+
+    def inliers(sigmas, depth_sigma):
+        frame = build_frame(fr.rgb, far, seq.camera, f.levels, cfg.depth_min_m, cfg.depth_max_m, depth_sigma)
+        render = render_map(f.map, seq.camera, fr.T_w_c_gt, cfg.depth_min_m, cfg.depth_max_m)
+        params = dict(f.track_params, max_dist=0.1, max_dist_sigmas=sigmas, use_photo=False)
+        tr = track(frame, render, fr.T_w_c_gt, np.eye(6) * 1e-12, 1, 0, 1, 1e-9, f.noise, params,
+                   cfg.laplace_patch_px)  # the prior pins the pose: association is what is measured
+        return tr.n_icp, tr.n_overlap
+
+    sigma = np.full(fr.depth.shape, 0.12, np.float32)
+    n_fixed, n_overlap = inliers(0.0, sigma)
+    n_wide, _ = inliers(3.0, sigma)
+    n_sensor, _ = inliers(3.0, None)
+    assert n_overlap > 5000, (n_fixed, n_wide, n_sensor, n_overlap)
+    assert n_fixed < 0.02 * n_overlap  # 0.3 m > 0.1 m: rejected
+    assert n_wide > 0.8 * n_overlap  # 0.3 m < 3 x 0.12 m: associated
+    assert n_sensor < 0.02 * n_overlap

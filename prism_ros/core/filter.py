@@ -7,6 +7,7 @@
     4. laplace   pose covariance = inverse Hessian at the optimum (prior included)
     5. velocity  closed-form linear-Gaussian update given the new pose
     6. fuse      closed-form Gaussian fusion of the frame into the TSDF at the new pose
+                 (at most integrate_rate_hz: the frames between are tracked, not fused)
 
 In a map given with :meth:`PrismFilter.set_map` (e.g. loaded from disk) the filter
 starts in *relocalisation* mode: the first frames are tracked from the given prior
@@ -69,6 +70,7 @@ class PrismFilter:
                                   c.initial_angular_velocity_sigma_radps, c.max_dt_s)
         self.track_params = dict(
             max_dist=c.icp_max_distance_m,
+            max_dist_sigmas=c.icp_max_distance_sigmas,
             min_cos=float(np.cos(np.deg2rad(c.icp_max_normal_angle_deg))),
             huber_k=c.huber_k,
             sigma_i=c.intensity_noise_sigma,
@@ -107,6 +109,7 @@ class PrismFilter:
         self.state: Optional[MotionState] = None
         self.frames_fused = 0
         self.frames_seen = 0
+        self._last_fused_stamp = -np.inf
 
     def set_map(self, tsdf_map: TsdfMap, T_w_c0: Optional[np.ndarray] = None) -> None:
         """Track against ``tsdf_map`` (e.g. loaded from disk): the state is reset and the
@@ -173,8 +176,8 @@ class PrismFilter:
             depth_check = self._depth_check(frame, T_new, Sigma_new, render) if outcome.tracked else None
         # 6. fuse the frame into the map at the new pose (product of Gaussians per voxel)
         with st("integrate"):
-            if outcome.tracked:
-                self._fuse(frame, T_new, Sigma_new)
+            if outcome.tracked and self._fuse_due(stamp):
+                self._fuse(frame, T_new, Sigma_new, stamp)
         status = outcome.value + (f": {why}" if why else "")
         out = self._result(stamp, outcome, status, tr.inlier_ratio, tr.iterations, st, T_new, Sigma_new)
         out.depth_check = depth_check
@@ -184,7 +187,7 @@ class PrismFilter:
     def _initialise(self, frame, stamp: float, st: "_Stages") -> StepResult:
         self.state = self.motion.initial_state(self.T_w_c0, stamp)
         with st("integrate"):
-            self._fuse(frame, self.state.T_w_c, self.state.Sigma)
+            self._fuse(frame, self.state.T_w_c, self.state.Sigma, stamp)
         self.frames_seen += 1
         return self._result(stamp, StepOutcome.INITIALISED, "initialised", 1.0, 0, st)
 
@@ -275,12 +278,20 @@ class PrismFilter:
         return tr, StepOutcome.LOST, why or "no recovery after a gap"
 
     # ------------------------------------------------------------------ helpers
-    def _fuse(self, frame, T_w_c: np.ndarray, Sigma: np.ndarray) -> None:
+    def _fuse_due(self, stamp: float) -> bool:
+        """Whether this tracked frame is fused: always without ``integrate_rate_hz``, else when
+        a period has passed since the last fused frame (a tolerance of a tenth of the period
+        keeps e.g. 20 Hz stamps with jitter at exactly every other frame for 10 Hz)."""
+        rate = self.cfg.integrate_rate_hz
+        return rate <= 0 or stamp - self._last_fused_stamp >= 0.9 / rate
+
+    def _fuse(self, frame, T_w_c: np.ndarray, Sigma: np.ndarray, stamp: float) -> None:
         pose_var = float(np.trace(Sigma[:3, :3])) / 3.0
         self.map.integrate(frame.depth[0], frame.rgb, frame.normals[frame.aux_level], self.camera.params, T_w_c,
                            self.noise, depth_sigma=frame.depth_sigma, pose_var=pose_var, edges=frame.edges,
                            aux_level=frame.aux_level)
         self.frames_fused += 1
+        self._last_fused_stamp = stamp
 
     def _result(self, stamp, outcome, status, inlier_ratio, iters, stages, T=None, Sigma=None) -> StepResult:
         s = self.state or self.motion.initial_state(self.T_w_c0, stamp)

@@ -59,8 +59,8 @@ def _add(acc, J, r, w):
 
 @njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def accumulate(depth, normals, gray, K, R, t, R_pw, t_pw, Kr, r_depth, r_vert, r_norm, r_int, r_sigma,
-               r_gx, r_gy, noise, max_dist, min_cos, huber_k, sigma_i, use_photo, photo_min_grad, depth_sigma,
-               ds_step, out):
+               r_gx, r_gy, noise, max_dist, max_dist_sigmas, min_cos, huber_k, sigma_i, use_photo, photo_min_grad,
+               depth_sigma, ds_step, out):
     """Per-row sums of J^T W J, J^T W r and counts for the current pose T = (R, t).
 
     (R_pw, t_pw) maps world points into the render camera (T_pred^-1).  ``out`` is
@@ -114,20 +114,23 @@ def accumulate(depth, normals, gray, K, R, t, R_pw, t_pw, Kr, r_depth, r_vert, r
                 cny = normals[v, u, 1]
                 cnz = normals[v, u, 2]
                 has_n = not (cnx == 0.0 and cny == 0.0 and cnz == 0.0)
-                if has_n and dist2 < max_dist * max_dist:
+                if use_ds:
+                    sz = depth_sigma[v * ds_step, u * ds_step]
+                else:
+                    dz = d - z0
+                    sz = c0 + c2 * dz * dz
+                sm = r_sigma[vr, ur]
+                var = sz * sz + sm * sm
+                # association gate: max_dist, widened to max_dist_sigmas of the combined
+                # noise where that is larger (far stereo depth: sigma_z grows as z^2)
+                gate2 = max(max_dist * max_dist, max_dist_sigmas * max_dist_sigmas * var)
+                if has_n and dist2 < gate2:
                     # current normal in world
                     wnx = R[0, 0] * cnx + R[0, 1] * cny + R[0, 2] * cnz
                     wny = R[1, 0] * cnx + R[1, 1] * cny + R[1, 2] * cnz
                     wnz = R[2, 0] * cnx + R[2, 1] * cny + R[2, 2] * cnz
                     if wnx * nx + wny * ny + wnz * nz >= min_cos:
                         r = nx * ex + ny * ey + nz * ez
-                        if use_ds:
-                            sz = depth_sigma[v * ds_step, u * ds_step]
-                        else:
-                            dz = d - z0
-                            sz = c0 + c2 * dz * dz
-                        sm = r_sigma[vr, ur]
-                        var = sz * sz + sm * sm
                         sd = np.sqrt(var)
                         e = abs(r) / sd
                         w = 1.0 if e <= huber_k else huber_k / e
@@ -238,7 +241,7 @@ def _eval(frame: FramePyramid, lvl: int, render: Render, T: np.ndarray, T_pw: np
         np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]),
         np.ascontiguousarray(T_pw[:3, :3]), np.ascontiguousarray(T_pw[:3, 3]),
         render.camera.params, render.depth, render.vertex, render.normal, render.intensity, render.sigma,
-        render.grad_x, render.grad_y, noise, params["max_dist"], params["min_cos"], params["huber_k"],
+        render.grad_x, render.grad_y, noise, params["max_dist"], params.get("max_dist_sigmas", 0.0), params["min_cos"], params["huber_k"],
         params["sigma_i"], params["use_photo"], params["photo_min_grad"], ds, 1 << lvl, out,
     )
     s = out.sum(axis=0)
