@@ -15,7 +15,7 @@ class StepOutcome(enum.Enum):
 
     INITIALISED = "initialised"  # the first frame: it started the map
     OK = "ok"  # tracked and fused
-    RECOVERED = "recovered"  # re-tracked after a loss, a gap or a doubtful track; fused; velocity restarts at rest
+    RECOVERED = "recovered"  # re-tracked after a loss, a gap, a jump or a doubtful track; fused; velocity: the step from a tracked previous frame, else at rest
     LOST = "lost"  # pose = prediction with an inflated covariance; nothing fused; velocity from the IMU (short losses) or at rest
 
     @property
