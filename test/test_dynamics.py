@@ -3,7 +3,7 @@ import numpy as np
 
 from prism_ros.core import se3
 from prism_ros.core.dynamics import MotionModel
-from prism_ros.core.types import Control
+from prism_ros.core.types import Control, StepOutcome
 
 
 def test_velocity_converges_on_constant_velocity_trajectory():
@@ -73,8 +73,9 @@ def test_a_lost_frame_keeps_the_imu_velocity_for_a_short_loss_only():
     ctl = Control(np.eye(4), np.eye(6) * 1e-6, nu_curr=nu, nu_cov=np.eye(6) * 4e-4)
     small, big = np.eye(6) * 0.03**2, np.eye(6) * (2 * f.cfg.recovery_prior_sigma_m) ** 2
 
-    def velocity(Sigma, control, lost):  # no update (lost / recovered / gap)
-        return f._velocity(np.eye(4), Sigma, np.zeros(6), np.eye(6), 0.05, np.eye(4), None, control, False, lost)
+    def velocity(Sigma, control, lost):  # no update (lost, or recovered after a gap)
+        outcome = StepOutcome.LOST if lost else StepOutcome.RECOVERED
+        return f._velocity(np.eye(4), Sigma, np.zeros(6), np.eye(6), 0.05, np.eye(4), None, control, outcome, not lost)
 
     v, P = velocity(small, ctl, True)
     np.testing.assert_allclose(v, nu)

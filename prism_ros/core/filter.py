@@ -166,11 +166,9 @@ class PrismFilter:
                 tr, outcome, why = self._recover(frame, tr, quality, why, T_pred, gap)
         # 4. Laplace covariance at the optimum (or the inflated prediction while lost)
         T_new, Sigma_new = (tr.T_w_c, tr.cov) if outcome.tracked else (T_pred, Sigma_pred + self.recovery.lost_sigma)
-        # 5. velocity given the new pose (no motion model spans a gap, a loss or a recovery jump)
+        # 5. velocity given the new pose (no motion model spans a gap or a loss)
         with st("velocity"):
-            nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control,
-                                   outcome is StepOutcome.OK and not gap, outcome is StepOutcome.LOST,
-                                   outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0)
+            nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control, outcome, gap)
         self._commit(outcome, tr.inlier_ratio, MotionState(T_new, Sigma_new, nu, P, stamp))
         # 5b. depth-predictive check of the map at the tracked pose, before this frame is fused
         with st("depth_check"):
@@ -230,23 +228,23 @@ class PrismFilter:
                      max_iterations or c.track_max_iterations, c.track_convergence_eps, self.noise,
                      params or self.track_params, c.laplace_patch_px)
 
-    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, update: bool,
-                  lost: bool = False, step_after_jump: bool = False):
-        """The closed-form velocity update given the new pose.  Without one: on a lost frame
-        the IMU's velocity at this frame, when the control carries one and the predicted pose is
-        still within ``recovery_prior_sigma_m`` (the IMU bridges a short loss; a longer dead
+    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, outcome: StepOutcome,
+                  gap: bool):
+        """The closed-form velocity update given the new pose (a tracked frame, no gap).
+        Without one: on a lost frame the IMU's velocity at this frame, when the control carries
+        one and the predicted pose is still within ``recovery_prior_sigma_m`` (the IMU bridges a short loss; a longer dead
         reckoning, e.g. with the attitude wrong, would run away); on a frame recovered right
-        after a tracked one (``step_after_jump``: the prediction was wrong, both poses are
-        trusted) the step between the two poses under the broad initial prior (at 6.7 Hz in
+        after a tracked one, without a gap (the prediction was wrong, both poses are trusted),
+        the step between the two poses under the broad initial prior (at 6.7 Hz in
         the simulated V1_02 turn a restart at rest there lost the next frames, the camera moving
         at 2 m/s); otherwise (a gap, a loss before) a restart at rest.  Under the
         constant-velocity model it uses the tracker's data-only information, so the prior
         (built from the velocity) counts once (:meth:`MotionModel.velocity_update`)."""
-        if not update and step_after_jump:
+        if outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0:
             return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, np.zeros(6),
                                                self.motion.P0.copy(), dt)
-        if not update:
-            if lost and control is not None and control.nu_curr is not None \
+        if outcome is not StepOutcome.OK or gap:
+            if outcome is StepOutcome.LOST and control is not None and control.nu_curr is not None \
                     and np.sqrt(np.linalg.eigvalsh(Sigma_new[:3, :3]).max()) < self.cfg.recovery_prior_sigma_m:
                 return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
             return np.zeros(6), self.motion.P0.copy()

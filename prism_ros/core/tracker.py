@@ -241,8 +241,8 @@ def _eval(frame: FramePyramid, lvl: int, render: Render, T: np.ndarray, T_pw: np
         np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]),
         np.ascontiguousarray(T_pw[:3, :3]), np.ascontiguousarray(T_pw[:3, 3]),
         render.camera.params, render.depth, render.vertex, render.normal, render.intensity, render.sigma,
-        render.grad_x, render.grad_y, noise, params["max_dist"], params.get("max_dist_sigmas", 0.0), params["min_cos"], params["huber_k"],
-        params["sigma_i"], params["use_photo"], params["photo_min_grad"], ds, 1 << lvl, out,
+        render.grad_x, render.grad_y, noise, params["max_dist"], params.get("max_dist_sigmas", 0.0), params["min_cos"],
+        params["huber_k"], params["sigma_i"], params["use_photo"], params["photo_min_grad"], ds, 1 << lvl, out,
     )
     s = out.sum(axis=0)
     Hd, gd = _unpack(s)
