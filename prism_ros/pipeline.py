@@ -391,10 +391,35 @@ def _load(dataset, i: int):
     return frame, time.perf_counter() - t0
 
 
+#: Nice value of the loading thread (relative to the filter's threads).  The filter's Numba
+#: kernels split each image statically over both cores; a loader at the same priority
+#: takes half of one core, so every kernel waits for its slower half.  Below the filter,
+#: the loader runs in the filter's serial gaps (simulated V1_02, 2 cores: 12.8 -> 16.2 fps
+#: total with OpenCV single-threaded in the loader, the same track).
+LOADER_NICE = 10
+
+
+def _loader_thread_init() -> None:
+    """The loading thread: below the filter's priority (where the OS allows it), and OpenCV
+    single-threaded (its worker threads would otherwise compete at full priority; the
+    offline run's only OpenCV user is the loader)."""
+    import os
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
+    except (AttributeError, OSError):  # not Linux / not permitted: loading still works
+        pass
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def _frames(dataset, prefetch: int):
     """(i, frame or FrameLoadError, load seconds) over ``dataset``, loaded ``prefetch`` frames
     ahead in one background thread (decoding and OpenCV's stereo release the GIL, so loading
-    overlaps the filter step, as a camera driver would); 0 loads in the caller's thread."""
+    overlaps the filter step, as a camera driver would; the thread runs below the filter's
+    priority, :data:`LOADER_NICE`); 0 loads in the caller's thread."""
     n = len(dataset)
     if prefetch <= 0:
         for i in range(n):
@@ -402,7 +427,7 @@ def _frames(dataset, prefetch: int):
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prism-load") as ex:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prism-load", initializer=_loader_thread_init) as ex:
         ahead = deque(ex.submit(_load, dataset, i) for i in range(min(prefetch, n)))
         for i in range(n):
             fut = ahead.popleft()
