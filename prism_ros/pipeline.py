@@ -391,11 +391,11 @@ def _load(dataset, i: int):
     return frame, time.perf_counter() - t0
 
 
-#: Nice value of the loading thread (relative to the filter's threads).  The filter's Numba
+#: How much nicer than the caller's thread the loading thread runs (Linux nice, capped at 19).  The filter's Numba
 #: kernels split each image statically over both cores; a loader at the same priority
 #: takes half of one core, so every kernel waits for its slower half.  Below the filter,
-#: the loader runs in the filter's serial gaps (simulated V1_02, 2 cores: 12.8 -> 16.2 fps
-#: total with OpenCV single-threaded in the loader, the same track).
+#: the loader runs in the filter's serial gaps (simulated V1_02, 2 cores, back-to-back runs:
+#: 12.8 -> 15.8 fps total with OpenCV single-threaded in the loader, the same track).
 LOADER_NICE = 10
 
 
@@ -407,7 +407,8 @@ def _loader_thread_init() -> None:
     import threading
 
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + LOADER_NICE))
     except (AttributeError, OSError):  # not Linux / not permitted: loading still works
         pass
     import cv2
