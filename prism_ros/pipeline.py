@@ -21,8 +21,10 @@ ground truth, warm-up off the clock, unreadable frames skipped, a progress bar).
 """
 from __future__ import annotations
 
+import os
 import resource
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -391,11 +393,12 @@ def _load(dataset, i: int):
     return frame, time.perf_counter() - t0
 
 
-#: How much nicer than the caller's thread the loading thread runs (Linux nice, capped at 19).  The filter's Numba
-#: kernels split each image statically over both cores; a loader at the same priority
-#: takes half of one core, so every kernel waits for its slower half.  Below the filter,
-#: the loader runs in the filter's serial gaps (simulated V1_02, 2 cores, back-to-back runs:
-#: 12.8 -> 15.8 fps total with OpenCV single-threaded in the loader, the same track).
+#: How much nicer than the caller's thread the loading thread runs (Linux nice, capped at 19).
+#: The filter's Numba kernels split each image statically over both cores; a loader at the
+#: same priority takes half of one core, so every kernel waits for its slower half.  Below
+#: the filter, the loader runs in the filter's serial gaps (simulated V1_02, 2 cores,
+#: back-to-back runs: 12.8 -> 15.8 fps total with OpenCV single-threaded in the loader, the
+#: same track).
 LOADER_NICE = 10
 
 
@@ -403,9 +406,6 @@ def _loader_thread_init() -> None:
     """The loading thread: below the filter's priority (where the OS allows it), and OpenCV
     single-threaded (its worker threads would otherwise compete at full priority; the
     offline run's only OpenCV user is the loader)."""
-    import os
-    import threading
-
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + LOADER_NICE))

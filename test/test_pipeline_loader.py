@@ -40,12 +40,18 @@ def cv_threads():
     cv2.setNumThreads(n)
 
 
-def test_prefetch_loads_in_order_in_one_thread_below_the_filter(cv_threads):
+def _load_all(prefetch: int):
+    """(recording, _frames' output, the caller's thread id, its nice) after loading all four frames."""
     ds = _Recording()
     main_tid = threading.get_native_id()
     main_nice = os.getpriority(os.PRIO_PROCESS, main_tid)
-    out = list(pipeline._frames(ds, prefetch=2))
+    out = list(pipeline._frames(ds, prefetch=prefetch))
     assert [i for i, _, _ in out] == [0, 1, 2, 3]
+    return ds, out, main_tid, main_nice
+
+
+def test_prefetch_loads_in_order_in_one_thread_below_the_filter(cv_threads):
+    ds, out, main_tid, main_nice = _load_all(prefetch=2)
     assert [type(f).__name__ for _, f, _ in out] == ["PipelineFrame", "PipelineFrame", "FrameLoadError",
                                                       "PipelineFrame"]
     assert [f.stamp for _, f, _ in out if not isinstance(f, FrameLoadError)] == pytest.approx([0.0, 0.05, 0.15])
@@ -57,9 +63,5 @@ def test_prefetch_loads_in_order_in_one_thread_below_the_filter(cv_threads):
 
 
 def test_without_prefetch_the_caller_loads_at_its_own_priority(cv_threads):
-    ds = _Recording()
-    main_tid = threading.get_native_id()
-    main_nice = os.getpriority(os.PRIO_PROCESS, main_tid)
-    out = list(pipeline._frames(ds, prefetch=0))
-    assert [i for i, _, _ in out] == [0, 1, 2, 3]
+    ds, _, main_tid, main_nice = _load_all(prefetch=0)
     assert {(tid, nice, n) for _, tid, nice, n in ds.seen} == {(main_tid, main_nice, cv_threads)}
