@@ -160,7 +160,14 @@ def test_synthetic_spec_with_seed_opens_that_sequence():
 @pytest.mark.e2e
 def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
     """Seed 4 was not used to fit anything (laplace_patch_px: seed 0; the model-error
-    level: seeds 0 and 1): lag-1 pose coverage and the map's depth-predictive check."""
+    level: seeds 0 and 1): lag-1 pose and velocity calibration and the map's
+    depth-predictive check.
+
+    The pose and velocity figures have 149 samples each, so their coverage95 only bounds
+    over-confidence (>= 0.88); above 0.95 it moves by 1/149 per sample: one raycast per map
+    change (``render_reuse``) took lag 1 from 4 to 1 sample outside (0.973 -> 0.993) while
+    its NEES median went 3.98 -> 3.89.  The sigma scale is checked on the NEES median
+    (calibrated: chi2_6 median 5.35), within a factor 1.25 on sigma, [5.35/1.25^2, 5.35*1.25^2]."""
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
     from prism_ros.tools.runner import run_offline
@@ -168,12 +175,15 @@ def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
     m = run_offline(open_dataset("synthetic:150@640x480,seed=4"), PrismConfig.from_yaml(), str(tmp_path),
                     progress=False, report=False, write_map=False)
     cal = m["calibration"]
-    print({k: cal["lags"][k]["coverage95"] for k in cal["lags"]}, m["depth_predictive_coverage_2sigma"],
-          cal["velocity_coverage_95"])
-    assert 0.88 <= cal["lags"]["1"]["coverage95"] <= 0.99
+    print({k: (cal["lags"][k]["coverage95"], cal["lags"][k]["nees_median"]) for k in cal["lags"]},
+          m["depth_predictive_coverage_2sigma"], cal["velocity_coverage_95"], cal["velocity_nees_median"])
+    nees_band = (C.CHI2_50_6DOF / 1.25 ** 2, C.CHI2_50_6DOF * 1.25 ** 2)
+    assert cal["lags"]["1"]["coverage95"] >= 0.88
+    assert nees_band[0] <= cal["lags"]["1"]["nees_median"] <= nees_band[1]
     assert 0.88 <= m["depth_predictive_coverage_2sigma"] <= 0.99
     assert m["depth_predictive_pixels"] > 100000
-    assert 0.88 <= cal["velocity_coverage_95"] <= 0.99
+    assert cal["velocity_coverage_95"] >= 0.88
+    assert nees_band[0] <= cal["velocity_nees_median"] <= nees_band[1]
 
 
 @pytest.mark.e2e

@@ -110,6 +110,8 @@ class PrismFilter:
         self.frames_fused = 0
         self.frames_seen = 0
         self._last_fused_stamp = -np.inf
+        self._last_render = None  # (map, its revision, Render) of the last tracking render
+        self.renders_reused = 0
 
     def set_map(self, tsdf_map: TsdfMap, T_w_c0: Optional[np.ndarray] = None) -> None:
         """Track against ``tsdf_map`` (e.g. loaded from disk): the state is reset and the
@@ -152,9 +154,9 @@ class PrismFilter:
         # 1. predict the pose and velocity through the dynamics
         with st("predict"):
             T_pred, Sigma_pred, nu_pred, P_pred, dt, gap = self._predict(stamp, control)
-        # 2. render the map once at the predicted pose
+        # 2. render the map once at the predicted pose (or keep the last render: map unchanged since)
         with st("render"):
-            render = self._render(frame, T_pred)
+            render = self._tracking_render(frame, T_pred, gap)
         # 3. pose MAP by Gauss-Newton against the render, with the dynamics prior
         with st("track"):
             tr = self._track(frame, render, T_pred, Sigma_pred, self.cfg.track_finest_level)
@@ -170,6 +172,8 @@ class PrismFilter:
         with st("velocity"):
             nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control, outcome, gap)
         self._commit(outcome, tr.inlier_ratio, MotionState(T_new, Sigma_new, nu, P, stamp))
+        if outcome is not StepOutcome.OK:
+            self._last_render = None  # the next frame's prediction may be far from it
         # 5b. depth-predictive check of the map at the tracked pose, before this frame is fused
         with st("depth_check"):
             depth_check = self._depth_check(frame, T_new, Sigma_new, render) if outcome.tracked else None
@@ -221,6 +225,20 @@ class PrismFilter:
             else (c.render_level, self.render_camera)
         guide = frame.depth[level] if c.render_guide_margin_m > 0 else None
         return render_map(self.map, camera, T_w_c, c.depth_min_m, c.depth_max_m, guide, c.render_guide_margin_m)
+
+    def _tracking_render(self, frame, T_pred: np.ndarray, gap: bool):
+        """The render to track this frame against: the last one when ``render_reuse`` is on,
+        the map is unchanged since it was made (no frame fused in between), the previous frame
+        tracked (the outcome OK, not recovered) and there is no gap; else a new raycast at
+        ``T_pred``.  The tracker associates into a render from the render's own pose."""
+        last = self._last_render
+        if (self.cfg.render_reuse and last is not None and not gap and last[0] is self.map
+                and last[1] == self.map.revision):
+            self.renders_reused += 1
+            return last[2]
+        render = self._render(frame, T_pred)
+        self._last_render = (self.map, self.map.revision, render)
+        return render
 
     def _track(self, frame, render, T_start, prior, finest_level, max_iterations=None, params=None):
         c = self.cfg

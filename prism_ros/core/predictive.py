@@ -48,7 +48,7 @@ PREDICTIVE_MIN_COS = 0.5
 
 @njit(cache=True, parallel=True, nogil=True)
 def _predictive_kernel(depth, K, R, t, Kr, r_depth, r_vert, r_norm, r_sigma, Sigma, noise, depth_sigma, ds_step,
-                       keys, vals, cnt, vox, min_count, band, min_cos, R_pw, t_pw, out):
+                       keys, vals, cnt, vox, min_count, band, min_cos, R_rw, t_rw, out):
     H, W = depth.shape
     Hr, Wr = r_depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
@@ -71,9 +71,9 @@ def _predictive_kernel(depth, K, R, t, Kr, r_depth, r_vert, r_norm, r_sigma, Sig
             qx = R[0, 0] * pcx + R[0, 1] * pcy + R[0, 2] * pcz + t[0]
             qy = R[1, 0] * pcx + R[1, 1] * pcy + R[1, 2] * pcz + t[1]
             qz = R[2, 0] * pcx + R[2, 1] * pcy + R[2, 2] * pcz + t[2]
-            ppx = R_pw[0, 0] * qx + R_pw[0, 1] * qy + R_pw[0, 2] * qz + t_pw[0]
-            ppy = R_pw[1, 0] * qx + R_pw[1, 1] * qy + R_pw[1, 2] * qz + t_pw[1]
-            ppz = R_pw[2, 0] * qx + R_pw[2, 1] * qy + R_pw[2, 2] * qz + t_pw[2]
+            ppx = R_rw[0, 0] * qx + R_rw[0, 1] * qy + R_rw[0, 2] * qz + t_rw[0]
+            ppy = R_rw[1, 0] * qx + R_rw[1, 1] * qy + R_rw[1, 2] * qz + t_rw[1]
+            ppz = R_rw[2, 0] * qx + R_rw[2, 1] * qy + R_rw[2, 2] * qz + t_rw[2]
             if ppz <= 1e-3:
                 continue
             ur = int(rfx * ppx / ppz + rcx + 0.5)
@@ -144,7 +144,7 @@ def depth_predictive_counts(depth: np.ndarray, K: np.ndarray, T_w_c: np.ndarray,
     ``depth_sigma`` an optional full-resolution sigma image read with stride ``ds_step``.
     """
     T = np.asarray(T_w_c, dtype=np.float64)
-    T_pw = np.linalg.inv(np.asarray(render.T_w_c, dtype=np.float64))
+    T_rw = np.linalg.inv(np.asarray(render.T_w_c, dtype=np.float64))
     ds = np.zeros((0, 0), np.float32) if depth_sigma is None else depth_sigma
     out = np.zeros((depth.shape[0], 2))
     _predictive_kernel(depth, np.asarray(K, dtype=np.float64), np.ascontiguousarray(T[:3, :3]),
@@ -152,6 +152,6 @@ def depth_predictive_counts(depth: np.ndarray, K: np.ndarray, T_w_c: np.ndarray,
                        render.normal, render.sigma, np.ascontiguousarray(Sigma, dtype=np.float64),
                        np.asarray(noise, dtype=np.float64), ds, int(ds_step), tsdf.keys, tsdf.vals, tsdf.cnt,
                        float(tsdf.voxel_size), int(min_count), float(band), float(min_cos),
-                       np.ascontiguousarray(T_pw[:3, :3]), np.ascontiguousarray(T_pw[:3, 3]), out)
+                       np.ascontiguousarray(T_rw[:3, :3]), np.ascontiguousarray(T_rw[:3, 3]), out)
     s = out.sum(axis=0)
     return int(s[0]), int(s[1])

@@ -4,8 +4,8 @@ Coarse-to-fine Gauss-Newton on SE(3) over
 
   * point-to-plane ICP residuals   r = n^T (T p_c - v)          (projective association
     with the render's world vertex v and normal n), variance sigma_z(d)^2 + sigma_map^2;
-  * photometric residuals          r = I_render(pi(T_pred^-1 T p_c)) - I_cur(u), variance
-    sigma_I^2;
+  * photometric residuals          r = I_render(pi(T_r^-1 T p_c)) - I_cur(u), variance
+    sigma_I^2 (T_r: the render's pose, normally T_pred);
   * the dynamics prior             r = Log(T_pred^-1 T), information Sigma_pred^-1,
 
 with Huber weights on the noise-normalised residuals.  The perturbation is on the
@@ -58,12 +58,12 @@ def _add(acc, J, r, w):
 
 
 @njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
-def accumulate(depth, normals, gray, K, R, t, R_pw, t_pw, Kr, r_depth, r_vert, r_norm, r_int, r_sigma,
+def accumulate(depth, normals, gray, K, R, t, R_rw, t_rw, Kr, r_depth, r_vert, r_norm, r_int, r_sigma,
                r_gx, r_gy, noise, max_dist, max_dist_sigmas, min_cos, huber_k, sigma_i, use_photo, photo_min_grad,
                depth_sigma, ds_step, out):
     """Per-row sums of J^T W J, J^T W r and counts for the current pose T = (R, t).
 
-    (R_pw, t_pw) maps world points into the render camera (T_pred^-1).  ``out`` is
+    (R_rw, t_rw) maps world points into the render camera (T_r^-1, the render pose inverted).  ``out`` is
     (H, _NSTAT).  ``depth_sigma`` is a full-resolution sigma image (or 0x0) read
     with stride ``ds_step``.
     """
@@ -85,13 +85,13 @@ def accumulate(depth, normals, gray, K, R, t, R_pw, t_pw, Kr, r_depth, r_vert, r
             pcx = (u - cx) / fx * d
             pcy = (v - cy) / fy * d
             pcz = d
-            # q = T p_c (world), p' = T_pred^-1 q (render camera)
+            # q = T p_c (world), p' = T_r^-1 q (render camera)
             qx = R[0, 0] * pcx + R[0, 1] * pcy + R[0, 2] * pcz + t[0]
             qy = R[1, 0] * pcx + R[1, 1] * pcy + R[1, 2] * pcz + t[1]
             qz = R[2, 0] * pcx + R[2, 1] * pcy + R[2, 2] * pcz + t[2]
-            ppx = R_pw[0, 0] * qx + R_pw[0, 1] * qy + R_pw[0, 2] * qz + t_pw[0]
-            ppy = R_pw[1, 0] * qx + R_pw[1, 1] * qy + R_pw[1, 2] * qz + t_pw[1]
-            ppz = R_pw[2, 0] * qx + R_pw[2, 1] * qy + R_pw[2, 2] * qz + t_pw[2]
+            ppx = R_rw[0, 0] * qx + R_rw[0, 1] * qy + R_rw[0, 2] * qz + t_rw[0]
+            ppy = R_rw[1, 0] * qx + R_rw[1, 1] * qy + R_rw[1, 2] * qz + t_rw[1]
+            ppz = R_rw[2, 0] * qx + R_rw[2, 1] * qy + R_rw[2, 2] * qz + t_rw[2]
             if ppz <= 1e-3:
                 continue
             uf = rfx * ppx / ppz + rcx
@@ -175,10 +175,10 @@ def accumulate(depth, normals, gray, K, R, t, R_pw, t_pw, Kr, r_depth, r_vert, r
                 jx = gxv * rfx * iz
                 jy = gyv * rfy * iz
                 jz = -(gxv * rfx * ppx + gyv * rfy * ppy) * iz * iz
-                # c = R_pw^T (jx, jy, jz) (world), then b = R^T c (current camera)
-                wx_ = R_pw[0, 0] * jx + R_pw[1, 0] * jy + R_pw[2, 0] * jz
-                wy_ = R_pw[0, 1] * jx + R_pw[1, 1] * jy + R_pw[2, 1] * jz
-                wz_ = R_pw[0, 2] * jx + R_pw[1, 2] * jy + R_pw[2, 2] * jz
+                # c = R_rw^T (jx, jy, jz) (world), then b = R^T c (current camera)
+                wx_ = R_rw[0, 0] * jx + R_rw[1, 0] * jy + R_rw[2, 0] * jz
+                wy_ = R_rw[0, 1] * jx + R_rw[1, 1] * jy + R_rw[2, 1] * jz
+                wz_ = R_rw[0, 2] * jx + R_rw[1, 2] * jy + R_rw[2, 2] * jz
                 bx = R[0, 0] * wx_ + R[1, 0] * wy_ + R[2, 0] * wz_
                 by = R[0, 1] * wx_ + R[1, 1] * wy_ + R[2, 1] * wz_
                 bz = R[0, 2] * wx_ + R[1, 2] * wy_ + R[2, 2] * wz_
@@ -233,13 +233,14 @@ def effective_patch_px(patch_px: float, model_patch_px: float, residual_level: f
     return float(patch_px + model_patch_px * max(0.0, residual_level - level0))
 
 
-def _eval(frame: FramePyramid, lvl: int, render: Render, T: np.ndarray, T_pw: np.ndarray, noise, params, out):
+def _eval(frame: FramePyramid, lvl: int, render: Render, T: np.ndarray, T_rw: np.ndarray, noise, params, out):
+    """Sums of :func:`accumulate` at pose T; ``T_rw`` maps world points into the render's camera."""
     cam = frame.cameras[lvl]
     ds = frame.depth_sigma if frame.depth_sigma is not None else np.zeros((0, 0), np.float32)
     accumulate(
         frame.depth[lvl], frame.normals[lvl], frame.gray[lvl], cam.params,
         np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]),
-        np.ascontiguousarray(T_pw[:3, :3]), np.ascontiguousarray(T_pw[:3, 3]),
+        np.ascontiguousarray(T_rw[:3, :3]), np.ascontiguousarray(T_rw[:3, 3]),
         render.camera.params, render.depth, render.vertex, render.normal, render.intensity, render.sigma,
         render.grad_x, render.grad_y, noise, params["max_dist"], params.get("max_dist_sigmas", 0.0), params["min_cos"],
         params["huber_k"], params["sigma_i"], params["use_photo"], params["photo_min_grad"], ds, 1 << lvl, out,
@@ -258,7 +259,7 @@ def objective(frame: FramePyramid, render: Render, T: np.ndarray, T_pred: np.nda
     """
     T_pw = se3.inv(T_pred)
     out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
-    _, _, s = _eval(frame, lvl, render, T, T_pw, noise, params, out)
+    _, _, s = _eval(frame, lvl, render, T, se3.inv(render.T_w_c), noise, params, out)
     r_p = se3.log(T_pw @ T)
     Lambda = np.linalg.inv(Sigma_pred)
     return 0.5 * ((4.0 ** lvl) / patch_px * s[27] + r_p @ Lambda @ r_p)
@@ -267,10 +268,14 @@ def objective(frame: FramePyramid, render: Render, T: np.ndarray, T_pred: np.nda
 def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: np.ndarray,
           levels: int, finest: int, max_iters: int, eps: float, noise: np.ndarray, params: dict,
           patch_px: float) -> TrackResult:
-    """Gauss-Newton MAP of the pose against ``render`` (made at ``T_pred``) plus the prior."""
+    """Gauss-Newton MAP of the pose against ``render`` plus the prior N(T_pred, Sigma_pred).
+
+    The render may come from any pose near T_pred (its own ``T_w_c``: the prediction, or an
+    earlier frame's prediction while the map is unchanged); association is projective into it."""
     Lambda = np.linalg.inv(Sigma_pred)
     Lambda = 0.5 * (Lambda + Lambda.T)
     T_pw = se3.inv(T_pred)
+    T_rw = se3.inv(render.T_w_c)
     T = T_pred.copy()
     total_iters = 0
     converged = False
@@ -281,7 +286,7 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
         out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
         iters = max(2, max_iters >> (coarsest - lvl))
         for _ in range(iters):
-            Hd, gd, s = _eval(frame, lvl, render, T, T_pw, noise, params, out)
+            Hd, gd, s = _eval(frame, lvl, render, T, T_rw, noise, params, out)
             r_p = se3.log(T_pw @ T)
             Hm = scale * Hd + Lambda
             g = scale * gd + Lambda @ r_p
@@ -304,7 +309,7 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
         Hd, s = last[0], last[1]
     else:
         out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
-        Hd, gd, s = _eval(frame, lvl, render, T, T_pw, noise, params, out)
+        Hd, gd, s = _eval(frame, lvl, render, T, T_rw, noise, params, out)
     n_valid = int(s[28])
     n_icp = int(s[29])
     n_overlap = int(s[32])

@@ -341,6 +341,12 @@ class TsdfMap:
         return self.voxel_size * BLOCK
 
     @property
+    def revision(self) -> Tuple[int, int]:
+        """Changes whenever the map's content does (:meth:`integrate`, :meth:`clear`): a render
+        made at one revision is still a render of this map while the revision stays the same."""
+        return (self.epoch, self._frame_id)
+
+    @property
     def num_blocks(self) -> int:
         return self.n_blocks
 
