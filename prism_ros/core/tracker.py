@@ -302,10 +302,11 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
                 converged = True
                 break
     # Laplace: Gauss-Newton Hessian of the same (scaled) objective at the optimum.  The
-    # last iteration's Hessian is reused when that step was negligible (< 0.1 mm / mrad).
+    # last iteration's Hessian is reused when the finest level converged (its last step,
+    # below eps, moved the pose less than that since the Hessian was evaluated).
     lvl = finest
     scale = (4.0 ** lvl) / patch_px
-    if last is not None and last[2] < 1e-4:
+    if last is not None and last[2] < eps:
         Hd, s = last[0], last[1]
     else:
         out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
