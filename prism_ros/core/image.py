@@ -18,11 +18,26 @@ class InvalidFrameError(ValueError):
 
 @njit(cache=True, parallel=True, nogil=True)
 def clean_depth(depth, dmin, dmax, out):
+    """``out``: the depth within [dmin, dmax], else 0.  Returns the number of valid pixels."""
     H, W = depth.shape
+    n = 0
     for v in prange(H):
         for u in range(W):
             d = depth[v, u]
-            out[v, u] = d if (d >= dmin and d <= dmax) else 0.0  # NaN fails both tests
+            ok = d >= dmin and d <= dmax  # NaN fails both tests
+            out[v, u] = d if ok else 0.0
+            n += ok
+    return n
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def clean_sigma(sigma, out):
+    """``out``: the per-pixel depth sigma, 1 m (a weak observation) where it is not finite."""
+    H, W = sigma.shape
+    for v in prange(H):
+        for u in range(W):
+            s = sigma[v, u]
+            out[v, u] = s if abs(s) < np.inf else 1.0  # NaN fails the test too
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -191,12 +206,15 @@ def build_frame(rgb: np.ndarray, depth: np.ndarray, camera: Camera, levels: int,
         raise InvalidFrameError(f"colour image must be uint8, got {rgb.dtype}")
     rgb = np.ascontiguousarray(rgb)
     d0 = np.empty((H, W), np.float32)
-    clean_depth(np.ascontiguousarray(depth, dtype=np.float32), np.float32(depth_min), np.float32(depth_max), d0)
-    valid = float(np.count_nonzero(d0)) / d0.size
+    n_valid = clean_depth(np.ascontiguousarray(depth, dtype=np.float32), np.float32(depth_min),
+                          np.float32(depth_max), d0)
+    valid = float(n_valid) / d0.size
     if depth_sigma is not None:
         if depth_sigma.shape != (H, W):
             raise InvalidFrameError(f"depth_sigma has shape {depth_sigma.shape}, expected ({H}, {W})")
-        depth_sigma = np.ascontiguousarray(np.nan_to_num(depth_sigma, nan=1.0), dtype=np.float32)
+        s0 = np.empty((H, W), np.float32)
+        clean_sigma(np.ascontiguousarray(depth_sigma, dtype=np.float32), s0)
+        depth_sigma = s0
     g0 = np.empty((H, W), np.float32)
     if gray:
         rgb_to_gray(rgb, g0)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
 import numpy as np
+from numba import njit
 
 from . import se3
 from .types import Control
@@ -152,62 +153,109 @@ def preintegrate(imu: ImuData, t0: float, t1: float, noise: ImuNoise, bg=None, b
     dts, W0, W1, A0, A1 = _samples(imu, t0, t1)
     if nominal_rate_hz is None:
         nominal_rate_hz = 1.0 / float(np.median(np.diff(imu.t))) if len(imu.t) > 1 else 200.0
-    dR = np.eye(3)
-    dv = np.zeros(3)
-    dp = np.zeros(3)
-    cov = np.zeros((9, 9))
-    Jbg = np.zeros((9, 3))
-    Jba = np.zeros((9, 3))
-    I3 = np.eye(3)
     # discrete noise: sigma^2 = density^2 / dt_nominal per sample, integrated over dt_k
     qg = noise.gyro_noise_density**2 * nominal_rate_hz
     qa = noise.accel_noise_density**2 * nominal_rate_hz
-    for dt, w0, w1, a0, a1 in zip(dts, W0, W1, A0, A1):
-        if dt <= 0:
-            continue
-        # midpoint rule: mean rate for the rotation, mean of the rotated specific forces
-        # at the two ends (the gravity part of f then cancels to second order)
-        wc = 0.5 * (w0 + w1) - bg
-        dRk = se3.so3_exp(wc * dt)
-        Jr = _so3_right_jacobian(wc * dt)
-        Ra = 0.5 * (dR @ (a0 - ba) + dR @ dRk @ (a1 - ba))
-        ac = dR.T @ Ra  # the mean specific force in the frame at the interval's start
-        ahat = se3.hat(ac)
-        # state transition of (dphi, dv, dp)
-        F = np.eye(9)
-        F[0:3, 0:3] = dRk.T
-        F[3:6, 0:3] = -dR @ ahat * dt
-        F[6:9, 0:3] = -0.5 * dR @ ahat * dt * dt
-        F[6:9, 3:6] = I3 * dt
-        G = np.zeros((9, 6))
-        G[0:3, 0:3] = Jr * dt
-        G[3:6, 3:6] = dR * dt
-        G[6:9, 3:6] = 0.5 * dR * dt * dt
-        Qd = np.diag([qg] * 3 + [qa] * 3)
-        cov = F @ cov @ F.T + G @ Qd @ G.T
-        # bias Jacobians (first order)
-        Jbg_new = F @ Jbg
-        Jbg_new[0:3] -= Jr * dt
-        Jba_new = F @ Jba
-        Jba_new[3:6] -= dR * dt
-        Jba_new[6:9] -= 0.5 * dR * dt * dt
-        Jbg, Jba = Jbg_new, Jba_new
-        # mean
-        dp = dp + dv * dt + 0.5 * Ra * dt * dt
-        dv = dv + Ra * dt
-        dR = dR @ dRk
+    dR, dv, dp, cov, Jbg, Jba = _preintegrate_kernel(dts, W0, W1, A0, A1, bg, ba, qg, qa)
     U, _, Vt = np.linalg.svd(dR)
     dR = U @ Vt
     w_end = (W1[-1] if len(W1) else imu.gyro[-1]) - bg
     return Preintegrated(float(t1 - t0), dR, dv, dp, 0.5 * (cov + cov.T), Jbg, Jba, w_end)
 
 
-def _so3_right_jacobian(phi: np.ndarray) -> np.ndarray:
-    th = float(np.linalg.norm(phi))
-    K = se3.hat(phi)
+@njit(cache=True, nogil=True)
+def _mm(A, B):
+    """A @ B of small float64 matrices (no BLAS)."""
+    n, k = A.shape
+    m = B.shape[1]
+    C = np.zeros((n, m))
+    for i in range(n):
+        for j in range(k):
+            a = A[i, j]
+            if a != 0.0:
+                for l in range(m):
+                    C[i, l] += a * B[j, l]
+    return C
+
+
+@njit(cache=True, nogil=True)
+def _mv(A, x):
+    """A @ x of a small float64 matrix and vector (no BLAS)."""
+    y = np.zeros(A.shape[0])
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            y[i] += A[i, j] * x[j]
+    return y
+
+
+@njit(cache=True, nogil=True)
+def _hat(x):
+    K = np.zeros((3, 3))
+    K[0, 1], K[0, 2], K[1, 0] = -x[2], x[1], x[2]
+    K[1, 2], K[2, 0], K[2, 1] = -x[0], -x[1], x[0]
+    return K
+
+
+@njit(cache=True, nogil=True)
+def _exp_and_right_jacobian(phi):
+    """(Exp(phi), J_r(phi)) of SO(3)."""
+    th = np.sqrt(phi[0] ** 2 + phi[1] ** 2 + phi[2] ** 2)
+    K = _hat(phi)
+    KK = _mm(K, K)
     if th < 1e-6:
-        return np.eye(3) - 0.5 * K
-    return (np.eye(3) - (1 - np.cos(th)) / th**2 * K + (th - np.sin(th)) / th**3 * K @ K)
+        a, b, c = 1.0, 0.5, 1.0 / 6.0
+    else:
+        a, b, c = np.sin(th) / th, (1.0 - np.cos(th)) / th**2, (th - np.sin(th)) / th**3
+    E = np.eye(3) + a * K + b * KK
+    Jr = np.eye(3) - b * K + c * KK
+    return E, Jr
+
+
+@njit(cache=True, nogil=True)
+def _preintegrate_kernel(dts, W0, W1, A0, A1, bg, ba, qg, qa):
+    """The midpoint-rule pre-integration of the module docstring over the sub-intervals
+    ``dts`` (rates and specific forces at each one's two ends): (dR, dv, dp, cov, J_bg, J_ba)."""
+    dR = np.eye(3)
+    dv = np.zeros(3)
+    dp = np.zeros(3)
+    cov = np.zeros((9, 9))
+    Jbg = np.zeros((9, 3))
+    Jba = np.zeros((9, 3))
+    F = np.eye(9)
+    G = np.zeros((9, 6))
+    Q = np.zeros(6)
+    Q[:3], Q[3:] = qg, qa
+    for k in range(dts.shape[0]):
+        dt = dts[k]
+        if dt <= 0:
+            continue
+        # midpoint rule: mean rate for the rotation, mean of the rotated specific forces
+        # at the two ends (the gravity part of f then cancels to second order)
+        wc = 0.5 * (W0[k] + W1[k]) - bg
+        dRk, Jr = _exp_and_right_jacobian(wc * dt)
+        Ra = 0.5 * (_mv(dR, A0[k] - ba) + _mv(_mm(dR, dRk), A1[k] - ba))
+        ac = _mv(dR.T.copy(), Ra)  # the mean specific force in the frame at the start
+        dRa = _mm(dR, _hat(ac))
+        # state transition of (dphi, dv, dp) and the noise input
+        F[0:3, 0:3] = dRk.T
+        F[3:6, 0:3] = -dRa * dt
+        F[6:9, 0:3] = -0.5 * dRa * dt * dt
+        F[6:9, 3:6] = np.eye(3) * dt
+        G[0:3, 0:3] = Jr * dt
+        G[3:6, 3:6] = dR * dt
+        G[6:9, 3:6] = 0.5 * dR * dt * dt
+        cov = _mm(_mm(F, cov), F.T.copy()) + _mm(G * Q, G.T.copy())
+        # bias Jacobians (first order)
+        Jbg = _mm(F, Jbg)
+        Jbg[0:3] -= Jr * dt
+        Jba = _mm(F, Jba)
+        Jba[3:6] -= dR * dt
+        Jba[6:9] -= 0.5 * dR * dt * dt
+        # mean
+        dp = dp + dv * dt + 0.5 * Ra * dt * dt
+        dv = dv + Ra * dt
+        dR = _mm(dR, dRk)
+    return dR, dv, dp, cov, Jbg, Jba
 
 
 def static_bias_and_gravity(imu: ImuData, t0: float, t1: float, max_acc_std: float = 0.6,
