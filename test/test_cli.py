@@ -26,6 +26,8 @@ from prism_ros import cli
         (["demo", "--set", "novalue"], "name=value"),
         (["demo", "--set", "voxel_size_m=0.05"], "truncation_m"),
         (["demo", "--config", "/nonexistent/prism.yaml"], "no such file"),
+        (["run", "synthetic", "--stereo-matcher", "bm"], "only to EuRoC"),
+        (["run", "synthetic", "--stereo-matcher", "census"], "invalid choice"),
     ],
 )
 def test_argument_errors_exit_2(argv, needle, capsys):

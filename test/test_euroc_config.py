@@ -66,7 +66,7 @@ def test_the_depth_noise_is_the_players_stereo_sigma(data_dir):
     """sigma_z(z) = c0 + c2 (z - z0)^2 with c0 = z0 = 0 and c2 = sigma_d / (f b): the sigma the
     EuRoC reader (and so the offline runner) gives every stereo pixel, z^2 sigma_d / (f b)."""
     from prism_ros.core.stereo import StereoRectifier
-    from prism_ros.datasets.euroc import STEREO_SIGMA_D_PX
+    from prism_ros.datasets.euroc import stereo_sigma_d
     from prism_ros.datasets.euroc_files import read_euroc_sensor_yaml
 
     values = _euroc()
@@ -76,7 +76,7 @@ def test_the_depth_noise_is_the_players_stereo_sigma(data_dir):
     if not (mav0 / "cam0" / "sensor.yaml").is_file():
         pytest.skip(f"EuRoC calibration absent at {mav0}")
     c0, c1 = (read_euroc_sensor_yaml(mav0 / c / "sensor.yaml")["calib"] for c in ("cam0", "cam1"))
-    st = StereoRectifier(c0, c1, sigma_d=STEREO_SIGMA_D_PX[2], downscale=2)  # the player's (the default)
+    st = StereoRectifier(c0, c1, sigma_d=stereo_sigma_d(2), downscale=2)  # the player's (the default)
     c2 = st.sigma_d / (st.f * st.baseline)
     assert math.isclose(values["depth_noise_c2_per_m"], c2, rel_tol=0.01), c2
 

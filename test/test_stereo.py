@@ -137,10 +137,13 @@ def test_depth_on_synthetic_stereo_pair():
     np.testing.assert_allclose(s[v], z[v] ** 2 * 0.5 / (f * b), rtol=1e-5)
 
 
-def test_half_resolution_compute_equals_depth_of_the_upsampled_disparity():
+@pytest.mark.parametrize("matcher", ["sgbm", "bm"])
+def test_half_resolution_compute_equals_depth_of_the_upsampled_disparity(matcher):
     """At downscale 2, compute() converts the half-resolution disparity and upsamples depth and
-    sigma; that must give exactly the values of converting disparity()'s full-resolution image."""
-    st, L8, R8, z_true_row = _plane_rig(downscale=2)
+    sigma; that must give exactly the values of converting disparity()'s full-resolution image
+    (with either matcher, and both give the plane's depth)."""
+    st, L8, R8, z_true_row = _plane_rig(downscale=2, matcher=matcher)
+    assert st.matcher == matcher
     grey, z, s = st.compute(L8, R8)
     Lr, Rr = st.rectify(L8, R8)
     z_ref, s_ref = depth_from_disparity(st.disparity(Lr, Rr), st.f, st.baseline, st.sigma_d)
@@ -151,6 +154,13 @@ def test_half_resolution_compute_equals_depth_of_the_upsampled_disparity():
     assert v.mean() > 0.7  # a real depth image, not an empty one that trivially matches
     zt = np.tile(z_true_row[:, None], (1, W_PLANE))
     assert np.median(np.abs(z[v] - zt[v]) / zt[v]) < 0.02
+
+
+def test_bm_only_at_half_resolution():
+    with pytest.raises(ValueError, match="bm"):
+        _plane_rig(downscale=1, matcher="bm")
+    with pytest.raises(ValueError, match="matcher"):
+        _plane_rig(downscale=2, matcher="census")
 
 
 def test_read_sensor_yaml_camera(tmp_path):

@@ -41,6 +41,7 @@ __all__ = [
     "DETECTORS",
     "register_dataset",
     "detect_format",
+    "is_euroc",
     "open_dataset",
 ]
 
@@ -72,6 +73,14 @@ def detect_format(path: str) -> Optional[Tuple[str, type]]:
         except OSError:
             continue
     return None
+
+
+def is_euroc(path: str) -> bool:
+    """Whether ``path`` is a EuRoC recording (an ASL folder or a ROS 1 bag): the stereo options apply."""
+    import os
+
+    found = detect_format(path) if os.path.exists(str(path)) else None
+    return found is not None and issubclass(found[1], EurocDataset)
 
 
 def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) -> Dataset:

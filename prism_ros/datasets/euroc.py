@@ -10,7 +10,9 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
 * Frames are the stereo pairs with identical cam0/cam1 stamps (stamps in seconds,
   from the integer nanoseconds).  Each frame is rectified (:mod:`prism_ros.core.stereo`),
   its depth comes from StereoSGBM with a left-right check (``stereo_downscale=2``, the
-  default: at half resolution, ~8 ms a pair; 1: full resolution, ~110 ms),
+  default: at half resolution, ~8-20 ms a pair by the machine's load; 1: full resolution,
+  ~110 ms; ``stereo_matcher="bm"``: StereoBM at half resolution, about half SGBM's time, an
+  option, see :data:`prism_ros.core.stereo.BM_BLOCK_SIZE`),
   ``depth_sigma`` = z^2 sigma_d / (f b) from the disparity noise ``sigma_d``
   (default :data:`STEREO_SIGMA_D_PX`, fitted on a simulated flight), and ``rgb``
   repeats the rectified grey left image in three channels.
@@ -18,7 +20,7 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
   and the player skip the frame) naming the frame, the camera and the problem, with
   ``kind`` the code of :func:`prism_ros.core.stereo.check_stereo_pair`: an image
   missing or unreadable (``missing_left`` / ``missing_right``), of the wrong size
-  (``size``), black or saturated (``black`` / ``saturated``: StereoSGBM would return
+  (``size``), black or saturated (``black`` / ``saturated``: the matcher would return
   no depth, or some wrong depth, for them; thresholds in :mod:`prism_ros.core.stereo`).
   Stamps in only one camera's ``data.csv`` are not frames (only identical stamps pair).
 * Poses (``T_w_c_gt``) are those of the RECTIFIED LEFT camera:
@@ -93,13 +95,20 @@ def read_gt_file(path):
     return a[:, 0], a[:, 1:4], a[:, 4:8]
 
 
-#: disparity noise sigma_d (full-resolution px) of StereoRectifier per downscale, the
-#: default of ``sigma_d``: half the 95.4 % quantile of |disparity - exact disparity| over
+#: disparity noise sigma_d (full-resolution px) of StereoRectifier per (matcher, downscale),
+#: the default of ``sigma_d``: half the 95.4 % quantile of |disparity - exact disparity| over
 #: the pixels valid in both (so that 2 sigma_z covers 95.4 % of them), fitted on the
 #: simulated V1_02 flight, seed 0 (``prism-ros simulate ../shared/data/euroc_V1_02_medium_imu_gt
 #: --out V102_s0 --seed 0``; ``prism-ros stereo-eval V102_s0 --every 10`` -> 0.374 px at
-#: downscale 2, ``--every 20 --downscale 1`` -> 0.271 px); validated on seed 1.
-STEREO_SIGMA_D_PX = {1: 0.27, 2: 0.37}
+#: downscale 2, ``--matcher bm`` 0.251 px, ``--every 20 --downscale 1`` 0.271 px); validated
+#: on seed 1 (2 sigma coverage: SGBM 0.947, BM 0.949).
+STEREO_SIGMA_D_PX = {("bm", 2): 0.25, ("sgbm", 2): 0.37, ("sgbm", 1): 0.27}
+
+
+def stereo_sigma_d(downscale: int = 2, matcher: Optional[str] = None) -> float:
+    """The default disparity sigma (full-resolution px) of :data:`STEREO_SIGMA_D_PX` (``matcher``
+    None: StereoSGBM, the default)."""
+    return STEREO_SIGMA_D_PX[(matcher or "sgbm", int(downscale))]
 
 
 class EurocDataset(DatasetBase):
@@ -116,7 +125,8 @@ class EurocDataset(DatasetBase):
     def __init__(self, path, start: int = 0, frames: Optional[int] = None, gt_path=None,
                  require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: Optional[float] = None,
                  num_disparities: int = 96, block_size: int = 5, lr_max_diff: float = 1.0,
-                 use_imu: bool = True, imu_init_window_s: float = 1.0, stereo_downscale: int = 2):
+                 use_imu: bool = True, imu_init_window_s: float = 1.0, stereo_downscale: int = 2,
+                 stereo_matcher: Optional[str] = None):
         mav0 = _mav0(path)
         if mav0 is None:
             raise ValueError(f"'{path}' is not an EuRoC (ASL) folder: no mav0/cam0/data.csv")
@@ -125,7 +135,7 @@ class EurocDataset(DatasetBase):
         root_name = Path(path).resolve().name
         self.name = f"euroc:{self.root.resolve().name if root_name == 'mav0' else root_name}"
         self._init_calibration(mav0, sigma_d=sigma_d, num_disparities=num_disparities, block_size=block_size,
-                               lr_max_diff=lr_max_diff, downscale=stereo_downscale)
+                               lr_max_diff=lr_max_diff, downscale=stereo_downscale, matcher=stereo_matcher)
 
         left = dict(_read_cam_csv(mav0 / "cam0" / "data.csv"))
         right = dict(_read_cam_csv(mav0 / "cam1" / "data.csv"))
@@ -146,17 +156,18 @@ class EurocDataset(DatasetBase):
 
     # ------------------------------------------------------------------ setup (shared with EurocBagDataset)
     def _init_calibration(self, mav0: Path, sigma_d: Optional[float], num_disparities: int, block_size: int,
-                          lr_max_diff: float, downscale: int = 2) -> None:
+                          lr_max_diff: float, downscale: int = 2, matcher: Optional[str] = None) -> None:
         """Stereo rectifier, camera and T_body_cam from ``mav0/cam{0,1}/sensor.yaml``."""
         for cam in ("cam0", "cam1"):
             if not (mav0 / cam / "sensor.yaml").is_file():
                 raise ValueError(f"EuRoC calibration: {mav0 / cam / 'sensor.yaml'} not found")
         c0 = read_euroc_sensor_yaml(mav0 / "cam0" / "sensor.yaml")["calib"]
         c1 = read_euroc_sensor_yaml(mav0 / "cam1" / "sensor.yaml")["calib"]
+        matcher = matcher or "sgbm"
         if sigma_d is None:
-            sigma_d = STEREO_SIGMA_D_PX[int(downscale)]
+            sigma_d = stereo_sigma_d(downscale, matcher)
         self.stereo = StereoRectifier(c0, c1, num_disparities=num_disparities, block_size=block_size,
-                                      sigma_d=sigma_d, lr_max_diff=lr_max_diff, downscale=downscale)
+                                      sigma_d=sigma_d, lr_max_diff=lr_max_diff, downscale=downscale, matcher=matcher)
         self.camera = self.stereo.camera
         #: rectified left camera -> body (IMU) frame
         self.T_body_cam = self.stereo.T_B_rect.copy()
@@ -278,7 +289,7 @@ class EurocDataset(DatasetBase):
 
     def _load(self, i: int) -> Frame:
         L, R = self.raw_pair(i)
-        self._check_pair(i, L, R)  # black / saturated: no depth (SGBM would invent some)
+        self._check_pair(i, L, R)  # black / saturated: no depth (the matcher would invent some)
         grey, depth, sigma = self.stereo.compute(L, R)
         rgb = np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
         gt = None if self._gt is None or self._gt[i] is None else np.array(self._gt[i])

@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calib", metavar="PATH", default=None,
                     help="EuRoC ROS 1 bags: calibration folder (EuRoC ASL folder or its mav0); the bag is then "
                          "played like an EuRoC folder (rectified image + depth + camera_info + IMU)")
+    ap.add_argument("--stereo-matcher", choices=("sgbm", "bm"), default=None,
+                    help="EuRoC stereo depth: StereoSGBM (default) or StereoBM (about half the time; the node's "
+                         "depth noise then follows its sigma_d, see the printed parameters)")
     ap.add_argument("--topic-map", action="append", default=[], metavar="SRC:=DST", help="bag topic mapping (repeatable)")
     ap.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable", help="publisher QoS (default reliable)")
     ap.add_argument("--clock-hz", type=float, default=50.0, help="/clock publication rate between frames (0: only at frames)")
@@ -361,6 +364,12 @@ class _Player:
 
         a = self.args
         kw = {"calib": a.calib} if getattr(a, "calib", None) else {}
+        if getattr(a, "stereo_matcher", None):
+            from prism_ros.datasets import is_euroc
+
+            if not is_euroc(a.path):
+                raise ValueError(f"--stereo-matcher applies only to EuRoC recordings; {a.path} is not one")
+            kw["stereo_matcher"] = a.stereo_matcher
         ds = open_dataset(a.path, start=a.start, frames=a.frames, **kw)
         n = len(ds)
         if n == 0:

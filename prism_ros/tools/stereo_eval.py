@@ -58,6 +58,7 @@ def evaluate_stereo(ds, indices) -> Dict[str, float]:
         "valid_fraction": float(np.mean(valid)),
         "sigma_d_px": float(st.sigma_d),
         "downscale": int(getattr(st, "downscale", 1)),
+        "matcher": str(getattr(st, "matcher", "sgbm")),
     }
     if errs:
         e = np.abs(np.concatenate(errs))
@@ -80,12 +81,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--every", type=int, default=10, help="use every K-th pair (default: %(default)s)")
     p.add_argument("--frames", type=int, default=None, help="first N pairs only")
     p.add_argument("--downscale", type=int, default=2, choices=(1, 2), help="stereo resolution divisor (default: 2)")
+    p.add_argument("--matcher", choices=("bm", "sgbm"), default=None,
+                   help="stereo matcher (default: the dataset's, StereoBM at downscale 2, SGBM at 1)")
     p.add_argument("--sigma-d", type=float, default=None, help="disparity sigma in px (default: the dataset's)")
     args = p.parse_args(argv)
     from prism_ros.datasets import EurocDataset
 
     ds = EurocDataset(args.path, frames=args.frames, stereo_downscale=args.downscale, sigma_d=args.sigma_d,
-                      use_imu=False)
+                      stereo_matcher=args.matcher, use_imu=False)
     idx = list(range(0, len(ds), max(1, args.every)))
     ds.stereo.compute(*ds.raw_pair(idx[0]))  # warm-up (OpenCV allocations)
     print(json.dumps(evaluate_stereo(ds, idx), indent=2))
