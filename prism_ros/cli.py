@@ -106,6 +106,10 @@ def print_summary(m: Dict[str, Any], out_dir: str, cfg=None, file=None) -> None:
         w(f"  pose_coverage_95       {_fmt(m, 'pose_coverage_95')}  (ideal 0.95; consecutive relative motions)")
     w(f"  tracking failures      {m.get('tracking_failures')}")
     w(f"  speed                  {_fmt(m, 'fps', 1, '{:.1f}')} fps filter, {_fmt(m, 'fps_total', 1, '{:.1f}')} fps with loading (warm-up {_fmt(m, 'warmup_s', 1, '{:.1f}', ' s')} excluded)")
+    if m.get("cpu_ms_per_frame") is not None:
+        stolen = m.get("cpu_steal_fraction")
+        w(f"  CPU                    {m['cpu_ms_per_frame']:.1f} ms a frame on {m.get('cpu_cores_used') or 0:.2f} cores"
+          + (f" ({100 * stolen:.0f} % of the machine taken by the hypervisor meanwhile)" if stolen else ""))
     st = m.get("stage_ms") or {}
     if st:
         w("  median stage ms        " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()))

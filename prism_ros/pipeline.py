@@ -39,7 +39,7 @@ from prism_ros.core.image import InvalidFrameError
 from prism_ros.core.imu import ImuNoise
 from prism_ros.core.types import Control, StepResult
 from prism_ros.datasets.base import FrameLoadError, check_pose
-from prism_ros.stats import StageStats
+from prism_ros.stats import CpuMeter, StageStats
 
 __all__ = [
     "PipelineFrame",
@@ -373,6 +373,8 @@ class RunStats:
     peak_rss_after_setup_mb: float = float("nan")
     load_ms: List[float] = field(default_factory=list)
     step_ms: List[float] = field(default_factory=list)
+    #: :meth:`prism_ros.stats.CpuMeter.figures` of the loop (loading and steps, all threads)
+    cpu: Dict[str, Optional[float]] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -468,6 +470,7 @@ def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
     pipe: Optional[Pipeline] = None
     rs = RunStats()
     t_loop = time.perf_counter()
+    meter = CpuMeter()
     for i, frame, load_s in _frames(dataset, prefetch):
         if isinstance(frame, FrameLoadError):
             rs.skipped.append(i)
@@ -481,6 +484,7 @@ def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
             rs.setup_s = time.perf_counter() - t1
             rs.peak_rss_after_setup_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
             t_loop = time.perf_counter()
+            meter.reset()
         else:
             rs.load_s += load_s
             rs.load_ms.append(load_s * 1e3)
@@ -501,6 +505,7 @@ def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
             if rs.frames and rs.frames % 10 == 0:
                 bar.set_postfix(fps=f"{rs.fps:.1f}")
     rs.wall_s = time.perf_counter() - t_loop
+    rs.cpu = meter.figures(rs.frames)
     if bar is not None:
         bar.close()
     if pipe is None:

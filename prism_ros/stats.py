@@ -14,12 +14,15 @@ Percentiles are the upper edge of the bin that holds them: at most 1 ms high.
 """
 from __future__ import annotations
 
+import os
+import resource
+import time
 from collections import deque
 from typing import Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["LatencyHistogram", "MAX_MS", "StageStats", "summarize_stages"]
+__all__ = ["CpuMeter", "LatencyHistogram", "MAX_MS", "StageStats", "summarize_stages"]
 
 
 def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
@@ -36,6 +39,51 @@ def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, fl
             out[k] = {"median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "mean": float(v.mean()),
                       "max": float(v.max()), "n": int(v.size)}
     return out
+
+
+def _process_cpu_s() -> float:
+    """User + system CPU seconds of this process, all its threads."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _steal_s(path: str = "/proc/stat") -> Optional[float]:
+    """CPU seconds the hypervisor took from this machine since boot, all CPUs summed (the
+    ``steal`` column of Linux's /proc/stat), or None where it cannot be read."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError, AttributeError):
+        return None
+
+
+class CpuMeter:
+    """CPU time of this process and the hypervisor's steal over an interval (from
+    :meth:`reset`): what a frame costs on the machine, whatever else shares it.
+
+    On a virtual machine the host may run other guests on the same cores ("steal"); the
+    wall clock then slows down while the process's CPU time per frame does not, so
+    ``cpu_ms_per_frame`` compares runs across a noisy machine and bounds the frame rate
+    any number of cores can reach: ``1000 * cores / cpu_ms_per_frame``."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0, self.cpu0, self.steal0 = time.perf_counter(), _process_cpu_s(), _steal_s()
+
+    def figures(self, frames: int) -> Dict[str, Optional[float]]:
+        """``cpu_ms_per_frame``, ``cpu_cores_used`` (CPU seconds per wall second) and
+        ``cpu_steal_fraction`` (the machine's capacity the hypervisor took; None off Linux)."""
+        wall = time.perf_counter() - self.t0
+        cpu = _process_cpu_s() - self.cpu0
+        steal = _steal_s()
+        stolen = None if steal is None or self.steal0 is None or wall <= 0 else \
+            (steal - self.steal0) / (wall * (os.cpu_count() or 1))
+        return {"cpu_ms_per_frame": 1e3 * cpu / frames if frames > 0 else None,
+                "cpu_cores_used": cpu / wall if wall > 0 else None,
+                "cpu_steal_fraction": stolen}
 
 
 class StageStats:

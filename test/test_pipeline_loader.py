@@ -65,3 +65,32 @@ def test_prefetch_loads_in_order_in_one_thread_below_the_filter(cv_threads):
 def test_without_prefetch_the_caller_loads_at_its_own_priority(cv_threads):
     ds, _, main_tid, main_nice = _load_all(prefetch=0)
     assert {(tid, nice, n) for _, tid, nice, n in ds.seen} == {(main_tid, main_nice, cv_threads)}
+
+
+def test_cpu_meter_counts_this_process_cpu_time(tmp_path, monkeypatch):
+    """CpuMeter: about 100 ms of busy work over 4 'frames' is about 25 ms a frame on one core;
+    sleeping costs no CPU; the steal is /proc/stat's 8th value over the wall time and the cores."""
+    import os
+    import time
+
+    from prism_ros import stats
+    from prism_ros.stats import CpuMeter
+
+    fake = tmp_path / "stat"
+    fake.write_text("cpu  1579371 288897 58288 7465668 3982 0 8932 175338 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert stats._steal_s(str(fake)) == 175338 / os.sysconf("SC_CLK_TCK")
+    assert stats._steal_s(str(tmp_path / "absent")) is None
+    steal = iter([10.0, 10.0 + 0.05 * (os.cpu_count() or 1)])  # 50 ms of every core stolen
+    monkeypatch.setattr(stats, "_steal_s", lambda: next(steal))
+    m = CpuMeter()
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.1:
+        pass
+    time.sleep(0.1)
+    f = m.figures(4)
+    assert 20.0 < f["cpu_ms_per_frame"] < 40.0, f
+    assert 0.3 < f["cpu_cores_used"] < 0.8, f  # 0.1 s busy in about 0.2 s of wall clock
+    assert 0.15 < f["cpu_steal_fraction"] < 0.3, f  # 0.05 s of about 0.2 s
+    monkeypatch.setattr(stats, "_steal_s", lambda: None)
+    f0 = CpuMeter().figures(0)  # no frames, no /proc/stat
+    assert f0["cpu_ms_per_frame"] is None and f0["cpu_steal_fraction"] is None

@@ -23,6 +23,10 @@ Figures (per system, also written with ``--json``):
   warm-up included, are excluded, as in ``metrics.json`` of ``prism-ros run``).
   PRISM's loop (:func:`prism_ros.pipeline.run_dataset`) loads two frames ahead in a
   background thread, as ``prism-ros run`` does; the peer loads in its loop;
+* ``cpu_ms_per_frame`` (user + system CPU of the child over the same loop, all threads),
+  ``cpu_cores_used``, ``cpu_steal_fraction`` (:class:`prism_ros.stats.CpuMeter`): on a
+  shared virtual machine the FPS fall while the hypervisor runs other guests, the CPU
+  time per frame does not;
 * per-stage median and p95 milliseconds (``StepResult.timings_ms`` for PRISM);
 * ``peak_rss_mb``: the child's peak RSS in MiB (``ru_maxrss``);
 * ``ate_rmse_m``: ATE RMSE after SE(3) (Umeyama) alignment, like ``evo_ape -a``.
@@ -54,7 +58,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from prism_ros.stats import summarize_stages
+from prism_ros.stats import CpuMeter, summarize_stages
 
 __all__ = ["main", "build_parser", "machine_info", "summarize_stages", "PEERS", "OPEN3D_DEFAULTS", "TARGETS"]
 
@@ -218,6 +222,7 @@ class _Run:
         self.t_loop = time.perf_counter()
         self.wall_s: Optional[float] = None  # set by a worker that timed its own loop
         self.started = False
+        self.cpu = CpuMeter()
 
     def setup_done(self, t_setup_start: float) -> None:
         self.setup_s = time.perf_counter() - t_setup_start
@@ -225,6 +230,7 @@ class _Run:
         self.extra["rss_after_setup_mb"] = _mib(_current_rss_bytes())
         self.started = True
         self.t_loop = time.perf_counter()  # the wall clock for fps_total starts here
+        self.cpu.reset()
 
     def loaded(self, t0: float, t1: float) -> None:
         if self.started:  # the first frame's loading is part of the setup
@@ -256,6 +262,7 @@ class _Run:
             "load_ms_mean": 1e3 * float(np.mean(load_s)) if load_s else None,
             "setup_s": self.setup_s,
             "tracking_failures": self.failures,
+            **self.cpu.figures(n),
             "stages_ms": summarize_stages(self.rows),
             "per_frame": {
                 "step_ms": [1e3 * s for s in step_s],
@@ -292,6 +299,7 @@ def _worker_prism(spec: Dict[str, Any]) -> Dict[str, Any]:
     extra["warmup_s"] = rs.warmup_s
     extra["controls_used"] = rs.controls_used
     extra["peak_rss_after_setup_mb"] = rs.peak_rss_after_setup_mb
+    extra.update(rs.cpu)  # the loop's own CPU figures (set-up and warm-up excluded)
     try:
         extra["map_blocks"] = int(filt.map.num_blocks)
         extra["map_memory_mb"] = float(filt.map.memory_bytes) / 2**20
@@ -543,6 +551,7 @@ def print_report(doc: Dict[str, Any], file=None) -> None:
     row("FPS (filter)", "fps", "{:.2f}")
     row("FPS (with loading)", "fps_total", "{:.2f}")
     row("step ms (mean)", "step_ms_mean", "{:.1f}")
+    row("CPU ms a frame", "cpu_ms_per_frame", "{:.1f}")
     row("peak RSS MiB", "peak_rss_mb", "{:.0f}")
     row("ATE RMSE cm", "ate_rmse_m", "{:.2f}", 100.0)
     row("ATE max cm", "ate_max_m", "{:.2f}", 100.0)

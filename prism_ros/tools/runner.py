@@ -82,7 +82,10 @@ def run_offline(
       thread, + steps, wall clock, from the first
       step on: the first frame's loading is setup like the warm-up), ``stage_ms``
       (median per stage), ``peak_rss_mb``, ``tracking_failures``,
-      ``map_blocks``, ``map_memory_mb``, ``warmup_s``; with ground truth also
+      ``map_blocks``, ``map_memory_mb``, ``warmup_s``, ``cpu_ms_per_frame``,
+      ``cpu_cores_used`` and ``cpu_steal_fraction`` (:class:`prism_ros.stats.CpuMeter`: the
+      loop's CPU time, which a shared virtual machine's steal does not inflate as it does
+      the FPS); with ground truth also
       ``ate_rmse_m`` (SE(3) Umeyama alignment, like ``evo_ape -a``),
       ``ate_max_m``, ``rpe_trans_rmse_m`` / ``rpe_rot_rmse_deg`` (frame to
       frame); for a dataset with an exact SDF (the synthetic one) also
@@ -123,6 +126,7 @@ def run_offline(
         "inlier_ratio_median": float(np.median(inl)),
         "iterations_median": float(np.median(rec.iterations)),
         "controls_used": int(rs.controls_used),
+        **rs.cpu,
     }
     m["stage_ms"] = pipe.stats.medians()
 
