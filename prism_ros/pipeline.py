@@ -121,7 +121,7 @@ def imu_noise_from_config(cfg) -> ImuNoise:
 class ImuControls:
     """IMU controls from an :class:`~prism_ros.core.controls.ImuBuffer` (the node's IMU topic).
 
-    No control across a gap longer than ``max_dt_s``, where the buffer does not cover the
+    No control across a gap longer than ``control_max_dt_s``, where the buffer does not cover the
     interval (or has an IMU gap in it), or while a moving start is refused (the buffer then
     aligns gravity from ``pose_alignment_s`` of the filter's poses); :attr:`note` says why
     (the caller logs it, throttled).  With ``bias_window_s`` > 0 the biases are refined about
@@ -141,7 +141,7 @@ class ImuControls:
         t0, t1 = prev.stamp, cur.stamp
         self.note = None
         if t1 - t0 > self.max_dt_s:
-            self.note = f"{t1 - t0:.3f} s since the last frame (> max_dt_s); using the constant-velocity model"
+            self.note = f"{t1 - t0:.3f} s since the last frame (> control_max_dt_s); using the constant-velocity model"
             return None
         self._refine_biases(t0, state.T_w_c)
         ctl = self.buffer.control(t0, t1, state.T_w_c, state.nu, state.P, state.Sigma)

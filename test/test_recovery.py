@@ -142,3 +142,35 @@ def test_a_jump_recovered_after_a_tracked_frame_keeps_the_measured_velocity():
     assert np.linalg.norm(true_nu[:3]) > 2.0
     assert np.linalg.norm(r.velocity[:3] - true_nu[:3]) < 0.05, (r.velocity[:3], true_nu[:3])
     assert all(r.outcome is StepOutcome.OK for r, _ in out[11:])
+
+
+def test_an_imu_control_bridges_a_gap_longer_than_max_dt_s():
+    """The node fell 0.8 s behind (synthetic, 30 Hz stamps, frames 10-33 dropped; max_dt_s
+    0.5).  With a control across the gap (the IMU's increment and its twist at the frame) the
+    frame is tracked from the control's prediction as any other, and the velocity is the
+    IMU's (the step between the poses is the mean over the gap, not the current velocity).
+    Without one the gap restarts the motion model at rest, as before.  (On the simulated
+    V1_02 flight at rate 1 every lost node run started at such a gap, 0.55-0.85 s.)"""
+    from prism_ros.core import se3
+    from prism_ros.core.types import Control
+
+    ds = open_dataset("synthetic:40@320x240,seed=2")
+    gt = [ds[i].T_w_c_gt for i in range(len(ds))]
+    nu_true = se3.log(se3.inv(gt[33]) @ gt[34]) * 30.0  # the twist at frame 34 (camera frame)
+    gap_ctl = Control(se3.inv(gt[9]) @ gt[34], np.diag([1e-4] * 3 + [1e-5] * 3), nu_curr=nu_true,
+                      nu_cov=np.eye(6) * 1e-4)
+    for control in (gap_ctl, None):
+        f = PrismFilter(PrismConfig(), ds.camera, T_w_c0=gt[0])
+        assert f.cfg.max_dt_s < 25 / 30.0 <= f.cfg.control_max_dt_s
+        res = [f.step(ds[i].rgb, ds[i].depth, i / 30.0) for i in range(10)]
+        r = f.step(ds[34].rgb, ds[34].depth, 34 / 30.0, control)
+        assert r.tracking_ok, r.status
+        assert np.linalg.norm(r.T_w_c[:3, 3] - gt[34][:3, 3]) < 0.01
+        if control is not None:
+            assert r.outcome is StepOutcome.OK and r.status == "ok", r.status
+            np.testing.assert_allclose(r.velocity, nu_true)
+        else:
+            np.testing.assert_allclose(r.velocity, 0.0)  # restarted at rest
+        nxt = f.step(ds[35].rgb, ds[35].depth, 35 / 30.0)
+        assert nxt.outcome is StepOutcome.OK and all(x.tracking_ok for x in res)
+        assert np.linalg.norm(nxt.T_w_c[:3, 3] - gt[35][:3, 3]) < 0.01

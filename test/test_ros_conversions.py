@@ -301,3 +301,33 @@ def test_surface_cloud_colour_modes():
     c = cv.unpack_rgb_float(sig["rgb"]).astype(int)
     assert c[0, 2] > c[0, 0] and c[2, 0] > c[2, 2]
     np.testing.assert_array_equal(sig["weight"], [1, 2, 3])
+
+
+def test_rgbd_pairs_are_decoded_where_processed_not_on_arrival(monkeypatch):
+    """RgbdAssembler hands a pair on still encoded (a pair the full queue drops is never
+    decoded); decode() gives the arrays, and a pair whose data cannot be decoded is reported
+    then, as a bad frame."""
+    from prism_ros.ros.frames import RgbdAssembler
+
+    cam = Camera(50.0, 50.0, 31.5, 23.5, 64, 48)
+    reports, delivered = [], []
+    rgbd = RgbdAssembler(("/c", "/d", "/i"), 0.02, lambda *r: reports.append(r), delivered.append)
+    rgbd.on_info(cv.camera_to_camera_info(cam))
+    calls = []
+    real = cv.image_to_rgb
+    monkeypatch.setattr(cv, "image_to_rgb", lambda m: calls.append(1) or real(m))
+    grey = RNG.integers(0, 255, (48, 64), dtype=np.uint8)
+    depth = np.full((48, 64), 1.25, np.float32)
+    for k in range(3):
+        h = Header()
+        h.stamp = cv.sec_to_stamp(10.0 + 0.05 * k)
+        rgbd.on_image(0, cv.rgb_to_image(np.repeat(grey[:, :, None], 3, axis=2), h, "mono8"), None)
+        rgbd.on_image(1, cv.depth_to_image(depth, h, "32FC1"), None)
+    assert len(delivered) == 3 and calls == [] and reports == []
+    fr = rgbd.decode(delivered[-1])
+    assert calls == [1] and fr.stamp == pytest.approx(10.1)
+    np.testing.assert_array_equal(fr.rgb, np.repeat(grey[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(fr.depth, depth)
+    delivered[0].color.data = delivered[0].color.data[:100]  # truncated in transit
+    assert rgbd.decode(delivered[0]) is None
+    assert reports and reports[-1][:2] == ("bad", "color"), reports

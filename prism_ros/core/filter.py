@@ -212,8 +212,10 @@ class PrismFilter:
             s = self.motion.initial_state(self.T_w_c0, stamp)
             return s.T_w_c, self.recovery.broad_prior.copy(), s.nu, s.P, 0.0, True
         s = self.state
-        gap = stamp - s.stamp > self.cfg.max_dt_s  # the dynamics cannot bridge it
-        dt = self.motion.clamp_dt(stamp - s.stamp)
+        raw_dt = stamp - s.stamp
+        # a control (IMU, odometry) bridges up to control_max_dt_s, the constant-velocity model max_dt_s
+        gap = raw_dt > (self.cfg.max_dt_s if control is None else self.cfg.control_max_dt_s)
+        dt = self.motion.clamp_dt(raw_dt) if control is None or gap else max(raw_dt, 1e-4)
         T_pred, Sigma_pred, nu_pred, P_pred = self.motion.predict(s, dt, control)
         return T_pred, Sigma_pred, nu_pred, P_pred, dt, gap
 
@@ -257,7 +259,9 @@ class PrismFilter:
         the simulated V1_02 turn a restart at rest there lost the next frames, the camera moving
         at 2 m/s); otherwise (a gap, a loss before) a restart at rest.  Under the
         constant-velocity model it uses the tracker's data-only information, so the prior
-        (built from the velocity) counts once (:meth:`MotionModel.velocity_update`)."""
+        (built from the velocity) counts once (:meth:`MotionModel.velocity_update`).  After a
+        gap longer than ``max_dt_s`` that an IMU control bridged, the IMU's velocity at this
+        frame."""
         if outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0:
             return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, np.zeros(6),
                                                self.motion.P0.copy(), dt)
@@ -266,6 +270,10 @@ class PrismFilter:
                     and np.sqrt(np.linalg.eigvalsh(Sigma_new[:3, :3]).max()) < self.cfg.recovery_prior_sigma_m:
                 return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
             return np.zeros(6), self.motion.P0.copy()
+        if control is not None and control.nu_curr is not None and dt > self.cfg.max_dt_s:
+            # a gap the control bridged: the step between the poses is the mean velocity over it,
+            # not the current one; the IMU's velocity at this frame is
+            return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
         cv = control is None
         return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt,
                                            T_pred if cv else None, tr.H_data if cv else None)

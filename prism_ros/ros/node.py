@@ -329,7 +329,7 @@ class PrismNode(Node):
                 try:
                     self._process(item)
                 except Exception as e:
-                    self._error("step", f"filter step failed at t={item.frame.stamp:.6f}: {type(e).__name__}: {e}")
+                    self._error("step", f"filter step failed at t={item.stamp:.6f}: {type(e).__name__}: {e}")
             else:
                 self._state_out.publish_path()
             if "reconfigure" in requests:
@@ -343,7 +343,7 @@ class PrismNode(Node):
     def _start_pipeline(self, camera: Camera) -> None:
         controls = None
         if self.cfg.control_mode == "imu":
-            controls = ImuControls(self._imu, self.cfg.max_dt_s, self.cfg.imu_bias_window_s)
+            controls = ImuControls(self._imu, self.cfg.control_max_dt_s, self.cfg.imu_bias_window_s)
         elif self.cfg.control_mode == "odometry":
             controls = OdomControls(self._odom, self.T_base_camera)
         self._pipeline = Pipeline(self.cfg, camera, self.T_base_camera.copy(), controls,
@@ -363,9 +363,12 @@ class PrismNode(Node):
         elif item.camera != self._pipeline.camera:
             return self._error("camera_changed", f"camera_info changed to {item.camera} but the filter runs with "
                                f"{self._pipeline.camera}; frame skipped (call ~/reset to restart with the new intrinsics)")
+        frame = self._rgbd.decode(item)
+        if frame is None:  # reported
+            return
         last = self._pipeline.prev.stamp if self._pipeline.prev is not None else None
-        out = self._pipeline.process(item.frame)
-        t = item.frame.stamp
+        out = self._pipeline.process(frame)
+        t = frame.stamp
         if out.was_reset:
             self._log.warning(f"input time jumped back from {last:.3f} to {t:.3f} s: resetting the filter")
             self._after_restart()
