@@ -176,6 +176,8 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
     print(f"EuRoC two-process: {len(idx)}/{n} frames processed ({100 * frac:.1f} %) in {wall:.0f} s at rate {RATE}; "
           f"body ATE {100 * ate:.2f} cm; unaligned motion error {100 * drift:.2f} cm over {100 * moved:.0f} cm; "
           f"body velocity error {v_err:.3f} m/s rms (in camera axes: {v_err_cam:.3f}; speed {v_rms:.3f} m/s rms)")
+    diag = [ln for ln in node.text().splitlines() if "diagnostics:" in ln]
+    print("node, last diagnostics:", diag[-1] if diag else "none (the run was shorter than diagnostics_period_s)")
     assert frac >= MIN_PROCESSED, node.text()[-3000:]
     assert ate <= MAX_ATE_M
     assert moved > 0.2 and drift <= 0.05  # the body's own motion, not the camera's (89 deg yaw apart)
