@@ -128,9 +128,9 @@ class ImuControls:
     once a second from that much of the filter's pose track (:meth:`ImuBuffer.refine_biases`);
     :attr:`bias_estimate` is the last refinement."""
 
-    def __init__(self, buffer: ImuBuffer, max_dt_s: float, bias_window_s: float = 0.0):
+    def __init__(self, buffer: ImuBuffer, control_max_dt_s: float, bias_window_s: float = 0.0):
         self.buffer = buffer
-        self.max_dt_s = float(max_dt_s)
+        self.control_max_dt_s = float(control_max_dt_s)
         self.bias_window_s = float(bias_window_s)
         self.note: Optional[str] = None
         self.bias_estimate = None
@@ -140,7 +140,7 @@ class ImuControls:
     def control(self, prev: PipelineFrame, cur: PipelineFrame, state) -> Optional[Control]:
         t0, t1 = prev.stamp, cur.stamp
         self.note = None
-        if t1 - t0 > self.max_dt_s:
+        if t1 - t0 > self.control_max_dt_s:
             self.note = f"{t1 - t0:.3f} s since the last frame (> control_max_dt_s); using the constant-velocity model"
             return None
         self._refine_biases(t0, state.T_w_c)

@@ -168,7 +168,7 @@ FILTER_PARAMS: Tuple[ParamSpec, ...] = (
     _p("initial_velocity_sigma_mps", 0.5, "Prior standard deviation on the initial linear velocity.", 1e-4, 100.0),
     _p("initial_angular_velocity_sigma_radps", 1.0, "Prior standard deviation on the initial angular velocity.", 1e-4, 100.0),
     _p("max_dt_s", 0.5, "Without a control, a longer gap between frames is one the constant-velocity model cannot bridge: it is clamped to this, the velocity restarts at rest and the frame is tracked as after a gap (recovery if doubtful).", 1e-3, 100.0),
-    _p("control_max_dt_s", 1.0, "A control (IMU or odometry) carries the prediction across a gap between frames up to this long (dropped frames, a node falling behind); the velocity after such a gap is the IMU's. Longer gaps are treated as max_dt_s gaps. Simulated V1_02 flight, the node at rate 1 on 2 cores: every lost run started at a 0.55-0.85 s gap that fell back to constant velocity (README 'EuRoC / drone').", 1e-3, 100.0),
+    _p("control_max_dt_s", 1.0, "A control (IMU or odometry) carries the prediction across a gap between frames up to this long (dropped frames, a node falling behind); the velocity after such a gap is the IMU's. Longer gaps are treated as max_dt_s gaps. Chosen, not fitted: above the longest gap seen (the node at rate 1 on 2 cores, simulated V1_02 flight: every lost run had started at a 0.55-0.85 s gap that fell back to constant velocity; README 'EuRoC / drone'); the control's own covariance grows with the gap and widens the tracker's prior.", 1e-3, 100.0),
 )
 
 

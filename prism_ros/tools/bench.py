@@ -223,6 +223,7 @@ class _Run:
         self.wall_s: Optional[float] = None  # set by a worker that timed its own loop
         self.started = False
         self.cpu = CpuMeter()
+        self.cpu_figures: Optional[Dict[str, Optional[float]]] = None  # set by a worker that metered its own loop
 
     def setup_done(self, t_setup_start: float) -> None:
         self.setup_s = time.perf_counter() - t_setup_start
@@ -262,7 +263,7 @@ class _Run:
             "load_ms_mean": 1e3 * float(np.mean(load_s)) if load_s else None,
             "setup_s": self.setup_s,
             "tracking_failures": self.failures,
-            **self.cpu.figures(n),
+            **(self.cpu_figures if self.cpu_figures is not None else self.cpu.figures(n)),
             "stages_ms": summarize_stages(self.rows),
             "per_frame": {
                 "step_ms": [1e3 * s for s in step_s],
@@ -293,13 +294,13 @@ def _worker_prism(spec: Dict[str, Any]) -> Dict[str, Any]:
     pipe, rs = run_dataset(ds, cfg, [rec], progress=False, log=lambda msg: None)
     filt = pipe.filter
     run.setup_s, run.wall_s, run.skipped = rs.setup_s, rs.wall_s, rs.skipped
+    run.cpu_figures = rs.cpu  # run_dataset's loop (set-up and warm-up excluded)
     run.step_s, run.load_s = [ms * 1e-3 for ms in rs.step_ms], [ms * 1e-3 for ms in rs.load_ms]
     run.rows, run.T_est, run.T_gt = rec.timings, rec.T_est, rec.T_gt
     run.failures = int(len(rec) - sum(rec.tracking_ok))
     extra["warmup_s"] = rs.warmup_s
     extra["controls_used"] = rs.controls_used
     extra["peak_rss_after_setup_mb"] = rs.peak_rss_after_setup_mb
-    extra.update(rs.cpu)  # the loop's own CPU figures (set-up and warm-up excluded)
     try:
         extra["map_blocks"] = int(filt.map.num_blocks)
         extra["map_memory_mb"] = float(filt.map.memory_bytes) / 2**20
