@@ -28,7 +28,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -55,6 +55,8 @@ __all__ = [
     "run_dataset",
     "imu_noise_from_config",
     "apply_dataset_hints",
+    "prefetched",
+    "LOADER_NICE",
 ]
 
 
@@ -418,25 +420,32 @@ def _loader_thread_init() -> None:
     cv2.setNumThreads(1)
 
 
-def _frames(dataset, prefetch: int):
-    """(i, frame or FrameLoadError, load seconds) over ``dataset``, loaded ``prefetch`` frames
-    ahead in one background thread (decoding and OpenCV's stereo release the GIL, so loading
-    overlaps the filter step, as a camera driver would; the thread runs below the filter's
-    priority, :data:`LOADER_NICE`); 0 loads in the caller's thread."""
-    n = len(dataset)
-    if prefetch <= 0:
+def prefetched(load: Callable[[int], Any], n: int, ahead: int) -> Iterator[Any]:
+    """``load(0) .. load(n - 1)`` in order, computed up to ``ahead`` items in advance by one
+    background thread below the caller's priority (:data:`LOADER_NICE`, OpenCV single-threaded:
+    decoding and OpenCV's stereo release the GIL, so loading overlaps the caller's work, as a
+    camera driver would); ``ahead`` 0 loads in the caller's thread.  The offline runner's frames
+    and the player's messages come through here."""
+    if ahead <= 0:
         for i in range(n):
-            yield (i, *_load(dataset, i))
+            yield load(i)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prism-load", initializer=_loader_thread_init) as ex:
-        ahead = deque(ex.submit(_load, dataset, i) for i in range(min(prefetch, n)))
+        pending = deque(ex.submit(load, i) for i in range(min(ahead, n)))
         for i in range(n):
-            fut = ahead.popleft()
-            if i + prefetch < n:
-                ahead.append(ex.submit(_load, dataset, i + prefetch))
-            yield (i, *fut.result())
+            fut = pending.popleft()
+            if i + ahead < n:
+                pending.append(ex.submit(load, i + ahead))
+            yield fut.result()
+
+
+def _frames(dataset, prefetch: int):
+    """(i, frame or FrameLoadError, load seconds) over ``dataset``, loaded ``prefetch`` frames
+    ahead (:func:`prefetched`)."""
+    for i, (frame, load_s) in enumerate(prefetched(lambda i: _load(dataset, i), len(dataset), prefetch)):
+        yield i, frame, load_s
 
 
 def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,

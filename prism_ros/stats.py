@@ -15,14 +15,15 @@ Percentiles are the upper edge of the bin that holds them: at most 1 ms high.
 from __future__ import annotations
 
 import os
+import platform
 import resource
 import time
 from collections import deque
-from typing import Deque, Dict, List, Optional, Sequence
+from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["CpuMeter", "LatencyHistogram", "MAX_MS", "StageStats", "summarize_stages"]
+__all__ = ["CpuMeter", "LatencyHistogram", "MachineMeter", "cpu_model", "MAX_MS", "StageStats", "summarize_stages"]
 
 
 def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, float]]:
@@ -41,6 +42,26 @@ def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, fl
     return out
 
 
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The processor's name with its x86 family / model numbers (a virtual machine's name is
+    often only the brand, e.g. "AMD EPYC", and generations of it differ 1.7x in speed here:
+    family 26 is Zen 5); the platform's processor name elsewhere."""
+    fields: Dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block
+                k, _, v = line.partition(":")
+                fields.setdefault(k.strip().lower(), v.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
 def _process_cpu_s() -> float:
     """User + system CPU seconds of this process, all its threads."""
     r = resource.getrusage(resource.RUSAGE_SELF)
@@ -56,6 +77,44 @@ def _steal_s(path: str = "/proc/stat") -> Optional[float]:
         return int(fields[8]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError, AttributeError):
         return None
+
+
+def _machine_times(path: str = "/proc/stat") -> Optional[Tuple[float, float, float]]:
+    """(busy, idle, steal) CPU seconds of the whole machine since boot, all CPUs summed
+    (busy: user, nice, system, irq, softirq; idle: idle, iowait), or None where unreadable."""
+    try:
+        with open(path) as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        tck = os.sysconf("SC_CLK_TCK")
+        return (v[0] + v[1] + v[2] + v[5] + v[6]) / tck, (v[3] + v[4]) / tck, v[7] / tck
+    except (OSError, IndexError, ValueError, AttributeError):
+        return None
+
+
+class MachineMeter:
+    """How busy the whole machine was over an interval (from :meth:`reset`): the share of
+    its CPU capacity that ran processes (all of them: e.g. a player and the node), sat idle,
+    or was stolen by the hypervisor.  For runs of several processes, where :class:`CpuMeter`
+    sees only its own."""
+
+    def __init__(self, path: str = "/proc/stat"):
+        self.path = path
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0 = _machine_times(self.path)
+
+    def figures(self) -> Dict[str, Optional[float]]:
+        """``busy_fraction``, ``idle_fraction``, ``steal_fraction`` (of busy + idle + steal;
+        None where /proc/stat cannot be read)."""
+        t1 = _machine_times(self.path)
+        if t1 is None or self.t0 is None:
+            return {"busy_fraction": None, "idle_fraction": None, "steal_fraction": None}
+        d = [b - a for a, b in zip(self.t0, t1)]
+        total = sum(d)
+        if total <= 0:
+            return {"busy_fraction": None, "idle_fraction": None, "steal_fraction": None}
+        return {"busy_fraction": d[0] / total, "idle_fraction": d[1] / total, "steal_fraction": d[2] / total}
 
 
 class CpuMeter:

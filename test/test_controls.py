@@ -142,3 +142,28 @@ def test_odometry_increment_uses_the_message_covariance():
     assert c1.cov[1, 1] == pytest.approx(0.09 * 0.25 + floor)  # base z -> optical -y
     # the relative model: (min + 5 % of 0.5 m)^2 on every axis
     assert c0.cov[2, 2] == pytest.approx((without.min_sigma_m + 0.05 * 0.5) ** 2)
+
+
+def test_imu_buffer_keeps_the_newest_maxlen_samples_and_their_windows():
+    """Past its bound the buffer keeps exactly the newest ``maxlen`` samples, through the
+    moves of its arrays; windows hold the samples on [t0, t1] plus one on each side."""
+    rng = np.random.default_rng(1)
+    buf = ImuBuffer(maxlen=50)
+    rows = []
+    for k in range(237):  # several moves of the kept rows to the front
+        t, w, a = 1.0 + 0.005 * k, rng.standard_normal(3), rng.standard_normal(3)
+        assert buf.add(t, w, acc=a)
+        rows.append((t, w, a))
+        kept = rows[-50:]
+        assert len(buf) == len(kept)
+        if k % 17 == 0 or k == 236:
+            d = buf.data()
+            np.testing.assert_array_equal(d.t, [r[0] for r in kept])
+            np.testing.assert_array_equal(d.gyro, [r[1] for r in kept])
+            np.testing.assert_array_equal(d.acc, [r[2] for r in kept])
+    t = np.array([r[0] for r in rows[-50:]])
+    w = buf.data(t[10] + 1e-4, t[20] - 1e-4)  # the samples inside, t[11..19], and one each side
+    np.testing.assert_array_equal(w.t, t[10:21])
+    np.testing.assert_array_equal(buf.data(t[10] - 1e-4, t[20] + 1e-4).t, t[9:22])  # the ends' neighbours too
+    assert buf.median_period_s() == pytest.approx(0.005)
+    assert buf.max_gap_in(t[0], t[-1]) == pytest.approx(0.005)

@@ -241,6 +241,19 @@ def test_map_cloud_fields_and_roundtrip():
     assert empty.width == 0 and len(empty.data) == 0
 
 
+def test_sigma_colormap_equals_the_array_formula():
+    """The one-pass kernel gives exactly the formula's colours (float32 and float64 sigma, NaN, clipping)."""
+    rng = np.random.default_rng(0)
+    s64 = np.concatenate([10.0 ** rng.uniform(-4, 0, 5000), [np.nan, 0.0, 1e-9, 2e-3, 4e-2, 10.0]])
+    for s in (s64, s64.astype(np.float32)):
+        lo, hi = 0.002, 0.04
+        x = np.asarray(s, dtype=np.float64)
+        t = np.nan_to_num((np.log(np.clip(x, lo, hi)) - np.log(lo)) / (np.log(hi) - np.log(lo)), nan=1.0)
+        want = np.round(np.stack([np.clip(1.5 - np.abs(4.0 * t - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)],
+                                 axis=1) * 255.0).astype(np.uint8)
+        np.testing.assert_array_equal(cv.sigma_colormap(s, lo, hi), want)
+
+
 def test_sigma_colormap_monotone_blue_to_red():
     s = np.array([0.001, 0.002, 0.01, 0.04, 1.0])
     c = cv.sigma_colormap(s, 0.002, 0.04).astype(int)

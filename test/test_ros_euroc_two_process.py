@@ -39,6 +39,7 @@ from nav_msgs.msg import Odometry  # noqa: E402
 
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.ros.qos import reliable_qos  # noqa: E402
+from prism_ros.stats import MachineMeter  # noqa: E402
 from prism_ros.ros.env import claim_domain_id, ros_env  # noqa: E402
 from ros_harness import Proc, RosHarness, cli_command  # noqa: E402
 
@@ -129,6 +130,7 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
         assert node.p.poll() is None, node.text()
         assert f"base '{base_frame}'" in node.text() and "control imu" in node.text(), node.text()
         t0 = time.monotonic()
+        machine = MachineMeter()
         player = Proc(play_cmd, env, tmp_path / "player.log")
         player.p.wait(timeout=(n / 20.0 + 1.0) / RATE + 120)
         assert player.p.returncode == 0, player.text()
@@ -138,6 +140,7 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
             last = len(odom)
             time.sleep(2.0)
         wall = time.monotonic() - t0
+        load = machine.figures()
         rc = node.stop()
         assert rc == 0, node.text()[-3000:]
     finally:
@@ -176,6 +179,9 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
     print(f"EuRoC two-process: {len(idx)}/{n} frames processed ({100 * frac:.1f} %) in {wall:.0f} s at rate {RATE}; "
           f"body ATE {100 * ate:.2f} cm; unaligned motion error {100 * drift:.2f} cm over {100 * moved:.0f} cm; "
           f"body velocity error {v_err:.3f} m/s rms (in camera axes: {v_err_cam:.3f}; speed {v_rms:.3f} m/s rms)")
+    late = [ln for ln in player.text().splitlines() if "late by" in ln]
+    print("player:", late[-1] if late else "no lateness line", "; machine over the run:",
+          ", ".join(f"{k} {v:.2f}" for k, v in load.items() if v is not None))
     diag = [ln for ln in node.text().splitlines() if "diagnostics:" in ln]
     print("node, last diagnostics:", diag[-1] if diag else "none (the run was shorter than diagnostics_period_s)")
     assert frac >= MIN_PROCESSED, node.text()[-3000:]

@@ -52,6 +52,7 @@ def test_synthetic_dataset_stamps_encodings_clock(ros):
     frames = [ds[i] for i in range(6)]  # also compiles the renderer before the player needs it
     p = _play(ros, ["synthetic:6@320x240", "--rate", "3", "--depth-encoding", "32FC1", "--color-encoding", "bgr8"], 6)
     assert "published 6 frames" in p.stdout
+    assert "frames late by median" in p.stdout and "of 6 by more than a frame period, 11 ms" in p.stdout
     assert len(ros.color_be) >= 1  # best-effort subscription matched the reliable publisher
     assert len(ros.color) == 6 and len(ros.depth) == 6 and len(ros.info) >= 6
     # frame i at exactly 1 + i/30 s
@@ -310,3 +311,16 @@ def test_euroc_node_noise_model_is_the_stereo_sigma():
     hint = _euroc_node_hint(ds)
     assert "-p depth_noise_c0_m:=0.0 " in hint and "-p depth_noise_z0_m:=0.0 " in hint
     assert f"-p depth_noise_c2_per_m:={params['depth_noise_c2_per_m']:.6g} " in hint
+
+
+def test_lateness_summary_counts_frames_late_by_more_than_a_period():
+    from prism_ros.ros.player import Lateness
+
+    late = Lateness(maxlen=4)
+    assert late.summary(0.05) == ""
+    for v in (0.001, -0.002, 0.080, 0.010, 0.002):  # early is on time; the oldest falls out
+        late.add(v)
+    assert list(late.values) == [0.0, 0.080, 0.010, 0.002]
+    assert late.summary(0.05) == ("frames late by median 6.0 / p95 69.5 / max 80.0 ms "
+                                  "(1 of 4 by more than a frame period, 50 ms)")
+    assert late.summary() == "frames late by median 6.0 / p95 69.5 / max 80.0 ms"

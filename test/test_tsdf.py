@@ -89,6 +89,36 @@ def test_memory_follows_the_surface_and_the_hash_grows():
     assert np.abs(surf["xyz"][:, 2] - 2.0).max() <= 0.0201
 
 
+def test_surface_extraction_kernel_equals_the_array_expression():
+    """extract_surface (two parallel Numba passes) gives exactly what the plain numpy
+    selection gives: the same voxels in the same (slot, voxel) order, the same values."""
+    from prism_ros.core.tsdf import BLOCK
+
+    m = new_map(model_sigma_m=0.003, distance_sigma_ratio=0.1)
+    rng = np.random.default_rng(3)
+    for i, z in enumerate((1.0, 1.3, 0.9)):
+        depth = (z + 0.05 * rng.standard_normal((CAM.height, CAM.width))).astype(np.float32)
+        depth[rng.random(depth.shape) < 0.1] = 0.0
+        rgb = rng.integers(0, 256, (CAM.height, CAM.width, 3), dtype=np.uint8)
+        f = build_frame(rgb, depth, CAM, 2, 0.1, 5.0)
+        T = np.eye(4)
+        T[:3, 3] = [0.05 * i, -0.03 * i, 0.0]
+        m.integrate(f.depth[0], f.rgb, f.normals[1], CAM.params, T, NOISE, aux_level=1)
+    for max_abs, min_count in ((0.011, 1), (0.05, 2), (1.0, 1)):
+        n = m.n_blocks
+        mu, cnt = m.mu[:n], m.cnt[:n]
+        b, l = np.nonzero((cnt >= min_count) & (np.abs(mu) <= max_abs))
+        local = np.stack([l % BLOCK, (l // BLOCK) % BLOCK, l // (BLOCK * BLOCK)], axis=1)
+        want = {"xyz": ((m.block_xyz[b] * BLOCK + local) * m.voxel_size).astype(np.float32),
+                "rgb": m.rgb[b, l], "sigma": m.reported_sigma(m.var[b, l], mu[b, l]).astype(np.float32),
+                "sdf": mu[b, l], "count": cnt[b, l].astype(np.float32)}
+        got = m.extract_surface(max_abs, min_count=min_count)
+        assert len(want["sdf"]) > 100
+        for k, v in want.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape, k
+            np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
 def test_save_load_round_trip(tmp_path):
     m = new_map()
     _, f = plane_frame(1.2)

@@ -24,6 +24,7 @@ perturbation convention (xi = (rho, phi), translation first).
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from collections import deque
 from typing import Deque, Optional, Tuple
@@ -52,7 +53,15 @@ class ImuBuffer:
     def __init__(self, maxlen: int = 4000, T_I_C: Optional[np.ndarray] = None, noise: Optional[ImuNoise] = None,
                  init_window_s: float = 1.0,
                  max_gap_s: Optional[float] = None, pose_alignment_s: Optional[float] = 1.0):
-        self._buf: Deque[Tuple[float, np.ndarray, np.ndarray]] = deque(maxlen=maxlen)
+        # the samples: rows [_lo, _hi) of arrays twice the bound (appending is O(1), amortised;
+        # a window is two searchsorted calls and a slice, not a conversion of every sample:
+        # a deque of tuples converted per frame held the node's GIL ~3 ms a frame at 200 Hz)
+        self.maxlen = int(maxlen)
+        cap = 2 * self.maxlen
+        self._t = np.empty(cap)
+        self._w = np.empty((cap, 3))
+        self._a = np.empty((cap, 3))
+        self._lo = self._hi = 0
         self._lock = threading.Lock()
         self.T_I_C = np.eye(4) if T_I_C is None else np.asarray(T_I_C, dtype=np.float64)
         self.noise = noise or ImuNoise()
@@ -75,25 +84,37 @@ class ImuBuffer:
         about +9.81 up at rest); the noise densities, not the message's covariance, set the
         control's covariance.
         """
-        w = np.asarray(gyro, dtype=np.float64).reshape(3)
-        a = np.zeros(3) if acc is None else np.asarray(acc, dtype=np.float64).reshape(3)
-        if not (np.isfinite(stamp) and np.all(np.isfinite(w)) and np.all(np.isfinite(a))):
+        wx, wy, wz = (float(v) for v in gyro)
+        ax, ay, az = (0.0, 0.0, 0.0) if acc is None else (float(v) for v in acc)
+        stamp = float(stamp)
+        if not all(math.isfinite(v) for v in (stamp, wx, wy, wz, ax, ay, az)):
             return False
         with self._lock:
-            if self._buf and stamp <= self._buf[-1][0]:
-                if stamp < self._buf[-1][0] - 1.0:
-                    self._buf.clear()  # time jumped back
+            if self._hi > self._lo and stamp <= self._t[self._hi - 1]:
+                if stamp < self._t[self._hi - 1] - 1.0:
+                    self._lo = self._hi = 0  # time jumped back
                     self._integ = None
                     self.static_start = None
                     self._poses = []
                 else:
                     return False
-            self._buf.append((float(stamp), w, a))
+            if self._hi == len(self._t):  # at the end of the arrays: move the kept rows to the front
+                n = self._hi - self._lo
+                for arr in (self._t, self._w, self._a):
+                    arr[:n] = arr[self._lo:self._hi]
+                self._lo, self._hi = 0, n
+            i = self._hi
+            self._t[i] = stamp
+            self._w[i, 0], self._w[i, 1], self._w[i, 2] = wx, wy, wz
+            self._a[i, 0], self._a[i, 1], self._a[i, 2] = ax, ay, az
+            self._hi += 1
+            if self._hi - self._lo > self.maxlen:
+                self._lo += 1
         return True
 
     def clear(self) -> None:
         with self._lock:
-            self._buf.clear()
+            self._lo = self._hi = 0
             self._integ = None
             self.static_start = None
             self._poses = []
@@ -106,26 +127,31 @@ class ImuBuffer:
             self._poses = []
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._hi - self._lo
 
     def data(self, t0: float = -np.inf, t1: float = np.inf) -> ImuData:
-        """The samples on [t0, t1], plus the last one before t0 and the first one after t1."""
+        """The samples on [t0, t1], plus the last one before t0 and the first one after t1 (copies)."""
         with self._lock:
-            samples = list(self._buf)
-        if not samples:
-            return ImuData(np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)))
-        t = np.array([s[0] for s in samples])
-        i0 = max(int(np.searchsorted(t, t0, side="right")) - 1, 0)
-        i1 = min(int(np.searchsorted(t, t1, side="left")) + 1, len(t))
-        sel = samples[i0:i1]
-        return ImuData(t[i0:i1], np.array([s[1] for s in sel]).reshape(-1, 3), np.array([s[2] for s in sel]).reshape(-1, 3))
+            lo, hi = self._lo, self._hi
+            if hi == lo:
+                return ImuData(np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)))
+            t = self._t[lo:hi]
+            i0 = lo + max(int(np.searchsorted(t, t0, side="right")) - 1, 0)
+            i1 = lo + min(int(np.searchsorted(t, t1, side="left")) + 1, hi - lo)
+            return ImuData(self._t[i0:i1].copy(), self._w[i0:i1].copy(), self._a[i0:i1].copy())
+
+    def median_period_s(self) -> Optional[float]:
+        """The median time between consecutive samples of the buffer (None with fewer than two)."""
+        with self._lock:
+            t = self._t[self._lo:self._hi]
+            return float(np.median(np.diff(t))) if len(t) > 1 else None
 
     def covers(self, t0: float, t1: float) -> bool:
         """Samples span [t0, t1] (within COVERAGE_TOL_S) with no gap over ``max_gap_s`` in it."""
         with self._lock:
-            if not self._buf:
+            if self._hi == self._lo:
                 return False
-            first, last = self._buf[0][0], self._buf[-1][0]
+            first, last = float(self._t[self._lo]), float(self._t[self._hi - 1])
         ok = t1 > t0 and first <= t0 + self.COVERAGE_TOL_S and last >= t1 - self.COVERAGE_TOL_S
         return ok and (self.max_gap_s is None or self.max_gap_in(t0, t1) <= self.max_gap_s)
 
@@ -142,8 +168,8 @@ class ImuBuffer:
         buffer does not cover [t0, t1]."""
         if not self.covers(t0, t1):
             return None
-        full = self.data()
-        rate = 1.0 / float(np.median(np.diff(full.t))) if len(full) > 1 else 200.0
+        period = self.median_period_s()
+        rate = 1.0 / period if period else 200.0
         integ = self._integ
         if integ is None:
             # static alignment on the init window just before t0; a moving window is refused
@@ -174,9 +200,8 @@ class ImuBuffer:
         stamps = np.asarray(stamps, float)
         if len(stamps) < 3 or not self.covers(float(stamps[0]), float(stamps[-1])):
             return None
-        full = self.data()
         integ = ImuIntegrator(self.data(stamps[0], stamps[-1]), self.T_I_C, self.noise)
-        integ.rate_hz = 1.0 / float(np.median(np.diff(full.t)))
+        integ.rate_hz = 1.0 / self.median_period_s()
         est = integ.initialise_from_poses(stamps, T_w_c, pos_sigma_m, rot_sigma_rad)
         if integ.g_w is not None:  # gravity sigma small enough
             with self._lock:

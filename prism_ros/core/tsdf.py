@@ -289,6 +289,40 @@ def query_points(points, vox, keys, vals, mu, var, cnt, out_mu, out_var, out_cnt
                 out_cnt[i] = cnt[slot, idx]
 
 
+@njit(cache=True, parallel=True, nogil=True)
+def surface_block_counts(mu, cnt, n_blocks, max_abs_sdf, min_count, out_counts):
+    """Per block, the voxels with count >= min_count and |mu| <= max_abs_sdf."""
+    for b in prange(n_blocks):
+        k = 0
+        for l in range(BLOCK3):
+            if cnt[b, l] >= min_count and abs(mu[b, l]) <= max_abs_sdf:
+                k += 1
+        out_counts[b] = k
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def surface_voxels(mu, var, rgb, cnt, block_xyz, n_blocks, vox, max_abs_sdf, min_count, model_var, dist_ratio,
+                   offsets, xyz, out_rgb, sigma, sdf, count):
+    """Fill the selected voxels of :func:`surface_block_counts` (block ``b``'s from row
+    ``offsets[b]``, in voxel order): centre, colour, reported sigma
+    sqrt(var + model_var + (dist_ratio mu)^2), mu and count."""
+    for b in prange(n_blocks):
+        j = offsets[b]
+        for l in range(BLOCK3):
+            m = mu[b, l]
+            if cnt[b, l] >= min_count and abs(m) <= max_abs_sdf:
+                xyz[j, 0] = (block_xyz[b, 0] * BLOCK + (l & BLOCK_MASK)) * vox
+                xyz[j, 1] = (block_xyz[b, 1] * BLOCK + ((l >> BLOCK_SHIFT) & BLOCK_MASK)) * vox
+                xyz[j, 2] = (block_xyz[b, 2] * BLOCK + (l >> (2 * BLOCK_SHIFT))) * vox
+                for ch in range(3):
+                    out_rgb[j, ch] = rgb[b, l, ch]
+                md = np.float64(m)
+                sigma[j] = np.sqrt(np.float64(var[b, l]) + model_var + (dist_ratio * md) ** 2)
+                sdf[j] = m
+                count[j] = cnt[b, l]
+                j += 1
+
+
 class TsdfMap:
     """Sparse probabilistic TSDF (see module docstring)."""
 
@@ -416,21 +450,24 @@ class TsdfMap:
         return idx.astype(np.float64) * self.voxel_size
 
     def extract_surface(self, max_abs_sdf_m: float, min_count: int = 1) -> Dict[str, np.ndarray]:
-        """Observed voxels with |mu| <= max_abs_sdf_m: xyz, rgb, sigma, sdf, count."""
+        """Observed voxels with |mu| <= max_abs_sdf_m (count >= min_count, at least 1), in slot
+        then voxel order: xyz (centres, float32), rgb, sigma (:meth:`reported_sigma`), sdf,
+        count (float32).  Two parallel passes over the blocks (count, then fill); the numpy
+        expression it replaced took 170-310 ms on the 30k blocks of the simulated V1_02 flight,
+        on the node's filter thread at every ~/map_cloud."""
         n = self.n_blocks
-        mu = self.mu[:n]
-        cnt = self.cnt[:n]
-        mask = (cnt >= max(1, min_count)) & (np.abs(mu) <= max_abs_sdf_m)
-        b, l = np.nonzero(mask)
-        local = np.stack([l % BLOCK, (l // BLOCK) % BLOCK, l // (BLOCK * BLOCK)], axis=1)
-        xyz = ((self.block_xyz[b] * BLOCK + local) * self.voxel_size).astype(np.float32)
-        return {
-            "xyz": xyz,
-            "rgb": self.rgb[b, l],
-            "sigma": self.reported_sigma(self.var[b, l], mu[b, l]).astype(np.float32),
-            "sdf": mu[b, l].astype(np.float32),
-            "count": cnt[b, l].astype(np.float32),
-        }
+        lo = np.int64(max(1, min_count))
+        counts = np.zeros(n, np.int64)
+        surface_block_counts(self.mu, self.cnt, n, np.float32(max_abs_sdf_m), lo, counts)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        k = int(offsets[n])
+        out = {"xyz": np.empty((k, 3), np.float32), "rgb": np.empty((k, 3), np.uint8),
+               "sigma": np.empty(k, np.float32), "sdf": np.empty(k, np.float32), "count": np.empty(k, np.float32)}
+        surface_voxels(self.mu, self.var, self.rgb, self.cnt, self.block_xyz, n, float(self.voxel_size),
+                       np.float32(max_abs_sdf_m), lo, float(self.model_var), float(self.distance_sigma_ratio),
+                       offsets, out["xyz"], out["rgb"], out["sigma"], out["sdf"], out["count"])
+        return out
 
     def observed_voxels(self) -> Dict[str, np.ndarray]:
         """All observed voxels (count > 0): xyz, sdf, sigma, count."""

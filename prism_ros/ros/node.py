@@ -151,6 +151,7 @@ class PrismNode(Node):
             t0 = time.monotonic()
             cam = Camera(525.0, 525.0, 319.5, 239.5, 640, 480)
             Pipeline(cfg.replace(map_initial_blocks=256), cam, filter_factory=filter_factory).filter.warmup()
+            cv.warm_up_kernels()  # the cloud's and the mesh's
             self._log.info(f"kernels warmed up in {time.monotonic() - t0:.1f} s")
         self._worker = threading.Thread(target=self._worker_main, name="prism_filter", daemon=True)
         self._worker.start()

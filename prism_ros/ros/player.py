@@ -67,7 +67,15 @@ Imu -> ``imu``, Odometry -> ``odom``), or explicitly with
 ``--topic-map /camera/rgb/image_color:=camera/color/image_raw`` (repeatable; then
 only mapped topics are played).
 
-``--rate R`` plays at R times real time.  Publishers are reliable (KEEP_LAST 10),
+``--rate R`` plays at R times real time.  Dataset frames (decoding, the EuRoC stereo
+matching, the messages) are prepared ``--prefetch`` frames ahead in a background thread
+below the publishing thread's priority (:func:`prism_ros.pipeline.prefetched`, as the offline
+runner loads them): the thread that publishes the IMU, /clock and the frames keeps time, and
+the stereo matching takes the CPU the node leaves (the node on the same cores then runs its
+kernels undisturbed, as a camera with on-board depth would leave it).  A frame not ready in
+time goes out late; the end says how late (``frames late by median / p95 / max ... ms``): a
+replay whose frames are late by more than a frame period ran slower than ``--rate``.
+Publishers are reliable (KEEP_LAST 10),
 which matches both a reliable and the node's default best-effort (sensor data)
 subscription.  By default the player waits (``--wait-for-subscribers``) until
 the colour topic has a subscriber, so frames are not published before a
@@ -146,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preload", action="store_true",
                     help="decode every frame into messages before playing (datasets), so that playing costs "
                          "only publishing, like a camera driver; needs ~1.5 MB of memory a frame at 640x480")
+    ap.add_argument("--prefetch", type=int, default=2, metavar="K",
+                    help="datasets: prepare frames (decoding, EuRoC stereo matching, messages) up to K frames ahead "
+                         "in a background thread below the publishing thread's priority, as the offline runner "
+                         "loads them (default 2; 0: in the publishing thread, between publications)")
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     return ap
 
@@ -239,6 +251,30 @@ def default_topic_map(topics: Dict[str, str]) -> Dict[str, str]:
     return out
 
 
+class Lateness:
+    """How late frames went out against their replay time (seconds, >= 0): a player that cannot
+    prepare frames as fast as ``--rate`` asks publishes them late, and the replay is then slower
+    than that rate.  Keeps the last ``maxlen`` values."""
+
+    def __init__(self, maxlen: int = 100_000):
+        from collections import deque
+
+        self.values = deque(maxlen=maxlen)
+
+    def add(self, late_s: float) -> None:
+        self.values.append(max(float(late_s), 0.0))
+
+    def summary(self, period_s: Optional[float] = None) -> str:
+        """``frames late by median / p95 / max ... ms`` (and how many by more than ``period_s``); "" when empty."""
+        if not self.values:
+            return ""
+        v = np.asarray(self.values) * 1e3
+        text = f"frames late by median {np.median(v):.1f} / p95 {np.percentile(v, 95):.1f} / max {v.max():.1f} ms"
+        if period_s:
+            text += f" ({int(np.sum(v > period_s * 1e3))} of {len(v)} by more than a frame period, {period_s * 1e3:.0f} ms)"
+        return text
+
+
 class _Player:
     def __init__(self, args, node, qos):
         from rosgraph_msgs.msg import Clock
@@ -252,6 +288,8 @@ class _Player:
         self.published_frames = 0
         self.failed_frames = 0  # frames the middleware refused to publish
         self.published_imu = 0
+        self.lateness = Lateness()  # of each dataset frame's publication behind its replay time
+        self.frame_period_s: Optional[float] = None  # wall time between two frames at --rate
         from prism_ros.ros.diagnostics import Throttle
 
         self.skipped: Dict[str, int] = {}  # frames not played (bad stereo pairs, unreadable files) per kind
@@ -380,6 +418,8 @@ class _Player:
         depth_enc = a.depth_encoding or ("32FC1" if euroc else "16UC1")
         offset = dataset_stamp_offset(ds)
         stamps = np.asarray(ds.stamps(), dtype=np.float64) + offset
+        if n > 1:
+            self.frame_period_s = float(np.median(np.diff(stamps))) / a.rate
         frame_ns = _frame_ns(ds, stamps)
         color_pub = self.pub(COLOR_TOPIC, Image)
         depth_pub = self.pub(DEPTH_TOPIC, Image)
@@ -391,6 +431,7 @@ class _Player:
         if euroc and not a.quiet:
             print(_euroc_node_hint(ds), flush=True)
         from prism_ros.datasets import FrameLoadError
+        from prism_ros.pipeline import prefetched
 
         def frame_messages(i):
             try:
@@ -426,10 +467,10 @@ class _Player:
                     t0 = min(t0, float(imu.t[k_imu]))
             wall0 = time.monotonic()
             sim_at = lambda w, wall0=wall0, t0=t0: t0 + (w - wall0) * a.rate  # noqa: E731
-            for i in range(n):
+            source = preloaded if preloaded is not None else prefetched(frame_messages, n, max(a.prefetch, 0))
+            for i, msgs in enumerate(source):
                 if not rclpy.ok(context=self.node.context):
                     return 0
-                msgs = preloaded[i] if preloaded is not None else frame_messages(i)
                 t = float(stamps[i])
                 if isinstance(msgs, Exception):
                     self.bad_frame(i, msgs)
@@ -439,7 +480,9 @@ class _Player:
                         imu_pub.publish(imu.message(k_imu))
                         self.published_imu += 1
                         k_imu += 1
-                self.wait_until(wall0 + (t - t0) / a.rate, sim_at)
+                target = wall0 + (t - t0) / a.rate
+                self.wait_until(target, sim_at)
+                self.lateness.add(time.monotonic() - target)
                 self.publish_clock(t)
                 if isinstance(msgs, Exception):
                     continue
@@ -705,6 +748,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if not a.quiet:
             extra = f" and {player.published_imu} IMU samples" if player.published_imu else ""
             print(f"prism-ros play: published {player.published_frames} frames{extra}", flush=True)
+            late = player.lateness.summary(player.frame_period_s)
+            if late:
+                print(f"prism-ros play: {late}", flush=True)
         if player.skipped:  # always said, even with --quiet
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(player.skipped.items()))
             print(f"prism-ros play: skipped {sum(player.skipped.values())} frames ({kinds})", file=sys.stderr, flush=True)

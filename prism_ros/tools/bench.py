@@ -58,7 +58,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from prism_ros.stats import CpuMeter, summarize_stages
+from prism_ros.stats import CpuMeter, cpu_model, summarize_stages
 
 __all__ = ["main", "build_parser", "machine_info", "summarize_stages", "PEERS", "OPEN3D_DEFAULTS", "TARGETS"]
 
@@ -125,21 +125,10 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def machine_info() -> Dict[str, Any]:
     """What the figures were measured on (parent-side; the children add their thread counts)."""
     info: Dict[str, Any] = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "platform": platform.platform(),

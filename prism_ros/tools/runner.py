@@ -27,6 +27,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from prism_ros.config import PrismConfig
+from prism_ros.stats import cpu_model
 from prism_ros.tools import calibration, export, metrics
 
 __all__ = ["run_offline", "write_config_yaml"]
@@ -238,6 +239,7 @@ def run_offline(
     m["peak_rss_mb"] = metrics.peak_rss_mb()
     m["python"] = platform.python_version()
     m["cpu_count"] = os.cpu_count()
+    m["cpu_model"] = cpu_model()
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(_jsonable(m), f, indent=2)
         f.write("\n")
