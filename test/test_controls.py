@@ -167,3 +167,17 @@ def test_imu_buffer_keeps_the_newest_maxlen_samples_and_their_windows():
     np.testing.assert_array_equal(buf.data(t[10] - 1e-4, t[20] + 1e-4).t, t[9:22])  # the ends' neighbours too
     assert buf.median_period_s() == pytest.approx(0.005)
     assert buf.max_gap_in(t[0], t[-1]) == pytest.approx(0.005)
+
+
+def test_imu_buffer_time_jump_after_its_arrays_moved_and_bad_bounds():
+    """A jump back by more than 1 s after the kept rows were moved starts a new timeline; a
+    bound below 1 is refused."""
+    buf = ImuBuffer(maxlen=10)
+    for k in range(35):
+        assert buf.add(5.0 + 0.005 * k, [0.0, 0.0, 0.1 * k], acc=[0.0, 0.0, G])
+    assert len(buf) == 10 and buf.data().gyro[-1, 2] == pytest.approx(3.4)
+    assert buf.add(1.0, [0.0, 0.0, 7.0], acc=[0.0, 0.0, G])  # jumped back: only this sample
+    d = buf.data()
+    assert len(buf) == 1 and d.t.tolist() == [1.0] and d.gyro.tolist() == [[0.0, 0.0, 7.0]]
+    with pytest.raises(ValueError):
+        ImuBuffer(maxlen=0)

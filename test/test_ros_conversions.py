@@ -254,6 +254,15 @@ def test_sigma_colormap_equals_the_array_formula():
         np.testing.assert_array_equal(cv.sigma_colormap(s, lo, hi), want)
 
 
+def test_map_cloud_columns_must_have_a_row_a_point():
+    xyz = np.zeros((3, 3), np.float32)
+    rgb = np.zeros((3, 3), np.uint8)
+    msg = cv.make_map_cloud(Header(), xyz, rgb, [0.01], np.ones(3))  # a single sigma is spread
+    np.testing.assert_array_equal(cv.read_cloud(msg)["sigma"], np.full(3, 0.01, np.float32))
+    with pytest.raises(ValueError):
+        cv.make_map_cloud(Header(), xyz, rgb, np.ones(2), np.ones(3))  # a short column is refused
+
+
 def test_sigma_colormap_monotone_blue_to_red():
     s = np.array([0.001, 0.002, 0.01, 0.04, 1.0])
     c = cv.sigma_colormap(s, 0.002, 0.04).astype(int)

@@ -56,6 +56,8 @@ class ImuBuffer:
         # the samples: rows [_lo, _hi) of arrays twice the bound (appending is O(1), amortised;
         # a window is two searchsorted calls and a slice, not a conversion of every sample:
         # a deque of tuples converted per frame held the node's GIL ~3 ms a frame at 200 Hz)
+        if int(maxlen) < 1:
+            raise ValueError(f"maxlen must be at least 1, got {maxlen}")
         self.maxlen = int(maxlen)
         cap = 2 * self.maxlen
         self._t = np.empty(cap)
@@ -127,7 +129,8 @@ class ImuBuffer:
             self._poses = []
 
     def __len__(self) -> int:
-        return self._hi - self._lo
+        with self._lock:
+            return self._hi - self._lo
 
     def data(self, t0: float = -np.inf, t1: float = np.inf) -> ImuData:
         """The samples on [t0, t1], plus the last one before t0 and the first one after t1 (copies)."""
@@ -201,7 +204,8 @@ class ImuBuffer:
         if len(stamps) < 3 or not self.covers(float(stamps[0]), float(stamps[-1])):
             return None
         integ = ImuIntegrator(self.data(stamps[0], stamps[-1]), self.T_I_C, self.noise)
-        integ.rate_hz = 1.0 / self.median_period_s()
+        period = self.median_period_s()
+        integ.rate_hz = 1.0 / period if period else 200.0
         est = integ.initialise_from_poses(stamps, T_w_c, pos_sigma_m, rot_sigma_rad)
         if integ.g_w is not None:  # gravity sigma small enough
             with self._lock:

@@ -467,19 +467,20 @@ class _Player:
                     t0 = min(t0, float(imu.t[k_imu]))
             wall0 = time.monotonic()
             sim_at = lambda w, wall0=wall0, t0=t0: t0 + (w - wall0) * a.rate  # noqa: E731
-            source = preloaded if preloaded is not None else prefetched(frame_messages, n, max(a.prefetch, 0))
-            for i, msgs in enumerate(source):
+            source = iter(preloaded if preloaded is not None else prefetched(frame_messages, n, max(a.prefetch, 0)))
+            for i in range(n):
                 if not rclpy.ok(context=self.node.context):
                     return 0
                 t = float(stamps[i])
-                if isinstance(msgs, Exception):
-                    self.bad_frame(i, msgs)
                 if imu is not None:  # the IMU up to and including this frame's stamp
                     while k_imu < len(imu) and imu.ns[k_imu] <= frame_ns[i]:
                         self.wait_until(wall0 + (float(imu.t[k_imu]) - t0) / a.rate, sim_at)
                         imu_pub.publish(imu.message(k_imu))
                         self.published_imu += 1
                         k_imu += 1
+                msgs = next(source)  # after the IMU before it: a frame not ready yet holds back only itself
+                if isinstance(msgs, Exception):
+                    self.bad_frame(i, msgs)
                 target = wall0 + (t - t0) / a.rate
                 self.wait_until(target, sim_at)
                 self.lateness.add(time.monotonic() - target)
