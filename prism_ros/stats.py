@@ -71,12 +71,8 @@ def _process_cpu_s() -> float:
 def _steal_s(path: str = "/proc/stat") -> Optional[float]:
     """CPU seconds the hypervisor took from this machine since boot, all CPUs summed (the
     ``steal`` column of Linux's /proc/stat), or None where it cannot be read."""
-    try:
-        with open(path) as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError, AttributeError):
-        return None
+    t = _machine_times(path)
+    return None if t is None else t[2]
 
 
 def _machine_times(path: str = "/proc/stat") -> Optional[Tuple[float, float, float]]:

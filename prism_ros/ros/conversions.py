@@ -62,7 +62,6 @@ __all__ = [
     "state_messages",
     "transform_stamped",
     "path_message",
-    "pack_rgb_float",
     "unpack_rgb_float",
     "sigma_colormap",
     "warm_up_kernels",
@@ -420,14 +419,8 @@ def path_message(poses: Sequence[PoseStamped]) -> Path:
 # ---------------------------------------------------------------------------
 # point clouds
 # ---------------------------------------------------------------------------
-def pack_rgb_float(rgb: np.ndarray) -> np.ndarray:
-    """(N,3) uint8 -> (N,) float32 holding 0x00RRGGBB (the PCL / RViz 'rgb' field)."""
-    rgb = np.asarray(rgb, dtype=np.uint32)
-    u = (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
-    return u.astype(np.uint32).view(np.float32)
-
-
 def unpack_rgb_float(f: np.ndarray) -> np.ndarray:
+    """(N,) float32 'rgb' field of a cloud (the PCL / RViz packing, bits 0x00RRGGBB) -> (N, 3) uint8."""
     u = np.asarray(f, dtype=np.float32).view(np.uint32)
     return np.stack([(u >> 16) & 255, (u >> 8) & 255, u & 255], axis=1).astype(np.uint8)
 
@@ -469,7 +462,7 @@ _CLOUD_FIELDS = ("x", "y", "z", "rgb", "sigma", "weight")
 @njit(cache=True, nogil=True)
 def _pack_cloud(xyz, rgb, sigma, weight, out, out_bits):
     """~/map_cloud's point rows in one pass (``out`` and ``out_bits`` are one buffer as float32
-    and as uint32; column 3 holds :func:`pack_rgb_float`'s 0x00RRGGBB); whether every xyz is
+    and as uint32; column 3 holds the PCL / RViz 'rgb' float's bits, 0x00RRGGBB); whether every xyz is
     finite.  (The field-by-field numpy version allocated ~100 MB of temporaries for a
     whole-flight cloud and took 25-160 ms on the node's filter thread.)"""
     finite = True
