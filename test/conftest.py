@@ -35,6 +35,14 @@ def euroc_micro_dir() -> _Path:
     return p
 
 
+@_pytest.fixture(scope="session")
+def euroc_mh01_dir() -> _Path:
+    p = prism_data_dir() / "euroc_MH01_easy_slice"
+    if not (p / "mav0" / "cam0" / "data.csv").is_file() or not (p / "groundtruth").is_dir():
+        _pytest.skip(f"real EuRoC MH_01 slice absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)")
+    return p
+
+
 @_pytest.fixture
 def redkitchen_copy(redkitchen_dir, tmp_path) -> _Path:
     """A writable 7-Scenes folder with the first 6 redkitchen frames (to corrupt in a test)."""

@@ -181,3 +181,28 @@ def test_imu_buffer_time_jump_after_its_arrays_moved_and_bad_bounds():
     assert len(buf) == 1 and d.t.tolist() == [1.0] and d.gyro.tolist() == [[0.0, 0.0, 7.0]]
     with pytest.raises(ValueError):
         ImuBuffer(maxlen=0)
+
+
+def test_still_imu_gives_a_zero_velocity_update():
+    """At rest (the IMU still over the last ZUPT_WINDOW_S), the control carries no translation and
+    a zero linear velocity whatever velocity the filter had (a wrong one made a lost filter at rest
+    drift 4 mm a frame on the real MH_01 slice); the gyro's rotation (here none) is kept.  While it
+    rotates, it is an ordinary control."""
+    from prism_ros.core.imu import ZUPT_SIGMA_MPS
+
+    buf = ImuBuffer(T_I_C=T_BASE_CAM, init_window_s=1.0)
+    t0, t1 = 10.0, 10.05
+    _fill(buf, t0 - 1.5, t1 + 1.0, t1 + 1.0, np.zeros(3), bias=np.array([0.004, -0.003, 0.002]))
+    nu = np.array([0.08, 0.0, 0.0, 0.0, 0.0, 0.0])  # the filter believes it moves at 8 cm/s
+    ctl = buf.control(t0, t1, T_BASE_CAM, nu, np.eye(6) * 1e-4, np.eye(6) * 1e-6)
+    assert ctl.still
+    assert np.allclose(ctl.T_prev_curr[:3, 3], 0.0) and np.allclose(ctl.nu_curr[:3], 0.0)
+    assert np.sqrt(ctl.nu_cov[0, 0]) == pytest.approx(ZUPT_SIGMA_MPS)
+    assert np.sqrt(ctl.cov[0, 0]) == pytest.approx(ZUPT_SIGMA_MPS * (t1 - t0), rel=1e-3)
+    assert np.linalg.norm(se3.log(ctl.T_prev_curr)[3:]) < 1e-4
+    # without the IMU's stillness (the same interval, a rotation starting inside the window)
+    moving = ImuBuffer(T_I_C=T_BASE_CAM, init_window_s=1.0)
+    _fill(moving, t0 - 1.5, t0, t1, np.array([0.0, 0.0, 0.5]))  # still before t0 (the static start)
+    ctl_m = moving.control(t0, t1, T_BASE_CAM, nu, np.eye(6) * 1e-4, np.eye(6) * 1e-6)
+    assert ctl_m is not None and not ctl_m.still
+    assert np.linalg.norm(ctl_m.T_prev_curr[:3, 3]) > 1e-3  # it moves on at the filter's velocity

@@ -29,9 +29,11 @@ def _csv(path):
     return rows
 
 
-def write_euroc_bag(bag: Path, n_pairs: int = N_PAIRS, right_offset_ns: int = 0) -> None:
-    """A EuRoC-style ROS 1 bag from the micro folder's first ``n_pairs`` stereo pairs and the
-    IMU samples from 1.2 s before the first to the last frame (record time = header stamp)."""
+def write_euroc_bag(bag: Path, n_pairs: int = N_PAIRS, right_offset_ns: int = 0, src: Path = MICRO,
+                    imu_before_ns: int = 1_200_000_000) -> None:
+    """A EuRoC-style ROS 1 bag (the official bags' topics) from the ASL folder ``src``'s first
+    ``n_pairs`` stereo pairs (None: all) and its IMU samples from ``imu_before_ns`` before the
+    first to the last frame (record time = header stamp)."""
     from rosbags.rosbag1 import Writer
     from rosbags.typesys import Stores, get_typestore
 
@@ -43,11 +45,11 @@ def write_euroc_bag(bag: Path, n_pairs: int = N_PAIRS, right_offset_ns: int = 0)
     def header(seq, ns, frame):
         return Header(seq=seq, stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=frame)
 
-    m = MICRO / "mav0"
+    m = src / "mav0"
     left = {int(r[0]): r[1] for r in _csv(m / "cam0" / "data.csv")}
     right = {int(r[0]): r[1] for r in _csv(m / "cam1" / "data.csv")}
     frames = sorted(set(left) & set(right))[:n_pairs]
-    imu = [r for r in _csv(m / "imu0" / "data.csv") if frames[0] - 1_200_000_000 <= int(r[0]) <= frames[-1]]
+    imu = [r for r in _csv(m / "imu0" / "data.csv") if frames[0] - imu_before_ns <= int(r[0]) <= frames[-1]]
     msgs = []  # (record ns, topic, message)
     for k, ns in enumerate(frames):
         for cam, files, dns in (("cam0", left, 0), ("cam1", right, right_offset_ns)):

@@ -294,20 +294,21 @@ def test_euroc_node_noise_model_is_the_stereo_sigma():
     from prism_ros.config import PrismConfig
     from prism_ros.core.image import sigma_z
     from prism_ros.datasets import EurocDataset
+    from prism_ros.datasets.euroc import stereo_sigma_d
     from prism_ros.ros.player import _euroc_node_hint, euroc_node_params
 
     ds = EurocDataset(EUROC_MICRO, frames=1)
     params = euroc_node_params(ds)
     assert params["depth_noise_c0_m"] == 0.0 and params["depth_noise_z0_m"] == 0.0
-    assert params["depth_noise_c2_per_m"] == pytest.approx(0.37 / (ds.stereo.f * ds.stereo.baseline))
+    assert params["depth_noise_c2_per_m"] == pytest.approx(stereo_sigma_d(2) / (ds.stereo.f * ds.stereo.baseline))
     cfg = PrismConfig.from_yaml().replace(**{k: v for k, v in params.items() if k.startswith("depth_noise")})
     noise = np.array([cfg.depth_noise_c0_m, cfg.depth_noise_c2_per_m, cfg.depth_noise_z0_m])
     fr = ds[0]
     ok = fr.depth > 0
     assert ok.mean() > 0.5
     np.testing.assert_allclose(sigma_z(fr.depth[ok].astype(np.float64), noise), fr.depth_sigma[ok], rtol=1e-5)
-    # at 5 m (depth_max_m of EuRoC): 0.19 m
-    assert sigma_z(np.array([5.0]), noise)[0] == pytest.approx(0.193, abs=1e-3)
+    # at 5 m (depth_max_m of EuRoC): 25 m^2 sigma_d / (f b) = 0.42 m
+    assert sigma_z(np.array([5.0]), noise)[0] == pytest.approx(0.4165, abs=1e-3)
     hint = _euroc_node_hint(ds)
     assert "-p depth_noise_c0_m:=0.0 " in hint and "-p depth_noise_z0_m:=0.0 " in hint
     assert f"-p depth_noise_c2_per_m:={params['depth_noise_c2_per_m']:.6g} " in hint

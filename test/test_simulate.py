@@ -106,7 +106,9 @@ def test_seeds_give_different_scenes(flight, flight_seed1):
 
 @pytest.mark.parametrize("matcher", ["sgbm", "bm"])
 def test_stereo_depth_against_exact_depth_on_another_seed(flight_seed1, matcher):
-    """sigma_d was fitted on seed 0 (the full V1_02 flight) for each matcher; seed 1 validates it."""
+    """The rendered images' disparity errors on seed 1.  StereoBM's sigma_d was fitted on seed 0
+    (the full V1_02 flight) and seed 1 validates it; SGBM's default sigma_d is the real-image fit
+    (0.80 px), which over-covers the rendered images' errors (their own fit on seed 0: 0.37 px)."""
     from prism_ros.datasets import EurocDataset
     from prism_ros.tools.stereo_eval import evaluate_stereo
 
@@ -115,7 +117,10 @@ def test_stereo_depth_against_exact_depth_on_another_seed(flight_seed1, matcher)
     assert r["matcher"] == matcher
     assert r["valid_fraction"] > 0.85, r
     assert r["depth_rel_err_median"] < 0.02, r
-    assert 0.90 <= r["coverage_2sigma"] <= 0.98, r
+    if matcher == "bm":
+        assert 0.90 <= r["coverage_2sigma"] <= 0.98, r
+    else:
+        assert 0.32 <= r["sigma_d_fit_px"] <= 0.48 and r["coverage_2sigma"] > 0.98, r
     assert r["gross_fraction"] < 0.03, r
 
 
@@ -138,7 +143,7 @@ def test_short_flight_tracked(flight):
     assert body["coverage95"] == pytest.approx(cam["coverage95"], abs=1e-9)
     assert body["nees_median"] == pytest.approx(cam["nees_median"], rel=1e-6)
     assert body["rot_sigma_rms_deg"] == pytest.approx(cam["rot_sigma_rms_deg"], rel=1e-6)
-    assert abs(body["trans_sigma_rms_m"] - cam["trans_sigma_rms_m"]) > 1e-6
+    assert abs(body["trans_sigma_rms_m"] / cam["trans_sigma_rms_m"] - 1.0) > 1e-5
     assert m["calibration_body"]["velocity_frames"] == 49
 
 
@@ -155,7 +160,10 @@ def test_strided_view_maps_indices_and_controls(flight):
     c2 = st.control_between(2, 3, s)  # base frames 4 -> 6
     c = ds.control_between(4, 6, s)
     np.testing.assert_allclose(c2.T_prev_curr, c.T_prev_curr, atol=1e-9)
-    assert np.linalg.norm(se3.log(c.T_prev_curr)[:3]) > 0.0
+    # (these 2.5 s of V1_02 are still: both are the same zero-velocity update over 0.1 s)
+    assert c.still and c2.still
+    np.testing.assert_allclose(c2.cov, c.cov, rtol=1e-9, atol=1e-18)
+    assert c.cov[0, 0] > 0.0
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from typing import Deque, Optional, Tuple
 import numpy as np
 
 from . import se3
-from .imu import ImuData, ImuIntegrator, ImuNoise, pose_window
+from .imu import ZUPT_WINDOW_S, ImuData, ImuIntegrator, ImuNoise, pose_window
 from .types import Control
 
 __all__ = ["ImuBuffer", "OdomBuffer"]
@@ -191,7 +191,7 @@ class ImuBuffer:
             else:
                 with self._lock:
                     self._integ = integ
-        integ.imu = self.data(t0, t1)
+        integ.imu = self.data(min(t0, t1 - ZUPT_WINDOW_S - 0.05), t1)  # (the stillness test looks back)
         integ.rate_hz = rate
         return integ.control(t0, t1, T_w_c, nu_c, P_nu, Sigma)
 

@@ -161,7 +161,8 @@ class PrismFilter:
         with st("track"):
             tr = self._track(frame, render, T_pred, Sigma_pred, self.cfg.track_finest_level)
         # 3b. recovery when the track is lost or doubtful
-        quality, why = self.recovery.assess(tr, render, after_gap=gap or self.relocalising)
+        # (the first frame after a loss, like one after a gap, must show its inliers to be trusted)
+        quality, why = self.recovery.assess(tr, render, after_gap=gap or self.relocalising or self.lost_frames > 0)
         outcome = StepOutcome.OK if quality is Quality.OK else StepOutcome.LOST
         if quality is not Quality.OK:
             with st("recover"):
@@ -261,7 +262,10 @@ class PrismFilter:
         constant-velocity model it uses the tracker's data-only information, so the prior
         (built from the velocity) counts once (:meth:`MotionModel.velocity_update`).  After a
         gap longer than ``max_dt_s`` that an IMU control bridged, the IMU's velocity at this
-        frame."""
+        frame.  While the IMU says the camera stands still (``control.still``, tracked or not),
+        the zero velocity of that update."""
+        if control is not None and control.still:
+            return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
         if outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0:
             return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, np.zeros(6),
                                                self.motion.P0.copy(), dt)

@@ -281,6 +281,35 @@ def static_bias_and_gravity(imu: ImuData, t0: float, t1: float, max_acc_std: flo
     return bg, f, static
 
 
+#: Zero-velocity update: the window (s) over which the IMU must be still
+#: (:func:`prism_ros.core.imu_online.detect_motion`).  On euroc_MH01_easy_slice 0.5 s finds the
+#: MAV at rest on its pallet from frame 167 on (ground-truth speed < 6 mm/s from 160), 1 s from
+#: 177; no frame of the hand-held part (ground-truth speed >= 0.1 m/s) counts as still.
+ZUPT_WINDOW_S = 0.5
+#: The velocity sigma (m/s) of a zero-velocity update: the ground-truth speed of the MAV at rest
+#: on euroc_MH01_easy_slice (frames 160-199, its tracker's jitter included) stays below 6 mm/s.
+ZUPT_SIGMA_MPS = 0.01
+
+
+def zero_velocity(ctl: Control, dt: float) -> Control:
+    """A zero-velocity update of an IMU control: no translation over ``dt`` (variance
+    (:data:`ZUPT_SIGMA_MPS` dt)^2, uncorrelated with the rotation), zero linear velocity
+    (variance ZUPT_SIGMA_MPS^2); the gyro's rotation and angular velocity are kept."""
+    T = np.array(ctl.T_prev_curr, float)
+    T[:3, 3] = 0.0
+    cov = np.array(ctl.cov, float)
+    cov[:3, :] = 0.0
+    cov[:, :3] = 0.0
+    cov[:3, :3] = np.eye(3) * (ZUPT_SIGMA_MPS * max(dt, 0.0)) ** 2 + np.eye(3) * 1e-12
+    nu = np.zeros(6) if ctl.nu_curr is None else np.array(ctl.nu_curr, float)
+    nu[:3] = 0.0
+    P = np.zeros((6, 6)) if ctl.nu_cov is None else np.array(ctl.nu_cov, float)
+    P[:3, :] = 0.0
+    P[:, :3] = 0.0
+    P[:3, :3] = np.eye(3) * ZUPT_SIGMA_MPS**2
+    return Control(T_prev_curr=T, cov=cov, nu_curr=nu, nu_cov=P, still=True)
+
+
 def align_gravity(f_mean_I: np.ndarray, R_w_I: np.ndarray, magnitude: Optional[float] = GRAVITY) -> np.ndarray:
     """Gravity in the world from the static mean specific force: g_w = -R_wI f (scaled to ``magnitude``)."""
     g = -np.asarray(R_w_I, float) @ np.asarray(f_mean_I, float)
@@ -510,4 +539,16 @@ class ImuIntegrator:
         J[:3, 3:] = se3.hat(p) @ R_CI
         nu_c1 = J @ nu_I
         P_c1 = J @ P_I @ J.T
-        return Control(T_prev_curr=T_c, cov=0.5 * (cov_c + cov_c.T), nu_curr=nu_c1, nu_cov=0.5 * (P_c1 + P_c1.T))
+        ctl = Control(T_prev_curr=T_c, cov=0.5 * (cov_c + cov_c.T), nu_curr=nu_c1, nu_cov=0.5 * (P_c1 + P_c1.T))
+        return zero_velocity(ctl, t_curr - t_prev) if self.still_at(t_curr) else ctl
+
+    def still_at(self, t: float) -> bool:
+        """Whether the IMU stands still over the :data:`ZUPT_WINDOW_S` before ``t``
+        (:func:`prism_ros.core.imu_online.detect_motion`, its thresholds measured on real
+        EuRoC data at rest and in flight); False where the samples do not cover the window
+        (10 ms of slack at its start: two samples at 200 Hz)."""
+        from .imu_online import detect_motion
+
+        if float(self.imu.t[0]) > t - ZUPT_WINDOW_S + 0.01:
+            return False
+        return detect_motion(self.imu, t - ZUPT_WINDOW_S, t).static

@@ -33,6 +33,7 @@ __all__ = [
     "stereo_rectify",
     "StereoRectifier",
     "disparity_sgbm",
+    "disparities_for_depth",
     "left_right_check",
     "depth_from_disparity",
     "StereoPairProblem",
@@ -64,6 +65,21 @@ def stereo_rectify(left: CameraCalib, right: CameraCalib, alpha: float = 0.0):
     t = np.ascontiguousarray(T_c1_c0[:3, 3]).reshape(3, 1)
     return cv2.stereoRectify(left.K, left.D.reshape(1, -1), right.K, right.D.reshape(1, -1), tuple(left.size), R, t,
                              flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
+
+
+def disparities_for_depth(f: float, baseline: float, depth_min_m: float, downscale: int = 1) -> int:
+    """The number of disparities (full-resolution px, a multiple of ``16 * downscale`` as the
+    matchers need) that reaches depth ``depth_min_m``: ``f b / depth_min_m``, rounded up, with
+    one pixel of slack (EuRoC: 0.3 m -> f b / z = 160.07 px -> 160, z >= 0.3001 m).
+
+    A matcher searching fewer disparities than a near surface has does not leave it empty:
+    it matches the surface somewhere inside its range (a wrong, far depth), so the search
+    must cover the nearest depth the filter uses."""
+    if depth_min_m <= 0:
+        raise ValueError(f"depth_min_m must be positive, got {depth_min_m}")
+    step = 16 * int(downscale)
+    need = float(f) * float(baseline) / float(depth_min_m) - 1.0
+    return int(max(1, np.ceil(need / step))) * step
 
 
 def disparity_sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int = 96, block_size: int = 5,
@@ -166,11 +182,15 @@ class StereoRectifier:
     upsampled to full resolution by nearest neighbour (no mixing across depth edges).
     ``downscale=1`` runs SGBM only.  Rectification at downscale 2 uses fixed-point maps
     (``cv2.CV_16SC2``).  ``sigma_d`` is always in full-resolution pixels.
+
+    ``depth_min_m`` (when given, instead of ``num_disparities``): search the disparities
+    that reach that depth (:func:`disparities_for_depth`); nothing nearer gets depth.
+    The matcher cannot reach the ``num_disparities`` leftmost columns (:attr:`match_region`).
     """
 
     def __init__(self, left: CameraCalib, right: CameraCalib, num_disparities: int = 96, block_size: int = 5,
                  sigma_d: float = 0.5, lr_max_diff: float = 1.0, alpha: float = 0.0, lr_check: bool = True,
-                 downscale: int = 1, matcher: str = "sgbm"):
+                 downscale: int = 1, matcher: str = "sgbm", depth_min_m: Optional[float] = None):
         import cv2
 
         if int(downscale) not in (1, 2):
@@ -199,7 +219,11 @@ class StereoRectifier:
         self.sigma_d = float(sigma_d)
         self.lr_max_diff = float(lr_max_diff)
         self.lr_check = bool(lr_check)
-        self.num_disparities = int(np.ceil(num_disparities / 16.0)) * 16
+        if depth_min_m is not None:
+            num_disparities = disparities_for_depth(self.f, self.baseline, depth_min_m, self.downscale)
+        self.num_disparities = int(np.ceil(num_disparities / (16.0 * self.downscale))) * 16 * self.downscale
+        #: the nearest depth the search reaches (m)
+        self.depth_min_m = self.f * self.baseline / self.num_disparities
         lr = max(0, int(round(self.lr_max_diff))) if self.lr_check else -1
         if self.downscale == 1:
             self._matcher = _make_sgbm(self.num_disparities, block_size)

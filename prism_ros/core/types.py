@@ -32,13 +32,16 @@ class Control:
     right-perturbation convention T = T_prev_curr * Exp(xi), xi = (rho, phi),
     translation first.  An IMU control also gives the camera twist at the current
     frame, ``nu_curr`` = (v, w) in the current camera frame, with covariance ``nu_cov``:
-    the velocity a lost frame keeps (the IMU carries it through a short loss).
+    the velocity a lost frame keeps (the IMU carries it through a short loss).  ``still``:
+    the IMU says the sensor stands still at the current frame (a zero-velocity update:
+    ``nu_curr`` is then zero and the increment has no translation).
     """
 
     T_prev_curr: np.ndarray
     cov: np.ndarray
     nu_curr: Optional[np.ndarray] = None
     nu_cov: Optional[np.ndarray] = None
+    still: bool = False
 
 
 @dataclass

@@ -81,9 +81,9 @@ class EurocBagDataset(EurocDataset):
 
     def __init__(self, path, start: int = 0, frames: Optional[int] = None, calib=None, gt_path=None,
                  require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: Optional[float] = None,
-                 num_disparities: int = 96, block_size: int = 5, lr_max_diff: float = 1.0,
+                 num_disparities: Optional[int] = None, block_size: int = 5, lr_max_diff: float = 1.0,
                  use_imu: bool = True, imu_init_window_s: float = 1.0, pair_tolerance_s: float = 1e-3,
-                 stereo_matcher: Optional[str] = None):
+                 stereo_matcher: Optional[str] = None, depth_min_m: Optional[float] = None):
         from rosbags.rosbag1 import Reader
         from rosbags.typesys import Stores, get_typestore
 
@@ -100,7 +100,7 @@ class EurocBagDataset(EurocDataset):
         self.root = mav0.parent if mav0.name == "mav0" else mav0
         self.name = f"euroc:{path.stem}"
         self._init_calibration(mav0, sigma_d=sigma_d, num_disparities=num_disparities, block_size=block_size,
-                               lr_max_diff=lr_max_diff, matcher=stereo_matcher)
+                               lr_max_diff=lr_max_diff, matcher=stereo_matcher, depth_min_m=depth_min_m)
         self._typestore = get_typestore(Stores.ROS1_NOETIC)
         self._lock = threading.Lock()
         self._reader = Reader(path)

@@ -14,6 +14,16 @@ rectified left camera (:func:`exact_depth_rectified`):
 * ``valid_fraction``: stereo-valid pixels / exactly known pixels the matcher can
   reach (``match_region``); ``depth_rel_err_median``; ``gross_fraction`` (|d - d_exact| > 2 px);
 * ``ms_per_pair_median`` (noisy on a shared machine).
+
+For a real recording (no exact depth) with ground-truth poses, the check needs no depth
+ground truth: :func:`evaluate_stereo_two_view` carries each pair's depth into the pair
+``--lag`` frames later at the ground-truth relative pose and compares disparities there:
+
+* ``e = f b / z_j(u_j) - f b / z_i->j``, over the pixels valid in both and away from depth
+  edges in frame j (3x3 neighbourhood within 1 px of disparity), is the difference
+  of two independent disparity errors, so ``sigma_d_fit_px = q954(|e|) / (2 sqrt 2)``;
+* ``coverage_2sigma``: the fraction with ``|e| <= 2 sqrt 2 sigma_d`` (the dataset's sigma_d);
+* ``two_view_disp_err_q50/q954_px``: quantiles of |e| (full-resolution px).
 """
 from __future__ import annotations
 
@@ -25,7 +35,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ["evaluate_stereo", "main"]
+__all__ = ["evaluate_stereo", "evaluate_stereo_two_view", "main"]
 
 
 def evaluate_stereo(ds, indices) -> Dict[str, float]:
@@ -73,6 +83,73 @@ def evaluate_stereo(ds, indices) -> Dict[str, float]:
             "gross_fraction": float(np.mean(e > 2.0)),
         })
     return out
+
+
+def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
+    """Figures of the module docstring's two-view check for the pairs ``indices`` (each with the
+    pair ``lag`` frames later) of a EuRoC dataset with ground-truth poses."""
+    st = ds.stereo
+    fb = st.f * st.baseline
+    cam = st.camera
+    gt = ds.gt_poses()
+    if gt is None:
+        raise ValueError(f"{ds.name}: the two-view check needs ground-truth poses on every frame")
+    cache: Dict[int, np.ndarray] = {}
+
+    def depth(i: int) -> np.ndarray:
+        if i not in cache:
+            cache.clear() if len(cache) > 4 else None
+            cache[i] = st.compute(*ds.raw_pair(i))[1]
+        return cache[i]
+
+    smooth_cache: Dict[int, np.ndarray] = {}
+
+    def smooth(i: int) -> np.ndarray:
+        """Pixels whose 3x3 neighbourhood is valid and within 1 px of disparity: a small
+        error in the ground-truth pose does not move them across a depth edge."""
+        if i not in smooth_cache:
+            import cv2
+
+            smooth_cache.clear() if len(smooth_cache) > 4 else None
+            z = depth(i)
+            d = np.where(z > 0, fb / np.maximum(z, 1e-6), np.float32(-1e3)).astype(np.float32)
+            k = np.ones((3, 3), np.uint8)
+            smooth_cache[i] = (cv2.dilate(d, k) - cv2.erode(d, k) <= 1.0) & (cv2.erode(d, k) > 0)
+        return smooth_cache[i]
+
+    h, w = cam.height, cam.width
+    vv, uu = np.mgrid[0:h, 0:w]
+    rays = np.stack([(uu - cam.cx) / cam.fx, (vv - cam.cy) / cam.fy, np.ones_like(uu, float)], -1)
+    errs = []
+    for i in indices:
+        j = int(i) + lag
+        if j >= len(ds):
+            continue
+        zi, zj = depth(int(i)), depth(j)
+        ok = zi > 0
+        p = rays[ok] * zi[ok][:, None]
+        T = np.linalg.inv(gt[j]) @ gt[int(i)]  # frame i -> frame j (rectified left cameras)
+        q = p @ T[:3, :3].T + T[:3, 3]
+        front = q[:, 2] > 1e-3
+        q = q[front]
+        u = np.rint(cam.fx * q[:, 0] / q[:, 2] + cam.cx).astype(np.int64)
+        v = np.rint(cam.fy * q[:, 1] / q[:, 2] + cam.cy).astype(np.int64)
+        inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
+        q, u, v = q[inside], u[inside], v[inside]
+        zm = zj[v, u]
+        both = (zm > 0) & smooth(j)[v, u]
+        errs.append(fb / zm[both] - fb / q[both, 2])
+    if not errs:
+        raise ValueError(f"{ds.name}: no pair of frames {lag} apart among the indices")
+    e = np.abs(np.concatenate(errs))
+    q50, q954 = np.quantile(e, [0.5, 0.954])
+    return {
+        "pairs": len(errs), "pixels": int(e.size), "lag": int(lag),
+        "sigma_d_px": float(st.sigma_d),
+        "two_view_disp_err_q50_px": float(q50), "two_view_disp_err_q954_px": float(q954),
+        "sigma_d_fit_px": float(q954 / (2.0 * np.sqrt(2.0))),
+        "coverage_2sigma": float(np.mean(e <= 2.0 * np.sqrt(2.0) * st.sigma_d)),
+    }
 
 
 def main(argv: Optional[List[str]] = None) -> int:
