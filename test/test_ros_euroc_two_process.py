@@ -100,7 +100,8 @@ def _body_velocity_gt(flight: Path, ns):
     return np.einsum("nji,nj->ni", R_wb, a[rows][:, 7:10])  # R_wb^T v_w
 
 
-def _play_into_node(flight: Path, tmp_path: Path, n: int, rate: float, queue: str, preload: bool, frames: str = ""):
+def _play_into_node(flight: Path, tmp_path: Path, n: int, rate: float, queue: str, preload: bool, frames: str = "",
+                    play_args=()):
     """``prism-ros node`` (config/prism.yaml + config/euroc.yaml) and ``prism-ros play flight``
     as two processes; returns (the /prism/odometry messages, player, node, wall s, machine load)."""
     env = ros_env(DOMAIN_ID)
@@ -115,7 +116,7 @@ def _play_into_node(flight: Path, tmp_path: Path, n: int, rate: float, queue: st
         + [a for kv in EXTRA_PARAMS for a in ("-p", kv)]
     play_cmd = cli_command() + ["play", str(flight), "--rate", str(rate), "--imu-frame-id", base_frame,
                                 "--wait-for-subscribers", "30"] + (["--frames", frames] if frames else []) \
-        + (["--preload"] if preload else [])
+        + (["--preload"] if preload else []) + list(play_args)
     print("node:  ", " ".join(node_cmd), "\nplayer:", " ".join(play_cmd))
     try:
         node = Proc(node_cmd, env, tmp_path / "node.log")
@@ -214,12 +215,15 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
 
 
 @pytest.mark.timeout(600)
-def test_real_euroc_slice_through_the_node(tmp_path):
-    """The REAL slice (euroc_MH01_easy_slice) played into the node with the shipped configs, the
-    player computing the stereo depth as it plays (as the launch file does): >= 95 % of the
-    frames on ~/odometry and the body ATE of `prism-ros run` within 1 cm.  At PRISM_EUROC_REAL_RATE
-    (default 0.5, 10 frames/s: at rate 1 the node's outputs on the filter thread drop frames on
-    2 cores shared with the player and this test; the node-under-load issue)."""
+@pytest.mark.parametrize("source", ["folder", "bag"])
+def test_real_euroc_slice_through_the_node(source, tmp_path):
+    """The REAL slice (euroc_MH01_easy_slice), as its ASL folder or written as a EuRoC ROS 1 bag
+    (the official bags' topics), played into the node with the shipped configs, the player
+    computing the stereo depth as it plays (as the launch file does): >= 95 % of the frames on
+    ~/odometry and the body ATE of `prism-ros run` within 1 cm.  At PRISM_EUROC_REAL_RATE,
+    default 0.5: at camera rate (1) the node kept 92.5-100 % of the frames in five runs on the
+    development machine, a one-off stall of the filter thread (its outputs share it) dropping
+    the rest, which a test on a shared machine must not depend on (docs/euroc-real.md)."""
     from conftest import prism_data_dir
 
     from prism_ros.config import PrismConfig
@@ -227,13 +231,21 @@ def test_real_euroc_slice_through_the_node(tmp_path):
     from prism_ros.pipeline import Recorder, apply_dataset_hints, run_dataset
     from prism_ros.tools.metrics import ate_rmse
 
-    flight = prism_data_dir() / "euroc_MH01_easy_slice"
-    if not (flight / "mav0" / "cam0" / "data.csv").is_file():
-        pytest.skip(f"real EuRoC MH_01 slice absent at {flight}")
-    ds = open_dataset(str(flight))
+    folder = prism_data_dir() / "euroc_MH01_easy_slice"
+    if not (folder / "mav0" / "cam0" / "data.csv").is_file():
+        pytest.skip(f"real EuRoC MH_01 slice absent at {folder}")
+    ds = open_dataset(str(folder))
     n = len(ds)
+    source_path, play_args = folder, ()
+    if source == "bag":
+        pytest.importorskip("rosbags")
+        from test_euroc_bag import write_euroc_bag
+
+        source_path = tmp_path / "MH_01_slice.bag"
+        write_euroc_bag(source_path, n_pairs=None, src=folder, imu_before_ns=3_000_000_000)
+        play_args = ("--calib", str(folder))
     rate = float(os.environ.get("PRISM_EUROC_REAL_RATE", "0.5"))
-    odom, player, node, wall, load = _play_into_node(flight, tmp_path, n, rate, "", False)
+    odom, player, node, wall, load = _play_into_node(source_path, tmp_path, n, rate, "", False, play_args=play_args)
     ns, idx = _frame_indices(odom, ds)
     frac = len(idx) / n
     est = np.stack([cv.pose_to_T(m.pose.pose) for m in odom])
@@ -242,8 +254,8 @@ def test_real_euroc_slice_through_the_node(tmp_path):
     rec = Recorder()
     run_dataset(ds, cfg, [rec], progress=False)
     ate_run = ate_rmse(ds.to_body(np.stack(rec.T_est)), ds.gt_body_poses())
-    print(f"real EuRoC slice through the node: {len(idx)}/{n} frames ({100 * frac:.1f} %) in {wall:.0f} s at rate {rate}; "
-          f"body ATE {100 * ate:.2f} cm (prism-ros run: {100 * ate_run:.2f} cm)")
+    print(f"real EuRoC slice ({source}) through the node: {len(idx)}/{n} frames ({100 * frac:.1f} %) in {wall:.0f} s "
+          f"at rate {rate}; body ATE {100 * ate:.2f} cm (prism-ros run: {100 * ate_run:.2f} cm)")
     _print_load(player, node, load)
     assert frac >= 0.95, node.text()[-3000:]
     assert abs(ate - ate_run) <= 0.01
