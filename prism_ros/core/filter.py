@@ -21,6 +21,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from . import se3
 from .camera import Camera
 from .config import FilterConfig
 from .dynamics import MotionModel, MotionState
@@ -166,7 +167,10 @@ class PrismFilter:
         outcome = StepOutcome.OK if quality is Quality.OK else StepOutcome.LOST
         if quality is not Quality.OK:
             with st("recover"):
-                tr, outcome, why = self._recover(frame, tr, quality, why, T_pred, gap)
+                # with a control (IMU, odometry) right after a tracked frame the prediction is
+                # trusted: a recovered track must agree with it too (a wrong match is not a loss)
+                gated = control is not None and not gap and self.lost_frames == 0 and self.state is not None
+                tr, outcome, why = self._recover(frame, tr, quality, why, T_pred, Sigma_pred if gated else None, gap)
         # 4. Laplace covariance at the optimum (or the inflated prediction while lost)
         T_new, Sigma_new = (tr.T_w_c, tr.cov) if outcome.tracked else (T_pred, Sigma_pred + self.recovery.lost_sigma)
         # 5. velocity given the new pose (no motion model spans a gap or a loss)
@@ -299,13 +303,22 @@ class PrismFilter:
         if outcome.tracked or not self.relocalising:
             self.state = state
 
-    def _recover(self, frame, tr, quality: Quality, why: str, T_pred: np.ndarray, gap: bool):
+    def _recover(self, frame, tr, quality: Quality, why: str, T_pred: np.ndarray, Sigma_gate: Optional[np.ndarray],
+                 gap: bool):
         """Re-track from bounded starting poses; a doubtful track keeps whichever of the two has
-        more inliers.  Returns (track, outcome, reason)."""
+        more inliers.  With ``Sigma_gate`` (a trusted prediction's covariance) a recovered track
+        further than ``tracking_max_prior_mahalanobis2`` from ``T_pred`` is refused: the frame is
+        lost, not fused (a wrong match, e.g. repetitive structure, that explains the frame well
+        at the wrong place).  Returns (track, outcome, reason)."""
         T_last = self.state.T_w_c if self.state is not None else self.T_w_c0
         starts = self.recovery.starts(T_last, T_pred, all_starts=self._all_starts_pending)
         self._all_starts_pending = False
         rec = self.recovery.recover(frame, starts)
+        if rec is not None and Sigma_gate is not None:
+            xi = se3.log(se3.inv(T_pred) @ rec.T_w_c)
+            m2 = float(xi @ np.linalg.solve(Sigma_gate, xi))
+            if m2 > self.cfg.tracking_max_prior_mahalanobis2:
+                return tr, StepOutcome.LOST, f"{why}; recovered {np.sqrt(m2):.0f} sigma from the control's prediction"
         if rec is not None and (quality is Quality.LOST or rec.n_icp > tr.n_icp):
             return rec, StepOutcome.RECOVERED, "after a gap" if gap and not self.relocalising else why
         if quality is Quality.DOUBTFUL:
