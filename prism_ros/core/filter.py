@@ -307,9 +307,10 @@ class PrismFilter:
                  gap: bool):
         """Re-track from bounded starting poses; a doubtful track keeps whichever of the two has
         more inliers.  With ``Sigma_gate`` (a trusted prediction's covariance) a recovered track
-        further than ``tracking_max_prior_mahalanobis2`` from ``T_pred`` is refused: the frame is
-        lost, not fused (a wrong match, e.g. repetitive structure, that explains the frame well
-        at the wrong place).  Returns (track, outcome, reason)."""
+        further than ``tracking_max_prior_mahalanobis2`` from ``T_pred`` is refused (a wrong
+        match, e.g. repetitive structure, that explains the frame well at the wrong place): a
+        lost frame stays lost and is not fused, a doubtful one keeps its plain track.  Returns
+        (track, outcome, reason)."""
         T_last = self.state.T_w_c if self.state is not None else self.T_w_c0
         starts = self.recovery.starts(T_last, T_pred, all_starts=self._all_starts_pending)
         self._all_starts_pending = False
@@ -318,7 +319,8 @@ class PrismFilter:
             xi = se3.log(se3.inv(T_pred) @ rec.T_w_c)
             m2 = float(xi @ np.linalg.solve(Sigma_gate, xi))
             if m2 > self.cfg.tracking_max_prior_mahalanobis2:
-                return tr, StepOutcome.LOST, f"{why}; recovered {np.sqrt(m2):.0f} sigma from the control's prediction"
+                rec = None
+                why = f"{why}; recovered {np.sqrt(m2):.0f} sigma from the control's prediction"
         if rec is not None and (quality is Quality.LOST or rec.n_icp > tr.n_icp):
             return rec, StepOutcome.RECOVERED, "after a gap" if gap and not self.relocalising else why
         if quality is Quality.DOUBTFUL:
