@@ -21,8 +21,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from prism_ros.tools.args import (add_config_arguments, apply_dataset_hints, config_from_args, nonneg_int, pos_int,
-                                  user_set_params)
+from prism_ros.tools.args import add_config_arguments, apply_dataset_hints, config_from_args, nonneg_int, pos_int
 
 __all__ = ["main", "build_parser", "LAZY_COMMANDS", "print_summary"]
 
@@ -142,10 +141,10 @@ def _run(dataset_path: str, start: int, frames: Optional[int], out: Optional[str
         if not is_euroc(dataset_path):
             parser.error(f"--stereo-matcher applies only to EuRoC recordings; {dataset_path!r} is not one")
         kw["stereo_matcher"] = matcher
-    if "depth_min_m" in user_set_params(args) and os.path.exists(dataset_path):
+    if "depth_min_m" in dict(args.set or []) and os.path.exists(dataset_path):
         from prism_ros.datasets import is_euroc
 
-        if is_euroc(dataset_path):  # the stereo search reaches the nearest depth the filter uses
+        if is_euroc(dataset_path):  # --set depth_min_m: the stereo search reaches it too
             kw["depth_min_m"] = cfg.depth_min_m
     try:
         ds = open_dataset(dataset_path, start=start, frames=frames, **kw)

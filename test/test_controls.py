@@ -206,3 +206,20 @@ def test_still_imu_gives_a_zero_velocity_update():
     ctl_m = moving.control(t0, t1, T_BASE_CAM, nu, np.eye(6) * 1e-4, np.eye(6) * 1e-6)
     assert ctl_m is not None and not ctl_m.still
     assert np.linalg.norm(ctl_m.T_prev_curr[:3, 3]) > 1e-3  # it moves on at the filter's velocity
+
+
+def test_a_steady_turn_is_not_still():
+    """A steady yaw about gravity keeps every dispersion test of detect_motion quiet (constant
+    rate, constant specific force); the bias-corrected rate tells it from rest."""
+    from prism_ros.core.imu import ZUPT_MAX_RATE_RADPS, ZUPT_WINDOW_S
+    from prism_ros.core.imu_online import detect_motion
+
+    buf = ImuBuffer(T_I_C=T_BASE_CAM, init_window_s=1.0)
+    t0, t1 = 10.0, 11.0
+    w = np.array([0.0, 0.0, 4 * ZUPT_MAX_RATE_RADPS])
+    _fill(buf, t0 - 1.5, t0, t1, w)
+    assert detect_motion(buf.data(), t1 - ZUPT_WINDOW_S, t1).static  # the dispersion tests pass
+    ctl = buf.control(t0, t0 + 0.05, T_BASE_CAM, np.zeros(6), np.eye(6) * 1e-4, np.eye(6) * 1e-6)
+    assert ctl is not None
+    ctl = buf.control(t1 - 0.05, t1, T_BASE_CAM, np.zeros(6), np.eye(6) * 1e-4, np.eye(6) * 1e-6)
+    assert not ctl.still

@@ -307,8 +307,8 @@ def test_euroc_node_noise_model_is_the_stereo_sigma():
     ok = fr.depth > 0
     assert ok.mean() > 0.5
     np.testing.assert_allclose(sigma_z(fr.depth[ok].astype(np.float64), noise), fr.depth_sigma[ok], rtol=1e-5)
-    # at 5 m (depth_max_m of EuRoC): 25 m^2 sigma_d / (f b) = 0.42 m
-    assert sigma_z(np.array([5.0]), noise)[0] == pytest.approx(0.4165, abs=1e-3)
+    # at 5 m (depth_max_m of EuRoC): 25 m^2 sigma_d / (f b) = 0.30 m
+    assert sigma_z(np.array([5.0]), noise)[0] == pytest.approx(0.302, abs=1e-3)
     hint = _euroc_node_hint(ds)
     assert "-p depth_noise_c0_m:=0.0 " in hint and "-p depth_noise_z0_m:=0.0 " in hint
     assert f"-p depth_noise_c2_per_m:={params['depth_noise_c2_per_m']:.6g} " in hint

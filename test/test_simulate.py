@@ -108,7 +108,8 @@ def test_seeds_give_different_scenes(flight, flight_seed1):
 def test_stereo_depth_against_exact_depth_on_another_seed(flight_seed1, matcher):
     """The rendered images' disparity errors on seed 1.  StereoBM's sigma_d was fitted on seed 0
     (the full V1_02 flight) and seed 1 validates it; SGBM's default sigma_d is the real-image fit
-    (0.80 px), which over-covers the rendered images' errors (their own fit on seed 0: 0.37 px)."""
+    (0.58 px), which covers the rendered images' errors at least as well (their own fit on seed 0:
+    0.37 px; seed 1 with 160 disparities: 0.43 px)."""
     from prism_ros.datasets import EurocDataset
     from prism_ros.tools.stereo_eval import evaluate_stereo
 
@@ -120,7 +121,7 @@ def test_stereo_depth_against_exact_depth_on_another_seed(flight_seed1, matcher)
     if matcher == "bm":
         assert 0.90 <= r["coverage_2sigma"] <= 0.98, r
     else:
-        assert 0.32 <= r["sigma_d_fit_px"] <= 0.48 and r["coverage_2sigma"] > 0.98, r
+        assert 0.32 <= r["sigma_d_fit_px"] <= 0.48 and r["coverage_2sigma"] >= 0.954, r
     assert r["gross_fraction"] < 0.03, r
 
 

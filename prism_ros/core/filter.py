@@ -307,7 +307,7 @@ class PrismFilter:
                  gap: bool):
         """Re-track from bounded starting poses; a doubtful track keeps whichever of the two has
         more inliers.  With ``Sigma_gate`` (a trusted prediction's covariance) a recovered track
-        further than ``tracking_max_prior_mahalanobis2`` from ``T_pred`` is refused (a wrong
+        further than ``recovery_max_control_mahalanobis2`` from ``T_pred`` is refused (a wrong
         match, e.g. repetitive structure, that explains the frame well at the wrong place): a
         lost frame stays lost and is not fused, a doubtful one keeps its plain track.  Returns
         (track, outcome, reason)."""
@@ -318,7 +318,7 @@ class PrismFilter:
         if rec is not None and Sigma_gate is not None:
             xi = se3.log(se3.inv(T_pred) @ rec.T_w_c)
             m2 = float(xi @ np.linalg.solve(Sigma_gate, xi))
-            if m2 > self.cfg.tracking_max_prior_mahalanobis2:
+            if m2 > self.cfg.recovery_max_control_mahalanobis2:
                 rec = None
                 why = f"{why}; recovered {np.sqrt(m2):.0f} sigma from the control's prediction"
         if rec is not None and (quality is Quality.LOST or rec.n_icp > tr.n_icp):

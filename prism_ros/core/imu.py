@@ -281,14 +281,18 @@ def static_bias_and_gravity(imu: ImuData, t0: float, t1: float, max_acc_std: flo
     return bg, f, static
 
 
-#: Zero-velocity update: the window (s) over which the IMU must be still
+#: Zero-velocity update: the shortest window (s) over which the IMU must be still
 #: (:func:`prism_ros.core.imu_online.detect_motion`).  On euroc_MH01_easy_slice 0.5 s finds the
 #: MAV at rest on its pallet from frame 167 on (ground-truth speed < 6 mm/s from 160), 1 s from
-#: 177; no frame of the hand-held part (ground-truth speed >= 0.1 m/s) counts as still.
+#: 177; no frame of the hand-held part (ground-truth speed >= 0.1 m/s) counts as still, nor any
+#: frame of the V1_02 flight after its still start (ground-truth speed < 1.2 cm/s there).
 ZUPT_WINDOW_S = 0.5
 #: The velocity sigma (m/s) of a zero-velocity update: the ground-truth speed of the MAV at rest
 #: on euroc_MH01_easy_slice (frames 160-199, its tracker's jitter included) stays below 6 mm/s.
 ZUPT_SIGMA_MPS = 0.01
+#: The largest bias-corrected median gyro rate (rad/s) of a still window: at rest on
+#: euroc_MH01_easy_slice it is 0.002-0.003 rad/s (the bias estimated from the poses).
+ZUPT_MAX_RATE_RADPS = 0.02
 
 
 def zero_velocity(ctl: Control, dt: float) -> Control:
@@ -540,15 +544,19 @@ class ImuIntegrator:
         nu_c1 = J @ nu_I
         P_c1 = J @ P_I @ J.T
         ctl = Control(T_prev_curr=T_c, cov=0.5 * (cov_c + cov_c.T), nu_curr=nu_c1, nu_cov=0.5 * (P_c1 + P_c1.T))
-        return zero_velocity(ctl, t_curr - t_prev) if self.still_at(t_curr) else ctl
+        return zero_velocity(ctl, t_curr - t_prev) if self.still_between(t_prev, t_curr) else ctl
 
-    def still_at(self, t: float) -> bool:
-        """Whether the IMU stands still over the :data:`ZUPT_WINDOW_S` before ``t``
-        (:func:`prism_ros.core.imu_online.detect_motion`, its thresholds measured on real
-        EuRoC data at rest and in flight); False where the samples do not cover the window
-        (10 ms of slack at its start: two samples at 200 Hz)."""
+    def still_between(self, t0: float, t1: float) -> bool:
+        """Whether the IMU stands still over [t0, t1], and at least the :data:`ZUPT_WINDOW_S`
+        before ``t1``: :func:`prism_ros.core.imu_online.detect_motion` (its thresholds measured on
+        real EuRoC data at rest and in flight) and a median rate within
+        :data:`ZUPT_MAX_RATE_RADPS` of the gyro bias (a steady turn keeps the dispersion low);
+        False where the samples do not cover the window (10 ms of slack at its start: two
+        samples at 200 Hz)."""
         from .imu_online import detect_motion
 
-        if float(self.imu.t[0]) > t - ZUPT_WINDOW_S + 0.01:
+        lo = min(t0, t1 - ZUPT_WINDOW_S)
+        if float(self.imu.t[0]) > lo + 0.01:
             return False
-        return detect_motion(self.imu, t - ZUPT_WINDOW_S, t).static
+        chk = detect_motion(self.imu, lo, t1)
+        return chk.static and float(np.linalg.norm(chk.gyro_median - self.bg)) <= ZUPT_MAX_RATE_RADPS

@@ -222,7 +222,10 @@ class StereoRectifier:
         if depth_min_m is not None:
             num_disparities = disparities_for_depth(self.f, self.baseline, depth_min_m, self.downscale)
         self.num_disparities = int(np.ceil(num_disparities / (16.0 * self.downscale))) * 16 * self.downscale
-        #: the nearest depth the search reaches (m)
+        if self.num_disparities > w // 2:
+            raise ValueError(f"{self.num_disparities} disparities (depth down to {self.f * self.baseline / self.num_disparities:.3f} m) "
+                             f"would leave the matcher less than half of the {w} px wide image: raise depth_min_m")
+        #: the nearest depth the search reaches (m; to within the last disparity step)
         self.depth_min_m = self.f * self.baseline / self.num_disparities
         lr = max(0, int(round(self.lr_max_diff))) if self.lr_check else -1
         if self.downscale == 1:

@@ -101,12 +101,11 @@ def read_gt_file(path):
 #: the default of ``sigma_d``: the sigma for which 2 sigma_z covers 95.4 % of the errors.
 #: ("sgbm", 2), the default, is fitted on REAL images: the first 100 pairs of
 #: euroc_MH01_easy_slice by the two-view check at the dataset's ground-truth poses
-#: (:func:`prism_ros.tools.stereo_eval.evaluate_stereo_two_view`, lag 1: 0.80 px; rendered
-#: images had given 0.37 px), checked on its last 100 pairs (2 sigma coverage in the README
-#: and docs/measurements.md).  ("bm", 2) and ("sgbm", 1) are still fitted on the simulated
+#: (:func:`prism_ros.tools.stereo_eval.evaluate_stereo_two_view`, lag 1: 0.58 px; rendered
+#: images had given 0.37 px), checked on its last 100 pairs (docs/euroc-real.md).  ("bm", 2) and ("sgbm", 1) are still fitted on the simulated
 #: V1_02 flight, seed 0 (``prism-ros stereo-eval V102_s0 --every 10 --matcher bm`` /
 #: ``--every 20 --downscale 1``).
-STEREO_SIGMA_D_PX = {("bm", 2): 0.25, ("sgbm", 2): 0.80, ("sgbm", 1): 0.27}
+STEREO_SIGMA_D_PX = {("bm", 2): 0.25, ("sgbm", 2): 0.58, ("sgbm", 1): 0.27}
 
 
 def stereo_sigma_d(downscale: int = 2, matcher: Optional[str] = None) -> float:
@@ -123,7 +122,7 @@ class EurocDataset(DatasetBase):
         "truncation_m": 0.1,
         "icp_max_distance_m": 0.2,
     }
-    config_hints_reason = ("EuRoC stereo depth: 11 cm baseline, sigma_z = z^2 sigma_d / (f b) grows as z^2 (0.42 m at 5 m); "
+    config_hints_reason = ("EuRoC stereo depth: 11 cm baseline, sigma_z = z^2 sigma_d / (f b) grows as z^2 (0.30 m at 5 m); "
                            "2 cm voxels (4 cm voxels drifted 14 mm on the static micro sequence, 2 cm: 3 mm)")
 
     def __init__(self, path, start: int = 0, frames: Optional[int] = None, gt_path=None,

@@ -34,7 +34,7 @@ Depth sigma (EuRoC): the player publishes no sigma image; the node computes each
 pixel's sigma from the depth it receives with its parametric model
 sigma_z = c0 + c2 (z - z0)^2, and the printed parameters set that model to the stereo
 model of the reader, sigma_z = z^2 sigma_d / (f b): ``depth_noise_c0_m:=0.0``,
-``depth_noise_z0_m:=0.0``, ``depth_noise_c2_per_m`` = sigma_d / (f b) (0.0167 /m for
+``depth_noise_z0_m:=0.0``, ``depth_noise_c2_per_m`` = sigma_d / (f b) (0.0121 /m for
 EuRoC at the default ``stereo_downscale=2``, :data:`~prism_ros.datasets.euroc.STEREO_SIGMA_D_PX`), the same per-pixel sigma
 ``prism-ros run`` uses offline (:func:`euroc_node_params`).
 

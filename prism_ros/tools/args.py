@@ -69,22 +69,16 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
         parser.error(f"cannot read configuration {args.config}: {e}")
 
 
-def user_set_params(args) -> set:
-    """The names of the parameters the user set (in --config or --set)."""
+def apply_dataset_hints(cfg, ds, args):
+    """Apply the dataset's ``config_hints`` to the parameters the user did not set (in --config
+    or --set), saying so on stderr."""
     from prism_ros.config import load_yaml_params
+    from prism_ros.pipeline import apply_dataset_hints as apply
 
     user = set(dict(args.set or []))
     if args.config is not None:
         user |= set(load_yaml_params(args.config))
-    return user
-
-
-def apply_dataset_hints(cfg, ds, args):
-    """Apply the dataset's ``config_hints`` to the parameters the user did not set (in --config
-    or --set), saying so on stderr."""
-    from prism_ros.pipeline import apply_dataset_hints as apply
-
-    cfg, hints = apply(cfg, ds, user_set_params(args))
+    cfg, hints = apply(cfg, ds, user)
     if hints:
         print(f"prism-ros: {ds.name}: using " + ", ".join(f"{k}={v}" for k, v in hints.items())
               + f" ({getattr(ds, 'config_hints_reason', '')}; override with --set)", file=sys.stderr)

@@ -15,12 +15,12 @@ rectified left camera (:func:`exact_depth_rectified`):
   reach (``match_region``); ``depth_rel_err_median``; ``gross_fraction`` (|d - d_exact| > 2 px);
 * ``ms_per_pair_median`` (noisy on a shared machine).
 
-For a real recording (no exact depth) with ground-truth poses, the check needs no depth
-ground truth: :func:`evaluate_stereo_two_view` carries each pair's depth into the pair
-``--lag`` frames later at the ground-truth relative pose and compares disparities there:
+For a real recording (no exact depth) with ground-truth poses, ``--two-view LAG`` needs no
+depth ground truth: :func:`evaluate_stereo_two_view` carries each pair's depth into the pair
+LAG frames later at the ground-truth relative pose and compares disparities there:
 
 * ``e = f b / z_j(u_j) - f b / z_i->j``, over the pixels valid in both and away from depth
-  edges in frame j (3x3 neighbourhood within 1 px of disparity), is the difference
+  edges in both (3x3 neighbourhood within 1 px of disparity), is the difference
   of two independent disparity errors, so ``sigma_d_fit_px = q954(|e|) / (2 sqrt 2)``;
 * ``coverage_2sigma``: the fraction with ``|e| <= 2 sqrt 2 sigma_d`` (the dataset's sigma_d);
 * ``two_view_disp_err_q50/q954_px``: quantiles of |e| (full-resolution px).
@@ -98,7 +98,8 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
 
     def depth(i: int) -> np.ndarray:
         if i not in cache:
-            cache.clear() if len(cache) > 4 else None
+            if len(cache) > 4:
+                cache.clear()
             cache[i] = st.compute(*ds.raw_pair(i))[1]
         return cache[i]
 
@@ -110,7 +111,8 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
         if i not in smooth_cache:
             import cv2
 
-            smooth_cache.clear() if len(smooth_cache) > 4 else None
+            if len(smooth_cache) > 4:
+                smooth_cache.clear()
             z = depth(i)
             d = np.where(z > 0, fb / np.maximum(z, 1e-6), np.float32(-1e3)).astype(np.float32)
             k = np.ones((3, 3), np.uint8)
@@ -126,7 +128,7 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
         if j >= len(ds):
             continue
         zi, zj = depth(int(i)), depth(j)
-        ok = zi > 0
+        ok = smooth(int(i))  # away from depth edges in both frames
         p = rays[ok] * zi[ok][:, None]
         T = np.linalg.inv(gt[j]) @ gt[int(i)]  # frame i -> frame j (rectified left cameras)
         q = p @ T[:3, :3].T + T[:3, 3]
@@ -159,14 +161,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--frames", type=int, default=None, help="first N pairs only")
     p.add_argument("--downscale", type=int, default=2, choices=(1, 2), help="stereo resolution divisor (default: 2)")
     p.add_argument("--matcher", choices=("bm", "sgbm"), default=None,
-                   help="stereo matcher (default: the dataset's, StereoBM at downscale 2, SGBM at 1)")
+                   help="stereo matcher (default: the dataset's, StereoSGBM)")
     p.add_argument("--sigma-d", type=float, default=None, help="disparity sigma in px (default: the dataset's)")
+    p.add_argument("--start", type=int, default=0, help="first pair (default: %(default)s)")
+    p.add_argument("--two-view", type=int, default=0, metavar="LAG",
+                   help="the two-view check at the ground-truth poses with pairs LAG apart (a real recording: no "
+                        "exact depth needed), e.g. --two-view 1 --every 1")
     args = p.parse_args(argv)
     from prism_ros.datasets import EurocDataset
 
-    ds = EurocDataset(args.path, frames=args.frames, stereo_downscale=args.downscale, sigma_d=args.sigma_d,
-                      stereo_matcher=args.matcher, use_imu=False)
-    idx = list(range(0, len(ds), max(1, args.every)))
+    ds = EurocDataset(args.path, start=args.start, frames=args.frames, stereo_downscale=args.downscale,
+                      sigma_d=args.sigma_d, stereo_matcher=args.matcher, use_imu=False)
+    idx = list(range(0, len(ds) - args.two_view, max(1, args.every)))
+    if args.two_view > 0:
+        print(json.dumps(evaluate_stereo_two_view(ds, idx, args.two_view), indent=2))
+        return 0
     ds.stereo.compute(*ds.raw_pair(idx[0]))  # warm-up (OpenCV allocations)
     print(json.dumps(evaluate_stereo(ds, idx), indent=2))
     return 0
