@@ -1,4 +1,4 @@
-"""Calibration of the pose / velocity covariances (issue 11): the k-frame compounding,
+"""Calibration of the pose / velocity covariances: the k-frame compounding,
 the data-only velocity update, the odom-frame accumulator, the depth-predictive check,
 and the bands on synthetic and real data."""
 import numpy as np

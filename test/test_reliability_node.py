@@ -1,4 +1,4 @@
-"""Reliability of the prism node against bad input (issue 6, item 1), in-process.
+"""Reliability of the prism node against bad input, in-process.
 
 Complements test_ros_node.py (unsupported encoding, colour/depth size mismatch,
 step/data inconsistency, missing camera_info, zero intrinsics, big time jump back,

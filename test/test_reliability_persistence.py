@@ -1,4 +1,4 @@
-"""Map persistence (issue 6, item 4): atomic saves that survive kill -9, versioned
+"""Map persistence: atomic saves that survive kill -9, versioned
 maps with the configuration, clear errors for incompatible maps, relocalisation in a
 saved map.  No ROS."""
 import os

@@ -1,4 +1,4 @@
-"""Reliability (issue 6): property tests of the converters and the synchroniser, the
+"""Reliability: property tests of the converters and the synchroniser, the
 player on a bag with an unknown message type, the offline runner on a truncated
 image, a multi-second gap with the real filter, and a short ``prism-ros soak`` run."""
 import array

@@ -1,4 +1,4 @@
-"""Acceptance (issue 12, item 5): ``prism-ros play <EuRoC folder>`` and ``prism-ros node`` with
+"""Acceptance: ``prism-ros play <EuRoC folder>`` and ``prism-ros node`` with
 config/prism.yaml + config/euroc.yaml (what launch/euroc.launch.py starts: control_mode imu,
 the body frame as base frame) as two separate processes, observed from this (third) process.
 

@@ -41,7 +41,7 @@ DOMAIN_ID = claim_domain_id(45)  # exclusive on this machine while the tests run
 ROOT = Path(__file__).resolve().parents[1]
 N_FRAMES = int(os.environ.get("PRISM_TWO_PROCESS_FRAMES", "300"))
 RATE = float(os.environ.get("PRISM_TWO_PROCESS_RATE", "0.25"))
-MIN_DELIVERED = 0.98  # issue 13: lossless transport by default
+MIN_DELIVERED = 0.98  # lossless transport by default
 DATA = Path(os.environ.get("PRISM_DATA_DIR", ROOT.parent / "shared" / "data")) / "7scenes_redkitchen"
 
 

@@ -188,7 +188,7 @@ class StereoRectifier:
     The matcher cannot reach the ``num_disparities`` leftmost columns (:attr:`match_region`).
     """
 
-    def __init__(self, left: CameraCalib, right: CameraCalib, num_disparities: int = 96, block_size: int = 5,
+    def __init__(self, left: CameraCalib, right: CameraCalib, num_disparities: Optional[int] = 96, block_size: int = 5,
                  sigma_d: float = 0.5, lr_max_diff: float = 1.0, alpha: float = 0.0, lr_check: bool = True,
                  downscale: int = 1, matcher: str = "sgbm", depth_min_m: Optional[float] = None):
         import cv2
@@ -221,6 +221,8 @@ class StereoRectifier:
         self.lr_check = bool(lr_check)
         if depth_min_m is not None:
             num_disparities = disparities_for_depth(self.f, self.baseline, depth_min_m, self.downscale)
+        elif num_disparities is None:
+            raise ValueError("StereoRectifier needs num_disparities or depth_min_m")
         self.num_disparities = int(np.ceil(num_disparities / (16.0 * self.downscale))) * 16 * self.downscale
         if self.num_disparities > w // 2:
             raise ValueError(f"{self.num_disparities} disparities (depth down to {self.f * self.baseline / self.num_disparities:.3f} m) "

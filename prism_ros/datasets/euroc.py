@@ -102,8 +102,8 @@ def read_gt_file(path):
 #: ("sgbm", 2), the default, is fitted on REAL images: the first 100 pairs of
 #: euroc_MH01_easy_slice by the two-view check at the dataset's ground-truth poses
 #: (:func:`prism_ros.tools.stereo_eval.evaluate_stereo_two_view`, lag 1: 0.58 px; rendered
-#: images had given 0.37 px), checked on its last 100 pairs (docs/euroc-real.md).  ("bm", 2) and ("sgbm", 1) are still fitted on the simulated
-#: V1_02 flight, seed 0 (``prism-ros stereo-eval V102_s0 --every 10 --matcher bm`` /
+#: images had given 0.37 px), checked on its last 100 pairs (docs/euroc-real.md).
+#: ("bm", 2) and ("sgbm", 1) are still fitted on the simulated V1_02 flight, seed 0 (``prism-ros stereo-eval V102_s0 --every 10 --matcher bm`` /
 #: ``--every 20 --downscale 1``).
 STEREO_SIGMA_D_PX = {("bm", 2): 0.25, ("sgbm", 2): 0.58, ("sgbm", 1): 0.27}
 
@@ -173,11 +173,13 @@ class EurocDataset(DatasetBase):
         matcher = matcher or "sgbm"
         if sigma_d is None:
             sigma_d = stereo_sigma_d(downscale, matcher)
-        if num_disparities is None and depth_min_m is None:
+        if num_disparities is not None:  # an explicit count wins
+            depth_min_m = None
+        elif depth_min_m is None:
             depth_min_m = self.config_hints["depth_min_m"]
-        self.stereo = StereoRectifier(c0, c1, num_disparities=num_disparities or 96, block_size=block_size,
+        self.stereo = StereoRectifier(c0, c1, num_disparities=num_disparities, block_size=block_size,
                                       sigma_d=sigma_d, lr_max_diff=lr_max_diff, downscale=downscale, matcher=matcher,
-                                      depth_min_m=None if num_disparities else depth_min_m)
+                                      depth_min_m=depth_min_m)
         self.camera = self.stereo.camera
         #: rectified left camera -> body (IMU) frame
         self.T_body_cam = self.stereo.T_B_rect.copy()

@@ -84,7 +84,7 @@ PEERS: Dict[str, Tuple[str, str]] = {
     ),
 }
 
-#: Issue 4's targets on 7-Scenes redkitchen frames 0-299 (printed as a checklist; they do not change the exit code).
+#: Speed and memory targets on 7-Scenes redkitchen frames 0-299 (printed as a checklist; they do not change the exit code).
 TARGETS: Dict[str, Any] = {"fps": 30.0, "fps_total": 25.0, "fps_ratio": 3.0, "peak_rss_bytes": 1.1e9}
 
 
@@ -557,7 +557,7 @@ def print_report(doc: Dict[str, Any], file=None) -> None:
     t = doc.get("targets") or {}
     if t:
         w()
-        w("issue 4 targets (7-Scenes redkitchen 0-299; for information, the exit code ignores them):")
+        w("targets (7-Scenes redkitchen 0-299; for information, the exit code ignores them):")
         for k, v in t.items():
             w(f"  {'met ' if v['met'] else 'MISS'} {k:<34} {v['value']}")
 

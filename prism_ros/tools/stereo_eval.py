@@ -28,6 +28,7 @@ LAG frames later at the ground-truth relative pose and compares disparities ther
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -94,30 +95,16 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
     gt = ds.gt_poses()
     if gt is None:
         raise ValueError(f"{ds.name}: the two-view check needs ground-truth poses on every frame")
-    cache: Dict[int, np.ndarray] = {}
+    @functools.lru_cache(maxsize=4)  # each pair serves twice (as i and as j)
+    def depth_and_smooth(i: int):
+        """The pair's depth, and its pixels whose 3x3 neighbourhood is valid and within 1 px of
+        disparity (a small error in the ground-truth pose does not move them across a depth edge)."""
+        import cv2
 
-    def depth(i: int) -> np.ndarray:
-        if i not in cache:
-            if len(cache) > 4:
-                cache.clear()
-            cache[i] = st.compute(*ds.raw_pair(i))[1]
-        return cache[i]
-
-    smooth_cache: Dict[int, np.ndarray] = {}
-
-    def smooth(i: int) -> np.ndarray:
-        """Pixels whose 3x3 neighbourhood is valid and within 1 px of disparity: a small
-        error in the ground-truth pose does not move them across a depth edge."""
-        if i not in smooth_cache:
-            import cv2
-
-            if len(smooth_cache) > 4:
-                smooth_cache.clear()
-            z = depth(i)
-            d = np.where(z > 0, fb / np.maximum(z, 1e-6), np.float32(-1e3)).astype(np.float32)
-            k = np.ones((3, 3), np.uint8)
-            smooth_cache[i] = (cv2.dilate(d, k) - cv2.erode(d, k) <= 1.0) & (cv2.erode(d, k) > 0)
-        return smooth_cache[i]
+        z = st.compute(*ds.raw_pair(i))[1]
+        d = np.where(z > 0, fb / np.maximum(z, 1e-6), np.float32(-1e3)).astype(np.float32)
+        k = np.ones((3, 3), np.uint8)
+        return z, (cv2.dilate(d, k) - cv2.erode(d, k) <= 1.0) & (cv2.erode(d, k) > 0)
 
     h, w = cam.height, cam.width
     vv, uu = np.mgrid[0:h, 0:w]
@@ -127,8 +114,7 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
         j = int(i) + lag
         if j >= len(ds):
             continue
-        zi, zj = depth(int(i)), depth(j)
-        ok = smooth(int(i))  # away from depth edges in both frames
+        (zi, ok), (zj, smooth_j) = depth_and_smooth(int(i)), depth_and_smooth(j)  # ok: away from edges
         p = rays[ok] * zi[ok][:, None]
         T = np.linalg.inv(gt[j]) @ gt[int(i)]  # frame i -> frame j (rectified left cameras)
         q = p @ T[:3, :3].T + T[:3, 3]
@@ -139,7 +125,7 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
         inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
         q, u, v = q[inside], u[inside], v[inside]
         zm = zj[v, u]
-        both = (zm > 0) & smooth(j)[v, u]
+        both = (zm > 0) & smooth_j[v, u]
         errs.append(fb / zm[both] - fb / q[both, 2])
     if not errs:
         raise ValueError(f"{ds.name}: no pair of frames {lag} apart among the indices")
