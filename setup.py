@@ -111,5 +111,7 @@ setup(
             "prism_node = prism_ros.ros.node:main",
             "prism_player = prism_ros.ros.player:main",
         ],
+        # named sequences open_dataset() opens without a folder; the product never imports the simulator
+        "prism_ros.sequences": ["synthetic = prism_ros.sim.synthetic:open_synthetic"],
     },
 )

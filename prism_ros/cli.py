@@ -29,10 +29,10 @@ __all__ = ["main", "build_parser", "LAZY_COMMANDS", "print_summary"]
 LAZY_COMMANDS: Dict[str, Tuple[str, str, str]] = {
     "node": ("prism_ros.ros.node", "main", "run the PRISM ROS 2 node (needs rclpy; arguments go to the node)"),
     "play": ("prism_ros.ros.player", "main", "publish a dataset as ROS 2 topics (needs rclpy; arguments go to the player)"),
-    "bench": ("prism_ros.tools.bench", "main", "benchmark FPS, per-stage ms, peak RSS and ATE (optionally against --peer open3d)"),
-    "soak": ("prism_ros.ros.soak", "main", "overload soak: player (looping) + node as processes; RSS over time, latency p95, drop rate (needs rclpy)"),
-    "simulate": ("prism_ros.tools.simulate", "main", "write a simulated EuRoC flight (stereo images, real IMU, ground truth, exact depth) along a EuRoC trajectory"),
-    "stereo-eval": ("prism_ros.tools.stereo_eval", "main", "stereo depth accuracy, sigma calibration and speed against a simulated flight's exact depth"),
+    "bench": ("prism_ros.eval.bench", "main", "benchmark FPS, per-stage ms, peak RSS and ATE (optionally against --peer open3d)"),
+    "soak": ("prism_ros.eval.soak", "main", "overload soak: player (looping) + node as processes; RSS over time, latency p95, drop rate (needs rclpy)"),
+    "simulate": ("prism_ros.sim.simulate", "main", "write a simulated EuRoC flight (stereo images, real IMU, ground truth, exact depth) along a EuRoC trajectory"),
+    "stereo-eval": ("prism_ros.eval.stereo_eval", "main", "stereo depth accuracy, sigma calibration and speed against a simulated flight's exact depth"),
 }
 
 

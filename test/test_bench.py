@@ -9,11 +9,11 @@ import os
 import pytest
 
 from prism_ros import cli
-from prism_ros.tools import bench
+from prism_ros.eval import bench
 
 
 def test_bench_is_a_registered_command():
-    assert cli.LAZY_COMMANDS["bench"][:2] == ("prism_ros.tools.bench", "main")
+    assert cli.LAZY_COMMANDS["bench"][:2] == ("prism_ros.eval.bench", "main")
 
 
 @pytest.mark.parametrize("argv, needle", [

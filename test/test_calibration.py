@@ -8,7 +8,7 @@ from prism_ros.core import se3
 from prism_ros.core.dynamics import MotionModel
 from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.core.tracker import effective_patch_px, huber_residual_level
-from prism_ros.tools import calibration as C
+from prism_ros.eval import calibration as C
 
 
 def _random_path(rng, n, step_t=0.01, step_r=0.02):

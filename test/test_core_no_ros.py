@@ -45,8 +45,8 @@ def test_importing_all_of_core_loads_no_ros_module():
 
 
 def test_offline_tools_and_cli_load_no_ros_module():
-    mods = ["prism_ros.cli", "prism_ros.config", "prism_ros.tools.metrics", "prism_ros.tools.export",
-            "prism_ros.tools.report", "prism_ros.tools.runner"]
+    mods = ["prism_ros.cli", "prism_ros.config", "prism_ros.eval.metrics", "prism_ros.tools.export",
+            "prism_ros.eval.report", "prism_ros.tools.runner"]
     if (ROOT / "prism_ros" / "datasets" / "__init__.py").is_file():
         mods.append("prism_ros.datasets")
     _, bad = _probe(*mods)

@@ -17,11 +17,11 @@ from prism_ros.datasets import (
     DETECTORS,
     FrameLoadError,
     SevenScenesDataset,
-    SyntheticSequence,
     TumDataset,
     open_dataset,
 )
 from prism_ros.datasets.tum import associate, interpolate_poses, write_tum_folder
+from prism_ros.sim.synthetic import SyntheticSequence
 
 
 # ----------------------------------------------------------------------------- 7-Scenes (real)

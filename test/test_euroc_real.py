@@ -65,7 +65,7 @@ def test_real_slice_tracks_through_the_pallet(slice_run):
 
 def test_stereo_sigma_fitted_on_the_first_half_covers_the_second(euroc_mh01_dir):
     from prism_ros.datasets.euroc import stereo_sigma_d
-    from prism_ros.tools.stereo_eval import evaluate_stereo_two_view
+    from prism_ros.eval.stereo_eval import evaluate_stereo_two_view
 
     ds = open_dataset(str(euroc_mh01_dir), use_imu=False)
     assert ds.stereo.sigma_d == stereo_sigma_d(2)
@@ -147,7 +147,7 @@ def test_bag_replay_gives_the_folder_figures(euroc_mh01_dir, slice_run, tmp_path
     pytest.importorskip("rosbags")
     from test_euroc_bag import write_euroc_bag
 
-    from prism_ros.tools.metrics import ate_rmse
+    from prism_ros.eval.metrics import ate_rmse
 
     bag = tmp_path / "MH_01_slice.bag"
     write_euroc_bag(bag, n_pairs=None, src=euroc_mh01_dir, imu_before_ns=3_000_000_000)

@@ -5,7 +5,7 @@ import pytest
 
 from prism_ros.core.imu import ImuNoise
 from prism_ros.datasets.euroc_files import read_euroc_imu_csv
-from prism_ros.tools import imu_check as ic
+from prism_ros.eval import imu_check as ic
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 pytest.importorskip("skimage", reason="scikit-image (marching cubes) is not installed")
 
 from prism_ros.core.mesh import BlockMesher, mesh_block  # noqa: E402
-from prism_ros.datasets.synthetic import SyntheticSequence  # noqa: E402
+from prism_ros.sim.synthetic import SyntheticSequence  # noqa: E402
 
 from test_occupancy import VOX, fuse, new_map  # noqa: E402
 

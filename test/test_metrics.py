@@ -4,7 +4,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 from scipy.stats import chi2
 
-from prism_ros.tools import metrics
+from prism_ros.eval import metrics
 
 
 def _random_T(rng, trans_scale=1.0):
@@ -239,7 +239,7 @@ def test_peak_rss_grows_with_allocation():
     import subprocess
     import sys
 
-    code = ("import numpy as np; from prism_ros.tools import metrics as m; b = m.current_rss_mb(); "
+    code = ("import numpy as np; from prism_ros.eval import metrics as m; b = m.current_rss_mb(); "
             "x = np.ones(200 * 2**20 // 8); a = m.peak_rss_mb(); c = m.current_rss_mb(); print(b, a, c)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     before, peak, current = (float(v) for v in out.stdout.split())

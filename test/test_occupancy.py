@@ -17,7 +17,7 @@ from prism_ros.core.occupancy import (
     occupancy_probability,
 )
 from prism_ros.core.tsdf import TsdfMap
-from prism_ros.datasets.synthetic import SyntheticSequence
+from prism_ros.sim.synthetic import SyntheticSequence
 
 NOISE = np.array([0.0012, 0.0019, 0.4])  # the synthetic sensor's model (config defaults)
 VOX, TAU = 0.02, 0.08

@@ -15,7 +15,7 @@ from prism_ros.config import PrismConfig
 from prism_ros.core.filter import InvalidFrameError, PrismFilter
 from prism_ros.core.types import StepOutcome
 from prism_ros.datasets import open_dataset
-from prism_ros.tools.metrics import ate_errors, ate_rmse
+from prism_ros.eval.metrics import ate_errors, ate_rmse
 
 FAULT = (30, 90)  # frames 30..89: 2 s at 30 Hz
 END = 135  # 1.5 s after the sensor returns

@@ -2,7 +2,7 @@
 config/prism.yaml + config/euroc.yaml (what launch/euroc.launch.py starts: control_mode imu,
 the body frame as base frame) as two separate processes, observed from this (third) process.
 
-The flight is simulated (prism_ros.datasets.simulate) on the real V1_02 trajectory and IMU,
+The flight is simulated (prism_ros.sim.flight) on the real V1_02 trajectory and IMU,
 2.5 s (50 frames) starting 2.5 s into the recording: 1 s still (the node's static-start IMU
 window: the player publishes 1 s of IMU before the first frame), then 1.5 s and ~0.4 m of
 flight.  Rendering it takes ~30 s (once per session).
@@ -81,7 +81,7 @@ def euroc_flight(data_dir, tmp_path_factory):
     src = data_dir / "euroc_V1_02_medium_imu_gt" / "mav0"
     if not (src / "state_groundtruth_estimate0" / "data.csv").is_file() or not (src / "imu0" / "data.csv").is_file():
         pytest.skip(f"EuRoC V1_02 IMU + ground truth absent at {src}")
-    from prism_ros.datasets.simulate import simulate_euroc
+    from prism_ros.sim.flight import simulate_euroc
 
     base = tmp_path_factory.mktemp("euroc_flight")
     source = _late_start_source(src, base / "source", SKIP_S)
@@ -172,7 +172,7 @@ def _print_load(player, node, load):
 @pytest.mark.timeout(600)
 def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_path):
     from prism_ros.datasets import EurocDataset
-    from prism_ros.tools.metrics import ate_rmse
+    from prism_ros.eval.metrics import ate_rmse
 
     overlay = _overlay()
     base_frame = overlay["base_frame"]
@@ -232,7 +232,7 @@ def test_real_euroc_slice_through_the_node(source, tmp_path):
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
     from prism_ros.pipeline import Recorder, apply_dataset_hints, run_dataset
-    from prism_ros.tools.metrics import ate_rmse
+    from prism_ros.eval.metrics import ate_rmse
 
     folder = prism_data_dir() / "euroc_MH01_easy_slice"
     if not (folder / "mav0" / "cam0" / "data.csv").is_file():

@@ -15,7 +15,7 @@ from visualization_msgs.msg import Marker  # noqa: E402
 
 from prism_ros.core.mesh import BlockMesher  # noqa: E402
 from prism_ros.core.occupancy import OccupancyGridBuilder  # noqa: E402
-from prism_ros.datasets.synthetic import SyntheticSequence  # noqa: E402
+from prism_ros.sim.synthetic import SyntheticSequence  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 
 from test_occupancy import VOX, ZMAX, ZMIN, fuse, new_map  # noqa: E402

@@ -51,7 +51,7 @@ def test_player_and_node_as_two_processes(tmp_path, qos):
     if not DATA.is_dir():
         pytest.skip(f"real data not found at {DATA} (set PRISM_DATA_DIR to the folder holding 7scenes_redkitchen)")
     from prism_ros.datasets import open_dataset
-    from prism_ros.tools.metrics import ate_rmse
+    from prism_ros.eval.metrics import ate_rmse
 
     env = ros_env(DOMAIN_ID)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

@@ -1,4 +1,4 @@
-"""EuRoC flight simulator (prism_ros.datasets.simulate) on the real V1_02 trajectory and IMU.
+"""EuRoC flight simulator (prism_ros.sim.flight) on the real V1_02 trajectory and IMU.
 
 The flights are short (2.5 s and 0.3 s) and rendered once per session; skipped when
 ../shared/data/euroc_V1_02_medium_imu_gt is absent.
@@ -24,7 +24,7 @@ def v102(data_dir):
 
 @pytest.fixture(scope="session")
 def flight(v102, tmp_path_factory):
-    from prism_ros.datasets.simulate import simulate_euroc
+    from prism_ros.sim.flight import simulate_euroc
 
     out = tmp_path_factory.mktemp("sim") / "v102_s0"
     summary = simulate_euroc(v102, out, seed=0, seconds=2.5, progress=False, log=lambda m: None)
@@ -33,7 +33,7 @@ def flight(v102, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def flight_seed1(v102, tmp_path_factory):
-    from prism_ros.datasets.simulate import simulate_euroc
+    from prism_ros.sim.flight import simulate_euroc
 
     out = tmp_path_factory.mktemp("sim") / "v102_s1"
     simulate_euroc(v102, out, seed=1, seconds=0.3, progress=False, log=lambda m: None)
@@ -72,8 +72,8 @@ def test_exact_depth_lies_on_the_scene(flight):
     """Back-projected exact cam0 depth (distorted model, T_BS, ground truth) lies on the scene's surfaces."""
     from prism_ros.datasets.euroc_files import read_euroc_sensor_yaml
     from prism_ros.datasets import EurocDataset
-    from prism_ros.datasets.simulate import distorted_rays, flight_scene, read_exact_depth
-    from prism_ros.datasets.synthetic import scene_sdf
+    from prism_ros.sim.flight import distorted_rays, flight_scene, read_exact_depth
+    from prism_ros.sim.synthetic import scene_sdf
 
     out, _ = flight
     ds = EurocDataset(str(out), use_imu=False)
@@ -111,7 +111,7 @@ def test_stereo_depth_against_exact_depth_on_another_seed(flight_seed1, matcher)
     (0.58 px), which covers the rendered images' errors at least as well (their own fit on seed 0:
     0.37 px; seed 1 with 160 disparities: 0.43 px)."""
     from prism_ros.datasets import EurocDataset
-    from prism_ros.tools.stereo_eval import evaluate_stereo
+    from prism_ros.eval.stereo_eval import evaluate_stereo
 
     ds = EurocDataset(str(flight_seed1), use_imu=False, stereo_matcher=matcher)
     r = evaluate_stereo(ds, range(len(ds)))
@@ -171,7 +171,7 @@ def test_strided_view_maps_indices_and_controls(flight):
 def flight_turn(v102, tmp_path_factory):
     """3.5 s from 25.5 s into V1_02 (moving at up to 1.5 m/s): the camera turns from the
     mapped floor to far walls (2.5-4 m) nobody has seen, so the map must grow as it goes."""
-    from prism_ros.datasets.simulate import simulate_euroc
+    from prism_ros.sim.flight import simulate_euroc
 
     out = tmp_path_factory.mktemp("sim") / "v102_turn"
     simulate_euroc(v102, out, seed=0, start_s=25.5, seconds=3.5, progress=False, log=lambda m: None)
@@ -188,7 +188,7 @@ def test_turning_into_unmapped_space_keeps_the_track(flight_turn):
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
     from prism_ros.pipeline import Recorder, run_dataset
-    from prism_ros.tools.metrics import ate_rmse
+    from prism_ros.eval.metrics import ate_rmse
 
     ds = open_dataset(str(flight_turn))
     cfg = PrismConfig.from_yaml().replace(**ds.config_hints)

@@ -9,8 +9,9 @@ import pytest
 
 from prism_ros.config import PrismConfig
 from prism_ros.core.camera import Camera
-from prism_ros.datasets import Frame, SyntheticSequence
-from prism_ros.datasets.synthetic import look_at, make_scene
+from prism_ros.datasets import Frame
+from prism_ros.sim.synthetic import SyntheticSequence
+from prism_ros.sim.synthetic import look_at, make_scene
 
 
 @pytest.fixture(scope="module")

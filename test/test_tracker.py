@@ -9,7 +9,7 @@ from prism_ros.core.filter import PrismFilter
 from prism_ros.core.image import build_frame
 from prism_ros.core.render import render_map
 from prism_ros.core.tracker import objective, track
-from prism_ros.datasets.synthetic import SyntheticSequence
+from prism_ros.sim.synthetic import SyntheticSequence
 
 
 @pytest.fixture(scope="module")

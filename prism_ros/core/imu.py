@@ -69,7 +69,7 @@ class ImuNoise:
 
     def scaled(self, density_scale: float) -> "ImuNoise":
         """The white-noise densities times ``density_scale`` (in flight, rotor vibration raises
-        them: 3.87 on the real V1_02 flight, ``prism_ros.tools.imu_check.EUROC_DENSITY_SCALE``)."""
+        them: 3.87 on the real V1_02 flight, ``prism_ros.eval.imu_check.EUROC_DENSITY_SCALE``)."""
         from dataclasses import replace
 
         return replace(self, gyro_noise_density=self.gyro_noise_density * density_scale,

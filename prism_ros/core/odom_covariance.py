@@ -2,7 +2,7 @@
 
 A pose in the odom frame is continuous and drifts: its uncertainty relative to where
 odometry started grows with the motion.  The filter's ``pose_cov`` is the covariance of
-one step (frame t-1 -> t, given the map; see :mod:`prism_ros.tools.calibration`), so the
+one step (frame t-1 -> t, given the map; see :mod:`prism_ros.eval.calibration`), so the
 odom-frame covariance compounds them to first order, exactly like the k-frame
 covariance of the calibration report with k = the whole path since the last reset:
 

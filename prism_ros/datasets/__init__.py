@@ -1,8 +1,9 @@
-"""RGB-D dataset readers and the synthetic sequence.
+"""RGB-D dataset readers.
 
 ``open_dataset(path, start=0, frames=None, **kw)`` picks the reader:
 
-* ``"synthetic"`` or ``"synthetic:<n_frames>"``: :class:`SyntheticSequence`
+* a named sequence (``"synthetic"`` or ``"synthetic:<n_frames>"``, see :func:`register_sequence`):
+  ``prism_ros.sim.synthetic.SyntheticSequence``
   (``kw`` go to its constructor, e.g. ``width=640, height=480, seed=1``).  Plain
   ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None), at
   640x480 unless ``width``/``height`` are given (or ``"synthetic:<n>@<w>x<h>"``);
@@ -19,13 +20,12 @@ New formats (e.g. EuRoC) register with :func:`register_dataset` or by appending
 from __future__ import annotations
 
 import os
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .base import Dataset, DatasetBase, Frame, FrameLoadError
 from .euroc import EurocDataset, is_euroc_folder
 from .euroc_bag import EurocBagDataset, is_euroc_bag
 from .sevenscenes import SevenScenesDataset, is_sevenscenes_folder
-from .synthetic import SyntheticSequence
 from .tum import TumDataset, is_tum_folder
 
 __all__ = [
@@ -35,11 +35,12 @@ __all__ = [
     "FrameLoadError",
     "TumDataset",
     "SevenScenesDataset",
-    "SyntheticSequence",
     "EurocDataset",
     "EurocBagDataset",
     "DETECTORS",
     "register_dataset",
+    "register_sequence",
+    "sequence_opener",
     "detect_format",
     "is_euroc",
     "open_dataset",
@@ -53,6 +54,30 @@ DETECTORS: List[Tuple[str, Callable[[str], bool], type]] = [
     ("EuRoC MAV ROS 1 bag (/cam0/image_raw, /cam1/image_raw, /imu0; calibration from --calib)",
      is_euroc_bag, EurocBagDataset),
 ]
+
+
+#: Named sequences that are not folders ("synthetic", "synthetic:<n>"): scheme -> opener(name, start=, frames=, **kw).
+SEQUENCES: Dict[str, Callable[..., Dataset]] = {}
+#: The entry-point group through which installed packages provide named sequences (the simulator
+#: provides "synthetic"); the product never imports them.
+SEQUENCE_ENTRY_POINTS = "prism_ros.sequences"
+
+
+def register_sequence(scheme: str, opener: Callable[..., Dataset]) -> None:
+    """Let :func:`open_dataset` open ``scheme`` and ``scheme:<spec>`` with ``opener(name, start=, frames=, **kw)``."""
+    SEQUENCES[scheme] = opener
+
+
+def sequence_opener(scheme: str) -> Optional[Callable[..., Dataset]]:
+    """The opener of a named sequence: registered, or found in the ``prism_ros.sequences`` entry points."""
+    if scheme not in SEQUENCES:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=SEQUENCE_ENTRY_POINTS):
+            if ep.name == scheme:
+                SEQUENCES[scheme] = ep.load()
+                break
+    return SEQUENCES.get(scheme)
 
 
 def register_dataset(name: str, detect_fn: Callable[[str], bool], cls: type, first: bool = False) -> None:
@@ -86,40 +111,9 @@ def is_euroc(path: str) -> bool:
 def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) -> Dataset:
     """Open a dataset by path (see the module docstring); raises ValueError if unrecognised."""
     p = str(path)
-    if p == "synthetic" or p.startswith("synthetic:"):
-        # plain 'synthetic': as long as start/frames ask (150 frames by default)
-        n_total = kw.pop("n_frames", None)
-        if n_total is None:
-            n_total = int(start) + int(frames) if frames is not None and int(frames) > 0 else 150
-        if p.startswith("synthetic:"):
-            spec = p.split(":", 1)[1]
-            try:
-                spec, *options = spec.split(",")  # the options the sequence's name prints
-                for opt in options:
-                    key, _, value = opt.strip().partition("=")
-                    if key == "seed" and value:
-                        kw["seed"] = int(value)
-                    elif key == "clean" and not value:
-                        kw["noise"] = False
-                    else:
-                        raise ValueError(opt)
-                if "@" in spec:  # synthetic:<n_frames>@<width>x<height>
-                    spec, size = spec.split("@", 1)
-                    w, h = size.lower().split("x")
-                    kw["width"], kw["height"] = int(w), int(h)
-                n_total = int(spec)
-            except ValueError:
-                raise ValueError(f"'{p}': expected 'synthetic', 'synthetic:<n_frames>' or "
-                                 f"'synthetic:<n_frames>@<width>x<height>' with integers, optionally "
-                                 f"followed by ',seed=<s>' and ',clean' (as the sequence's name prints)") from None
-        if n_total <= 0:
-            raise ValueError(f"'{p}': the number of frames must be positive")
-        from .base import slice_range
-
-        lo, hi = slice_range(int(n_total), start, frames, what=f"'{p}'")
-        kw.setdefault("width", 640)  # a Kinect-like 640x480 camera, the filter's design point
-        kw.setdefault("height", 480)
-        return SyntheticSequence(n_frames=hi - lo, start=lo, **kw)
+    opener = sequence_opener(p.split(":", 1)[0])
+    if opener is not None:
+        return opener(p, start=start, frames=frames, **kw)
     if not os.path.exists(p):
         raise ValueError(f"dataset path '{p}' does not exist (expected a dataset folder, 'synthetic' or 'synthetic:<n_frames>')")
     found = detect_format(p)

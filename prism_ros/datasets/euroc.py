@@ -101,7 +101,7 @@ def read_gt_file(path):
 #: the default of ``sigma_d``: the sigma for which 2 sigma_z covers 95.4 % of the errors.
 #: ("sgbm", 2), the default, is fitted on REAL images: the first 100 pairs of
 #: euroc_MH01_easy_slice by the two-view check at the dataset's ground-truth poses
-#: (:func:`prism_ros.tools.stereo_eval.evaluate_stereo_two_view`, lag 1: 0.58 px; rendered
+#: (:func:`prism_ros.eval.stereo_eval.evaluate_stereo_two_view`, lag 1: 0.58 px; rendered
 #: images had given 0.37 px), checked on its last 100 pairs (docs/euroc-real.md).
 #: ("bm", 2) and ("sgbm", 1) are still fitted on the simulated V1_02 flight, seed 0 (``prism-ros stereo-eval V102_s0 --every 10 --matcher bm`` /
 #: ``--every 20 --downscale 1``).

@@ -28,7 +28,7 @@ import numpy as np
 
 from prism_ros.config import PrismConfig
 from prism_ros.stats import cpu_model
-from prism_ros.tools import calibration, export, metrics
+from prism_ros.eval import calibration, export, metrics
 
 __all__ = ["run_offline", "write_config_yaml"]
 
@@ -94,7 +94,7 @@ def run_offline(
       ``map_eval_voxels`` (band |sdf_true| < truncation_m / 2), ``map_eval_by_band``
       (the same two figures for bands of half a voxel, one voxel and truncation_m / 2)
       and ``pose_coverage_95``.  With ground truth on every frame also ``calibration``
-      (:func:`prism_ros.tools.calibration.calibration_report`: per-lag coverage95, NEES,
+      (:func:`prism_ros.eval.calibration.calibration_report`: per-lag coverage95, NEES,
       RMS error vs sigma; velocity coverage), and for a dataset with a body frame
       (``T_body_cam``, EuRoC) ``calibration_body``, the same in the body frame; on every run ``depth_predictive_coverage_2sigma``
       and ``depth_predictive_pixels`` (:mod:`prism_ros.core.predictive`).
@@ -246,7 +246,7 @@ def run_offline(
     write_config_yaml(os.path.join(out_dir, "config.yaml"), cfg)
 
     if report:
-        from prism_ros.tools.report import make_report
+        from prism_ros.eval.report import make_report
 
         summary = {"frames": n, "fps": round(m["fps"], 2)}
         if "ate_rmse_m" in m:

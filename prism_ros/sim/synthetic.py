@@ -66,7 +66,7 @@ from numba import njit, prange
 
 from prism_ros.core.camera import Camera
 
-from .base import DatasetBase, Frame
+from prism_ros.datasets.base import DatasetBase, Frame, slice_range
 
 __all__ = ["SyntheticSequence", "make_scene", "scene_sdf", "render_scene", "render_rays", "pinhole_rays", "pack_scene", "look_at"]
 
@@ -760,3 +760,44 @@ class SyntheticSequence(DatasetBase):
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return fr
+
+
+def open_synthetic(name: str, start: int = 0, frames: Optional[int] = None, **kw) -> SyntheticSequence:
+    """Open ``"synthetic"`` or ``"synthetic:<n_frames>[@<w>x<h>][,seed=<s>][,clean]"`` (the name a sequence prints).
+
+    Plain ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None); ``start``/``frames``
+    then select a window, frame i being at (start + i) / fps.  640x480 unless ``width``/``height`` are given.
+    """
+    p = str(name)
+    if p == "synthetic" or p.startswith("synthetic:"):
+        # plain 'synthetic': as long as start/frames ask (150 frames by default)
+        n_total = kw.pop("n_frames", None)
+        if n_total is None:
+            n_total = int(start) + int(frames) if frames is not None and int(frames) > 0 else 150
+        if p.startswith("synthetic:"):
+            spec = p.split(":", 1)[1]
+            try:
+                spec, *options = spec.split(",")  # the options the sequence's name prints
+                for opt in options:
+                    key, _, value = opt.strip().partition("=")
+                    if key == "seed" and value:
+                        kw["seed"] = int(value)
+                    elif key == "clean" and not value:
+                        kw["noise"] = False
+                    else:
+                        raise ValueError(opt)
+                if "@" in spec:  # synthetic:<n_frames>@<width>x<height>
+                    spec, size = spec.split("@", 1)
+                    w, h = size.lower().split("x")
+                    kw["width"], kw["height"] = int(w), int(h)
+                n_total = int(spec)
+            except ValueError:
+                raise ValueError(f"'{p}': expected 'synthetic', 'synthetic:<n_frames>' or "
+                                 f"'synthetic:<n_frames>@<width>x<height>' with integers, optionally "
+                                 f"followed by ',seed=<s>' and ',clean' (as the sequence's name prints)") from None
+        if n_total <= 0:
+            raise ValueError(f"'{p}': the number of frames must be positive")
+        lo, hi = slice_range(int(n_total), start, frames, what=f"'{p}'")
+        kw.setdefault("width", 640)  # a Kinect-like 640x480 camera, the filter's design point
+        kw.setdefault("height", 480)
+        return SyntheticSequence(n_frames=hi - lo, start=lo, **kw)

@@ -2,7 +2,7 @@
 
 :func:`preintegration_check` (built on :func:`window_terms` and :func:`coverage`) is
 used by ``test/test_imu_flight.py`` and the closing note, so both quote the same
-numbers; ``python -m prism_ros.tools.imu_check SEQ`` refits and prints them.
+numbers; ``python -m prism_ros.eval.imu_check SEQ`` refits and prints them.
 
 Reference increments over a window [t_i, t_j] from the ground truth (R_wI, p, v in the
 world, z up, gravity ``g_w``; slerp / linear interpolation between its 40 Hz samples,
@@ -275,7 +275,7 @@ def select(terms: Dict[str, np.ndarray], mask: np.ndarray) -> Dict[str, np.ndarr
 
 
 def main(argv=None) -> int:
-    """``python -m prism_ros.tools.imu_check SEQ`` (a folder with mav0/imu0 and
+    """``python -m prism_ros.eval.imu_check SEQ`` (a folder with mav0/imu0 and
     mav0/state_groundtruth_estimate0): refits gravity and the noise model on the fit blocks
     and prints the coverage95 of the fit and validation blocks, with the stored constants too."""
     import argparse

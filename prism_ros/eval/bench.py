@@ -6,7 +6,7 @@
                          [--peer open3d] [--json OUT] [--no-progress]
 
 Each system runs in a **child process of its own** (``python -m
-prism_ros.tools.bench --worker prism|open3d SPEC RESULT``) so that its peak
+prism_ros.eval.bench --worker prism|open3d SPEC RESULT``) so that its peak
 resident set size (``ru_maxrss`` of the child, read after its run: Numba
 compilation, the map and all frames) is its own and not the parent's, nor the
 other system's.  Both children read the same frames through the same
@@ -174,7 +174,7 @@ class _Progress:
 
 
 def _accuracy(T_est: List[np.ndarray], T_gt: List[Optional[np.ndarray]]) -> Dict[str, Any]:
-    from prism_ros.tools import metrics
+    from prism_ros.eval import metrics
 
     sel = [k for k, g in enumerate(T_gt) if g is not None]
     if len(sel) < 3:
@@ -405,7 +405,7 @@ WORKERS = {"prism": _worker_prism, "open3d": _worker_open3d}
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    """``python -m prism_ros.tools.bench --worker NAME SPEC.json RESULT.json``"""
+    """``python -m prism_ros.eval.bench --worker NAME SPEC.json RESULT.json``"""
     name, spec_path, out_path = argv
     with open(spec_path, encoding="utf-8") as f:
         spec = json.load(f)
@@ -446,7 +446,7 @@ def _run_child(name: str, spec: Dict[str, Any], tmp: str) -> Dict[str, Any]:
     out_path = os.path.join(tmp, f"{name}.result.json")
     with open(spec_path, "w", encoding="utf-8") as f:
         json.dump(spec, f)
-    cmd = [sys.executable, "-m", "prism_ros.tools.bench", "--worker", name, spec_path, out_path]
+    cmd = [sys.executable, "-m", "prism_ros.eval.bench", "--worker", name, spec_path, out_path]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=_child_env())
     wall = time.perf_counter() - t0

@@ -42,8 +42,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from prism_ros.tools import metrics
-from prism_ros.tools.metrics import CHI2_95_6DOF
+from prism_ros.eval import metrics
+from prism_ros.eval.metrics import CHI2_95_6DOF
 
 __all__ = [
     "LAGS",

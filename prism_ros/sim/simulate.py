@@ -1,6 +1,6 @@
 """``prism-ros simulate SOURCE --out DIR [--seed S] [--seconds T]``: write a simulated EuRoC flight.
 
-See :mod:`prism_ros.datasets.simulate` for the scene, the cameras and the image effects.
+See :mod:`prism_ros.sim.flight` for the scene, the cameras and the image effects.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--seconds must be positive")
     if args.start_s < 0:
         p.error("--start-s must not be negative")
-    from prism_ros.datasets.simulate import simulate_euroc
+    from prism_ros.sim.flight import simulate_euroc
 
     try:
         summary = simulate_euroc(args.source, args.out, seed=args.seed, seconds=args.seconds, start_s=args.start_s,

@@ -45,7 +45,7 @@ def make_report(
     """Draw the 2x2 report (2x3 with ``calibration``, the runner's ``metrics.json:
     calibration`` object: panels (e) coverage against lag, (f) real against predicted
     RMS error) and save it to ``path`` (PNG). Returns ``path``."""
-    from prism_ros.tools import metrics
+    from prism_ros.eval import metrics
 
     plt = _mpl()
     stamps = np.asarray(stamps, dtype=np.float64)

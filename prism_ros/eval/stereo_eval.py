@@ -1,7 +1,7 @@
 """``prism-ros stereo-eval DIR``: stereo depth accuracy, sigma calibration and speed.
 
 For a EuRoC folder (a simulated one has the exact cam0 depth in
-``mav0/cam0_depth_exact/``, :mod:`prism_ros.datasets.simulate`), every ``--every``-th
+``mav0/cam0_depth_exact/``, :mod:`prism_ros.sim.flight`), every ``--every``-th
 stereo pair goes through :meth:`StereoRectifier.compute` (rectify + disparity +
 depth + sigma, timed) and, where the exact depth exists, is compared with it in the
 rectified left camera (:func:`exact_depth_rectified`):
@@ -41,7 +41,7 @@ __all__ = ["evaluate_stereo", "evaluate_stereo_two_view", "main"]
 
 def evaluate_stereo(ds, indices) -> Dict[str, float]:
     """Figures of the module docstring for the frames ``indices`` of a EuRoC dataset."""
-    from prism_ros.datasets.simulate import EXACT_DEPTH_FOLDER, exact_depth_rectified, read_exact_depth
+    from prism_ros.sim.flight import EXACT_DEPTH_FOLDER, exact_depth_rectified, read_exact_depth
 
     st = ds.stereo
     fb = st.f * st.baseline

@@ -20,16 +20,16 @@ grown by ``ROOM_MARGIN_M`` on each side: 7.7 m x 8.8 m x 3.6 m for V1_02), holdi
 seeded clutter: boxes on the floor, pillars, spheres, tori and panels on the walls,
 none closer than ``CLEARANCE_M`` to the flown path.  Every surface carries a
 multi-scale noise texture with sharp-edged blobs (``_TEX_NOISE`` of
-:mod:`prism_ros.datasets.synthetic`), which repeats only every 3-10 m, so a stereo
+:mod:`prism_ros.sim.synthetic`), which repeats only every 3-10 m, so a stereo
 matcher finds no repeating pattern in its search range (a seeded tileable texture, :func:`make_texture`, of 4-10 mm texels).
-A different ``seed`` gives a different layout, sizes, colours and texture.  The SDF is exact (:func:`prism_ros.datasets.synthetic.scene_sdf`).
+A different ``seed`` gives a different layout, sizes, colours and texture.  The SDF is exact (:func:`prism_ros.sim.synthetic.scene_sdf`).
 
 Cameras
 -------
 Each pixel's ray comes from the real calibration: the radtan-distorted pixel
 centres are undistorted once with ``cv2.undistortPoints`` (iterated to convergence) (checked by
 re-projection to < 1e-3 px), and the scene is ray cast by the Numba renderer of
-:mod:`prism_ros.datasets.synthetic` (:func:`render_rays`).  Camera poses are
+:mod:`prism_ros.sim.synthetic` (:func:`render_rays`).  Camera poses are
 ``T_w_cam = T_w_B(t) T_BS_cam`` with ``T_w_B`` the ground truth interpolated at t
 (linear / slerp).  Frame stamps are every other 40 Hz ground-truth stamp (20 Hz)
 where the IMU covers [t - 1 s, t + 0.1 s] (the IMU initialisation window).
@@ -74,7 +74,7 @@ from numba import njit, prange
 
 from prism_ros.core.stereo import CameraCalib, StereoRectifier
 
-from .euroc_files import read_euroc_imu_csv, read_euroc_sensor_yaml
+from prism_ros.datasets.euroc_files import read_euroc_imu_csv, read_euroc_sensor_yaml
 from .synthetic import _TEX_NOISE, _BOX, _CYL, _ROOM, _SPHERE, _TORUS, _rot_x, _rot_z, pack_scene, render_rays, scene_sdf
 
 __all__ = [
@@ -109,7 +109,7 @@ MAX_BLUR_TAPS = 9
 
 
 def make_flight_scene(seed: int, path_xyz: np.ndarray) -> dict:
-    """Scene arrays (:func:`prism_ros.datasets.synthetic.pack_scene`) of a room around
+    """Scene arrays (:func:`prism_ros.sim.synthetic.pack_scene`) of a room around
     the (N,3) world path ``path_xyz`` with seeded clutter (module docstring)."""
     rng = np.random.default_rng([int(seed), 3])
     path_xyz = np.asarray(path_xyz, float)
@@ -314,7 +314,7 @@ def make_texture(seed: int, size: int = 1024) -> np.ndarray:
 
 def _read_gt_ns(path: Path):
     """(ns (N,) int64, T_w_B list) of an ASL ground-truth data.csv."""
-    from .textfile import data_lines
+    from prism_ros.datasets.textfile import data_lines
 
     rows = [ln.split(",") for _, ln in data_lines(path)]
     ns = np.array([int(r[0]) for r in rows], dtype=np.int64)
@@ -323,7 +323,7 @@ def _read_gt_ns(path: Path):
 
 
 def _pose_interp(gt_t, gt_xyz, gt_q):
-    from .tum import interpolate_poses
+    from prism_ros.datasets.tum import interpolate_poses
 
     def at(ts):
         return interpolate_poses(gt_t, gt_xyz, gt_q, np.atleast_1d(np.asarray(ts, float)), max_difference=0.05)
@@ -404,7 +404,7 @@ def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, 
     sees the same scene as the whole one; the IMU and ground truth are copied whole."""
     import cv2
 
-    from .euroc import _mav0
+    from prism_ros.datasets.euroc import _mav0
 
     src = Path(source)
     smav = src / "mav0" if (src / "mav0").is_dir() else src
@@ -465,7 +465,7 @@ def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, 
         "camera: cam0",
     ])
     (outp / "SIMULATION.txt").write_text(
-        f"Simulated EuRoC flight (prism_ros.datasets.simulate)\nsource: {src.resolve()}\nseed: {int(seed)}\n"
+        f"Simulated EuRoC flight (prism_ros.sim.flight)\nsource: {src.resolve()}\nseed: {int(seed)}\n"
         f"frames: {len(frames_ns)} at {FPS:g} Hz, {calibs[0].size[0]}x{calibs[0].size[1]} mono8\n"
         f"scene primitives: {len(scene['ptype'])}\n"
         "imu0 and state_groundtruth_estimate0 are SOURCE's real recordings, copied unmodified.\n",

@@ -1,0 +1,1 @@
+"""The simulator: the synthetic scene and sequence, and simulated EuRoC flights (harness, never imported by the product)."""
