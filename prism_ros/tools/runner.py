@@ -28,7 +28,8 @@ import numpy as np
 
 from prism_ros.config import PrismConfig
 from prism_ros.stats import cpu_model
-from prism_ros.eval import calibration, export, metrics
+from prism_ros.eval import calibration, metrics
+from prism_ros.tools import export
 
 __all__ = ["run_offline", "write_config_yaml"]
 
