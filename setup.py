@@ -98,7 +98,8 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         # evo: only a test (and the user, to check trajectories) reads it; metrics.json has the same ATE
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0", "evo>=1.25"],
+        # ruff: test_style; its format style is pinned by the minor version
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.0", "evo>=1.25", "ruff>=0.17,<0.18"],
         # prism-ros bench --peer open3d (Open3D's tensor dense SLAM); on Debian the wheel also needs
         # the system package libusb-1.0-0 (apt-get install libusb-1.0-0).
         "peer": ["open3d"],

@@ -3,13 +3,17 @@
 Subcommands
   demo   run the filter on the built-in synthetic sequence and print a summary
   run    run the filter on a dataset (TUM RGB-D, 7-Scenes, EuRoC folder or ROS 1 bag + --calib)
-  node   the ROS 2 node            (prism_ros.ros.node:main, needs rclpy)
-  play   the dataset -> ROS player (prism_ros.ros.player:main, needs rclpy)
+  node, play, bench, soak, simulate, stereo-eval: see :data:`LAZY_COMMANDS`
+
+``demo`` and ``run`` compose the product and the harness: run
+(:func:`prism_ros.tools.runner.run`) -> evaluate (:func:`prism_ros.eval.evaluate.evaluate`)
+-> write (:func:`prism_ros.tools.runner.write_outputs`, then
+:func:`prism_ros.eval.evaluate.write_evaluation`), then print :func:`print_summary`.
 
 Commands that live in other modules are registered in :data:`LAZY_COMMANDS`
 and imported only when used, so the CLI works without ROS installed.  To add
-one (e.g. ``bench``), add ``name: ("module.path", "function", "help")``; the
-function takes the remaining argument list and returns an exit code.
+one, add ``name: ("module.path", "function", "help")``; the function takes the
+remaining argument list and returns an exit code.
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments or configuration.
 """
@@ -157,11 +161,16 @@ def _run(dataset_path: str, start: int, frames: Optional[int], out: Optional[str
 
         ds = StridedDataset(ds, args.stride)
     cfg = apply_dataset_hints(cfg, ds, args)
-    out_dir = out or os.path.join("prism_out", str(getattr(ds, "name", "run")).replace(os.sep, "_"))
-    from prism_ros.tools.runner import run_offline
+    out_dir = out or os.path.join("prism_out", str(ds.name).replace(os.sep, "_"))
+    # run (the product) -> evaluate (the harness) -> write (both)
+    from prism_ros.eval.evaluate import evaluate, write_evaluation
+    from prism_ros.tools import runner
 
-    m = run_offline(ds, cfg, out_dir, progress=not args.no_progress, report=not args.no_report,
-                    dataset_controls=not getattr(args, "no_imu", False))
+    os.makedirs(out_dir, exist_ok=True)
+    result = runner.run(ds, cfg, progress=not args.no_progress, dataset_controls=not getattr(args, "no_imu", False))
+    ev = evaluate(result)
+    written = runner.write_outputs(result, out_dir)
+    m = write_evaluation(result, ev, out_dir, written, report=not args.no_report)
     print_summary(m, out_dir, cfg)
     return 0
 

@@ -34,11 +34,12 @@ import numpy as np
 
 from prism_ros.core import persistence
 from prism_ros.core.camera import Camera
-from prism_ros.core.controls import ImuBuffer, OdomBuffer
+from prism_ros.core.controls import OdomBuffer
 from prism_ros.core.image import InvalidFrameError
-from prism_ros.core.imu import ImuNoise
+from prism_ros.core.imu import ImuBuffer, ImuControlSource, ImuNoise
 from prism_ros.core.types import Control, StepResult
 from prism_ros.datasets.base import FrameLoadError, check_pose
+from prism_ros.datasets.capabilities import HasConfigHints, HasControls
 from prism_ros.stats import CpuMeter, StageStats
 
 __all__ = [
@@ -121,68 +122,27 @@ def imu_noise_from_config(cfg) -> ImuNoise:
 
 
 class ImuControls:
-    """IMU controls from an :class:`~prism_ros.core.controls.ImuBuffer` (the node's IMU topic).
-
-    No control across a gap longer than ``control_max_dt_s``, where the buffer does not cover the
-    interval (or has an IMU gap in it), or while a moving start is refused (the buffer then
-    aligns gravity from ``pose_alignment_s`` of the filter's poses); :attr:`note` says why
-    (the caller logs it, throttled).  With ``bias_window_s`` > 0 the biases are refined about
-    once a second from that much of the filter's pose track (:meth:`ImuBuffer.refine_biases`);
-    :attr:`bias_estimate` is the last refinement."""
+    """The pipeline's IMU control source: :class:`prism_ros.core.imu.ImuControlSource` (the node's
+    IMU topic, in an :class:`~prism_ros.core.imu.ImuBuffer`) between the frames' stamps.
+    :attr:`note` says why a frame got no control."""
 
     def __init__(self, buffer: ImuBuffer, control_max_dt_s: float, bias_window_s: float = 0.0):
-        self.buffer = buffer
-        self.control_max_dt_s = float(control_max_dt_s)
-        self.bias_window_s = float(bias_window_s)
-        self.note: Optional[str] = None
-        self.bias_estimate = None
-        self._poses: deque = deque()  # (stamp, T_w_c) of the filter's recent states
-        self._last_refine = -np.inf
+        self.source = ImuControlSource(buffer, control_max_dt_s, bias_window_s)
+
+    @property
+    def note(self) -> Optional[str]:
+        return self.source.note
 
     def control(self, prev: PipelineFrame, cur: PipelineFrame, state) -> Optional[Control]:
-        t0, t1 = prev.stamp, cur.stamp
-        self.note = None
-        if t1 - t0 > self.control_max_dt_s:
-            self.note = f"{t1 - t0:.3f} s since the last frame (> control_max_dt_s); using the constant-velocity model"
-            return None
-        self._refine_biases(t0, state.T_w_c)
-        ctl = self.buffer.control(t0, t1, state.T_w_c, state.nu, state.P, state.Sigma)
-        if ctl is None and self.buffer.init_check is not None and self.buffer.static_start is False:
-            why = "; ".join(getattr(self.buffer.init_check, "reasons", []) or ["the sensor moves"])
-            self.note = (f"IMU: moving start, no static gravity alignment ({why}); constant velocity until a "
-                         f"still window or {self.buffer.pose_alignment_s} s of tracked poses give gravity")
-        elif ctl is None:
-            self.note = f"no IMU data covering [{t0:.3f}, {t1:.3f}] s (or an IMU gap); using the constant-velocity model"
-        return ctl
-
-    def _refine_biases(self, t: float, T_w_c: np.ndarray) -> None:
-        if self.bias_window_s <= 0:
-            return
-        self._poses.append((float(t), np.asarray(T_w_c, dtype=np.float64).copy()))
-        while self._poses and t - self._poses[0][0] > self.bias_window_s:
-            self._poses.popleft()
-        if t - self._last_refine < 1.0 or len(self._poses) < 3 or t - self._poses[0][0] < 0.5 * self.bias_window_s:
-            return
-        self._last_refine = t
-        est = self.buffer.refine_biases(np.array([p[0] for p in self._poses]), np.stack([p[1] for p in self._poses]))
-        if est is not None:
-            self.bias_estimate = est
+        return self.source.control(prev.stamp, cur.stamp, state)
 
     def on_step(self, out: "Outcome") -> None:
-        """After each step: a lost frame's pose is the IMU's own prediction, not a measurement,
-        so the bias window restarts (refining the biases from dead reckoning would feed the IMU
-        its own errors)."""
+        """A step that did not track restarts the bias window (:meth:`ImuControlSource.tracking_lost`)."""
         if out.result is not None and not out.result.tracking_ok:
-            self._poses.clear()
+            self.source.tracking_lost()
 
     def reset(self, clear: bool) -> None:
-        """The filter restarted (its world moved): re-estimate gravity; ``clear`` also drops the samples."""
-        self._poses.clear()
-        self._last_refine = -np.inf
-        if clear:
-            self.buffer.clear()
-        else:
-            self.buffer.reset_alignment()
+        self.source.reset(clear)
 
 
 class OdomControls:
@@ -398,11 +358,9 @@ def _load(dataset, i: int):
 
 
 #: How much nicer than the caller's thread the loading thread runs (Linux nice, capped at 19).
-#: The filter's Numba kernels split each image statically over both cores; a loader at the
-#: same priority takes half of one core, so every kernel waits for its slower half.  Below
-#: the filter, the loader runs in the filter's serial gaps (simulated V1_02, 2 cores,
-#: back-to-back runs: 12.8 -> 15.8 fps total with OpenCV single-threaded in the loader, the
-#: same track).
+#: The filter's Numba kernels split each image statically over the cores; a loader at the
+#: same priority would take part of one, so every kernel would wait for its slower part.  Below
+#: the filter, the loader runs in the filter's serial gaps.
 LOADER_NICE = 10
 
 
@@ -463,7 +421,7 @@ def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
         tqdm = None
-    name = getattr(dataset, "name", type(dataset).__name__)
+    name = dataset.name
     bar = tqdm(total=len(dataset), unit="frame", desc=name, disable=not progress, file=sys.stderr) if tqdm else None
 
     def say(msg: str) -> None:
@@ -474,7 +432,7 @@ def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
         else:
             print(msg, file=sys.stderr)
 
-    if controls is None and dataset_controls and callable(getattr(dataset, "control_between", None)):
+    if controls is None and dataset_controls and isinstance(dataset, HasControls):
         controls = DatasetControls(dataset)
     pipe: Optional[Pipeline] = None
     rs = RunStats()
@@ -525,6 +483,6 @@ def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
 def apply_dataset_hints(cfg, dataset, user_set: Sequence[str] = ()):
     """(cfg, applied): the dataset's ``config_hints`` applied to the parameters the user did not
     set (``user_set``: their names)."""
-    hints = dict(getattr(dataset, "config_hints", {}) or {})
+    hints = dict(dataset.config_hints) if isinstance(dataset, HasConfigHints) else {}
     hints = {k: v for k, v in hints.items() if k not in set(user_set) and getattr(cfg, k) != v}
     return (cfg.replace(**hints) if hints else cfg), hints

@@ -44,8 +44,8 @@ def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, fl
 
 def cpu_model(path: str = "/proc/cpuinfo") -> str:
     """The processor's name with its x86 family / model numbers (a virtual machine's name is
-    often only the brand, e.g. "AMD EPYC", and generations of it differ 1.7x in speed here:
-    family 26 is Zen 5); the platform's processor name elsewhere."""
+    often only the brand, and its generations differ in speed); the platform's processor name
+    elsewhere."""
     fields: Dict[str, str] = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:

@@ -159,18 +159,17 @@ def test_synthetic_spec_with_seed_opens_that_sequence():
 
 @pytest.mark.e2e
 def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
-    """Seed 4 was not used to fit anything (laplace_patch_px: seed 0; the model-error
+    """Seed 4, which no parameter was fitted on (laplace_patch_px: seed 0; the model-error
     level: seeds 0 and 1): lag-1 pose and velocity calibration and the map's
     depth-predictive check.
 
     The pose and velocity figures have 149 samples each, so their coverage95 only bounds
-    over-confidence (>= 0.88); above 0.95 it moves by 1/149 per sample: one raycast per map
-    change (``render_reuse``) took lag 1 from 4 to 1 sample outside (0.973 -> 0.993) while
-    its NEES median went 3.98 -> 3.89.  The sigma scale is checked on the NEES median
-    (calibrated: chi2_6 median 5.35), within a factor 1.25 on sigma, [5.35/1.25^2, 5.35*1.25^2]."""
+    over-confidence (>= 0.88); above 0.95 it moves by 1/149 per sample.  The sigma scale is
+    checked on the NEES median (calibrated: chi2_6 median 5.35), within a factor 1.25 on
+    sigma, [5.35/1.25^2, 5.35*1.25^2]."""
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
-    from prism_ros.tools.runner import run_offline
+    from prism_ros.eval.evaluate import run_offline
 
     m = run_offline(open_dataset("synthetic:150@640x480,seed=4"), PrismConfig.from_yaml(), str(tmp_path),
                     progress=False, report=False, write_map=False)
@@ -190,7 +189,7 @@ def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
 def test_redkitchen_0_299_lag_1_and_10_coverage(redkitchen_dir, tmp_path):
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
-    from prism_ros.tools.runner import run_offline
+    from prism_ros.eval.evaluate import run_offline
 
     ds = open_dataset(str(redkitchen_dir), frames=300)
     cfg = PrismConfig.from_yaml().replace(**ds.config_hints)  # as `prism-ros run` does (no photometric)

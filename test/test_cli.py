@@ -123,7 +123,8 @@ def test_run_on_7scenes_writes_all_outputs(redkitchen_dir, tmp_path):
     assert m["peak_rss_mb"] > 50
     assert "ATE RMSE" in r.stdout
 
-    from prism_ros.tools import export, metrics
+    from prism_ros.eval import metrics
+    from prism_ros.tools import export
 
     s_est, T_est = export.read_tum(str(out / "trajectory.tum"))
     s_gt, T_gt = export.read_tum(str(out / "groundtruth.tum"))
@@ -149,7 +150,7 @@ def test_runner_skips_unreadable_frames(redkitchen_copy, tmp_path):
     """A corrupt image is skipped with a warning; the run goes on."""
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
-    from prism_ros.tools.runner import run_offline
+    from prism_ros.eval.evaluate import run_offline
 
     d = redkitchen_copy
     (d / "frame-000003.depth.png").write_bytes(b"not a png at all")

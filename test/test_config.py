@@ -1,4 +1,5 @@
-"""config/prism.yaml and prism_ros.config.PARAMS agree; bad values are refused by name."""
+"""config/prism.yaml, docs/parameters.md and prism_ros.config.PARAMS agree; bad values are refused by name;
+descriptions are short enough for ``ros2 param describe``."""
 import math
 import re
 from pathlib import Path
@@ -115,24 +116,46 @@ def test_overrides_and_replace(tmp_path):
     assert PrismConfig.from_yaml(str(p)).truncation_m == 0.12
 
 
-def test_readme_lists_every_param():
-    readme = (ROOT / "README.md").read_text()
-    missing = [p.name for p in PARAMS if f"`{p.name}`" not in readme]
-    assert not missing, f"README.md does not list: {missing} (run: python -m prism_ros.tools.params_table --write)"
+PARAMS_DOC = ROOT / "docs" / "parameters.md"
+REGENERATE = "python -m prism_ros.tools.params_table --write"
 
 
-def test_readme_param_table_is_current():
+def test_parameter_doc_lists_every_param():
+    doc = PARAMS_DOC.read_text()
+    missing = [p.name for p in PARAMS if f"`{p.name}`" not in doc]
+    assert not missing, f"docs/parameters.md does not list: {missing} (run: {REGENERATE})"
+
+
+def test_parameter_doc_table_is_current():
     from prism_ros.tools.params_table import BEGIN, END, table
 
+    doc = PARAMS_DOC.read_text()
+    block = doc.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert block == table().strip(), f"docs/parameters.md is stale: {REGENERATE}"
+
+
+def test_readme_links_to_the_parameter_doc():
     readme = (ROOT / "README.md").read_text()
-    block = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
-    assert block == table().strip(), "README parameter table is stale: python -m prism_ros.tools.params_table --write"
+    assert "](docs/parameters.md)" in readme, "README.md must link to docs/parameters.md"
+
+
+#: ``ros2 param describe`` prints the description: what the parameter does, its unit, at most a short provenance
+MAX_DESCRIPTION = 200
+
+
+@pytest.mark.parametrize("p", PARAMS, ids=[p.name for p in PARAMS])
+def test_description_is_short_and_names_no_work_item(p):
+    d = p.description
+    where = "measurements go to docs/design.md or docs/results*.md"
+    assert len(d) <= MAX_DESCRIPTION, f"{p.name}: {len(d)} characters ({where})"
+    assert not re.search(r"\b(issue|stop|round)\s*#?\s*\d", d, re.I), f"{p.name}: names an issue/stop/round: {d}"
+    assert "README" not in d, f"{p.name}: point to docs/, not to README sections: {d}"
 
 
 def test_yaml_file_is_the_generated_one():
     from prism_ros.tools.params_table import config_yaml
 
-    assert YAML.read_text() == config_yaml(), "config/prism.yaml differs from PARAMS: python -m prism_ros.tools.params_table --write"
+    assert YAML.read_text() == config_yaml(), f"config/prism.yaml differs from PARAMS: {REGENERATE}"
 
 
 @pytest.mark.parametrize("v", [1e-05, 1e20, 0.5, -3e-7, 2.0, 1.345, 4000000, True, "a\"b", [0.0, -90.0, 1e-9]])

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from prism_ros.core import se3
-from prism_ros.core.imu import ImuNoise
-from prism_ros.core.controls import ImuBuffer, OdomBuffer
+from prism_ros.core.controls import OdomBuffer
+from prism_ros.core.imu import ImuBuffer, ImuNoise
 from prism_ros.pipeline import imu_noise_from_config
 
 G = 9.81
@@ -212,7 +212,7 @@ def test_a_steady_turn_is_not_still():
     """A steady yaw about gravity keeps every dispersion test of detect_motion quiet (constant
     rate, constant specific force); the bias-corrected rate tells it from rest."""
     from prism_ros.core.imu import ZUPT_MAX_RATE_RADPS, ZUPT_WINDOW_S
-    from prism_ros.core.imu_online import detect_motion
+    from prism_ros.core.imu import detect_motion
 
     buf = ImuBuffer(T_I_C=T_BASE_CAM, init_window_s=1.0)
     t0, t1 = 10.0, 11.0

@@ -158,7 +158,7 @@ def test_imu_controls_static(ds):
 def test_run_offline_writes_body_frame_and_uses_imu(ds, tmp_path):
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
-    from prism_ros.tools.runner import run_offline
+    from prism_ros.eval.evaluate import run_offline
 
     short = open_dataset(str(MICRO), frames=6)
     cfg = PrismConfig.from_yaml().replace(**short.config_hints)

@@ -99,7 +99,7 @@ def test_bag_matches_folder(bag):
     ref = open_dataset(str(MICRO), start=2, frames=8)
     assert isinstance(ds, EurocBagDataset) and len(ds) == 8
     assert ds.gt_poses() is None and ds.gt_pose(0) is None  # no ground truth unless gt_path=
-    np.testing.assert_array_equal(ds._ns, ref._ns)
+    np.testing.assert_array_equal(ds.frame_ns, ref.frame_ns)
     np.testing.assert_array_equal(ds.stamps(), ref.stamps())
     np.testing.assert_allclose(ds.T_body_cam, ref.T_body_cam)
     np.testing.assert_allclose(ds.T_imu_cam, ref.T_imu_cam)
@@ -208,7 +208,7 @@ def test_player_bag_with_calib(bag, tmp_path):
         h.wait_for(lambda: len(color) >= n and len(depth) >= n and len(info) >= n, 5)
         assert len(color) == n and len(depth) == n
         for k, (c, d) in enumerate(zip(color, depth)):
-            ns = int(ref._ns[k])
+            ns = int(ref.frame_ns[k])
             assert (c.header.stamp.sec, c.header.stamp.nanosec) == (ns // 10**9, ns % 10**9)
             assert d.header.stamp == c.header.stamp and c.encoding == "mono8" and d.encoding == "32FC1"
         fr = ref[0]
@@ -219,7 +219,7 @@ def test_player_bag_with_calib(bag, tmp_path):
         h.wait_for(lambda: len(imu) >= 3 * (n - 1), 5)
         imu_ns = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in imu]
         csv_ns = {int(r[0]) for r in _csv(MICRO / "mav0" / "imu0" / "data.csv")}
-        assert imu_ns == sorted(set(imu_ns)) and set(imu_ns) <= csv_ns and imu_ns[-1] <= int(ref._ns[-1])
+        assert imu_ns == sorted(set(imu_ns)) and set(imu_ns) <= csv_ns and imu_ns[-1] <= int(ref.frame_ns[-1])
         # without --calib the bag is republished raw (the raw cam0 image, no depth)
         color.clear()
         depth.clear()
@@ -228,7 +228,7 @@ def test_player_bag_with_calib(bag, tmp_path):
         p = subprocess.run(cmd, env=ros_env(domain), capture_output=True, text=True, timeout=90)
         assert p.returncode == 0, p.stdout + p.stderr
         h.wait_for(lambda: len(color) >= 2, 5)
-        raw0 = cv2.imread(str(MICRO / "mav0" / "cam0" / "data" / f"{int(ref._ns[0])}.png"), cv2.IMREAD_GRAYSCALE)
+        raw0 = cv2.imread(str(MICRO / "mav0" / "cam0" / "data" / f"{int(ref.frame_ns[0])}.png"), cv2.IMREAD_GRAYSCALE)
         assert np.array_equal(np.frombuffer(bytes(color[0].data), np.uint8).reshape(480, 752), raw0)
         assert len(depth) == 0
         # --calib on something that is not a EuRoC bag

@@ -81,7 +81,7 @@ def _gt_track(gt, stamps):
 @pytest.mark.parametrize("start_s", [6.0, 16.0, 26.0, 34.0])
 def test_online_biases_against_the_gt_bias_columns(flight, start_s):
     """2 s sliding window, poses at 20 Hz (the camera rate), biases started at zero."""
-    from prism_ros.core.imu_online import estimate_biases
+    from prism_ros.core.imu import estimate_biases
 
     imu, gt = flight
     stamps = imu.t[0] + start_s + np.arange(41) * 0.05
@@ -100,7 +100,7 @@ def test_moving_start_refused_then_gravity_from_poses(flight):
     """In flight every 1 s init window is refused; gravity then comes from 1 s of poses."""
     from prism_ros.core import se3
     from prism_ros.core.imu import ImuIntegrator
-    from prism_ros.core.imu_online import detect_motion
+    from prism_ros.core.imu import detect_motion
 
     imu, gt = flight
     t_imu0 = float(imu.t[0])
@@ -133,7 +133,7 @@ def test_moving_start_refused_then_gravity_from_poses(flight):
 
 def test_static_micro_clip_alignment_allowed(data_dir):
     """V1_01 micro clip (the MAV stands still): the static alignment runs; gravity points down."""
-    from prism_ros.core.imu_online import detect_motion
+    from prism_ros.core.imu import detect_motion
 
     csv = data_dir / "euroc_V1_01_easy_micro" / "mav0" / "imu0" / "data.csv"
     if not csv.is_file():
@@ -149,7 +149,7 @@ def test_static_micro_clip_alignment_allowed(data_dir):
 def test_imu_buffer_moving_start(flight):
     """The node's buffer on the real flight: refuses the static alignment (no control, reasons
     kept), then aligns from 1 s of poses and gives controls."""
-    from prism_ros.core.controls import ImuBuffer
+    from prism_ros.core.imu import ImuBuffer
 
     imu, gt = flight
     buf = ImuBuffer(max_gap_s=0.025)
@@ -197,7 +197,7 @@ def test_moving_start_pose_fallback_runs_by_itself(flight, path):
     gated bias refinement takes the biases of a precise track and refuses a noisy one's."""
     from prism_ros.core import se3
     from prism_ros.core.imu import ImuIntegrator
-    from prism_ros.core.controls import ImuBuffer
+    from prism_ros.core.imu import ImuBuffer
 
     imu, gt = flight
     rng = np.random.default_rng(3)

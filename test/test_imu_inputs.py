@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from prism_ros.core.controls import ImuBuffer
+from prism_ros.core.imu import ImuBuffer
 from prism_ros.core.stereo import check_exposure, check_stereo_pair
 from prism_ros.ros import imu_inputs
 from prism_ros.ros.imu_inputs import ImuStreamMonitor

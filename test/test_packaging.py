@@ -1,8 +1,10 @@
-"""Packaging: README's two commands, .ci/run, package.xml and setup.py agree."""
+"""Packaging: README's two commands, .ci/run, package.xml and setup.py agree; the README and docs/ links resolve."""
 import ast
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +46,8 @@ def test_package_xml():
     assert root.find("export").findtext("build_type") == "ament_python"
     deps = [e.text for e in root.findall("exec_depend")]
     assert len(deps) == len(set(deps)), "one exec_depend per dependency"
-    for d in ("rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "std_srvs", "python3-numpy", "python3-scipy", "python3-yaml"):
+    for d in ("rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "std_srvs",
+              "python3-numpy", "python3-scipy", "python3-yaml"):
         assert d in deps, d
     assert "python3-pytest" in [e.text for e in root.findall("test_depend")]
     assert (ROOT / "resource" / "prism_ros").is_file()
@@ -56,9 +59,48 @@ def test_setup_py_entry_points_and_extras():
     src = (ROOT / "setup.py").read_text()
     tree = ast.parse(src)
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    for ep in ("prism-ros = prism_ros.cli:main", "prism_node = prism_ros.ros.node:main", "prism_player = prism_ros.ros.player:main"):
+    for ep in ("prism-ros = prism_ros.cli:main", "prism_node = prism_ros.ros.node:main",
+               "prism_player = prism_ros.ros.player:main"):
         assert ep in strings, ep
     assert "ros-rclpy" in strings and "ros-rmw-fastrtps-cpp" in strings
     assert "share/ament_index/resource_index/packages" in strings
     cfg = (ROOT / "setup.cfg").read_text()
     assert "script_dir=$base/lib/prism_ros" in cfg and "install_scripts=$base/lib/prism_ros" in cfg
+
+
+_FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(md: Path) -> set:
+    """GitHub's heading anchors of a Markdown file (code blocks left out)."""
+    text = _FENCE.sub("", md.read_text(encoding="utf-8"))
+    heads = re.findall(r"^#{1,6}\s+(.*?)\s*$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+def _md_files():
+    return [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("md", _md_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(md):
+    """Every relative link of the README and docs/ names an existing file (and heading, for #anchors)."""
+    text = _FENCE.sub("", md.read_text(encoding="utf-8"))
+    broken = []
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (md.parent / path).resolve() if path else md
+        if not dest.exists():
+            broken.append(target)
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            broken.append(target)
+    assert not broken, f"{md.relative_to(ROOT)}: broken links {broken}"
+
+
+def test_readme_is_a_short_guide_without_work_history():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 350, "README.md is the user guide; measurements and notes go to docs/"
+    assert not re.search(r"\b(stop|round|issue)\s+\d", text, re.I), "no work-item numbers in the README"

@@ -197,7 +197,7 @@ def test_runner_skips_truncated_jpeg(redkitchen_copy, tmp_path, capfd):
     pytest.importorskip("prism_ros.core.filter")
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
-    from prism_ros.tools.runner import run_offline
+    from prism_ros.eval.evaluate import run_offline
 
     d = redkitchen_copy
     jpg = d / "frame-000002.color.jpg"

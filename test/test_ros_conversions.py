@@ -263,6 +263,21 @@ def test_map_cloud_columns_must_have_a_row_a_point():
         cv.make_map_cloud(Header(), xyz, rgb, np.ones(2), np.ones(3))  # a short column is refused
 
 
+def test_package_reexports_and_core_packing_agree():
+    """Every name of the conversions package resolves; the message carries the core kernel's rows."""
+    from prism_ros.core.cloud_kernels import CLOUD_FIELDS, pack_cloud_points
+    from prism_ros.ros.conversions import common, image
+
+    assert all(hasattr(cv, name) for name in cv.__all__)
+    assert cv.InputError is common.InputError is image.InputError
+    xyz = np.array([[0.0, 1.0, 2.0], [np.inf, 0.0, 0.0]], np.float32)
+    rgb = np.array([[1, 2, 3], [250, 128, 0]], np.uint8)
+    pts, finite = pack_cloud_points(xyz, rgb, [0.01, 0.02], [1.0, 2.0])
+    msg = cv.make_map_cloud(Header(), xyz, rgb, [0.01, 0.02], [1.0, 2.0])
+    assert pts.shape == (2, len(CLOUD_FIELDS)) and not finite and not msg.is_dense
+    assert bytes(msg.data) == pts.tobytes()
+
+
 def test_sigma_colormap_monotone_blue_to_red():
     s = np.array([0.001, 0.002, 0.01, 0.04, 1.0])
     c = cv.sigma_colormap(s, 0.002, 0.04).astype(int)

@@ -5,7 +5,7 @@ the body frame as base frame) as two separate processes, observed from this (thi
 The flight is simulated (prism_ros.sim.flight) on the real V1_02 trajectory and IMU,
 2.5 s (50 frames) starting 2.5 s into the recording: 1 s still (the node's static-start IMU
 window: the player publishes 1 s of IMU before the first frame), then 1.5 s and ~0.4 m of
-flight.  Rendering it takes ~30 s (once per session).
+flight, rendered once per session.
 
 Checks: >= 90 % of the played frames processed (on /prism/odometry, at exactly their
 stamps); header.frame_id = world_frame, child_frame_id = base_frame of config/euroc.yaml (the
@@ -154,7 +154,7 @@ def _overlay():
 def _frame_indices(odom, ds):
     """The dataset indices of the odometry messages (each stamp exactly a frame's, in order)."""
     ns = np.array([m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in odom], dtype=np.int64)
-    index = {int(v): i for i, v in enumerate(ds._ns)}
+    index = {int(v): i for i, v in enumerate(ds.frame_ns)}
     idx = [index.get(int(v)) for v in ns]
     assert None not in idx, "an odometry stamp that is no frame's"
     assert len(set(idx)) == len(idx) and idx == sorted(idx)
@@ -210,7 +210,7 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
     assert frac >= MIN_PROCESSED, node.text()[-3000:]
     assert ate <= MAX_ATE_M
     assert moved > 0.2 and drift <= 0.05  # the body's own motion, not the camera's (89 deg yaw apart)
-    # in the body's axes, not the camera's (measured: 0.03 m/s rms error vs 0.34 in camera axes)
+    # in the body's axes, not the camera's
     assert v_err <= 0.1 and v_err <= 0.5 * v_err_cam
 
 

@@ -214,7 +214,7 @@ def test_euroc_folder_mono8_depth_info_imu(ros):
 
     n = 5
     ds = EurocDataset(EUROC_MICRO, frames=n)
-    frame_ns = [int(x) for x in ds._ns]
+    frame_ns = [int(x) for x in ds.frame_ns]
     p = _play(ros, [EUROC_MICRO, "--frames", str(n), "--rate", "2"], n)
     assert f"published {n} frames and" in p.stdout, p.stdout
     assert "control_mode:=imu" in p.stdout and "T_base_camera_xyz_m" in p.stdout
@@ -276,7 +276,7 @@ def test_euroc_bad_pairs_skipped_throttled_good_frames_published(ros, euroc_bad_
     assert "[saturated: 1, 5 frames skipped so far]" in errors[2]
     assert "prism-ros play: skipped 5 frames (black 2, missing_right 2, saturated 1)" in p.stderr
     assert "Traceback" not in p.stderr
-    want = [int(ds._ns[i]) for i in good]
+    want = [int(ds.frame_ns[i]) for i in good]
     assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in ros.color] == want
     assert [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in ros.depth] == want
     d = cv.image_to_depth_m(ros.depth[-1])

@@ -159,7 +159,8 @@ _PROBE = textwrap.dedent(
         for line in f:
             path = line.split()[-1] if len(line.split()) >= 6 else ""
             name = os.path.basename(path)
-            if path.startswith("/dev/shm/fastdds_") and not name.startswith("fastdds_port") and not name.endswith("_el"):
+            if (path.startswith("/dev/shm/fastdds_") and not name.startswith("fastdds_port")
+                    and not name.endswith("_el")):
                 segs.add(path)
     for s in sorted(segs):
         print("SEGMENT", os.path.getsize(s))

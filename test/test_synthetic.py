@@ -121,7 +121,7 @@ def test_sdf_exact_values_and_eikonal(clean):
 
 def test_sdf_bounding_sphere_skip_is_exact(clean):
     """The accelerated union equals the plain min over all primitives."""
-    from prism_ros.datasets import synthetic as S
+    from prism_ros.sim import scene as S
 
     sc = make_scene()
     rng = np.random.default_rng(2)

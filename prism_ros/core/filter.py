@@ -26,6 +26,7 @@ from .camera import Camera
 from .config import FilterConfig
 from .dynamics import MotionModel, MotionState
 from .image import InvalidFrameError, build_frame
+from .occupancy import FreeSpaceLayer
 from .recovery import Quality, Recovery
 from .predictive import depth_predictive_counts
 from .render import render_map
@@ -127,9 +128,7 @@ class PrismFilter:
     def _attach_free_space(self) -> None:
         """Feed the occupancy grid's free-space layer (prism_ros.core.occupancy) from this map."""
         c = self.cfg
-        if c.occupancy_free_pixel_stride > 0 and getattr(self.map, "free_space", None) is None:
-            from .occupancy import FreeSpaceLayer
-
+        if c.occupancy_free_pixel_stride > 0 and self.map.free_space is None:
             self.map.free_space = FreeSpaceLayer(c.voxel_size_m, c.truncation_m, c.occupancy_min_z_m,
                                                  c.occupancy_max_z_m, c.occupancy_free_pixel_stride,
                                                  c.occupancy_free_max_bricks)
@@ -257,17 +256,16 @@ class PrismFilter:
                   gap: bool):
         """The closed-form velocity update given the new pose (a tracked frame, no gap).
         Without one: on a lost frame the IMU's velocity at this frame, when the control carries
-        one and the predicted pose is still within ``recovery_prior_sigma_m`` (the IMU bridges a short loss; a longer dead
-        reckoning, e.g. with the attitude wrong, would run away); on a frame recovered right
-        after a tracked one, without a gap (the prediction was wrong, both poses are trusted),
-        the step between the two poses under the broad initial prior (at 6.7 Hz in
-        the simulated V1_02 turn a restart at rest there lost the next frames, the camera moving
-        at 2 m/s); otherwise (a gap, a loss before) a restart at rest.  Under the
-        constant-velocity model it uses the tracker's data-only information, so the prior
-        (built from the velocity) counts once (:meth:`MotionModel.velocity_update`).  After a
-        gap longer than ``max_dt_s`` that an IMU control bridged, the IMU's velocity at this
-        frame.  While the IMU says the camera stands still (``control.still``, tracked or not),
-        the zero velocity of that update."""
+        one and the predicted pose is still within ``recovery_prior_sigma_m`` (the IMU bridges a
+        short loss; a longer dead reckoning, e.g. with the attitude wrong, would run away); on a
+        frame recovered right after a tracked one, without a gap (the prediction was wrong, both
+        poses are trusted), the step between the two poses under the broad initial prior (a
+        restart at rest would lose the next frames of a fast turn); otherwise (a gap, a loss
+        before) a restart at rest.  Under the constant-velocity model it uses the tracker's
+        data-only information, so the prior (built from the velocity) counts once
+        (:meth:`MotionModel.velocity_update`).  After a gap longer than ``max_dt_s`` that an IMU
+        control bridged, the IMU's velocity at this frame.  While the IMU says the camera stands
+        still (``control.still``, tracked or not), the zero velocity of that update."""
         if control is not None and control.still:
             return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
         if outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0:

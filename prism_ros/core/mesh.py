@@ -10,7 +10,8 @@ all 8 of its corner voxels are observed and |mu| < 0.95 tau at each (a clipped
 discontinuity, not a surface).
 
 Faces are wound counter-clockwise seen from free space (right-hand normals and the
-vertex ``normals`` point out of the surface, up the SDF).  Vertices carry the reported SDF sigma and the colour of the voxel nearest to them.
+vertex ``normals`` point out of the surface, up the SDF).  Vertices carry the reported SDF
+sigma and the colour of the voxel nearest to them.
 
 Incremental: a block is re-meshed when it, or a +x/+y/+z neighbour whose voxels it
 reads, was updated since it was last meshed (``TsdfMap.last_seen`` holds the frame
@@ -26,7 +27,7 @@ from typing import Dict, Optional
 import numpy as np
 from numba import njit
 
-from .tsdf import BLOCK, find_block
+from .voxel_hash import BLOCK, find_block
 
 __all__ = ["BlockMesher", "mesh_block"]
 
@@ -150,7 +151,7 @@ class BlockMesher:
         return int(sum(len(m["faces"]) for m in self.meshes.values()))
 
     def _mark_dirty(self, tsdf_map) -> None:
-        epoch = getattr(tsdf_map, "epoch", 0)
+        epoch = tsdf_map.epoch
         if tsdf_map is not self._map_ref or epoch != self._epoch:
             self._reset()
             self._map_ref = tsdf_map

@@ -33,7 +33,7 @@ from typing import Tuple
 import numpy as np
 from numba import njit, prange
 
-from .tsdf import BLOCK, find_block
+from .voxel_hash import BLOCK, find_block
 
 __all__ = ["depth_predictive_counts", "PREDICTIVE_MIN_COUNT", "PREDICTIVE_MIN_COS"]
 

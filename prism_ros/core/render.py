@@ -9,7 +9,8 @@ from numba import njit, prange
 
 from .camera import Camera
 from .numba_flags import FASTMATH
-from .tsdf import BLOCK, BLOCK_MASK, BLOCK_SHIFT, TsdfMap, find_block, voxel_slot
+from .tsdf import TsdfMap
+from .voxel_hash import BLOCK, BLOCK_MASK, BLOCK_SHIFT, find_block, voxel_slot
 
 __all__ = ["Render", "render_map"]
 

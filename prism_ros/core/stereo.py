@@ -108,17 +108,9 @@ def _make_sgbm(num_disparities=96, block_size=5, min_disparity=0, uniqueness=10,
         preFilterCap=31, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY if three_way else cv2.STEREO_SGBM_MODE_SGBM)
 
 
-#: StereoBM's block (half-resolution px) and filters for ``matcher="bm"``.  On the simulated
-#: V1_02 flight (seed 0, every 40th pair; seed 1 the same within 0.03 px) block 9 gave
-#: |d - d_exact| q50 / q95.4 0.12 / 0.51 px at 92 % valid in 10 ms a pair, against half-resolution
-#: SGBM's 0.27 / 0.76 px at 99.7 % in 18-21 ms (the same run); blocks 11 / 15 were faster by
-#: 1-2 ms with 1-3 % fewer valid pixels.  On the real V1_01 micro clip: 80 % valid (SGBM 90 %),
-#: the two within 0.25 px at the median where both match.  The whole seed-0 flight with it:
-#: ATE 0.82 cm (SGBM 1.88) and 11 % less CPU a frame, but the pose covariance, fitted with SGBM's
-#: errors, then covers 0.86 / 0.88 / 0.98 at lags 1 / 10 / 30 (SGBM 0.95 / 0.93 / 0.97): BM's
-#: errors are heavy-tailed (q95.4 / q50 4.3 against 2.8), the tracker's residual level drops
-#: (median s2 0.58 against 0.80) and with it the model-error term of the covariance (README,
-#: the flight table), so it is an option, not the default.
+#: StereoBM's block (half-resolution px) and filters for ``matcher="bm"`` (block 9 chosen on the
+#: simulated V1_02 flight against blocks 11 / 15).  BM is an option, not the default: its
+#: disparity errors are heavier-tailed than SGBM's, and the pose covariance is fitted with SGBM's.
 BM_BLOCK_SIZE = 9
 BM_TEXTURE_THRESHOLD = 10
 BM_UNIQUENESS = 15
@@ -174,18 +166,15 @@ class StereoRectifier:
     ``downscale=1``: StereoSGBM on the full-resolution pair, left-right checked by
     matching the mirrored pair a second time (:func:`left_right_check`).
     ``downscale=2`` (camera rate): ``cv2.pyrDown`` of both rectified images, then
-    ``matcher="sgbm"`` (StereoSGBM in 3-way mode, 8-20 ms a 752x480 pair on one core by
-    the machine's load) or ``"bm"`` (StereoBM, :data:`BM_BLOCK_SIZE`, about half that),
-    with ``num_disparities / 2`` (the same depth range) and the matcher's built-in
-    left-right check (``disp12MaxDiff``: the right view's disparities must agree within
-    ``lr_max_diff`` half-resolution px), sub-pixel (1/16 px) disparities doubled and
-    upsampled to full resolution by nearest neighbour (no mixing across depth edges).
-    ``downscale=1`` runs SGBM only.  Rectification at downscale 2 uses fixed-point maps
-    (``cv2.CV_16SC2``).  ``sigma_d`` is always in full-resolution pixels.
-
-    ``depth_min_m`` (when given, instead of ``num_disparities``): search the disparities
-    that reach that depth (:func:`disparities_for_depth`); nothing nearer gets depth.
-    The matcher cannot reach the ``num_disparities`` leftmost columns (:attr:`match_region`).
+    ``matcher="sgbm"`` (StereoSGBM in 3-way mode) or ``"bm"`` (StereoBM, :data:`BM_BLOCK_SIZE`,
+    about twice as fast), with ``num_disparities / 2`` (the same depth range) and the matcher's
+    built-in left-right check (``disp12MaxDiff``: within ``lr_max_diff`` half-resolution px),
+    sub-pixel disparities doubled and upsampled to full resolution by nearest neighbour (no
+    mixing across depth edges), rectification with fixed-point maps.  ``downscale=1`` runs
+    SGBM only.  ``sigma_d`` is always in full-resolution pixels.  ``depth_min_m`` (when given,
+    instead of ``num_disparities``): search the disparities that reach that depth
+    (:func:`disparities_for_depth`); nothing nearer gets depth.  The matcher cannot reach the
+    ``num_disparities`` leftmost columns (:attr:`match_region`).
     """
 
     def __init__(self, left: CameraCalib, right: CameraCalib, num_disparities: Optional[int] = 96, block_size: int = 5,
@@ -309,16 +298,10 @@ def _grey(img: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- bad pairs
-#: :func:`check_exposure` defaults.  Set on the V1_01 micro clip (95 pairs, 752x480):
-#: its frames have at most 0.01 % of their pixels <= 10 and 11.2 % (cam0) / 11.6 %
-#: (cam1) >= 245 (ceiling lights, the window), medians 137-140 (cam0), 117-120 (cam1).
-#: Scaling frame 20's pair by a gain and comparing its StereoSGBM depth (downscale 2)
-#: with the unscaled pair's: x1/16 (82 % of the pixels <= 10: accepted) keeps 78 % of
-#: the pixels valid, 82 % of them within 5 %; x1/24 and darker (100 % <= 10: black)
-#: has only 8 grey levels left.  x3 (92 % >= 245: accepted): 40 % valid, 80 % of them
-#: within 5 %; x4 (96 %: saturated) 29 % of the pixels right, x6 (99 %) 5 %.  A black
-#: left image with a good right one is not harmless either: StereoSGBM still returns
-#: 19 % "valid" (wrong) depth for it.
+#: :func:`check_exposure` defaults, set on the V1_01 micro clip: its frames scaled 16x darker or
+#: 3x brighter still give mostly correct StereoSGBM depth and are accepted; 24x darker (8 grey
+#: levels left) or 4x brighter are refused.  A black left image with a good right one is not
+#: harmless: StereoSGBM still returns wrong "valid" depth for it.
 EXPOSURE_DARK_LEVEL = 10
 EXPOSURE_BRIGHT_LEVEL = 245
 EXPOSURE_MAX_FRACTION = 0.95
@@ -331,8 +314,7 @@ def check_exposure(img: np.ndarray, dark_level: int = EXPOSURE_DARK_LEVEL,
     Black: more than ``max_fraction`` of the pixels <= ``dark_level``; saturated: more
     than that >= ``bright_level``.  A lens cap, a camera that stopped exposing or a
     blown-out exposure puts > 95 % of the pixels there; real EuRoC frames, and frames
-    16x darker or 3x brighter than them, are accepted (the defaults' measurements:
-    :data:`EXPOSURE_DARK_LEVEL`).
+    16x darker or 3x brighter than them, are accepted (:data:`EXPOSURE_DARK_LEVEL`).
     """
     a = np.asarray(img)
     if a.size == 0:

@@ -26,7 +26,7 @@ k) measures them: the excess ``max(0, s2 - s2_0)`` is taken as a model-error var
 model_error_patch_px * excess) independent measurements in the Laplace covariance.
 On data the noise model describes (the synthetic sequence, s2 ~ 0.3 - 0.46) nothing
 changes; on real data (7-Scenes depth-only tracking: s2 median 1.03) the covariance grows
-with the excess (fit and validation: README "How the uncertainty is calibrated").
+with the excess (fit and validation: docs/uncertainty.md).
 """
 from __future__ import annotations
 

@@ -7,12 +7,15 @@ var_obs is fused in closed form as the product of two Gaussians::
     1/var' = 1/var + 1/var_obs,       mu' = var' (mu/var + s/var_obs)
 
 Unobserved voxels carry the broad prior N(0, map_prior_sigma_m^2) and count 0.
-Voxel centres sit at integer multiples of the voxel size; blocks of 8^3 voxels
-are allocated on demand through an open-addressing hash from block coordinates
-to a slot, so memory grows with the observed surface, not with a bounding box.
+Voxel centres sit at integer multiples of the voxel size (world frame, metres); blocks
+of 8^3 voxels are allocated on demand through an open-addressing hash from block
+coordinates to a slot (:mod:`prism_ros.core.voxel_hash`), so memory grows with the
+observed surface, not with a bounding box.
 
-All Numba kernels here are pure functions on arrays; :class:`TsdfMap` owns the
-arrays and grows them when the hash fills up.
+The Numba kernels (:mod:`prism_ros.core.tsdf_kernels`) are pure functions on arrays;
+:class:`TsdfMap` owns the arrays and grows them when the hash fills up.  A map may
+carry a free-space layer (:class:`prism_ros.core.occupancy.FreeSpaceLayer`), fed by
+:meth:`TsdfMap.integrate` and cleared with the map.
 """
 from __future__ import annotations
 
@@ -20,315 +23,34 @@ import json
 from typing import Dict, Optional, Tuple
 
 import numpy as np
-from numba import njit, prange
 
-from .numba_flags import FASTMATH
+from .occupancy import collision_probability, occupancy_probability
+from .occupancy.free_space import FreeSpaceLayer
+from .tsdf_kernels import allocate_blocks, integrate_blocks, query_points, surface_block_counts, surface_voxels
+from .voxel_hash import BLOCK, BLOCK3, BLOCK_MASK, BLOCK_SHIFT, new_table, rebuild_hash
 
 __all__ = ["TsdfMap", "BLOCK", "BLOCK_SHIFT", "BLOCK_MASK", "MAP_FORMAT_VERSION"]
 
-BLOCK_SHIFT = 3  # a block is 2^3 = 8 voxels along each axis
-BLOCK = 1 << BLOCK_SHIFT
-BLOCK_MASK = BLOCK - 1  # voxel index within its block: i & BLOCK_MASK; the block: i >> BLOCK_SHIFT
-BLOCK3 = BLOCK * BLOCK * BLOCK
-_OFF = 1 << 20
 MAP_FORMAT_VERSION = 1
 
 
-# --------------------------------------------------------------------------- hash
-@njit(cache=True, inline="always")
-def pack_key(bx, by, bz):
-    return ((bx + _OFF) << 42) | ((by + _OFF) << 21) | (bz + _OFF)
-
-
-@njit(cache=True, inline="always")
-def hash_slot(bx, by, bz, mask):
-    h = (bx * 73856093) ^ (by * 19349669) ^ (bz * 83492791)
-    return h & mask
-
-
-@njit(cache=True, inline="always")
-def find_block(keys, vals, bx, by, bz):
-    """Slot of block (bx, by, bz), or -1 when it is not allocated."""
-    mask = keys.shape[0] - 1
-    key = pack_key(bx, by, bz)
-    h = hash_slot(bx, by, bz, mask)
-    while True:
-        k = keys[h]
-        if k == key:
-            return vals[h]
-        if k == -1:
-            return -1
-        h = (h + 1) & mask
-
-
-@njit(cache=True)
-def _insert(keys, vals, bx, by, bz, slot):
-    mask = keys.shape[0] - 1
-    key = pack_key(bx, by, bz)
-    h = hash_slot(bx, by, bz, mask)
-    while True:
-        k = keys[h]
-        if k == -1:
-            keys[h] = key
-            vals[h] = slot
-            return
-        if k == key:
-            return
-        h = (h + 1) & mask
-
-
-@njit(cache=True)
-def rebuild_hash(keys, vals, block_xyz, n_blocks):
-    keys[:] = -1
-    for s in range(n_blocks):
-        _insert(keys, vals, block_xyz[s, 0], block_xyz[s, 1], block_xyz[s, 2], s)
-
-
-# ----------------------------------------------------------------- allocation
-@njit(cache=True, nogil=True)
-def allocate_blocks(
-    depth, stride, K, R_wc, t_wc, trunc, block_m,
-    keys, vals, block_xyz, mu, var, rgb, cnt, last_seen, frame_id,
-    n_blocks, prior_var, visible,
-):
-    """Allocate every block within +-trunc of a depth sample and list the blocks
-    this frame touches (each once) in ``visible``.
-
-    Returns (n_blocks, n_visible, ok); ok is False when the arrays are full
-    (the caller grows them and calls again; the work already done is kept).
-    """
-    H, W = depth.shape
-    fx, fy, cx, cy = K[0], K[1], K[2], K[3]
-    cap = block_xyz.shape[0]
-    max_fill = keys.shape[0] // 2
-    n_vis = 0
-    nsteps = int(np.ceil(2.0 * trunc / (0.5 * block_m))) + 1
-    lastb0 = -(1 << 40)
-    lastb1 = 0
-    lastb2 = 0
-    for v in range(0, H, stride):
-        for u in range(0, W, stride):
-            d = depth[v, u]
-            if d <= 0.0:
-                continue
-            rx = (u - cx) / fx
-            ry = (v - cy) / fy
-            for k in range(nsteps):
-                s = d - trunc + (2.0 * trunc) * k / (nsteps - 1)
-                if s <= 0.0:
-                    continue
-                px = rx * s
-                py = ry * s
-                pz = s
-                wx = R_wc[0, 0] * px + R_wc[0, 1] * py + R_wc[0, 2] * pz + t_wc[0]
-                wy = R_wc[1, 0] * px + R_wc[1, 1] * py + R_wc[1, 2] * pz + t_wc[1]
-                wz = R_wc[2, 0] * px + R_wc[2, 1] * py + R_wc[2, 2] * pz + t_wc[2]
-                bx = int(np.floor(wx / block_m))
-                by = int(np.floor(wy / block_m))
-                bz = int(np.floor(wz / block_m))
-                if bx == lastb0 and by == lastb1 and bz == lastb2:
-                    continue
-                slot = find_block(keys, vals, bx, by, bz)
-                if slot < 0:
-                    if n_blocks >= cap or n_blocks >= max_fill:
-                        return n_blocks, n_vis, False
-                    slot = n_blocks
-                    n_blocks += 1
-                    block_xyz[slot, 0] = bx
-                    block_xyz[slot, 1] = by
-                    block_xyz[slot, 2] = bz
-                    for i in range(BLOCK3):
-                        mu[slot, i] = 0.0
-                        var[slot, i] = prior_var
-                        cnt[slot, i] = 0
-                        rgb[slot, i, 0] = 0
-                        rgb[slot, i, 1] = 0
-                        rgb[slot, i, 2] = 0
-                    _insert(keys, vals, bx, by, bz, slot)
-                    last_seen[slot] = -1
-                if last_seen[slot] != frame_id:
-                    last_seen[slot] = frame_id
-                    visible[n_vis] = slot
-                    n_vis += 1
-                lastb0 = bx
-                lastb1 = by
-                lastb2 = bz
-    return n_blocks, n_vis, True
-
-
-# ------------------------------------------------------------------ integration
-@njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
-def integrate_blocks(
-    visible, n_vis, block_xyz, mu, var, rgb, cnt,
-    depth, depth_sigma, normals, color, edges, aux_shift, K, R_cw, t_cw,
-    vox, trunc, noise, min_var, max_count, pose_var, dist_ratio, free_var_floor,
-):
-    """Fuse one depth frame into the listed blocks (product of Gaussians per voxel).
-
-    The observation of a voxel at camera point p is the point-to-plane signed
-    distance to the surface seen at its pixel, n . (p - x_surface) (the
-    projective distance d - z where the normal is unusable), clipped to +-trunc.
-    Its variance is sigma_z(d)^2 (or the given per-pixel depth_sigma^2) plus
-    (dist_ratio * s)^2 -- the planar / projective approximation degrades with the
-    distance to the surface -- plus the pose variance.  A clipped observation
-    (s >= trunc) only says "free space, at least about trunc from a surface": it is
-    fused as N(trunc, trunc^2) and cannot push the variance below free_var_floor.
-    ``normals`` and ``edges`` may be at a coarser pyramid level: they are read at
-    pixel (v >> aux_shift, u >> aux_shift).
-    Near an occlusion boundary (``edges``) the voxel may
-    be closer to the occluder than to the surface its pixel sees, so the observation
-    variance grows by max(|s|, 2 voxels)^2.
-    """
-    H, W = depth.shape
-    fx, fy, cx, cy = K[0], K[1], K[2], K[3]
-    c0, c2, z0 = noise[0], noise[1], noise[2]
-    use_sigma_img = depth_sigma.shape[0] == H
-    for i in prange(n_vis):
-        slot = visible[i]
-        bx = block_xyz[slot, 0] * BLOCK
-        by = block_xyz[slot, 1] * BLOCK
-        bz = block_xyz[slot, 2] * BLOCK
-        for lz in range(BLOCK):
-            for ly in range(BLOCK):
-                wy = (by + ly) * vox
-                wz = (bz + lz) * vox
-                for lx in range(BLOCK):
-                    wx = (bx + lx) * vox
-                    px = R_cw[0, 0] * wx + R_cw[0, 1] * wy + R_cw[0, 2] * wz + t_cw[0]
-                    py = R_cw[1, 0] * wx + R_cw[1, 1] * wy + R_cw[1, 2] * wz + t_cw[1]
-                    pz = R_cw[2, 0] * wx + R_cw[2, 1] * wy + R_cw[2, 2] * wz + t_cw[2]
-                    if pz <= 1e-3:
-                        continue
-                    uf = fx * px / pz + cx
-                    vf = fy * py / pz + cy
-                    u = int(uf + 0.5)
-                    v = int(vf + 0.5)
-                    if u < 0 or v < 0 or u >= W or v >= H:
-                        continue
-                    d = depth[v, u]
-                    if d <= 0.0:
-                        continue
-                    sp = d - pz
-                    if sp < -trunc:
-                        continue
-                    va = v >> aux_shift
-                    ua = u >> aux_shift
-                    nx = normals[va, ua, 0]
-                    ny = normals[va, ua, 1]
-                    nz = normals[va, ua, 2]
-                    if nx == 0.0 and ny == 0.0 and nz == 0.0:
-                        continue  # depth edge or grazing view: no reliable observation
-                    # surface point of this pixel
-                    sx = (u - cx) / fx * d
-                    sy = (v - cy) / fy * d
-                    s = nx * (px - sx) + ny * (py - sy) + nz * (pz - d)
-                    free = s >= trunc
-                    if free:
-                        s = trunc
-                    elif s < -trunc:
-                        s = -trunc
-                    if free:
-                        var_obs = trunc * trunc
-                    else:
-                        if use_sigma_img:
-                            sz = depth_sigma[v, u]
-                        else:
-                            dz = d - z0
-                            sz = c0 + c2 * dz * dz
-                        var_obs = sz * sz + (s * dist_ratio) ** 2 + pose_var
-                        if edges[va, ua] != 0:
-                            a = abs(s) if abs(s) > 2.0 * vox else 2.0 * vox
-                            var_obs += a * a
-                    idx = lx + BLOCK * (ly + BLOCK * lz)
-                    v0 = var[slot, idx]
-                    m0 = mu[slot, idx]
-                    prec = 1.0 / v0 + 1.0 / var_obs
-                    nv = 1.0 / prec
-                    m = nv * (m0 / v0 + s / var_obs)
-                    if nv < min_var:
-                        nv = min_var
-                    if free and nv < free_var_floor:
-                        nv = free_var_floor if v0 > free_var_floor else v0
-                    mu[slot, idx] = m
-                    var[slot, idx] = nv
-                    c = cnt[slot, idx]
-                    if abs(s) < 0.5 * trunc:
-                        # running colour mean, weight saturating at 32 observations
-                        w = c if c < 32 else 32
-                        for ch in range(3):
-                            rgb[slot, idx, ch] = np.uint8(
-                                (rgb[slot, idx, ch] * w + color[v, u, ch]) / (w + 1) + 0.5
-                            )
-                    if c < max_count:
-                        cnt[slot, idx] = c + 1
-
-
-# ----------------------------------------------------------------------- query
-@njit(cache=True, inline="always")
-def voxel_slot(keys, vals, ix, iy, iz):
-    """(slot, index in the block) of voxel (ix, iy, iz); slot -1 when its block is not allocated."""
-    slot = find_block(keys, vals, ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT)
-    return slot, (ix & BLOCK_MASK) + BLOCK * ((iy & BLOCK_MASK) + BLOCK * (iz & BLOCK_MASK))
-
-
-@njit(cache=True, parallel=True, nogil=True)
-def query_points(points, vox, keys, vals, mu, var, cnt, out_mu, out_var, out_cnt, prior_var):
-    n = points.shape[0]
-    for i in prange(n):
-        ix = int(np.floor(points[i, 0] / vox + 0.5))
-        iy = int(np.floor(points[i, 1] / vox + 0.5))
-        iz = int(np.floor(points[i, 2] / vox + 0.5))
-        slot, idx = voxel_slot(keys, vals, ix, iy, iz)
-        out_mu[i] = np.nan
-        out_var[i] = prior_var
-        out_cnt[i] = 0
-        if slot >= 0:
-            if cnt[slot, idx] > 0:
-                out_mu[i] = mu[slot, idx]
-                out_var[i] = var[slot, idx]
-                out_cnt[i] = cnt[slot, idx]
-
-
-@njit(cache=True, parallel=True, nogil=True)
-def surface_block_counts(mu, cnt, n_blocks, max_abs_sdf, min_count, out_counts):
-    """Per block, the voxels with count >= min_count and |mu| <= max_abs_sdf."""
-    for b in prange(n_blocks):
-        k = 0
-        for l in range(BLOCK3):
-            if cnt[b, l] >= min_count and abs(mu[b, l]) <= max_abs_sdf:
-                k += 1
-        out_counts[b] = k
-
-
-@njit(cache=True, parallel=True, nogil=True)
-def surface_voxels(mu, var, rgb, cnt, block_xyz, n_blocks, vox, max_abs_sdf, min_count, model_var, dist_ratio,
-                   offsets, xyz, out_rgb, sigma, sdf, count):
-    """Fill the selected voxels of :func:`surface_block_counts` (block ``b``'s from row
-    ``offsets[b]``, in voxel order): centre, colour, reported sigma
-    sqrt(var + model_var + (dist_ratio mu)^2), mu and count."""
-    for b in prange(n_blocks):
-        j = offsets[b]
-        for l in range(BLOCK3):
-            m = mu[b, l]
-            if cnt[b, l] >= min_count and abs(m) <= max_abs_sdf:
-                xyz[j, 0] = (block_xyz[b, 0] * BLOCK + (l & BLOCK_MASK)) * vox
-                xyz[j, 1] = (block_xyz[b, 1] * BLOCK + ((l >> BLOCK_SHIFT) & BLOCK_MASK)) * vox
-                xyz[j, 2] = (block_xyz[b, 2] * BLOCK + (l >> (2 * BLOCK_SHIFT))) * vox
-                for ch in range(3):
-                    out_rgb[j, ch] = rgb[b, l, ch]
-                md = np.float64(m)
-                sigma[j] = np.sqrt(np.float64(var[b, l]) + model_var + (dist_ratio * md) ** 2)
-                sdf[j] = m
-                count[j] = cnt[b, l]
-                j += 1
-
-
 class TsdfMap:
-    """Sparse probabilistic TSDF (see module docstring)."""
+    """Sparse probabilistic TSDF (see module docstring).
+
+    Lengths in metres; ``max_observations`` saturates the per-voxel count;
+    ``initial_blocks`` is the first capacity (doubled whenever the hash fills);
+    ``model_sigma_m`` and ``distance_sigma_ratio`` are the systematic terms of
+    :meth:`reported_sigma`; ``free_space``: the free-space layer fed by :meth:`integrate`."""
+
+    #: bumped by :meth:`clear`: block slots are reused, so caches keyed by slot must reset
+    epoch: int
+    #: the free-space layer fed by :meth:`integrate` and cleared by :meth:`clear` (None: none)
+    free_space: Optional[FreeSpaceLayer]
 
     def __init__(self, voxel_size_m: float, truncation_m: float, prior_sigma_m: float,
                  min_sigma_m: float, max_observations: int, initial_blocks: int = 16384,
-                 model_sigma_m: float = 0.0, distance_sigma_ratio: float = 0.25):
+                 model_sigma_m: float = 0.0, distance_sigma_ratio: float = 0.25,
+                 free_space: Optional[FreeSpaceLayer] = None):
         self.voxel_size = float(voxel_size_m)
         self.truncation = float(truncation_m)
         self.prior_var = float(prior_sigma_m) ** 2
@@ -341,19 +63,13 @@ class TsdfMap:
         self._alloc(int(initial_blocks))
         self.n_blocks = 0
         self._frame_id = 0
-        #: bumped by :meth:`clear`: block slots are reused, so caches keyed by slot must reset
         self.epoch = 0
-        #: optional :class:`prism_ros.core.occupancy.FreeSpaceLayer` fed by :meth:`integrate`
-        self.free_space = None
+        self.free_space = free_space
 
     # ---------------------------------------------------------------- storage
     def _alloc(self, cap: int) -> None:
         self.capacity = cap
-        ht = 1
-        while ht < 2 * cap + 2:
-            ht <<= 1
-        self.keys = np.full(ht, -1, dtype=np.int64)
-        self.vals = np.zeros(ht, dtype=np.int32)
+        self.keys, self.vals = new_table(cap)
         self.block_xyz = np.zeros((cap, 3), dtype=np.int64)
         self.mu = np.zeros((cap, BLOCK3), dtype=np.float32)
         self.var = np.full((cap, BLOCK3), self.prior_var, dtype=np.float32)
@@ -406,10 +122,12 @@ class TsdfMap:
                   alloc_stride: int = 4) -> int:
         """Fuse a frame (depth in metres, 0 invalid; normals in the camera frame, 0 where unusable).
 
+        ``K`` = (fx, fy, cx, cy) pixels; ``T_w_c`` the camera-to-world pose (4x4); ``noise`` =
+        (c0, c2, z0) of the depth model sigma_z(d) = c0 + c2 (d - z0)^2 (m), replaced by the
+        per-pixel ``depth_sigma`` where given; ``pose_var`` (m^2) is added to every observation.
         ``normals`` and ``edges`` (occlusion-boundary mask) are images of pyramid level
-        ``aux_level`` (0 = the depth's resolution).
-
-        Returns the number of blocks updated.
+        ``aux_level`` (0 = the depth's resolution); blocks are allocated from every
+        ``alloc_stride``-th pixel.  Feeds :attr:`free_space` too.  Returns the number of blocks updated.
         """
         self._frame_id += 1
         R_wc = np.ascontiguousarray(T_w_c[:3, :3])
@@ -452,9 +170,7 @@ class TsdfMap:
     def extract_surface(self, max_abs_sdf_m: float, min_count: int = 1) -> Dict[str, np.ndarray]:
         """Observed voxels with |mu| <= max_abs_sdf_m (count >= min_count, at least 1), in slot
         then voxel order: xyz (centres, float32), rgb, sigma (:meth:`reported_sigma`), sdf,
-        count (float32).  Two parallel passes over the blocks (count, then fill); the numpy
-        expression it replaced took 170-310 ms on the 30k blocks of the simulated V1_02 flight,
-        on the node's filter thread at every ~/map_cloud."""
+        count (float32).  Two parallel passes over the blocks (count, then fill)."""
         n = self.n_blocks
         lo = np.int64(max(1, min_count))
         counts = np.zeros(n, np.int64)
@@ -510,16 +226,12 @@ class TsdfMap:
         """P(occupied) = Phi(-mu / sigma) at world points (N,); where the map has not observed
         the voxel, the free-space layer's posterior if it saw through the point, else 0.5
         (the prior).  See :func:`prism_ros.core.occupancy.occupancy_probability`."""
-        from .occupancy import occupancy_probability
-
         return occupancy_probability(self, points_w)[0]
 
     def collision_probability(self, path_points_w: np.ndarray, radius_m: float, per_waypoint: bool = False):
         """Risk that a sphere of ``radius_m`` swept along the polyline ``path_points_w`` (N, 3)
         meets an obstacle: max of :meth:`occupancy_probability` over the swept voxels.
         See :func:`prism_ros.core.occupancy.collision_probability`."""
-        from .occupancy import collision_probability
-
         return collision_probability(self, path_points_w, radius_m, per_waypoint=per_waypoint)
 
     def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:

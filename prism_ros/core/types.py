@@ -48,7 +48,7 @@ class Control:
 class StepResult:
     """What one filter step returns.
 
-    Conventions (see README "Conventions"):
+    Conventions (see docs/design.md, "Conventions"):
       * ``T_w_c``: 4x4 camera-to-world pose (maps camera points into the world frame).
       * ``pose_cov``: 6x6 covariance of xi in T = T_w_c * Exp(xi), xi = (rho, phi)
         (right / body perturbation, translation first).  Convert to a ROS

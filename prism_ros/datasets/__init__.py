@@ -14,8 +14,12 @@
   (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``;
   EuRoC ASL folders; EuRoC ROS 1 ``.bag`` files, which need ``calib=<ASL folder>``).
 
-New formats (e.g. EuRoC) register with :func:`register_dataset` or by appending
+New formats register with :func:`register_dataset` or by appending
 ``(name, detect_fn, cls)`` to :data:`DETECTORS`; ``cls(path, start=, frames=, **kw)``.
+
+Every reader implements the :class:`Dataset` protocol (``name``, ``camera``, frames,
+``stamps()``, ``gt_poses()``); what else it can do (a body frame, an IMU, stereo, an
+exact SDF...) it declares through the protocols of :mod:`prism_ros.datasets.capabilities`.
 """
 from __future__ import annotations
 
@@ -115,7 +119,8 @@ def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) 
     if opener is not None:
         return opener(p, start=start, frames=frames, **kw)
     if not os.path.exists(p):
-        raise ValueError(f"dataset path '{p}' does not exist (expected a dataset folder, 'synthetic' or 'synthetic:<n_frames>')")
+        raise ValueError(f"dataset path '{p}' does not exist "
+                         f"(expected a dataset folder, 'synthetic' or 'synthetic:<n_frames>')")
     found = detect_format(p)
     if found is None:
         expected = "; ".join(name for name, _, _ in DETECTORS)

@@ -86,6 +86,10 @@ class DatasetBase:
     Subclasses set ``name``, ``camera``, ``_stamps`` ((N,) float64) and ``_gt``
     (list of 4x4 arrays or None per frame, or None for no ground truth at all),
     and implement ``_load(i) -> Frame`` for an already bounds-checked ``i``.
+
+    Every reader implements :class:`~prism_ros.datasets.capabilities.HasConfigHints` (none by
+    default) and :class:`~prism_ros.datasets.capabilities.HasStampOrigin` (its own clock by
+    default).
     """
 
     name: str = "dataset"
@@ -93,6 +97,8 @@ class DatasetBase:
     #: are not registered); the CLI applies them unless the user sets the parameter
     config_hints: Dict[str, Any] = {}
     config_hints_reason: str = ""
+    #: whether the stamps are the recording's own clock (False: made up from a frame rate)
+    has_timestamps: bool = True
     camera: Camera
     _stamps: np.ndarray
     _gt: Optional[List[Optional[np.ndarray]]]

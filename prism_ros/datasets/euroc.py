@@ -7,17 +7,16 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
     mav0/imu0/data.csv, sensor.yaml                  IMU (ns, w xyz, a xyz), noise densities
     mav0/state_groundtruth_estimate0/data.csv        ground truth (ns, p xyz, q wxyz, ...), body frame
 
-* Frames are the stereo pairs with identical cam0/cam1 stamps (stamps in seconds,
-  from the integer nanoseconds).  Each frame is rectified (:mod:`prism_ros.core.stereo`),
-  its depth comes from StereoSGBM with a left-right check over the disparities that reach
-  ``depth_min_m`` (0.3 m: 160 px; :func:`prism_ros.core.stereo.disparities_for_depth`),
-  (``stereo_downscale=2``, the
-  default: at half resolution, ~8-20 ms a pair by the machine's load; 1: full resolution,
-  ~110 ms; ``stereo_matcher="bm"``: StereoBM at half resolution, about half SGBM's time, an
-  option, see :data:`prism_ros.core.stereo.BM_BLOCK_SIZE`),
+* Frames are the stereo pairs with identical cam0/cam1 stamps (:attr:`frame_ns`: the
+  integer nanoseconds; ``stamps()`` in seconds).  Each frame is rectified
+  (:mod:`prism_ros.core.stereo`), its depth comes from StereoSGBM with a left-right check
+  over the disparities that reach ``depth_min_m`` (0.3 m: 160 px;
+  :func:`prism_ros.core.stereo.disparities_for_depth`), at half resolution
+  (``stereo_downscale=2``, the default; 1: full resolution; ``stereo_matcher="bm"``: StereoBM
+  at half resolution, see :data:`prism_ros.core.stereo.BM_BLOCK_SIZE`),
   ``depth_sigma`` = z^2 sigma_d / (f b) from the disparity noise ``sigma_d``
-  (default :data:`STEREO_SIGMA_D_PX`, fitted on real EuRoC images), and ``rgb``
-  repeats the rectified grey left image in three channels.
+  (default :data:`STEREO_SIGMA_D_PX`), and ``rgb`` repeats the rectified grey left image
+  in three channels.
 * Bad pairs raise :class:`~prism_ros.datasets.base.FrameLoadError` (the offline runner
   and the player skip the frame) naming the frame, the camera and the problem, with
   ``kind`` the code of :func:`prism_ros.core.stereo.check_stereo_pair`: an image
@@ -35,10 +34,15 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
   frames).  ``gt_path=False`` disables ground truth.  It is interpolated at the
   frame stamps (within ``gt_max_difference``, 0.02 s).  ``require_gt=False``
   (default) keeps frames without ground truth (``T_w_c_gt=None``).
-* IMU: :meth:`control_between` (i_prev, i, filter_state) integrates the IMU between
+* IMU: :attr:`imu` (``mav0/imu0/data.csv``), :attr:`imu_ns` (its exact stamps),
+  :attr:`imu_noise` and :attr:`T_imu_cam` (``imu0/sensor.yaml``).
+  :meth:`control_between` (i_prev, i, filter_state) integrates the IMU between
   two frames into a :class:`prism_ros.core.types.Control` for the filter; gravity and
   the gyro bias are estimated from the first second around frame 0 (static start)
   at the first call.  ``use_imu=False`` disables it (constant-velocity fallback).
+
+Capabilities (:mod:`prism_ros.datasets.capabilities`): config hints, body frame, controls,
+IMU, stereo, exact frame stamps.
 """
 from __future__ import annotations
 
@@ -50,11 +54,11 @@ from typing import List, Optional
 import numpy as np
 
 from prism_ros.core import se3
-from prism_ros.core.imu import ImuIntegrator, ImuNoise
+from prism_ros.core.imu import ImuData, ImuIntegrator, ImuNoise
 from prism_ros.core.stereo import StereoRectifier, check_stereo_pair
 
 from .base import DatasetBase, Frame, FrameLoadError, check_pose, slice_range
-from .euroc_files import ns_to_s, read_euroc_imu_csv, read_euroc_sensor_yaml
+from .euroc_files import ns_to_s, read_euroc_imu_csv_ns, read_euroc_sensor_yaml
 from .textfile import data_lines
 
 __all__ = ["EurocDataset", "is_euroc_folder", "read_gt_file"]
@@ -99,12 +103,9 @@ def read_gt_file(path):
 
 #: disparity noise sigma_d (full-resolution px) of StereoRectifier per (matcher, downscale),
 #: the default of ``sigma_d``: the sigma for which 2 sigma_z covers 95.4 % of the errors.
-#: ("sgbm", 2), the default, is fitted on REAL images: the first 100 pairs of
-#: euroc_MH01_easy_slice by the two-view check at the dataset's ground-truth poses
-#: (:func:`prism_ros.eval.stereo_eval.evaluate_stereo_two_view`, lag 1: 0.58 px; rendered
-#: images had given 0.37 px), checked on its last 100 pairs (docs/euroc-real.md).
-#: ("bm", 2) and ("sgbm", 1) are still fitted on the simulated V1_02 flight, seed 0 (``prism-ros stereo-eval V102_s0 --every 10 --matcher bm`` /
-#: ``--every 20 --downscale 1``).
+#: ("sgbm", 2) fitted on real images (the first 100 pairs of euroc_MH01_easy_slice, two-view
+#: check at the ground-truth poses, docs/euroc-real.md); ("bm", 2) and ("sgbm", 1) fitted on
+#: the simulated V1_02 flight, seed 0 (``prism-ros stereo-eval``).
 STEREO_SIGMA_D_PX = {("bm", 2): 0.25, ("sgbm", 2): 0.58, ("sgbm", 1): 0.27}
 
 
@@ -115,6 +116,13 @@ def stereo_sigma_d(downscale: int = 2, matcher: Optional[str] = None) -> float:
 
 
 class EurocDataset(DatasetBase):
+    """A EuRoC ASL folder (module docstring).
+
+    Declared attributes: ``root`` (the sequence folder), ``mav0`` (the folder holding
+    cam0/, cam1/, imu0/ and their sensor.yaml), :attr:`frame_ns`, ``stereo``,
+    ``T_body_cam``, ``imu``, ``imu_ns``, ``imu_noise``, ``T_imu_cam``, ``gt_source``.
+    """
+
     config_hints = {
         "depth_min_m": 0.3,
         "depth_max_m": 5.0,
@@ -146,17 +154,18 @@ class EurocDataset(DatasetBase):
         both = sorted(set(left) & set(right))
         lo, hi = slice_range(len(both), start, frames, what=f"EuRoC '{path}'")
         sel = both[lo:hi]
-        self._ns = np.asarray(sel, dtype=np.int64)
+        #: (N,) int64 nanosecond stamps of the frames (the cam0 = cam1 stamp of each pair)
+        self.frame_ns = np.asarray(sel, dtype=np.int64)
         self._files = [(mav0 / "cam0" / "data" / left[n], mav0 / "cam1" / "data" / right[n]) for n in sel]
-        self._stamps = ns_to_s(self._ns)
+        self._stamps = ns_to_s(self.frame_ns)
 
         # --- ground truth (body frame) -> rectified left camera
         self._init_gt(self._find_gt(gt_path), require_gt, gt_max_difference)
 
         # --- IMU
         imu_csv = mav0 / "imu0" / "data.csv"
-        self._init_imu(read_euroc_imu_csv(imu_csv) if use_imu and imu_csv.is_file() else None, mav0,
-                       imu_init_window_s)
+        imu, imu_ns = read_euroc_imu_csv_ns(imu_csv) if use_imu and imu_csv.is_file() else (None, None)
+        self._init_imu(imu, imu_ns, mav0, imu_init_window_s)
 
     # ------------------------------------------------------------------ setup (shared with EurocBagDataset)
     def _init_calibration(self, mav0: Path, sigma_d: Optional[float], num_disparities: Optional[int],
@@ -186,7 +195,7 @@ class EurocDataset(DatasetBase):
 
     def _keep_frames(self, keep: List[int]) -> None:
         """Restrict the frame list to the indices ``keep`` (require_gt)."""
-        self._ns, self._stamps = self._ns[keep], self._stamps[keep]
+        self.frame_ns, self._stamps = self.frame_ns[keep], self._stamps[keep]
         self._files = [self._files[k] for k in keep]
 
     def _init_gt(self, src, require_gt: bool, gt_max_difference: float) -> None:
@@ -209,20 +218,25 @@ class EurocDataset(DatasetBase):
             self._gt_body = body
             self._gt = [None if b is None else b @ self.T_body_cam for b in body]
 
-    def _init_imu(self, imu, mav0: Path, imu_init_window_s: float) -> None:
-        """IMU samples (ImuData or None) and their noise / extrinsics from ``mav0/imu0/sensor.yaml``."""
-        self.imu = None
+    def _init_imu(self, imu, imu_ns, mav0: Path, imu_init_window_s: float) -> None:
+        """IMU samples (ImuData or None), their integer stamps, and their noise / extrinsics from
+        ``mav0/imu0/sensor.yaml``."""
+        self.imu: Optional[ImuData] = None
+        #: (M,) int64 nanosecond stamps of the IMU samples, or None without IMU
+        self.imu_ns: Optional[np.ndarray] = None
         self.imu_noise = ImuNoise()
+        #: rectified left camera -> IMU frame, or None without IMU
+        self.T_imu_cam: Optional[np.ndarray] = None
         self._integrator: Optional[ImuIntegrator] = None
         self.imu_init_window_s = float(imu_init_window_s)
         if imu is not None:
             self.imu = imu
+            self.imu_ns = None if imu_ns is None else np.asarray(imu_ns, dtype=np.int64)
             T_B_I = np.eye(4)
             if (mav0 / "imu0" / "sensor.yaml").is_file():
                 doc = read_euroc_sensor_yaml(mav0 / "imu0" / "sensor.yaml")
                 T_B_I = np.asarray(doc.get("T_BS", np.eye(4)), float)
                 self.imu_noise = ImuNoise.from_sensor_yaml(doc)
-            #: rectified left camera -> IMU frame
             self.T_imu_cam = se3.inv(T_B_I) @ self.T_body_cam
 
     # ------------------------------------------------------------------ gt

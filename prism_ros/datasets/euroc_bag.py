@@ -75,9 +75,10 @@ def _header_ns(raw) -> int:
 
 
 class EurocBagDataset(EurocDataset):
-    """EuRoC ROS 1 bag + calibration folder; the :class:`EurocDataset` interface."""
+    """EuRoC ROS 1 bag + calibration folder; the :class:`EurocDataset` interface and
+    capabilities (``imu_ns``: the /imu0 header stamps; ``mav0``: the calibration folder)."""
 
-    has_timestamps = True
+    _reader = None  # the open rosbags Reader (None once closed)
 
     def __init__(self, path, start: int = 0, frames: Optional[int] = None, calib=None, gt_path=None,
                  require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: Optional[float] = None,
@@ -113,8 +114,8 @@ class EurocBagDataset(EurocDataset):
         self._it = None  # (iterator, record time of the last message it yielded)
 
         self._init_gt(self._find_gt(gt_path), require_gt, gt_max_difference)
-        self._init_imu(self._imu_data, mav0, imu_init_window_s)
-        del self._imu_data
+        self._init_imu(self._imu_data, self._imu_ns_data, mav0, imu_init_window_s)
+        del self._imu_data, self._imu_ns_data
 
     # ------------------------------------------------------------------ index
     def _index(self, start, frames, tol_s, use_imu) -> None:
@@ -146,11 +147,10 @@ class EurocBagDataset(EurocDataset):
                              f"within {tol_s * 1e3:g} ms ({len(left)} left, {len(right)} right images)")
         lo, hi = slice_range(len(pairs), start, frames, what=f"EuRoC bag '{self.bag_path}'")
         self._pairs = pairs[lo:hi]
-        self._ns = np.asarray([p[0][0] for p in self._pairs], dtype=np.int64)
-        self._stamps = ns_to_s(self._ns)
+        self.frame_ns = np.asarray([p[0][0] for p in self._pairs], dtype=np.int64)
+        self._stamps = ns_to_s(self.frame_ns)
 
-        #: integer nanosecond IMU stamps (the player publishes them exactly)
-        self.imu_ns: Optional[np.ndarray] = None
+        self._imu_ns_data: Optional[np.ndarray] = None
         self._imu_data = None
         imu_conn = conns.get(IMU_TOPIC)
         if use_imu and imu_conn is not None and imu_conn.msgtype == _IMU:
@@ -166,7 +166,7 @@ class EurocBagDataset(EurocDataset):
                 order = np.argsort(ns_a, kind="stable")
                 keep = np.concatenate([[True], np.diff(ns_a[order]) > 0])
                 ns_a, a = ns_a[order][keep], a[order][keep]
-                self.imu_ns = ns_a
+                self._imu_ns_data = ns_a
                 self._imu_data = ImuData(ns_to_s(ns_a), a[:, 0:3], a[:, 3:6])
 
     def _find_gt(self, gt_path):
@@ -175,7 +175,7 @@ class EurocBagDataset(EurocDataset):
         return super()._find_gt(gt_path)
 
     def _keep_frames(self, keep: List[int]) -> None:
-        self._ns, self._stamps = self._ns[keep], self._stamps[keep]
+        self.frame_ns, self._stamps = self.frame_ns[keep], self._stamps[keep]
         self._pairs = [self._pairs[k] for k in keep]
 
     # ------------------------------------------------------------------ frames
@@ -234,7 +234,7 @@ class EurocBagDataset(EurocDataset):
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        r = getattr(self, "_reader", None)
+        r = self._reader
         if r is not None:
             self._it = None
             try:

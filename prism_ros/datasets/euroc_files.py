@@ -12,11 +12,12 @@ from prism_ros.core.stereo import CameraCalib
 
 from .textfile import data_lines
 
-__all__ = ["read_euroc_imu_csv", "read_euroc_sensor_yaml", "read_ns_csv", "ns_to_s"]
+__all__ = ["read_euroc_imu_csv", "read_euroc_imu_csv_ns", "read_euroc_sensor_yaml", "read_ns_csv",
+           "read_ns_csv_ns", "ns_to_s"]
 
 
-def read_ns_csv(path, columns: int, what: str):
-    """(t seconds (N,), values (N, columns)) of an ASL csv: integer nanoseconds, then at least
+def read_ns_csv_ns(path, columns: int, what: str):
+    """(ns (N,) int64, values (N, columns)) of an ASL csv: integer nanoseconds, then at least
     ``columns`` numbers per row (``what`` names them in the error); # lines are skipped."""
     rows = []
     ns = []
@@ -26,13 +27,26 @@ def read_ns_csv(path, columns: int, what: str):
             raise ValueError(f"{path}:{n}: expected {columns + 1} columns ({what}): {ln!r}")
         ns.append(int(parts[0]))
         rows.append([float(x) for x in parts[1:columns + 1]])
-    return ns_to_s(np.asarray(ns, dtype=np.int64)), np.asarray(rows, dtype=np.float64).reshape(-1, columns)
+    return np.asarray(ns, dtype=np.int64), np.asarray(rows, dtype=np.float64).reshape(-1, columns)
+
+
+def read_ns_csv(path, columns: int, what: str):
+    """(t seconds (N,), values (N, columns)) of an ASL csv (:func:`read_ns_csv_ns` in seconds)."""
+    ns, rows = read_ns_csv_ns(path, columns, what)
+    return ns_to_s(ns), rows
+
+
+def read_euroc_imu_csv_ns(path):
+    """(:class:`ImuData`, its samples' integer nanosecond stamps (M,) int64) of a EuRoC
+    ``imu0/data.csv``: ns, wx, wy, wz, ax, ay, az (header lines start with #).  ImuData keeps
+    the samples in time order, one per stamp; so do the stamps."""
+    ns, a = read_ns_csv_ns(path, 6, "ns, w_xyz, a_xyz")
+    return ImuData(ns_to_s(ns), a[:, 0:3], a[:, 3:6]), np.unique(ns)
 
 
 def read_euroc_imu_csv(path) -> ImuData:
     """EuRoC ``imu0/data.csv``: ns, wx, wy, wz, ax, ay, az (header lines start with #)."""
-    t, a = read_ns_csv(path, 6, "ns, w_xyz, a_xyz")
-    return ImuData(t, a[:, 0:3], a[:, 3:6])
+    return read_euroc_imu_csv_ns(path)[0]
 
 
 def ns_to_s(ns) -> np.ndarray:

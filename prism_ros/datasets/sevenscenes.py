@@ -82,15 +82,18 @@ def _read_intrinsics(path: Path):
 
 
 class SevenScenesDataset(DatasetBase):
-    config_hints = {"use_photometric": False}
-    config_hints_reason = ("7-Scenes colour and depth come from two unregistered sensors, so a colour "
-                           "pixel does not see the point its depth pixel measures")
     """Lazily loaded 7-Scenes sequence folder.
 
     Parameters: ``path`` to the folder; ``start``/``frames`` select a window of the
     frames present; ``camera`` overrides the intrinsics; ``depth_scale`` converts
-    raw depth units to metres (1000: millimetres).
+    raw depth units to metres (1000: millimetres).  Capabilities: config hints (no
+    photometric term); its stamps are made up at 30 Hz (``has_timestamps`` False).
     """
+
+    config_hints = {"use_photometric": False}
+    config_hints_reason = ("7-Scenes colour and depth come from two unregistered sensors, so a colour "
+                           "pixel does not see the point its depth pixel measures")
+    has_timestamps = False
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from typing import Optional
 import numpy as np
 
 from .base import Frame
+from .capabilities import HasBodyFrame, HasConfigHints, HasControls, HasExactSdf, HasGroundTruthTwists, HasStampOrigin
 
 __all__ = ["StridedDataset"]
 
@@ -13,10 +14,12 @@ __all__ = ["StridedDataset"]
 class StridedDataset:
     """Frames 0, k, 2k, ... of ``base`` re-indexed 0, 1, 2, ...
 
-    Frame ``index`` is the view's index; ``control_between(i_prev, i, state)`` (IMU
-    increments) and ``gt_pose`` map back to the base indices, so the control spans the
-    whole skipped interval.  Everything else (camera, ``to_body``, ``config_hints``,
-    ``sdf``...) is the base's.
+    Frame ``index`` is the view's index; ``stamps``, ``gt_pose(s)`` and ``gt_twists`` are the
+    base's at the selected frames, and ``control_between(i_prev, i, state)`` (IMU increments)
+    maps back to the base indices, so the control spans the whole skipped interval.  The
+    view has the base's ``camera`` and those of its capabilities
+    (:mod:`prism_ros.datasets.capabilities`) that do not depend on the frame list: config
+    hints, stamp origin, body frame, exact SDF; plus controls and ground-truth twists, mapped.
     """
 
     def __init__(self, base, stride: int):
@@ -27,8 +30,18 @@ class StridedDataset:
         self._sel = np.arange(0, len(base), self.stride)
         self.name = f"{base.name}/stride{self.stride}" if self.stride > 1 else base.name
         self.camera = base.camera
-        if callable(getattr(base, "control_between", None)):
+        if isinstance(base, HasConfigHints):
+            self.config_hints, self.config_hints_reason = base.config_hints, base.config_hints_reason
+        if isinstance(base, HasStampOrigin):
+            self.has_timestamps = base.has_timestamps
+        if isinstance(base, HasBodyFrame):
+            self.T_body_cam, self.to_body = base.T_body_cam, base.to_body
+        if isinstance(base, HasExactSdf):
+            self.sdf = base.sdf
+        if isinstance(base, HasControls):
             self.control_between = self._control_between
+        if isinstance(base, HasGroundTruthTwists):
+            self.gt_twists = self._gt_twists
 
     def __len__(self) -> int:
         return int(len(self._sel))
@@ -51,9 +64,6 @@ class StridedDataset:
         for i in range(len(self)):
             yield self[i]
 
-    def __getattr__(self, name):  # camera, to_body, config_hints, sdf, ... of the base
-        return getattr(self.base, name)
-
     def stamps(self) -> np.ndarray:
         return np.asarray(self.base.stamps())[self._sel]
 
@@ -66,3 +76,6 @@ class StridedDataset:
 
     def _control_between(self, i_prev: int, i: int, state):
         return self.base.control_between(self._base_index(i_prev), self._base_index(i), state)
+
+    def _gt_twists(self) -> np.ndarray:
+        return np.asarray(self.base.gt_twists())[self._sel]

@@ -31,14 +31,9 @@ Figures (per system, also written with ``--json``):
 * ``peak_rss_mb``: the child's peak RSS in MiB (``ru_maxrss``);
 * ``ate_rmse_m``: ATE RMSE after SE(3) (Umeyama) alignment, like ``evo_ape -a``.
 
-``--peer open3d`` runs Open3D's tensor dense SLAM (``open3d.t.pipelines.slam``,
-frame-to-model) on the CPU with the defaults of Open3D's
-``examples/python/t_reconstruction_system`` (``depth_scale`` 1000 on uint16
-millimetres, ``depth_min`` 0.1 m, ``depth_max`` 3.0 m,
-``odometry_distance_thr`` 0.07 m, ``trunc_voxel_multiplier`` 8, block
-resolution 16, 40000 blocks) and 2 cm voxels, and prints the ratios.  It needs
-the optional ``peer`` extra (``pip install 'prism_ros[peer]'``) and, on Debian,
-``apt-get install libusb-1.0-0``; without them it exits with code 2.
+``--peer open3d`` runs Open3D's tensor dense SLAM (:mod:`prism_ros.eval.peers.open3d_peer`)
+and prints the ratios; without the optional ``peer`` extra it exits with code 2.
+The workers' side (what a child records) is :mod:`prism_ros.eval.bench_worker`.
 
 Exit codes: 0 success, 1 a child failed, 2 bad arguments or a missing peer.
 """
@@ -49,80 +44,23 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from prism_ros.stats import CpuMeter, cpu_model, summarize_stages
+from prism_ros.eval.bench_worker import finite, run_prism
+from prism_ros.eval.peers import PEER_WORKERS, PEERS
+from prism_ros.eval.peers.open3d_peer import OPEN3D_DEFAULTS
+from prism_ros.stats import cpu_model, summarize_stages
 
 __all__ = ["main", "build_parser", "machine_info", "summarize_stages", "PEERS", "OPEN3D_DEFAULTS", "TARGETS"]
 
-#: Open3D t_reconstruction_system defaults (default_config.yml / dense_slam.py), voxel size 2 cm.
-OPEN3D_DEFAULTS: Dict[str, Any] = {
-    "device": "CPU:0",
-    "voxel_size": 0.02,
-    "block_resolution": 16,
-    "block_count": 40000,
-    "depth_scale": 1000.0,
-    "depth_min": 0.1,
-    "depth_max": 3.0,
-    "odometry_distance_thr": 0.07,
-    "trunc_voxel_multiplier": 8.0,
-}
-
-#: peer name -> (module to import, install hint)
-PEERS: Dict[str, Tuple[str, str]] = {
-    "open3d": (
-        "open3d",
-        "  pip install 'prism_ros[peer]'     (or: .venv/bin/pip install open3d)\n"
-        "  apt-get install -y libusb-1.0-0   (Debian/Ubuntu: the Open3D wheel links against libusb-1.0)",
-    ),
-}
-
 #: Speed and memory targets on 7-Scenes redkitchen frames 0-299 (printed as a checklist; they do not change the exit code).
 TARGETS: Dict[str, Any] = {"fps": 30.0, "fps_total": 25.0, "fps_ratio": 3.0, "peak_rss_bytes": 1.1e9}
-
-
-# ----------------------------------------------------------------------------- helpers
-def _peak_rss_bytes() -> int:
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(r) if sys.platform == "darwin" else int(r) * 1024
-
-
-def _current_rss_bytes() -> Optional[int]:
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except Exception:  # pragma: no cover - psutil is a dependency, but stay robust
-        return None
-
-
-def _mib(b: Optional[float]) -> Optional[float]:
-    return None if b is None else float(b) / 2**20
-
-
-def _finite(x: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars -> Python."""
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _finite(x.tolist())
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    return x
 
 
 def machine_info() -> Dict[str, Any]:
@@ -162,246 +100,8 @@ def machine_info() -> Dict[str, Any]:
     return info
 
 
-class _Progress:
-    def __init__(self, name: str, n: int, enabled: bool):
-        self.name, self.n, self.enabled = name, n, enabled
-        self.every = max(1, min(50, n // 6 or 1))
-
-    def __call__(self, done: int, step_s: float) -> None:
-        if self.enabled and (done % self.every == 0 or done == self.n):
-            fps = done / step_s if step_s > 0 else float("nan")
-            print(f"  [{self.name}] {done}/{self.n} frames, {fps:.1f} fps", file=sys.stderr, flush=True)
-
-
-def _accuracy(T_est: List[np.ndarray], T_gt: List[Optional[np.ndarray]]) -> Dict[str, Any]:
-    from prism_ros.eval import metrics
-
-    sel = [k for k, g in enumerate(T_gt) if g is not None]
-    if len(sel) < 3:
-        return {"ate_rmse_m": None, "ate_frames": len(sel)}
-    E = np.stack([T_est[k] for k in sel])
-    G = np.stack([T_gt[k] for k in sel])
-    err = metrics.ate_errors(E, G)
-    return {
-        "ate_rmse_m": float(metrics.ate_rmse(E, G)),
-        "ate_max_m": float(err.max()),
-        "ate_frames": len(sel),
-    }
-
-
-class _Run:
-    """What a worker records while it runs a system over the frames, and the result dict.
-
-    ``setup_done()`` after the first frame's setup (kernel warm-up, model allocation: off
-    the clock), then per frame ``loaded(t0, t1)`` and ``stepped(...)``; ``skip(i)`` for
-    frames that could not be used."""
-
-    def __init__(self, name: str, n_total: int, progress: bool):
-        self.name = name
-        self.prog = _Progress(name, n_total, progress)
-        self.setup_s = 0.0
-        self.extra: Dict[str, Any] = {}
-        self.step_s: List[float] = []
-        self.load_s: List[float] = []
-        self.rows: List[Dict[str, float]] = []
-        self.T_est: List[np.ndarray] = []
-        self.T_gt: List[Optional[np.ndarray]] = []
-        self.skipped: List[int] = []
-        self.failures = 0
-        self.t_loop = time.perf_counter()
-        self.wall_s: Optional[float] = None  # set by a worker that timed its own loop
-        self.started = False
-        self.cpu = CpuMeter()
-        self.cpu_figures: Optional[Dict[str, Optional[float]]] = None  # set by a worker that metered its own loop
-
-    def setup_done(self, t_setup_start: float) -> None:
-        self.setup_s = time.perf_counter() - t_setup_start
-        self.extra["peak_rss_after_setup_mb"] = _mib(_peak_rss_bytes())
-        self.extra["rss_after_setup_mb"] = _mib(_current_rss_bytes())
-        self.started = True
-        self.t_loop = time.perf_counter()  # the wall clock for fps_total starts here
-        self.cpu.reset()
-
-    def loaded(self, t0: float, t1: float) -> None:
-        if self.started:  # the first frame's loading is part of the setup
-            self.load_s.append(t1 - t0)
-
-    def skip(self, i: int) -> None:
-        self.skipped.append(i)
-
-    def stepped(self, dt_s: float, timings_ms: Dict[str, float], T_est, T_gt, ok: bool) -> None:
-        self.step_s.append(dt_s)
-        self.rows.append({k: float(v) for k, v in timings_ms.items()})
-        self.T_est.append(np.asarray(T_est, dtype=np.float64).copy())
-        self.T_gt.append(None if T_gt is None else np.asarray(T_gt, dtype=np.float64))
-        self.failures += 0 if ok else 1
-        self.prog(len(self.step_s), float(np.sum(self.step_s)))
-
-    def result(self) -> Dict[str, Any]:
-        wall_s = self.wall_s if self.wall_s is not None else time.perf_counter() - self.t_loop
-        n, step_s, load_s = len(self.step_s), self.step_s, self.load_s
-        st = float(np.sum(step_s)) if step_s else 0.0
-        res: Dict[str, Any] = {
-            "system": self.name,
-            "frames": n,
-            "frames_skipped": len(self.skipped),
-            "skipped_indices": self.skipped,
-            "fps": n / st if st > 0 else None,
-            "fps_total": n / wall_s if wall_s > 0 else None,
-            "step_ms_mean": 1e3 * st / n if n else None,
-            "load_ms_mean": 1e3 * float(np.mean(load_s)) if load_s else None,
-            "setup_s": self.setup_s,
-            "tracking_failures": self.failures,
-            **(self.cpu_figures if self.cpu_figures is not None else self.cpu.figures(n)),
-            "stages_ms": summarize_stages(self.rows),
-            "per_frame": {
-                "step_ms": [1e3 * s for s in step_s],
-                "load_ms": [1e3 * s for s in load_s],
-            },
-        }
-        res.update(_accuracy(self.T_est, self.T_gt))
-        res.update(self.extra)
-        peak = _peak_rss_bytes()
-        res["peak_rss_bytes"] = peak
-        res["peak_rss_mb"] = _mib(peak)
-        res["rss_end_mb"] = _mib(_current_rss_bytes())
-        return res
-
-
 # ----------------------------------------------------------------------------- workers (child processes)
-def _worker_prism(spec: Dict[str, Any]) -> Dict[str, Any]:
-    """PRISM through the same pipeline as ``prism-ros run`` (controls included: EuRoC's IMU)."""
-    from prism_ros.config import PrismConfig
-    from prism_ros.datasets import open_dataset
-    from prism_ros.pipeline import Recorder, run_dataset
-
-    cfg = PrismConfig.from_yaml(spec["config_path"])
-    ds = open_dataset(spec["path"], start=spec["start"], frames=spec["frames"])
-    run = _Run("prism", len(ds), spec.get("progress", True))
-    extra = run.extra
-    rec = Recorder()
-    pipe, rs = run_dataset(ds, cfg, [rec], progress=False, log=lambda msg: None)
-    filt = pipe.filter
-    run.setup_s, run.wall_s, run.skipped = rs.setup_s, rs.wall_s, rs.skipped
-    run.cpu_figures = rs.cpu  # run_dataset's loop (set-up and warm-up excluded)
-    run.step_s, run.load_s = [ms * 1e-3 for ms in rs.step_ms], [ms * 1e-3 for ms in rs.load_ms]
-    run.rows, run.T_est, run.T_gt = rec.timings, rec.T_est, rec.T_gt
-    run.failures = int(len(rec) - sum(rec.tracking_ok))
-    extra["warmup_s"] = rs.warmup_s
-    extra["controls_used"] = rs.controls_used
-    extra["peak_rss_after_setup_mb"] = rs.peak_rss_after_setup_mb
-    try:
-        extra["map_blocks"] = int(filt.map.num_blocks)
-        extra["map_memory_mb"] = float(filt.map.memory_bytes) / 2**20
-    except Exception:
-        pass
-    try:
-        import numba
-
-        extra["numba_threads"] = int(numba.get_num_threads())
-        extra["numba_threading_layer"] = str(numba.threading_layer())
-    except Exception:
-        pass
-    return run.result()
-
-
-def _worker_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
-    import open3d as o3d
-    import open3d.core as o3c
-
-    from prism_ros.datasets import open_dataset
-    from prism_ros.datasets.base import FrameLoadError, check_pose
-
-    # Open3D warns once, harmlessly, from the first synthesize_model_frame ("Property not found for
-    # color"); tracking failures come back as exceptions, so only errors are printed.
-    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
-    p = dict(OPEN3D_DEFAULTS)
-    p.update(spec.get("peer_params") or {})
-    ds = open_dataset(spec["path"], start=spec["start"], frames=spec["frames"])
-    run = _Run("open3d", len(ds), spec.get("progress", True))
-    cam = ds.camera
-    device = o3c.Device(p["device"])
-    K = o3c.Tensor(np.array([[cam.fx, 0.0, cam.cx], [0.0, cam.fy, cam.cy], [0.0, 0.0, 1.0]], dtype=np.float64))
-    scale = float(p["depth_scale"])
-
-    def load(i: int):
-        fr = ds[i]
-        d = np.asarray(fr.depth, dtype=np.float32)
-        # metres -> uint16 raw units (mm), 0 stays invalid; anything beyond uint16 is invalid too
-        raw = np.rint(d * scale)
-        raw[~np.isfinite(raw) | (raw <= 0) | (raw >= 65535)] = 0
-        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(raw.astype(np.uint16)))).to(device)
-        color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(fr.rgb, dtype=np.uint8))).to(device)
-        return fr, depth, color
-
-    model = None
-    input_frame = raycast_frame = None
-    T_cur = None
-    extra = run.extra
-    extra.update({"open3d": o3d.__version__, "params": p})
-    errors: List[str] = []
-    for i in range(len(ds)):
-        t0 = time.perf_counter()
-        try:
-            fr, depth, color = load(i)
-        except FrameLoadError:
-            run.skip(i)
-            continue
-        t1 = time.perf_counter()
-        run.loaded(t0, t1)
-        gt = None if fr.T_w_c_gt is None else check_pose(fr.T_w_c_gt)
-        first = model is None
-        if first:
-            T0 = np.eye(4) if gt is None else gt
-            T_cur = o3c.Tensor(T0)  # float64, camera-to-world (frame-to-model)
-            model = o3d.t.pipelines.slam.Model(float(p["voxel_size"]), int(p["block_resolution"]),
-                                               int(p["block_count"]), T_cur, device)
-            input_frame = o3d.t.pipelines.slam.Frame(cam.height, cam.width, K, device)
-            raycast_frame = o3d.t.pipelines.slam.Frame(cam.height, cam.width, K, device)
-            run.setup_done(t1)
-        tm: Dict[str, float] = {}
-        ts = time.perf_counter()
-        input_frame.set_data_from_image("depth", depth)
-        input_frame.set_data_from_image("color", color)
-        ok = True
-        if not first:
-            t = time.perf_counter()
-            try:
-                result = model.track_frame_to_model(input_frame, raycast_frame, scale, float(p["depth_max"]),
-                                                    float(p["odometry_distance_thr"]))
-                T_cur = T_cur @ result.transformation
-            except RuntimeError as e:  # e.g. too few correspondences: keep the last pose
-                ok = False
-                if len(errors) < 5:
-                    errors.append(f"frame {i}: {e}")
-            tm["track"] = (time.perf_counter() - t) * 1e3
-        t = time.perf_counter()
-        model.update_frame_pose(i, T_cur)
-        model.integrate(input_frame, scale, float(p["depth_max"]), float(p["trunc_voxel_multiplier"]))
-        tm["integrate"] = (time.perf_counter() - t) * 1e3
-        t = time.perf_counter()
-        model.synthesize_model_frame(raycast_frame, scale, float(p["depth_min"]), float(p["depth_max"]),
-                                     float(p["trunc_voxel_multiplier"]), False)
-        tm["raycast"] = (time.perf_counter() - t) * 1e3
-        dt = time.perf_counter() - ts
-        tm["total"] = dt * 1e3
-        run.stepped(dt, tm, T_cur.cpu().numpy(), gt, ok)
-    if model is None:
-        raise RuntimeError(f"{spec['path']}: no readable frame")
-    if errors:
-        extra["tracking_errors"] = errors
-    try:
-        extra["map_blocks"] = int(model.voxel_grid.hashmap().size())
-    except Exception:
-        pass
-    try:
-        extra["omp_threads"] = int(os.environ.get("OMP_NUM_THREADS") or 0) or os.cpu_count()
-    except ValueError:
-        pass
-    return run.result()
-
-
-WORKERS = {"prism": _worker_prism, "open3d": _worker_open3d}
+WORKERS = {"prism": run_prism, **PEER_WORKERS}
 
 
 def _worker_main(argv: Sequence[str]) -> int:
@@ -411,7 +111,7 @@ def _worker_main(argv: Sequence[str]) -> int:
         spec = json.load(f)
     res = WORKERS[name](spec)
     with open(out_path, "w", encoding="utf-8") as f:
-        json.dump(_finite(res), f)
+        json.dump(finite(res), f)
     return 0
 
 
@@ -611,7 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     doc: Dict[str, Any] = {
         "machine": machine,
         "args": {
-            "dataset": str(getattr(ds, "name", args.path)),
+            "dataset": str(ds.name),
             "path": os.path.abspath(args.path) if os.path.exists(args.path) else args.path,
             "start": args.start,
             "frames": args.frames,
@@ -667,7 +367,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         d = os.path.dirname(os.path.abspath(args.json))
         os.makedirs(d, exist_ok=True)
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(_finite(doc), f, indent=2)
+            json.dump(finite(doc), f, indent=2)
             f.write("\n")
         print(f"figures written to {args.json}")
     return 0

@@ -200,7 +200,7 @@ def interval_twists(stamps, T) -> np.ndarray:
 
     From exact poses (the synthetic sequence) it is exact; from measured ground truth
     (7-Scenes) it is a finite difference whose error is the ground truth's frame-to-frame
-    error divided by the frame interval (about 1-2 mm / 33 ms on 7-Scenes).
+    error divided by the frame interval.
     """
     T = metrics._as_poses(T)
     s = np.asarray(stamps, dtype=np.float64)

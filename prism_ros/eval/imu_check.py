@@ -1,8 +1,8 @@
 """IMU pre-integration against a ground-truth state track (EuRoC ``state_groundtruth_estimate0``).
 
-:func:`preintegration_check` (built on :func:`window_terms` and :func:`coverage`) is
-used by ``test/test_imu_flight.py`` and the closing note, so both quote the same
-numbers; ``python -m prism_ros.eval.imu_check SEQ`` refits and prints them.
+:func:`preintegration_check` (built on :func:`window_terms` and :func:`coverage`) gives
+the residuals and their coverage; ``python -m prism_ros.eval.imu_check SEQ`` refits the
+constants below and prints the coverage of the fit and validation blocks.
 
 Reference increments over a window [t_i, t_j] from the ground truth (R_wI, p, v in the
 world, z up, gravity ``g_w``; slerp / linear interpolation between its 40 Hz samples,
@@ -97,18 +97,14 @@ class GtNoise:
 EUROC_GT_NOISE = GtNoise(sigma_rot_rad=0.0, sigma_pos_m=4.5e-5, sigma_vel_mps=0.0,
                          sigma_bg_radps=1.25e-3, sigma_ba_mps2=3.08e-2)
 #: Multiplier on sensor.yaml's white-noise densities (the node's imu_noise_density_scale),
-#: fitted with EUROC_GT_NOISE: the
-#: ADIS16448 densities come from a static Allan analysis, and rotor vibration in flight
-#: (accelerometer std 1-2 m/s^2 at 200 Hz) raises the effective white noise.  Without it
-#: the 50 ms validation windows' coverage95 is 0.05 (velocity).
+#: fitted with EUROC_GT_NOISE: the ADIS16448 densities come from a static Allan analysis,
+#: and rotor vibration in flight raises the effective white noise.
 EUROC_DENSITY_SCALE = 3.87
-#: Gravity in the EuRoC Vicon world, :func:`fit_gravity` on the fit blocks' 0.5 s windows:
-#: |g| = 9.816 m/s^2, 3.2 mrad off -z (the Vicon z axis is not exactly vertical; the
-#: second half of the flight alone gives (-0.018, -0.029, -9.811)).
+#: Gravity in the EuRoC Vicon world, :func:`fit_gravity` on the fit blocks' 0.5 s windows of
+#: V1_02 (|g| = 9.816 m/s^2, 3.2 mrad off -z: the Vicon z axis is not exactly vertical).
 EUROC_GRAVITY = np.array([-0.0196, -0.0242, -9.8163])
-#: Length of the interleaved fit / validation blocks (s).  A chronological split (first
-#: half fits, second half validates) extrapolates from the calmer first half to the
-#: aggressive 30-32 s segment: there 0.5 s velocity / position coverage95 fall to 0.82 / 0.85.
+#: Length of the interleaved fit / validation blocks (s): both halves then hold calm and
+#: aggressive parts of the flight.
 SPLIT_BLOCK_S = 5.0
 
 
@@ -246,7 +242,7 @@ def fit_noise_model(terms_list, noise: ImuNoise, blocks=("rot", "vel", "pos", "j
     :func:`window_terms`, e.g. 50 ms and 0.5 s windows) on the chi2 95 % quantile of its
     dof: least squares on the log ratios (Nelder-Mead on the log sigmas, from x0 below).
     Matching the quantile rather than maximising the Gaussian likelihood keeps the fit
-    honest about heavy tails (the likelihood fit left 0.5 s velocity coverage at 0.77)."""
+    honest about heavy tails."""
     from scipy.optimize import minimize
     from scipy.stats import chi2
 

@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-* Poses are 4x4 camera-to-world matrices ``T_w_c`` (see README "Conventions").
+* Poses are 4x4 camera-to-world matrices ``T_w_c`` (docs/design.md, "Conventions").
 * Pose covariances are 6x6 in the right (body) perturbation
   ``T = T_hat * Exp(xi)``, ``xi = (rho, phi)``, translation first.
 
@@ -34,7 +34,7 @@ gives about 0.95; much lower is over-confident, 1.0 is (probably) pessimistic.
 ``|sdf_true| < band`` whose SDF mean lies within two standard deviations of the
 exact SDF, ``|mu - sdf_true| <= 2 sigma``.  For a calibrated Gaussian this is
 0.954.  The band defaults to ``truncation / 2`` because a projective SDF is not
-the Euclidean SDF further from the surface (DESIGN-NOTES "Map sigma").
+the Euclidean SDF further from the surface (docs/design.md, "Map: a Gaussian TSDF").
 """
 from __future__ import annotations
 

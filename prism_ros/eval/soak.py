@@ -32,15 +32,14 @@ Defaults, chosen so that the soak measures the node and not the harness:
 
 * the player preloads the messages (``--preload``; ``--no-preload`` to decode while
   playing), so that it costs only publishing, like a camera driver, on a machine the node
-  shares with it; at about 1.5 MB per 640x480 frame the loop is ``--frames 300`` (450 MB
-  in the player; ``--frames 0`` for all, e.g. 900 MB for 600 7-Scenes frames). A shorter
-  loop also exercises the reset on the time jump back more often (every 3.3 s at 3x).
+  shares with it; it holds about 1.5 MB per 640x480 frame, so the loop is ``--frames 300``
+  (``--frames 0``: all).  A shorter loop also exercises the reset on the time jump back
+  more often.
 * the node gets ``use_sim_time:=true``, ``sensor_qos:=reliable``, the dataset's
   ``config_hints`` as ``-p`` parameters (``use_photometric:=false`` for 7-Scenes, as
   ``prism-ros run`` applies them; ``--no-dataset-hints`` to skip, ``-p`` overrides) and
   ``queue_size:=1`` (``--queue-size``): latency = queue wait + step, and the wait is up to
-  one step with 1, up to two with 2 (measured on 7-Scenes at 3x on 2 cores: per-window
-  p95 about 55-100 ms with 1, 100-160 ms with 2 outside recovery episodes).
+  one step with 1, up to two with 2.
 
 Exit status 0 when both processes ran to the end, 1 otherwise (the JSON line is
 printed in both cases when figures exist).
@@ -229,9 +228,10 @@ def dataset_hint_params(path: str, user_params: List[str]) -> List[str]:
     applies them), except those the user sets with ``-p``; [] for bags or unreadable paths."""
     try:
         from prism_ros.datasets import open_dataset
+        from prism_ros.datasets.capabilities import HasConfigHints
 
         ds = open_dataset(path, frames=1)
-        hints = dict(getattr(ds, "config_hints", {}) or {})
+        hints = dict(ds.config_hints) if isinstance(ds, HasConfigHints) else {}
     except Exception:
         return []
     user = {p.split(":=", 1)[0] for p in user_params}

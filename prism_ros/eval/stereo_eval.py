@@ -13,7 +13,7 @@ rectified left camera (:func:`exact_depth_rectified`):
   (the sigma the frames carry, from the dataset's sigma_d);
 * ``valid_fraction``: stereo-valid pixels / exactly known pixels the matcher can
   reach (``match_region``); ``depth_rel_err_median``; ``gross_fraction`` (|d - d_exact| > 2 px);
-* ``ms_per_pair_median`` (noisy on a shared machine).
+* ``ms_per_pair_median``: wall clock of :meth:`StereoRectifier.compute`.
 
 For a real recording (no exact depth) with ground-truth poses, ``--two-view LAG`` needs no
 depth ground truth: :func:`evaluate_stereo_two_view` carries each pair's depth into the pair
@@ -56,7 +56,7 @@ def evaluate_stereo(ds, indices) -> Dict[str, float]:
         if not has_exact:
             valid.append(float((z[st.match_region] > 0).mean()))
             continue
-        ze = exact_depth_rectified(read_exact_depth(ds.mav0, int(ds._ns[int(i)])), st)
+        ze = exact_depth_rectified(read_exact_depth(ds.mav0, int(ds.frame_ns[int(i)])), st)
         known = (ze > 0) & st.match_region
         ok = known & (z > 0)
         valid.append(float(ok.sum() / max(1, known.sum())))
@@ -68,8 +68,8 @@ def evaluate_stereo(ds, indices) -> Dict[str, float]:
         "ms_per_pair_median": float(np.median(ms)),
         "valid_fraction": float(np.mean(valid)),
         "sigma_d_px": float(st.sigma_d),
-        "downscale": int(getattr(st, "downscale", 1)),
-        "matcher": str(getattr(st, "matcher", "sgbm")),
+        "downscale": int(st.downscale),
+        "matcher": str(st.matcher),
     }
     if errs:
         e = np.abs(np.concatenate(errs))

@@ -5,11 +5,11 @@ time: it checks each image's stamp (:class:`~prism_ros.ros.inputs.StreamMonitor`
 pairs colour and depth by stamp (:class:`~prism_ros.ros.sync.ApproxTimePairer`),
 keeps the newest pair until a valid camera_info has arrived and checks the sizes the
 messages declare (:func:`~prism_ros.ros.inputs.frame_refusal`).  A usable pair goes to
-``deliver`` still encoded: :meth:`RgbdAssembler.decode` (:mod:`prism_ros.ros.conversions`)
-runs where the frame is processed, so the frames a full queue drops are never decoded
-(at 20 frames/s into a node that steps at 6 that is two decodes in three).  Everything
-else goes to ``report(level, key, text)`` with level ``bad`` (a refused frame), ``error``
-or ``warn``.  No rclpy: it works on messages only.
+``deliver`` still encoded: :meth:`RgbdAssembler.decode` (:mod:`prism_ros.ros.conversions.image`)
+runs where the frame is processed, so the frames a full queue drops are never decoded.
+Everything else goes to ``report(level, key, text)`` with level ``bad`` (a refused frame),
+``error`` or ``warn``.  No rclpy: it works on messages only.  Not thread-safe: the sensor
+callbacks call it from one thread; :meth:`RgbdAssembler.decode` runs on the worker.
 """
 from __future__ import annotations
 

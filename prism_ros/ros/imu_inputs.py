@@ -1,97 +1,17 @@
-"""Bad-input checks of the drone path (IMU stream, stereo pairs): pure functions and small
-classes, no rclpy, so the node only logs (throttled) and counts what they return.
+"""Bad-input checks of the drone path (IMU stream, stereo pairs), gathered for the node: pure
+functions and small classes, no rclpy, so the node only logs (throttled) and counts what they
+return (diagnostics ``imu_<code>_total``).
 
-* :class:`ImuStreamMonitor` flags each IMU sample: ``nan`` (non-finite stamp or
-  values: drop), ``backwards`` (stamp before the last one: drop; a jump back > 1 s is a
-  new timeline, ``ImuBuffer.add`` clears itself), ``duplicate`` (same stamp: drop),
-  ``gap`` (more than ``max_gap_s`` since the last sample: keep, but no IMU control across
-  it: ``ImuBuffer(max_gap_s=...)`` then reports the interval uncovered), ``rate`` (the
-  measured rate over the last ``rate_window`` samples is off the declared one by more
-  than ``rate_tol``: keep; the integration uses the measured rate, the covariance the
-  declared noise densities).
-* :func:`check_stereo_pair` / :func:`check_exposure` (re-exported from
-  :mod:`prism_ros.core.stereo`, where the EuRoC readers use them): a pair with an image
-  missing or of the wrong size, and black or saturated images (the frame is skipped: no
-  stereo depth).
-The node logs the messages through its throttle (one line per code and period) and
-counts every flag in its diagnostics (``imu_<code>_total``).
+* :class:`ImuStreamMonitor` (:mod:`prism_ros.core.imu.monitor`) flags each IMU sample:
+  ``nan``, ``backwards`` and ``duplicate`` are dropped; ``gap`` (no IMU control across it)
+  and ``rate`` (measured rate off the declared one) are kept.
+* :func:`check_stereo_pair` / :func:`check_exposure` (:mod:`prism_ros.core.stereo`, where the
+  EuRoC readers use them): a pair with an image missing or of the wrong size, and black or
+  saturated images (the frame is skipped: no stereo depth).
 """
 from __future__ import annotations
 
-import math
-from collections import deque
-from dataclasses import dataclass
-from typing import Deque, Optional
-
-
+from prism_ros.core.imu import DROP_CODES, ImuStreamMonitor, ImuVerdict
 from prism_ros.core.stereo import check_exposure, check_stereo_pair
 
-__all__ = ["ImuVerdict", "ImuStreamMonitor", "check_exposure", "check_stereo_pair"]
-
-DROP_CODES = ("nan", "backwards", "duplicate")
-
-
-@dataclass
-class ImuVerdict:
-    code: str  # "" (fine), "nan", "backwards", "duplicate", "gap", "rate"
-    message: str = ""
-
-    @property
-    def keep(self) -> bool:
-        """Whether the sample should be stored (gap / rate are flagged but kept)."""
-        return self.code not in DROP_CODES
-
-
-class ImuStreamMonitor:
-    """Checks each IMU sample against the stream so far (see the module docstring).
-
-    ``declared_rate_hz``: the rate the IMU should run at (EuRoC: 200 Hz).  ``max_gap_s``
-    defaults to 5 periods; ``rate_tol`` 0.2 (+-20 %: a 200 Hz IMU declared 250 Hz or 160 Hz
-    is flagged, the jitter of a USB / DDS link at 200 Hz is well inside).
-    """
-
-    def __init__(self, declared_rate_hz: float, max_gap_s: Optional[float] = None, rate_tol: float = 0.2,
-                 rate_window: int = 200):
-        if declared_rate_hz <= 0:
-            raise ValueError("declared_rate_hz must be > 0")
-        self.declared_rate_hz = float(declared_rate_hz)
-        self.max_gap_s = 5.0 / self.declared_rate_hz if max_gap_s is None else float(max_gap_s)
-        self.rate_tol = float(rate_tol)
-        self._stamps: Deque[float] = deque(maxlen=int(rate_window))
-        self.last: Optional[float] = None
-
-    def measured_rate_hz(self) -> Optional[float]:
-        """Samples per second over the window, None before half a window.  A gap clears the
-        window, so every interval in it is at most ``max_gap_s`` and the mean interval is the
-        window's span over its intervals (O(1) a sample: this runs in the executor at 200 Hz)."""
-        n = len(self._stamps)
-        if n < max(10, self._stamps.maxlen // 2):
-            return None
-        span = self._stamps[-1] - self._stamps[0]
-        return (n - 1) / span if span > 0 else None
-
-    def check(self, stamp: float, gyro, acc) -> ImuVerdict:
-        w = [float(v) for v in gyro]
-        a = [float(v) for v in acc]
-        if not all(math.isfinite(v) for v in [float(stamp)] + w + a):
-            bad = [n for n, v in (("stamp", [float(stamp)]), ("angular velocity", w), ("linear acceleration", a))
-                   if not all(math.isfinite(x) for x in v)]
-            return ImuVerdict("nan", f"IMU sample at t={stamp} has a non-finite {' and '.join(bad)}: dropped")
-        last = self.last
-        if last is not None and stamp < last:
-            return ImuVerdict("backwards", f"IMU stamp went backwards by {last - stamp:.6f} s "
-                                           f"({stamp:.6f} after {last:.6f}): dropped")
-        if last is not None and stamp == last:
-            return ImuVerdict("duplicate", f"IMU stamp {stamp:.6f} repeated: dropped")
-        self.last = float(stamp)
-        if last is not None and stamp - last > self.max_gap_s:
-            self._stamps.clear()
-            self._stamps.append(float(stamp))
-            return ImuVerdict("gap", f"IMU gap of {stamp - last:.3f} s (> {self.max_gap_s:.3f} s) before "
-                                     f"t={stamp:.6f}: no IMU control across it")
-        self._stamps.append(float(stamp))
-        r = self.measured_rate_hz()
-        if r is not None and abs(r / self.declared_rate_hz - 1.0) > self.rate_tol:
-            return ImuVerdict("rate", f"IMU runs at {r:.1f} Hz, declared {self.declared_rate_hz:.1f} Hz "
-                                      f"(tolerance {self.rate_tol:.0%}): check imu rate / noise parameters")
-        return ImuVerdict("")
+__all__ = ["DROP_CODES", "ImuVerdict", "ImuStreamMonitor", "check_exposure", "check_stereo_pair"]

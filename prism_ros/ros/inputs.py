@@ -8,9 +8,9 @@ frame as a bad input, logs its text throttled per ``key`` and leaves the filter 
 What is checked where:
 
 * message decoding (encoding, step, data length, intrinsics):
-  :mod:`prism_ros.ros.conversions`, which raises ``InputError``;
+  :mod:`prism_ros.ros.conversions.image`, which raises ``InputError``;
 * stream stamps and liveness, colour / depth / camera_info agreement: here;
-* IMU samples (finite, in order): :meth:`prism_ros.core.controls.ImuBuffer.add`;
+* IMU samples (finite, in order): :meth:`prism_ros.core.imu.ImuBuffer.add`;
 * the frame's content (too little valid depth): the filter, which raises
   ``InvalidFrameError`` from its step without touching its state; one definition.
 """

@@ -63,7 +63,8 @@ from std_srvs.srv import Trigger
 
 from prism_ros.config import ConfigError, PrismConfig
 from prism_ros.core.camera import Camera
-from prism_ros.core.controls import ImuBuffer, OdomBuffer
+from prism_ros.core.controls import OdomBuffer
+from prism_ros.core.imu import ImuBuffer
 from prism_ros.core.types import StepResult
 from prism_ros.pipeline import ImuControls, OdomControls, Pipeline, imu_noise_from_config
 from prism_ros.ros import conversions as cv
@@ -72,7 +73,7 @@ from prism_ros.ros.diagnostics import NodeStats, Throttle, throttle_key
 from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.frames import Frame, RgbdAssembler
 from prism_ros.ros.imu_inputs import ImuStreamMonitor
-from prism_ros.ros.outputs import PATH_MIN_PERIOD_S, MapOutputs, StateOutputs
+from prism_ros.ros.outputs import PATH_MIN_PERIOD_S, MapOutputs, StateOutputs, map_output_rates
 from prism_ros.ros.work_queue import Command, WorkQueue
 
 try:  # not on PyPI; present on a full ROS 2 install
@@ -194,8 +195,7 @@ class PrismNode(Node):
         self._stats.count("dropped_queue", self._work.set_maxlen(new.queue_size))
         self._state_out.configure(new)
         self._map_out.cfg = new  # the cloud's settings; the builders restart on "reconfigure"
-        rates = ("map_publish_rate_hz", "occupancy_publish_rate_hz", "mesh_publish_rate_hz")
-        if any(getattr(new, r) != getattr(old, r) for r in rates):
+        if any(a != b for (_, a), (_, b) in zip(map_output_rates(new), map_output_rates(old))):
             self._make_timers()
         if new.mesh_color_mode != old.mesh_color_mode:
             self._work.request("reconfigure")
@@ -205,10 +205,8 @@ class PrismNode(Node):
         """The output timers: each asks the worker (which owns the map) for its output."""
         for t in self._timers:
             self.destroy_timer(t)
-        cfg = self.cfg
-        rates = (("cloud", cfg.map_publish_rate_hz), ("occupancy", cfg.occupancy_publish_rate_hz),
-                 ("mesh", cfg.mesh_publish_rate_hz))
-        self._timers = [self.create_timer(1.0 / hz, lambda k=kind: self._work.request(k)) for kind, hz in rates if hz > 0]
+        self._timers = [self.create_timer(1.0 / hz, lambda k=kind: self._work.request(k))
+                        for kind, hz in map_output_rates(self.cfg) if hz > 0]
 
     # ------------------------------------------------------------------ logging
     def _error(self, key: str, text: str) -> bool:
@@ -249,10 +247,9 @@ class PrismNode(Node):
 
     # ---------------------------------------------------------------- services
     def _service(self, kind: str) -> Callable:
-        """An asynchronous handler: the command waits for the worker in a thread of its own
-        while the executor goes on serving the sensors (rclpy's multi-threaded executor would
-        do the same, at several times the CPU cost per message: measured, the filter then ran
-        at 0.3 fps instead of 7.5 on 7-Scenes replay with /clock)."""
+        """An asynchronous handler of command ``kind``: the command waits for the worker in a
+        thread of its own while the single-threaded executor goes on serving the sensors
+        (cheaper per message than rclpy's multi-threaded executor)."""
         async def handle(request, response):
             if kind == "reset":
                 self._rgbd.clear_requested = True

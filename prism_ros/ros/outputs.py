@@ -23,15 +23,25 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
+from prism_ros.core.cloud_kernels import map_colors
 from prism_ros.core.mesh import BlockMesher
 from prism_ros.core.occupancy import OccupancyGridBuilder
 from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.ros import conversions as cv
 from prism_ros.ros.qos import latched_qos, reliable_qos
 
-__all__ = ["StateOutputs", "MapOutputs", "PATH_MIN_PERIOD_S"]
+__all__ = ["StateOutputs", "MapOutputs", "PATH_MIN_PERIOD_S", "MAP_OUTPUT_RATES", "map_output_rates"]
 
 PATH_MIN_PERIOD_S = 0.2  # ~/path carries up to path_max_length poses: publish it at <= 5 Hz
+
+#: The map outputs (the kinds :meth:`MapOutputs.publish` takes) and the parameters of their rates.
+MAP_OUTPUT_RATES = (("cloud", "map_publish_rate_hz"), ("occupancy", "occupancy_publish_rate_hz"),
+                    ("mesh", "mesh_publish_rate_hz"))
+
+
+def map_output_rates(cfg) -> Tuple[Tuple[str, float], ...]:
+    """(kind, rate in Hz) of each map output; a rate <= 0 turns the output off."""
+    return tuple((kind, getattr(cfg, name)) for kind, name in MAP_OUTPUT_RATES)
 
 
 class MapOutputs:
@@ -101,15 +111,15 @@ class MapOutputs:
             if cached is not None and cached[0] == ver:
                 cached[1].header = header
                 continue
-            rgb = cv.map_colors(mesh["rgb"], mesh["sigma"], cfg.mesh_color_mode, cfg.map_min_sigma_m,
-                                cfg.truncation_m)  # the ~/map_cloud colormap and range
+            rgb = map_colors(mesh["rgb"], mesh["sigma"], cfg.mesh_color_mode, cfg.map_min_sigma_m,
+                             cfg.truncation_m)  # the ~/map_cloud colormap and range
             self._markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
         self.pub_mesh.publish(cv.mesh_marker_array(header, [m for _, m in self._markers.values()]))
         self.mesh_ms = (time.perf_counter() - t0) * 1e3
         return self.mesh_ms
 
     def diagnostics(self, tsdf_map=None) -> List[KeyValue]:
-        fs = getattr(tsdf_map, "free_space", None)
+        fs = tsdf_map.free_space if tsdf_map is not None else None
         kv = [
             KeyValue(key="occupancy_ms_last", value=f"{self.occupancy_ms:.2f}"),
             KeyValue(key="occupancy_columns_pending", value=str(self.grid.pending_columns)),

@@ -2,8 +2,8 @@
 
 A 640x480 colour + depth pair (0.9 + 1.2 MB) does not fit Fast DDS's default 512 KiB
 shared-memory segment, and best-effort delivery loses most such frames between two
-processes on one machine (the README section "Image transport" has the figures).  ``config/fastdds.xml``
-gives the shared-memory transport a 32 MiB segment (plus UDPv4 for other hosts).
+processes on one machine (figures: ``docs/transport.md``).  ``config/fastdds.xml`` gives the
+shared-memory transport a 32 MiB segment (plus UDPv4 for other hosts).
 
 :func:`use_default_profile` points ``FASTDDS_DEFAULT_PROFILES_FILE`` at that file in an
 environment mapping (``os.environ`` by default, so call it before ``rclpy.init``), unless
@@ -112,7 +112,7 @@ def choose_profile(env: MutableMapping[str, str], profile_path: Optional[str] = 
         return ProfileChoice(None, "other-rmw",
                              f"RMW_IMPLEMENTATION={env.get('RMW_IMPLEMENTATION')}: the Fast DDS profile "
                              f"{PROFILE_FILE_NAME} does not apply; size that middleware's shared-memory / "
-                             f"socket buffers for 1-2 MB images yourself (README: 'Image transport')")
+                             f"socket buffers for 1-2 MB images yourself (docs/transport.md)")
     if env.get(OPT_OUT_ENV, "").strip().lower() == "off":
         return ProfileChoice(None, "off", f"{OPT_OUT_ENV}=off: Fast DDS built-in transports (a 512 KiB "
                                           f"shared-memory segment; 640x480 images may be lost between processes)")

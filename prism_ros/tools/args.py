@@ -70,9 +70,10 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def apply_dataset_hints(cfg, ds, args):
-    """Apply the dataset's ``config_hints`` to the parameters the user did not set (in --config
-    or --set), saying so on stderr."""
+    """Apply the dataset's ``config_hints`` (:class:`~prism_ros.datasets.capabilities.HasConfigHints`)
+    to the parameters the user did not set (in --config or --set), saying so on stderr."""
     from prism_ros.config import load_yaml_params
+    from prism_ros.datasets.capabilities import HasConfigHints
     from prism_ros.pipeline import apply_dataset_hints as apply
 
     user = set(dict(args.set or []))
@@ -80,6 +81,7 @@ def apply_dataset_hints(cfg, ds, args):
         user |= set(load_yaml_params(args.config))
     cfg, hints = apply(cfg, ds, user)
     if hints:
+        reason = ds.config_hints_reason if isinstance(ds, HasConfigHints) else ""
         print(f"prism-ros: {ds.name}: using " + ", ".join(f"{k}={v}" for k, v in hints.items())
-              + f" ({getattr(ds, 'config_hints_reason', '')}; override with --set)", file=sys.stderr)
+              + f" ({reason}; override with --set)", file=sys.stderr)
     return cfg

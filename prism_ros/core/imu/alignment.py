@@ -1,7 +1,29 @@
-"""Online IMU biases from a pose track, and the moving-start check of the IMU alignment.
+"""Gravity and biases: the static alignment, the moving-start check and the biases from a pose track.
 
-Bias refinement (:func:`estimate_biases`)
------------------------------------------
+Static alignment (:func:`detect_motion`, :func:`align_gravity`)
+----------------------------------------------------------------
+While the sensor is still, gravity is the negated mean specific force rotated into the
+world (``g_w`` in the filter's world frame, m/s^2) and the gyro bias the median rate.  A
+window [t0, t1] counts as moving when any of
+
+* the robust (MAD) std of any gyro axis exceeds ``max_gyro_std_radps`` (0.1 rad/s);
+* the robust std of any accelerometer axis exceeds ``max_acc_std_mps2`` (1.5 m/s^2:
+  rotor vibration of a MAV standing still reaches 1.0 m/s^2, so this only catches
+  violent motion; the mean-based tests below catch flight);
+* |mean specific force| departs from ``gravity_mps2`` by more than ``max_norm_dev_mps2``
+  (0.5 m/s^2: a sustained linear acceleration);
+* the mean specific force turns by more than ``max_tilt_change_rad`` (0.02 rad) between
+  the window's first and second half (a slow rotation that keeps the dispersion low);
+* the gyro rates' mean differs between the two halves by more than
+  ``max_gyro_mean_change_radps`` (0.02 rad/s: a changing rotation rate).
+
+The thresholds were set on real EuRoC data (V1_01 and V1_02 at rest with rotors running,
+and V1_02 in flight).  A constant rotation purely about gravity slower than the gyro bias
+range (EuRoC's ADIS16448: up to 0.08 rad/s) cannot be told from a bias by any IMU-only
+test; it is not detected.
+
+Biases from a pose track (:func:`estimate_biases`, :func:`gravity_from_poses`)
+------------------------------------------------------------------------------
 Given poses of the IMU frame (``R_w_I``, ``p_w`` at stamps t_0 < ... < t_K: the filter's
 track, or the ground truth in a test) and gravity ``g_w`` in the same world, the biases
 are refined by linear least squares on the pre-integration residuals of the consecutive
@@ -20,55 +42,104 @@ linearisation as VINS-Mono's visual-inertial initialisation):
 Both steps are iterated (Gauss-Newton, re-preintegrating at the new biases).  The
 accelerometer bias needs rotation about at least two axes within the window (otherwise
 the component along gravity trades against |g|): :class:`BiasEstimate` carries the
-covariances, which say how well each component was seen.
-
-Moving start (:func:`detect_motion`)
-------------------------------------
-The static alignment (gravity from the mean specific force, gyro bias from the median
-rate) is only valid while the sensor is still.  A window counts as moving when any of
-
-* the robust (MAD) std of any gyro axis exceeds ``max_gyro_std_radps`` (0.1 rad/s);
-* the robust std of any accelerometer axis exceeds ``max_acc_std_mps2`` (1.5 m/s^2:
-  rotor vibration of a MAV standing still reaches 1.0 m/s^2, so this only catches
-  violent motion; the mean-based tests below catch flight);
-* |mean specific force| departs from ``gravity_mps2`` by more than ``max_norm_dev_mps2``
-  (0.5 m/s^2: a sustained linear acceleration);
-* the mean specific force turns by more than ``max_tilt_change_rad`` (0.02 rad) between
-  the window's first and second half (a slow rotation that keeps the dispersion low);
-* the gyro rates' mean differs between the two halves by more than
-  ``max_gyro_mean_change_radps`` (0.02 rad/s: a changing rotation rate).
-
-Thresholds measured on the real EuRoC data: at rest (V1_01 micro clip, rotors
-running: every 1 s window from the first frame to 4.7 s; the first second of V1_02)
-the gyro MAD std is 3e-3-0.07 rad/s, the accelerometer's 0.05-1.0 m/s^2, |f| within
-0.05 m/s^2 of g, the force direction changes < 9 mrad and the mean rate < 6e-3 rad/s
-between halves.  In flight (every 1 s window of V1_02 from 4 s on, 0.25 s steps) at
-least one test fails, mostly the mean-rate change (0.1-1.3 rad/s).  A constant
-rotation purely about gravity slower than the gyro bias range (EuRoC's ADIS16448: up to
-0.08 rad/s) cannot be told from a bias by any IMU-only test; it is not detected.
-
-What happens at a moving start: :meth:`prism_ros.core.imu.ImuIntegrator.initialise`
-refuses (gravity unknown, :meth:`~prism_ros.core.imu.ImuIntegrator.control` returns
-None, the filter runs its constant-velocity model and the static test is retried at
-every frame); the filter's poses passed to ``control`` are kept, and once they span
-``pose_alignment_s`` (1 s) :func:`gravity_from_poses` gives gravity and the gyro bias
-(taken when gravity's sigma is below 0.3 m/s^2), after which the IMU controls start.
+covariances, which say how well each component was seen.  With gravity unknown (a moving
+start) the same least squares estimates it too (:func:`gravity_from_poses`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from . import se3
-from .imu import GRAVITY, ImuData, ImuNoise, preintegrate
+from .. import se3
+from .preintegration import GRAVITY, ImuData, ImuNoise, preintegrate
 
-__all__ = ["BiasEstimate", "estimate_biases", "gravity_from_poses", "MotionCheck", "detect_motion"]
+__all__ = [
+    "MotionCheck",
+    "detect_motion",
+    "static_bias_and_gravity",
+    "align_gravity",
+    "BiasEstimate",
+    "estimate_biases",
+    "gravity_from_poses",
+]
+
+
+@dataclass
+class MotionCheck:
+    """Outcome of :func:`detect_motion`: ``static`` and, when moving, the failed tests."""
+
+    static: bool
+    reasons: list = field(default_factory=list)
+    stats: Dict[str, float] = field(default_factory=dict)
+    gyro_median: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    f_mean: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, GRAVITY]))
+
+
+def _rstd(x: np.ndarray) -> np.ndarray:
+    """Robust standard deviation per column: 1.4826 x the median absolute deviation."""
+    return 1.4826 * np.median(np.abs(x - np.median(x, 0)), 0)
+
+
+def detect_motion(imu: ImuData, t0: float, t1: float, max_gyro_std_radps: float = 0.1,
+                  max_acc_std_mps2: float = 1.5, max_norm_dev_mps2: float = 0.5,
+                  max_tilt_change_rad: float = 0.02, max_gyro_mean_change_radps: float = 0.02,
+                  gravity_mps2: float = GRAVITY, min_samples: int = 20) -> MotionCheck:
+    """Is the IMU still on [t0, t1]?  (see the module docstring for the tests)."""
+    m = (imu.t >= t0) & (imu.t <= t1)
+    g, a = imu.gyro[m], imu.acc[m]
+    if len(g) < min_samples:
+        return MotionCheck(False, [f"only {len(g)} IMU samples in the {t1 - t0:.2f} s window (< {min_samples})"])
+    f = a.mean(0)
+    h = len(g) // 2
+    f1, f2 = a[:h].mean(0), a[h:].mean(0)
+    c = np.clip(f1 @ f2 / max(np.linalg.norm(f1) * np.linalg.norm(f2), 1e-12), -1.0, 1.0)
+    stats = {
+        "gyro_std_radps": float(_rstd(g).max()),
+        "acc_std_mps2": float(_rstd(a).max()),
+        "norm_dev_mps2": float(abs(np.linalg.norm(f) - gravity_mps2)),
+        "tilt_change_rad": float(np.arccos(c)),
+        "gyro_mean_change_radps": float(np.linalg.norm(g[:h].mean(0) - g[h:].mean(0))),
+    }
+    limits = {"gyro_std_radps": max_gyro_std_radps, "acc_std_mps2": max_acc_std_mps2,
+              "norm_dev_mps2": max_norm_dev_mps2, "tilt_change_rad": max_tilt_change_rad,
+              "gyro_mean_change_radps": max_gyro_mean_change_radps}
+    reasons = [f"{k} = {stats[k]:.3g} > {limits[k]:.3g}" for k in limits if stats[k] > limits[k]]
+    return MotionCheck(not reasons, reasons, stats, np.median(g, 0), f)
+
+
+def static_bias_and_gravity(imu: ImuData, t0: float, t1: float, max_acc_std: float = 0.6,
+                            max_gyro_std: float = 0.1) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """(gyro bias, mean specific force in I, static?) over [t0, t1].
+
+    The window counts as static when the robust (MAD) standard deviations of the
+    accelerometer and gyro stay below the thresholds (rotor vibration and short
+    bumps are tolerated) and |mean f| is within 0.5 m/s^2 of g; the gyro bias is then
+    the median rate (zero otherwise).
+    """
+    w = imu.window(t0, t1)
+    if len(w) < 2:
+        return np.zeros(3), (w.acc.mean(0) if len(w) else np.array([0.0, 0.0, GRAVITY])), False
+    f = w.acc.mean(0)
+    static = bool(np.all(_rstd(w.acc) < max_acc_std) and np.all(_rstd(w.gyro) < max_gyro_std)
+                  and abs(np.linalg.norm(f) - GRAVITY) < 0.5)
+    bg = np.median(w.gyro, 0) if static else np.zeros(3)
+    return bg, f, static
+
+
+def align_gravity(f_mean_I: np.ndarray, R_w_I: np.ndarray, magnitude: Optional[float] = GRAVITY) -> np.ndarray:
+    """Gravity in the world from the static mean specific force: g_w = -R_wI f (scaled to ``magnitude``)."""
+    g = -np.asarray(R_w_I, float) @ np.asarray(f_mean_I, float)
+    if magnitude is not None:
+        g = g / max(np.linalg.norm(g), 1e-9) * magnitude
+    return g
 
 
 @dataclass
 class BiasEstimate:
+    """Outcome of :func:`estimate_biases` / :func:`gravity_from_poses`."""
+
     bg: np.ndarray  # (3,) rad/s
     ba: np.ndarray  # (3,) m/s^2
     cov_bg: np.ndarray  # 3x3
@@ -168,53 +239,10 @@ def gravity_from_poses(imu: ImuData, t: np.ndarray, R_w_I: np.ndarray, p_w: np.n
     from a pose track of a MOVING sensor: the fallback of a moving start (same least
     squares as :func:`estimate_biases`, gravity unknown, ba held at ``ba0``).
 
-    The accelerometer bias then leaks into gravity: on V1_02 (|ba| = 0.14 m/s^2) the
-    error is 0.15 m/s^2 (median over 1-2 s tracks, max 0.23 with 5 mm / 2 mrad pose
-    noise), a tilt of ~15 mrad; :func:`estimate_biases` with that gravity then refines ba.
-    ``estimate_ba=True`` solves for both, but over 1-2 s of flight they hardly separate:
-    gravity errors of 0.25-0.4 m/s^2 (median) with exact poses, up to 6 m/s^2 with 2 mm.
+    The accelerometer bias then leaks into gravity (on the real V1_02 flight, |ba| = 0.14
+    m/s^2, about 0.15 m/s^2 of gravity error over 1-2 s tracks); :func:`estimate_biases`
+    with that gravity then refines ba.  ``estimate_ba=True`` solves for both, but over
+    1-2 s of flight they hardly separate.
     """
     return estimate_biases(imu, t, R_w_I, p_w, None, noise, bg0, ba0, rot_sigma_rad, pos_sigma_m,
                            estimate_ba=estimate_ba)
-
-
-@dataclass
-class MotionCheck:
-    """Outcome of :func:`detect_motion`: ``static`` and, when moving, the failed tests."""
-
-    static: bool
-    reasons: list = field(default_factory=list)
-    stats: Dict[str, float] = field(default_factory=dict)
-    gyro_median: np.ndarray = field(default_factory=lambda: np.zeros(3))
-    f_mean: np.ndarray = field(default_factory=lambda: np.array([0.0, 0.0, GRAVITY]))
-
-
-def _rstd(x: np.ndarray) -> np.ndarray:
-    return 1.4826 * np.median(np.abs(x - np.median(x, 0)), 0)
-
-
-def detect_motion(imu: ImuData, t0: float, t1: float, max_gyro_std_radps: float = 0.1,
-                  max_acc_std_mps2: float = 1.5, max_norm_dev_mps2: float = 0.5,
-                  max_tilt_change_rad: float = 0.02, max_gyro_mean_change_radps: float = 0.02,
-                  gravity_mps2: float = GRAVITY, min_samples: int = 20) -> MotionCheck:
-    """Is the IMU still on [t0, t1]?  (see the module docstring for the tests)."""
-    m = (imu.t >= t0) & (imu.t <= t1)
-    g, a = imu.gyro[m], imu.acc[m]
-    if len(g) < min_samples:
-        return MotionCheck(False, [f"only {len(g)} IMU samples in the {t1 - t0:.2f} s window (< {min_samples})"])
-    f = a.mean(0)
-    h = len(g) // 2
-    f1, f2 = a[:h].mean(0), a[h:].mean(0)
-    c = np.clip(f1 @ f2 / max(np.linalg.norm(f1) * np.linalg.norm(f2), 1e-12), -1.0, 1.0)
-    stats = {
-        "gyro_std_radps": float(_rstd(g).max()),
-        "acc_std_mps2": float(_rstd(a).max()),
-        "norm_dev_mps2": float(abs(np.linalg.norm(f) - gravity_mps2)),
-        "tilt_change_rad": float(np.arccos(c)),
-        "gyro_mean_change_radps": float(np.linalg.norm(g[:h].mean(0) - g[h:].mean(0))),
-    }
-    limits = {"gyro_std_radps": max_gyro_std_radps, "acc_std_mps2": max_acc_std_mps2,
-              "norm_dev_mps2": max_norm_dev_mps2, "tilt_change_rad": max_tilt_change_rad,
-              "gyro_mean_change_radps": max_gyro_mean_change_radps}
-    reasons = [f"{k} = {stats[k]:.3g} > {limits[k]:.3g}" for k in limits if stats[k] > limits[k]]
-    return MotionCheck(not reasons, reasons, stats, np.median(g, 0), f)
