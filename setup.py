@@ -10,6 +10,7 @@
   :func:`prism_ros.config.default_config_path` and
   :func:`prism_ros.ros.transport.default_profile_path` find them without a source tree.
 """
+
 import os
 from glob import glob
 
@@ -64,7 +65,9 @@ ROS_WHEELS = [
 setup(
     name=PACKAGE,
     version="0.1.0",
-    description="PRISM: probabilistic dense RGB-D SLAM (Gaussian TSDF map + pose/velocity Bayes filter) with a ROS 2 node",
+    description=(
+        "PRISM: probabilistic dense RGB-D SLAM (Gaussian TSDF map + pose/velocity Bayes filter) with a ROS 2 node"
+    ),
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read()
     if os.path.isfile(os.path.join(HERE, "README.md"))
     else "",

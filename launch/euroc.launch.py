@@ -13,6 +13,7 @@ reliable inputs; ~/odometry and ~/pose are the body's pose, ~/twist and the odom
 are in the body frame.  The player waits for the node's subscriptions (the node subscribes
 after its kernel warm-up).
 """
+
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -40,11 +41,18 @@ def generate_launch_description():
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed relative to real time"),
         DeclareLaunchArgument("start", default_value="0", description="first frame"),
         DeclareLaunchArgument("frames", default_value="1000000000", description="number of frames to play"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, PARAMS_FILE), description="prism parameters"),
-        DeclareLaunchArgument("euroc_params_file", default_value=os.path.join(share, EUROC_PARAMS_FILE),
-                              description="EuRoC overlay, loaded after params_file"),
+        DeclareLaunchArgument(
+            "params_file", default_value=os.path.join(share, PARAMS_FILE), description="prism parameters"
+        ),
+        DeclareLaunchArgument(
+            "euroc_params_file",
+            default_value=os.path.join(share, EUROC_PARAMS_FILE),
+            description="EuRoC overlay, loaded after params_file",
+        ),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz with rviz/prism.rviz"),
-        DeclareLaunchArgument("rviz_config", default_value=os.path.join(share, RVIZ_FILE), description="RViz configuration"),
+        DeclareLaunchArgument(
+            "rviz_config", default_value=os.path.join(share, RVIZ_FILE), description="RViz configuration"
+        ),
     ]
     player = Node(
         package=PACKAGE,
@@ -53,10 +61,14 @@ def generate_launch_description():
         output="screen",
         arguments=[
             LaunchConfiguration("path"),
-            "--rate", LaunchConfiguration("rate"),
-            "--start", LaunchConfiguration("start"),
-            "--frames", LaunchConfiguration("frames"),
-            "--imu-frame-id", "imu_link",  # = base_frame of config/euroc.yaml (T_base_imu identity)
+            "--rate",
+            LaunchConfiguration("rate"),
+            "--start",
+            LaunchConfiguration("start"),
+            "--frames",
+            LaunchConfiguration("frames"),
+            "--imu-frame-id",
+            "imu_link",  # = base_frame of config/euroc.yaml (T_base_imu identity)
         ],
     )
     node = Node(
@@ -65,7 +77,11 @@ def generate_launch_description():
         name="prism",
         output="screen",
         emulate_tty=True,
-        parameters=[LaunchConfiguration("params_file"), LaunchConfiguration("euroc_params_file"), {"use_sim_time": True}],
+        parameters=[
+            LaunchConfiguration("params_file"),
+            LaunchConfiguration("euroc_params_file"),
+            {"use_sim_time": True},
+        ],
     )
     rviz = Node(
         package="rviz2",

@@ -7,6 +7,7 @@
 Arguments: params_file (default: share/prism_ros/config/prism.yaml), use_sim_time,
 color_topic, depth_topic, info_topic, imu_topic, odom_topic, rviz, rviz_config.
 """
+
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -28,15 +29,33 @@ RVIZ_FILE = os.path.join("rviz", "prism.rviz")
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     args = [
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, PARAMS_FILE), description="prism parameters (ROS 2 params file)"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (true for bag / dataset replay)"),
-        DeclareLaunchArgument("color_topic", default_value="camera/color/image_raw", description="colour image topic (rgb8, bgr8, mono8)"),
-        DeclareLaunchArgument("depth_topic", default_value="camera/depth/image_raw", description="depth image topic registered to colour (16UC1 mm or 32FC1 m)"),
-        DeclareLaunchArgument("info_topic", default_value="camera/color/camera_info", description="colour camera_info topic"),
+        DeclareLaunchArgument(
+            "params_file",
+            default_value=os.path.join(share, PARAMS_FILE),
+            description="prism parameters (ROS 2 params file)",
+        ),
+        DeclareLaunchArgument(
+            "use_sim_time", default_value="false", description="use /clock (true for bag / dataset replay)"
+        ),
+        DeclareLaunchArgument(
+            "color_topic", default_value="camera/color/image_raw", description="colour image topic (rgb8, bgr8, mono8)"
+        ),
+        DeclareLaunchArgument(
+            "depth_topic",
+            default_value="camera/depth/image_raw",
+            description="depth image topic registered to colour (16UC1 mm or 32FC1 m)",
+        ),
+        DeclareLaunchArgument(
+            "info_topic", default_value="camera/color/camera_info", description="colour camera_info topic"
+        ),
         DeclareLaunchArgument("imu_topic", default_value="imu", description="IMU topic (control_mode: imu)"),
-        DeclareLaunchArgument("odom_topic", default_value="odom", description="odometry topic (control_mode: odometry)"),
+        DeclareLaunchArgument(
+            "odom_topic", default_value="odom", description="odometry topic (control_mode: odometry)"
+        ),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz with rviz/prism.rviz"),
-        DeclareLaunchArgument("rviz_config", default_value=os.path.join(share, RVIZ_FILE), description="RViz configuration"),
+        DeclareLaunchArgument(
+            "rviz_config", default_value=os.path.join(share, RVIZ_FILE), description="RViz configuration"
+        ),
     ]
     node = Node(
         package=PACKAGE,

@@ -7,6 +7,7 @@ The player (``prism_player``, the same as ``prism-ros play``) publishes the
 node's inputs and /clock; the node runs with use_sim_time:=true.  The player
 waits for the node's subscriptions (the node subscribes after its kernel warm-up).
 """
+
 import os
 
 from ament_index_python.packages import get_package_share_directory
@@ -29,13 +30,19 @@ RVIZ_FILE = os.path.join("rviz", "prism.rviz")
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
     args = [
-        DeclareLaunchArgument("path", description="dataset folder (TUM, 7-Scenes, EuRoC), 'synthetic', a ROS 1 .bag or a ROS 2 bag folder"),
+        DeclareLaunchArgument(
+            "path", description="dataset folder (TUM, 7-Scenes, EuRoC), 'synthetic', a ROS 1 .bag or a ROS 2 bag folder"
+        ),
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed relative to real time"),
         DeclareLaunchArgument("start", default_value="0", description="first frame"),
         DeclareLaunchArgument("frames", default_value="1000000000", description="number of frames to play"),
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, PARAMS_FILE), description="prism parameters"),
+        DeclareLaunchArgument(
+            "params_file", default_value=os.path.join(share, PARAMS_FILE), description="prism parameters"
+        ),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz with rviz/prism.rviz"),
-        DeclareLaunchArgument("rviz_config", default_value=os.path.join(share, RVIZ_FILE), description="RViz configuration"),
+        DeclareLaunchArgument(
+            "rviz_config", default_value=os.path.join(share, RVIZ_FILE), description="RViz configuration"
+        ),
     ]
     player = Node(
         package=PACKAGE,
@@ -44,9 +51,12 @@ def generate_launch_description():
         output="screen",
         arguments=[
             LaunchConfiguration("path"),
-            "--rate", LaunchConfiguration("rate"),
-            "--start", LaunchConfiguration("start"),
-            "--frames", LaunchConfiguration("frames"),
+            "--rate",
+            LaunchConfiguration("rate"),
+            "--start",
+            LaunchConfiguration("start"),
+            "--frames",
+            LaunchConfiguration("frames"),
         ],
     )
     node = Node(

@@ -9,4 +9,3 @@ import os as _os
 # stall every parallel kernel (measured: 3-8x slower frames under one busy core).
 # Set before any kernel runs; an explicit user setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-

@@ -19,6 +19,7 @@ Per frame, :meth:`Pipeline.process`:
 :func:`run_dataset` is the offline loop over a dataset (start at the first frame's
 ground truth, warm-up off the clock, unreadable frames skipped, a progress bar).
 """
+
 from __future__ import annotations
 
 import os
@@ -156,8 +157,11 @@ class OdomControls:
 
     def control(self, prev: PipelineFrame, cur: PipelineFrame, state) -> Optional[Control]:
         ctl = self.buffer.increment(prev.stamp, cur.stamp, self.T_base_camera)
-        self.note = None if ctl is not None else (
-            f"no odometry covering [{prev.stamp:.3f}, {cur.stamp:.3f}] s; using the constant-velocity model")
+        self.note = (
+            None
+            if ctl is not None
+            else (f"no odometry covering [{prev.stamp:.3f}, {cur.stamp:.3f}] s; using the constant-velocity model")
+        )
         return ctl
 
     def reset(self, clear: bool) -> None:
@@ -191,10 +195,17 @@ class Pipeline:
     ``filter_factory(cfg, camera, T_w_c0)`` builds the filter (default: PrismFilter;
     tests pass a fake).  ``stats_maxlen`` bounds the per-stage statistics."""
 
-    def __init__(self, cfg, camera: Camera, T_w_c0: Optional[np.ndarray] = None,
-                 controls: Optional[ControlSource] = None, sinks: Sequence[Sink] = (),
-                 filter_factory: Optional[Callable[..., Any]] = None, jump_back_s: float = 0.5,
-                 stats_maxlen: Optional[int] = None):
+    def __init__(
+        self,
+        cfg,
+        camera: Camera,
+        T_w_c0: Optional[np.ndarray] = None,
+        controls: Optional[ControlSource] = None,
+        sinks: Sequence[Sink] = (),
+        filter_factory: Optional[Callable[..., Any]] = None,
+        jump_back_s: float = 0.5,
+        stats_maxlen: Optional[int] = None,
+    ):
         self.cfg = cfg
         self.camera = camera
         self.T_w_c0 = None if T_w_c0 is None else np.asarray(T_w_c0, dtype=np.float64).copy()
@@ -227,8 +238,9 @@ class Pipeline:
             out.control_note = getattr(self.controls, "note", None)
         # 3. the filter step
         try:
-            res = self.filter.step(frame.rgb, frame.depth, frame.stamp, control=out.control,
-                                   depth_sigma=frame.depth_sigma)
+            res = self.filter.step(
+                frame.rgb, frame.depth, frame.stamp, control=out.control, depth_sigma=frame.depth_sigma
+            )
         except InvalidFrameError as e:
             out.skipped, out.invalid = str(e), True
             return out
@@ -406,9 +418,16 @@ def _frames(dataset, prefetch: int):
         yield i, frame, load_s
 
 
-def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
-                log: Callable[[str], None] = None, controls: Optional[ControlSource] = None,
-                dataset_controls: bool = True, prefetch: int = 2):
+def run_dataset(
+    dataset,
+    cfg,
+    sinks: Sequence[Sink] = (),
+    progress: bool = True,
+    log: Callable[[str], None] = None,
+    controls: Optional[ControlSource] = None,
+    dataset_controls: bool = True,
+    prefetch: int = 2,
+):
     """Drive a :class:`Pipeline` over ``dataset``; returns (pipeline, RunStats).
 
     The filter starts at the first readable frame's ground-truth pose (identity without
@@ -465,8 +484,10 @@ def run_dataset(dataset, cfg, sinks: Sequence[Sink] = (), progress: bool = True,
             rs.step_ms.append(out.step_ms)
             rs.controls_used += out.control is not None
             if not out.result.tracking_ok:
-                say(f"warning: tracking lost at frame {frame.index} ({out.result.status}, "
-                    f"inlier ratio {out.result.inlier_ratio:.2f})")
+                say(
+                    f"warning: tracking lost at frame {frame.index} ({out.result.status}, "
+                    f"inlier ratio {out.result.inlier_ratio:.2f})"
+                )
         if bar is not None:
             bar.update(1)
             if rs.frames and rs.frames % 10 == 0:

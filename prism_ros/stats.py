@@ -12,6 +12,7 @@ consumer (``prism-ros soak``) subtracts two snapshots to get the exact distribut
 the frames in between, e.g. after a settling time, and reads percentiles from it.
 Percentiles are the upper edge of the bin that holds them: at most 1 ms high.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,13 @@ def summarize_stages(rows: Sequence[Dict[str, float]]) -> Dict[str, Dict[str, fl
     for k in order:
         v = np.asarray([d[k] for d in rows if d.get(k) is not None], dtype=np.float64)
         if v.size:
-            out[k] = {"median": float(np.median(v)), "p95": float(np.percentile(v, 95)), "mean": float(v.mean()),
-                      "max": float(v.max()), "n": int(v.size)}
+            out[k] = {
+                "median": float(np.median(v)),
+                "p95": float(np.percentile(v, 95)),
+                "mean": float(v.mean()),
+                "max": float(v.max()),
+                "n": int(v.size),
+            }
     return out
 
 
@@ -134,11 +140,16 @@ class CpuMeter:
         wall = time.perf_counter() - self.t0
         cpu = _process_cpu_s() - self.cpu0
         steal = _steal_s()
-        stolen = None if steal is None or self.steal0 is None or wall <= 0 else \
-            (steal - self.steal0) / (wall * (os.cpu_count() or 1))
-        return {"cpu_ms_per_frame": 1e3 * cpu / frames if frames > 0 else None,
-                "cpu_cores_used": cpu / wall if wall > 0 else None,
-                "cpu_steal_fraction": stolen}
+        stolen = (
+            None
+            if steal is None or self.steal0 is None or wall <= 0
+            else (steal - self.steal0) / (wall * (os.cpu_count() or 1))
+        )
+        return {
+            "cpu_ms_per_frame": 1e3 * cpu / frames if frames > 0 else None,
+            "cpu_cores_used": cpu / wall if wall > 0 else None,
+            "cpu_steal_fraction": stolen,
+        }
 
 
 class StageStats:
@@ -161,6 +172,7 @@ class StageStats:
 
     def medians(self) -> Dict[str, float]:
         return {k: v["median"] for k, v in self.summary().items()}
+
 
 #: Latencies at or above this (ms) share the last bin.
 MAX_MS = 5000
@@ -192,7 +204,7 @@ class LatencyHistogram:
     def fraction_over(self, ms: float) -> Optional[float]:
         """Share of the latencies at or above ``ms`` (an integer number of ms)."""
         n = self.count
-        return float(self.counts[int(ms):].sum()) / n if n else None
+        return float(self.counts[int(ms) :].sum()) / n if n else None
 
     def encode(self) -> str:
         """``"ms:count ms:count ..."`` for the non-empty bins."""

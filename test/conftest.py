@@ -31,7 +31,9 @@ def redkitchen_dir() -> _Path:
 def euroc_micro_dir() -> _Path:
     p = prism_data_dir() / "euroc_V1_01_easy_micro"
     if not (p / "mav0" / "cam0" / "data.csv").is_file() or not (p / "mav0" / "imu0" / "data.csv").is_file():
-        _pytest.skip(f"real EuRoC micro data absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)")
+        _pytest.skip(
+            f"real EuRoC micro data absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)"
+        )
     return p
 
 
@@ -39,7 +41,9 @@ def euroc_micro_dir() -> _Path:
 def euroc_mh01_dir() -> _Path:
     p = prism_data_dir() / "euroc_MH01_easy_slice"
     if not (p / "mav0" / "cam0" / "data.csv").is_file() or not (p / "groundtruth").is_dir():
-        _pytest.skip(f"real EuRoC MH_01 slice absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)")
+        _pytest.skip(
+            f"real EuRoC MH_01 slice absent at {p} (put shared/data next to the repository or set PRISM_DATA_DIR)"
+        )
     return p
 
 
@@ -73,7 +77,11 @@ def make_euroc_copy(src: _Path, dst: _Path, frames: int) -> _Path:
     for f in m_src.glob("*.yaml"):
         shutil.copy(f, m_dst / f.name)
     c0 = [ln for ln in (m_src / "cam0" / "data.csv").read_text().splitlines() if ln and not ln.startswith("#")]
-    c1 = {ln.split(",")[0] for ln in (m_src / "cam1" / "data.csv").read_text().splitlines() if ln and not ln.startswith("#")}
+    c1 = {
+        ln.split(",")[0]
+        for ln in (m_src / "cam1" / "data.csv").read_text().splitlines()
+        if ln and not ln.startswith("#")
+    }
     rows = [ln for ln in c0 if ln.split(",")[0] in c1][:frames]
     for cam in ("cam0", "cam1"):
         (m_dst / cam / "data").mkdir(parents=True)
@@ -100,7 +108,9 @@ def euroc_bad_pairs(euroc_micro_dir, tmp_path) -> _Path:
         if kind == "missing_right":
             (d / "mav0" / "cam1" / "data" / name).unlink()
         else:
-            cv2.imwrite(str(d / "mav0" / "cam0" / "data" / name), np.full((480, 752), 0 if kind == "black" else 255, np.uint8))
+            cv2.imwrite(
+                str(d / "mav0" / "cam0" / "data" / name), np.full((480, 752), 0 if kind == "black" else 255, np.uint8)
+            )
     return d
 
 
@@ -116,8 +126,14 @@ def run_prism_cli(args, timeout=1200, cwd=None):
     env = dict(_os.environ)
     env["PYTHONPATH"] = str(PRISM_ROOT) + _os.pathsep + env.get("PYTHONPATH", "")
     env.setdefault("MPLBACKEND", "Agg")
-    return _subprocess.run(prism_cli_cmd() + [str(a) for a in args], cwd=str(cwd or PRISM_ROOT), env=env,
-                           capture_output=True, text=True, timeout=timeout)
+    return _subprocess.run(
+        prism_cli_cmd() + [str(a) for a in args],
+        cwd=str(cwd or PRISM_ROOT),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- shared by the dataset tests (datasets helper) ----------------------------------------

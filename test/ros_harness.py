@@ -11,6 +11,7 @@
 
 Domain ids and subprocess environments: :mod:`prism_ros.ros.env`.
 """
+
 from __future__ import annotations
 
 import os
@@ -224,7 +225,9 @@ class FakeFilter:
         self.T_w_c0 = np.eye(4) if T_w_c0 is None else np.array(T_w_c0, dtype=np.float64)
         self.pose_cov = np.diag([1e-4, 2e-4, 3e-4, 1e-5, 2e-5, 3e-5]) if pose_cov is None else np.asarray(pose_cov)
         self.velocity = np.array([0.0, 0.0, 0.3, 0.0, 0.1, 0.0]) if velocity is None else np.asarray(velocity)
-        self.velocity_cov = np.diag([1e-2, 2e-2, 3e-2, 1e-3, 2e-3, 3e-3]) if velocity_cov is None else np.asarray(velocity_cov)
+        self.velocity_cov = (
+            np.diag([1e-2, 2e-2, 3e-2, 1e-3, 2e-3, 3e-3]) if velocity_cov is None else np.asarray(velocity_cov)
+        )
         self.fixed_T = None if T_w_c is None else np.asarray(T_w_c, dtype=np.float64)
         self.map = FakeMap()
         self.steps: List[float] = []
@@ -260,8 +263,13 @@ class FakeFilter:
         else:
             T = self.T_w_c0.copy()
             T[:3, 3] += T[:3, :3] @ np.array([0.0, 0.0, 0.01 * len(self.steps)])
-        self.state = SimpleNamespace(stamp=float(stamp), T_w_c=T.copy(), nu=self.velocity.copy(),
-                                     P=self.velocity_cov.copy(), Sigma=self.pose_cov.copy())
+        self.state = SimpleNamespace(
+            stamp=float(stamp),
+            T_w_c=T.copy(),
+            nu=self.velocity.copy(),
+            P=self.velocity_cov.copy(),
+            Sigma=self.pose_cov.copy(),
+        )
         return StepResult(
             stamp=float(stamp),
             T_w_c=T.copy(),
@@ -291,6 +299,7 @@ def capture_throttled_logs(node) -> List[Tuple[int, str]]:
                 captured.append((level, text))
                 return True
             return False
+
         return logged
 
     node._error, node._warn = spy(node._error, Log.ERROR), spy(node._warn, Log.WARN)

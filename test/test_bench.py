@@ -2,6 +2,7 @@
 
 Open3D is never needed here: the peer test hides it behind a fake package that fails to import.
 """
+
 import json
 import math
 import os
@@ -16,12 +17,15 @@ def test_bench_is_a_registered_command():
     assert cli.LAZY_COMMANDS["bench"][:2] == ("prism_ros.eval.bench", "main")
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["synthetic", "--frames", "0"], "positive integer"),
-    (["synthetic", "--peer", "nosuchpeer"], "invalid choice"),
-    (["/nonexistent/dataset/folder"], "cannot open dataset"),
-    (["synthetic", "--set", "no_such_param=1"], "no_such_param"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["synthetic", "--frames", "0"], "positive integer"),
+        (["synthetic", "--peer", "nosuchpeer"], "invalid choice"),
+        (["/nonexistent/dataset/folder"], "cannot open dataset"),
+        (["synthetic", "--set", "no_such_param=1"], "no_such_param"),
+    ],
+)
 def test_bench_argument_errors_exit_2(argv, needle, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["bench"] + argv)
@@ -94,8 +98,10 @@ def test_bench_on_euroc_uses_the_imu_as_run_does(euroc_micro_dir, tmp_path, caps
     p = json.loads(out.read_text())["prism"]
     assert "controls used (IMU)" in capsys.readouterr().out
     assert p["frames"] == 12 and p["controls_used"] == 11
-    assert cli.main(["run", str(micro), "--frames", "12", "--out", str(tmp_path / "run"), "--no-progress",
-                     "--no-report"]) == 0
+    assert (
+        cli.main(["run", str(micro), "--frames", "12", "--out", str(tmp_path / "run"), "--no-progress", "--no-report"])
+        == 0
+    )
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["controls_used"] == p["controls_used"]
     assert m["ate_rmse_m"] == pytest.approx(p["ate_rmse_m"], abs=1e-4)  # the same track

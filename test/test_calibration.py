@@ -1,6 +1,7 @@
 """Calibration of the pose / velocity covariances: the k-frame compounding,
 the data-only velocity update, the odom-frame accumulator, the depth-predictive check,
 and the bands on synthetic and real data."""
+
 import numpy as np
 import pytest
 
@@ -101,8 +102,9 @@ def test_velocity_update_counts_the_prior_once():
     Sigma_new = np.linalg.inv(H + np.linalg.inv(Sigma_pred))
     delta_hat = Sigma_new @ H @ delta_d
     T_new = T_pred @ se3.exp(delta_hat)
-    nu, P_post = MotionModel.velocity_update(T_prev, np.zeros((6, 6)), T_new, Sigma_new, nu_pred, P, dt,
-                                             T_pred=T_pred, H_data=H)
+    nu, P_post = MotionModel.velocity_update(
+        T_prev, np.zeros((6, 6)), T_new, Sigma_new, nu_pred, P, dt, T_pred=T_pred, H_data=H
+    )
     P_exact = np.linalg.inv(np.linalg.inv(P) + dt * dt * H)
     nu_exact = nu_pred + P_exact @ (dt * H @ delta_d)
     assert np.allclose(P_post, P_exact, rtol=1e-6, atol=1e-12)
@@ -171,12 +173,22 @@ def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
     from prism_ros.datasets import open_dataset
     from prism_ros.eval.evaluate import run_offline
 
-    m = run_offline(open_dataset("synthetic:150@640x480,seed=4"), PrismConfig.from_yaml(), str(tmp_path),
-                    progress=False, report=False, write_map=False)
+    m = run_offline(
+        open_dataset("synthetic:150@640x480,seed=4"),
+        PrismConfig.from_yaml(),
+        str(tmp_path),
+        progress=False,
+        report=False,
+        write_map=False,
+    )
     cal = m["calibration"]
-    print({k: (cal["lags"][k]["coverage95"], cal["lags"][k]["nees_median"]) for k in cal["lags"]},
-          m["depth_predictive_coverage_2sigma"], cal["velocity_coverage_95"], cal["velocity_nees_median"])
-    nees_band = (C.CHI2_50_6DOF / 1.25 ** 2, C.CHI2_50_6DOF * 1.25 ** 2)
+    print(
+        {k: (cal["lags"][k]["coverage95"], cal["lags"][k]["nees_median"]) for k in cal["lags"]},
+        m["depth_predictive_coverage_2sigma"],
+        cal["velocity_coverage_95"],
+        cal["velocity_nees_median"],
+    )
+    nees_band = (C.CHI2_50_6DOF / 1.25**2, C.CHI2_50_6DOF * 1.25**2)
     assert cal["lags"]["1"]["coverage95"] >= 0.88
     assert nees_band[0] <= cal["lags"]["1"]["nees_median"] <= nees_band[1]
     assert 0.88 <= m["depth_predictive_coverage_2sigma"] <= 0.99
@@ -195,8 +207,10 @@ def test_redkitchen_0_299_lag_1_and_10_coverage(redkitchen_dir, tmp_path):
     cfg = PrismConfig.from_yaml().replace(**ds.config_hints)  # as `prism-ros run` does (no photometric)
     m = run_offline(ds, cfg, str(tmp_path), progress=False, report=False, write_map=False)
     cal = m["calibration"]["lags"]
-    print({k: (L["coverage95"], L["trans_err_rms_m"], L["trans_sigma_rms_m"]) for k, L in cal.items()},
-          m["depth_predictive_coverage_2sigma"])
+    print(
+        {k: (L["coverage95"], L["trans_err_rms_m"], L["trans_sigma_rms_m"]) for k, L in cal.items()},
+        m["depth_predictive_coverage_2sigma"],
+    )
     for k in ("1", "10"):
         assert 0.85 <= cal[k]["coverage95"] <= 0.99
     assert m["ate_rmse_m"] < 0.03
@@ -227,10 +241,20 @@ def test_depth_predictive_check_flags_a_depth_bias():
     Sigma = np.diag([2e-4] * 3 + [1e-4] * 3) ** 2
 
     def coverage(depth):
-        frame = build_frame(fr.rgb, depth, ds.camera, f.levels, cfg.depth_min_m, cfg.depth_max_m, None,
-                            normal_levels=f.track_level_range, gray=False)
-        n, inside = depth_predictive_counts(frame.depth[lvl], f.render_camera.params, fr.T_w_c_gt, Sigma,
-                                            render, f.map, f.noise, cfg.truncation_m)
+        frame = build_frame(
+            fr.rgb,
+            depth,
+            ds.camera,
+            f.levels,
+            cfg.depth_min_m,
+            cfg.depth_max_m,
+            None,
+            normal_levels=f.track_level_range,
+            gray=False,
+        )
+        n, inside = depth_predictive_counts(
+            frame.depth[lvl], f.render_camera.params, fr.T_w_c_gt, Sigma, render, f.map, f.noise, cfg.truncation_m
+        )
         return n, inside / n
 
     n, good = coverage(fr.depth)

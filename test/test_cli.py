@@ -1,4 +1,5 @@
 """prism-ros: argument errors exit with 2; `run` writes every output on real data."""
+
 import json
 import sys
 import types
@@ -57,7 +58,9 @@ def test_help_lists_subcommands(capsys):
 
 def test_config_overrides_reach_the_config():
     parser = cli.build_parser()
-    args = parser.parse_args(["demo", "--set", "voxel_size_m=0.01", "--set", "truncation_m=0.04", "--set", "use_photometric=false"])
+    args = parser.parse_args(
+        ["demo", "--set", "voxel_size_m=0.01", "--set", "truncation_m=0.04", "--set", "use_photometric=false"]
+    )
     cfg = cli.config_from_args(args, parser)
     assert (cfg.voxel_size_m, cfg.truncation_m, cfg.use_photometric) == (0.01, 0.04, False)
 
@@ -111,7 +114,15 @@ def test_run_on_7scenes_writes_all_outputs(redkitchen_dir, tmp_path):
     out = tmp_path / "run"
     r = run_prism_cli(["run", redkitchen_dir, "--frames", 30, "--start", 0, "--out", out, "--no-progress"], timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
-    for f in ("trajectory.tum", "groundtruth.tum", "covariances.npz", "metrics.json", "map.ply", "report.png", "config.yaml"):
+    for f in (
+        "trajectory.tum",
+        "groundtruth.tum",
+        "covariances.npz",
+        "metrics.json",
+        "map.ply",
+        "report.png",
+        "config.yaml",
+    ):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     m = json.loads((out / "metrics.json").read_text())
     for k in ("frames", "fps", "fps_total", "ate_rmse_m", "stage_ms", "peak_rss_mb", "tracking_failures", "map_blocks"):
@@ -134,7 +145,9 @@ def test_run_on_7scenes_writes_all_outputs(redkitchen_dir, tmp_path):
     # the first pose starts at the ground truth of frame 0
     gt0 = np.loadtxt(redkitchen_dir / "frame-000000.pose.txt")
     np.testing.assert_allclose(T_gt[0][:3, 3], gt0[:3, 3], atol=1e-6)
-    np.testing.assert_allclose(T_gt[0][:3, :3], gt0[:3, :3], atol=5e-4)  # 7-Scenes rotations are not exactly orthonormal
+    np.testing.assert_allclose(
+        T_gt[0][:3, :3], gt0[:3, :3], atol=5e-4
+    )  # 7-Scenes rotations are not exactly orthonormal
 
     c = export.read_covariances(str(out / "covariances.npz"))
     assert c["pose_cov"].shape == (30, 6, 6) and c["velocity_cov"].shape == (30, 6, 6)

@@ -1,5 +1,6 @@
 """config/prism.yaml, docs/parameters.md and prism_ros.config.PARAMS agree; bad values are refused by name;
 descriptions are short enough for ``ros2 param describe``."""
+
 import math
 import re
 from pathlib import Path
@@ -158,7 +159,7 @@ def test_yaml_file_is_the_generated_one():
     assert YAML.read_text() == config_yaml(), f"config/prism.yaml differs from PARAMS: {REGENERATE}"
 
 
-@pytest.mark.parametrize("v", [1e-05, 1e20, 0.5, -3e-7, 2.0, 1.345, 4000000, True, "a\"b", [0.0, -90.0, 1e-9]])
+@pytest.mark.parametrize("v", [1e-05, 1e20, 0.5, -3e-7, 2.0, 1.345, 4000000, True, 'a"b', [0.0, -90.0, 1e-9]])
 def test_generated_yaml_literals_read_back_with_their_type(v):
     from prism_ros.tools.params_table import yaml_scalar
 

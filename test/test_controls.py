@@ -1,6 +1,7 @@
 """The motion controls the node feeds the pipeline (prism_ros.core.controls): the IMU
 buffer's control (the same gyro + accelerometer integration as the offline path, on
 synthetic IMU samples) and the odometry increment with the message's own covariance."""
+
 import numpy as np
 import pytest
 
@@ -111,8 +112,9 @@ def test_nan_rejected_coverage_and_reset():
 def test_noise_from_config():
     from prism_ros.config import PrismConfig
 
-    cfg = PrismConfig.from_dict({"imu_gyro_noise_density": 1e-3, "imu_accel_noise_density": 0.02,
-                                 "imu_noise_density_scale": 2.0})
+    cfg = PrismConfig.from_dict(
+        {"imu_gyro_noise_density": 1e-3, "imu_accel_noise_density": 0.02, "imu_noise_density_scale": 2.0}
+    )
     n = imu_noise_from_config(cfg)
     assert n.gyro_noise_density == 2e-3 and n.accel_noise_density == 0.04
     assert n == ImuNoise(gyro_noise_density=1e-3, accel_noise_density=0.02).scaled(2.0)
@@ -136,7 +138,7 @@ def test_odometry_increment_uses_the_message_covariance():
     np.testing.assert_allclose(c1.T_prev_curr, c0.T_prev_curr)
     np.testing.assert_allclose(c1.T_prev_curr[:3, 3], T_b_c[:3, :3].T @ [0.5, 0, 0], atol=1e-12)
     # base x (forward) is the optical z axis: its variance is 0.01 * 0.5^2 + floor^2
-    floor = with_cov.min_sigma_m ** 2
+    floor = with_cov.min_sigma_m**2
     assert c1.cov[2, 2] == pytest.approx(0.01 * 0.25 + floor)
     assert c1.cov[0, 0] == pytest.approx(0.04 * 0.25 + floor)  # base y -> optical -x
     assert c1.cov[1, 1] == pytest.approx(0.09 * 0.25 + floor)  # base z -> optical -y

@@ -1,4 +1,5 @@
 """prism_ros.core (and the offline tools) must not import ROS."""
+
 import os
 import re
 import subprocess
@@ -21,7 +22,8 @@ for m in mods:
 for extra in sys.argv[1:]:
     importlib.import_module(extra)
 bad = sorted(n for n in sys.modules
-             if n.split('.')[0] in ('rclpy', 'rcl_interfaces', 'rmw_implementation', 'ament_index_python', 'message_filters')
+             if n.split('.')[0] in ('rclpy', 'rcl_interfaces', 'rmw_implementation', 'ament_index_python',
+                                    'message_filters')
              or n.split('.')[0].endswith(('_msgs', '_srvs')) or n.startswith('rosidl'))
 print('MODULES', len(mods))
 print('BAD', ','.join(bad))
@@ -31,8 +33,9 @@ print('BAD', ','.join(bad))
 def _probe(*extra):
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", _PROBE, *extra], cwd=str(ROOT), env=env,
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _PROBE, *extra], cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     out = dict(line.split(" ", 1) if " " in line else (line, "") for line in r.stdout.splitlines())
     return int(out["MODULES"]), [b for b in out["BAD"].strip().split(",") if b]
@@ -45,8 +48,14 @@ def test_importing_all_of_core_loads_no_ros_module():
 
 
 def test_offline_tools_and_cli_load_no_ros_module():
-    mods = ["prism_ros.cli", "prism_ros.config", "prism_ros.eval.metrics", "prism_ros.tools.export",
-            "prism_ros.eval.report", "prism_ros.tools.runner"]
+    mods = [
+        "prism_ros.cli",
+        "prism_ros.config",
+        "prism_ros.eval.metrics",
+        "prism_ros.tools.export",
+        "prism_ros.eval.report",
+        "prism_ros.tools.runner",
+    ]
     if (ROOT / "prism_ros" / "datasets" / "__init__.py").is_file():
         mods.append("prism_ros.datasets")
     _, bad = _probe(*mods)

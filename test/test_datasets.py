@@ -1,5 +1,6 @@
 """Dataset readers: 7-Scenes (real data when present), TUM (a folder the test writes),
 open_dataset detection, start/frames, corrupt files."""
+
 from __future__ import annotations
 
 import shutil

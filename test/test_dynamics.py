@@ -1,4 +1,5 @@
 """Dynamics: prediction and the closed-form velocity update."""
+
 import numpy as np
 
 from prism_ros.core import se3

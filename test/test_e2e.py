@@ -5,6 +5,7 @@
 * ``prism-ros demo``: ATE <= 1 cm, map SDF RMSE <= half a voxel; the map's 2-sigma coverage
   in [0.90, 0.98] (ideal 0.954) and the pose's 95 % coverage in [0.90, 0.99] (ideal 0.95).
 """
+
 import json
 
 import pytest
@@ -20,7 +21,9 @@ def test_redkitchen_300_frames_ate_below_3cm(redkitchen_dir, tmp_path):
     r = run_prism_cli(["run", redkitchen_dir, "--frames", 300, "--out", out, "--no-progress"], timeout=1400)
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads((out / "metrics.json").read_text())
-    print(json.dumps({k: m[k] for k in ("frames", "ate_rmse_m", "fps", "fps_total", "tracking_failures", "peak_rss_mb")}))
+    print(
+        json.dumps({k: m[k] for k in ("frames", "ate_rmse_m", "fps", "fps_total", "tracking_failures", "peak_rss_mb")})
+    )
     assert m["frames"] == 300
     assert m["tracking_failures"] == 0
     assert m["ate_rmse_m"] <= 0.03
@@ -32,8 +35,22 @@ def test_demo_ate_map_and_coverage(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     m = json.loads((out / "metrics.json").read_text())
     voxel = PrismConfig.from_yaml().voxel_size_m
-    print(json.dumps({k: m.get(k) for k in ("frames", "ate_rmse_m", "map_sdf_rmse_m", "map_coverage_2sigma",
-                                            "pose_coverage_95", "map_eval_band_m", "fps")}))
+    print(
+        json.dumps(
+            {
+                k: m.get(k)
+                for k in (
+                    "frames",
+                    "ate_rmse_m",
+                    "map_sdf_rmse_m",
+                    "map_coverage_2sigma",
+                    "pose_coverage_95",
+                    "map_eval_band_m",
+                    "fps",
+                )
+            }
+        )
+    )
     for k in ("map_coverage_2sigma", "pose_coverage_95"):
         assert k in r.stdout, k
     assert 0.90 <= m["map_coverage_2sigma"] <= 0.98

@@ -1,4 +1,5 @@
 """EuRoC reader on the real micro sequence (skipped when the data is absent)."""
+
 import os
 from pathlib import Path
 
@@ -15,7 +16,8 @@ MICRO = DATA_DIR / "euroc_V1_01_easy_micro"
 
 pytestmark = pytest.mark.skipif(
     not (MICRO / "mav0" / "cam0" / "data.csv").is_file(),
-    reason=f"EuRoC micro dataset not found at {MICRO} (set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
+    reason=f"EuRoC micro dataset not found at {MICRO} "
+    "(set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
 )
 
 
@@ -113,8 +115,9 @@ def test_frame_stereo_depth_plausible(ds):
     assert frac >= 0.5, frac
     assert 1.0 < med < 5.0, med  # a room of a few metres (V1: ~8 x 8 m)
     assert np.all(np.isfinite(fr.depth)) and np.all(fr.depth_sigma[~v] == 0)
-    np.testing.assert_allclose(fr.depth_sigma[v], fr.depth[v] ** 2 * ds.stereo.sigma_d / (ds.stereo.f * ds.stereo.baseline),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        fr.depth_sigma[v], fr.depth[v] ** 2 * ds.stereo.sigma_d / (ds.stereo.f * ds.stereo.baseline), rtol=1e-5
+    )
     np.testing.assert_allclose(fr.T_w_c_gt, ds.gt_poses()[40])
 
 

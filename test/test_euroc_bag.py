@@ -1,5 +1,6 @@
 """EuRoC ROS 1 bags (EurocBagDataset, `prism-ros run <bag> --calib`), checked against the
 folder reader on a bag written from the micro sequence (skipped when the data is absent)."""
+
 import os
 from pathlib import Path
 
@@ -15,7 +16,8 @@ N_PAIRS = 12
 
 pytestmark = pytest.mark.skipif(
     not (MICRO / "mav0" / "cam0" / "data.csv").is_file(),
-    reason=f"EuRoC micro dataset not found at {MICRO} (set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
+    reason=f"EuRoC micro dataset not found at {MICRO} "
+    "(set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
 )
 
 
@@ -29,8 +31,9 @@ def _csv(path):
     return rows
 
 
-def write_euroc_bag(bag: Path, n_pairs: int = N_PAIRS, right_offset_ns: int = 0, src: Path = MICRO,
-                    imu_before_ns: int = 1_200_000_000) -> None:
+def write_euroc_bag(
+    bag: Path, n_pairs: int = N_PAIRS, right_offset_ns: int = 0, src: Path = MICRO, imu_before_ns: int = 1_200_000_000
+) -> None:
     """A EuRoC-style ROS 1 bag (the official bags' topics) from the ASL folder ``src``'s first
     ``n_pairs`` stereo pairs (None: all) and its IMU samples from ``imu_before_ns`` before the
     first to the last frame (record time = header stamp)."""
@@ -38,9 +41,16 @@ def write_euroc_bag(bag: Path, n_pairs: int = N_PAIRS, right_offset_ns: int = 0,
     from rosbags.typesys import Stores, get_typestore
 
     ts = get_typestore(Stores.ROS1_NOETIC)
-    Image, Imu, Header = ts.types["sensor_msgs/msg/Image"], ts.types["sensor_msgs/msg/Imu"], ts.types["std_msgs/msg/Header"]
-    Time, Vec3, Quat = (ts.types["builtin_interfaces/msg/Time"], ts.types["geometry_msgs/msg/Vector3"],
-                        ts.types["geometry_msgs/msg/Quaternion"])
+    Image, Imu, Header = (
+        ts.types["sensor_msgs/msg/Image"],
+        ts.types["sensor_msgs/msg/Imu"],
+        ts.types["std_msgs/msg/Header"],
+    )
+    Time, Vec3, Quat = (
+        ts.types["builtin_interfaces/msg/Time"],
+        ts.types["geometry_msgs/msg/Vector3"],
+        ts.types["geometry_msgs/msg/Quaternion"],
+    )
 
     def header(seq, ns, frame):
         return Header(seq=seq, stamp=Time(sec=ns // 10**9, nanosec=ns % 10**9), frame_id=frame)
@@ -54,22 +64,40 @@ def write_euroc_bag(bag: Path, n_pairs: int = N_PAIRS, right_offset_ns: int = 0,
     for k, ns in enumerate(frames):
         for cam, files, dns in (("cam0", left, 0), ("cam1", right, right_offset_ns)):
             img = cv2.imread(str(m / cam / "data" / files[ns]), cv2.IMREAD_GRAYSCALE)
-            msg = Image(header=header(k, ns + dns, cam), height=img.shape[0], width=img.shape[1], encoding="mono8",
-                        is_bigendian=0, step=img.shape[1], data=np.ascontiguousarray(img).reshape(-1))
+            msg = Image(
+                header=header(k, ns + dns, cam),
+                height=img.shape[0],
+                width=img.shape[1],
+                encoding="mono8",
+                is_bigendian=0,
+                step=img.shape[1],
+                data=np.ascontiguousarray(img).reshape(-1),
+            )
             msgs.append((ns + dns, f"/{cam}/image_raw", msg))
     zero9 = np.zeros(9)
     for k, r in enumerate(imu):
         ns = int(r[0])
         v = [float(x) for x in r[1:7]]
-        msg = Imu(header=header(k, ns, "imu4"), orientation=Quat(x=0.0, y=0.0, z=0.0, w=1.0),
-                  orientation_covariance=zero9, angular_velocity=Vec3(x=v[0], y=v[1], z=v[2]),
-                  angular_velocity_covariance=zero9, linear_acceleration=Vec3(x=v[3], y=v[4], z=v[5]),
-                  linear_acceleration_covariance=zero9)
+        msg = Imu(
+            header=header(k, ns, "imu4"),
+            orientation=Quat(x=0.0, y=0.0, z=0.0, w=1.0),
+            orientation_covariance=zero9,
+            angular_velocity=Vec3(x=v[0], y=v[1], z=v[2]),
+            angular_velocity_covariance=zero9,
+            linear_acceleration=Vec3(x=v[3], y=v[4], z=v[5]),
+            linear_acceleration_covariance=zero9,
+        )
         msgs.append((ns, "/imu0", msg))
     msgs.sort(key=lambda x: x[0])
     with Writer(bag) as w:
-        conns = {t: w.add_connection(t, ty, typestore=ts) for t, ty in
-                 (("/cam0/image_raw", Image.__msgtype__), ("/cam1/image_raw", Image.__msgtype__), ("/imu0", Imu.__msgtype__))}
+        conns = {
+            t: w.add_connection(t, ty, typestore=ts)
+            for t, ty in (
+                ("/cam0/image_raw", Image.__msgtype__),
+                ("/cam1/image_raw", Image.__msgtype__),
+                ("/imu0", Imu.__msgtype__),
+            )
+        }
         for ns, topic, msg in msgs:
             w.write(conns[topic], ns, ts.serialize_ros1(msg, msg.__msgtype__))
 
@@ -162,15 +190,17 @@ def test_cli_run_bag(bag, tmp_path):
     from conftest import run_prism_cli
 
     out = tmp_path / "out"
-    r = run_prism_cli(["run", bag, "--calib", MICRO, "--frames", "10", "--out", out, "--no-progress", "--no-report"],
-                      timeout=120)
+    r = run_prism_cli(
+        ["run", bag, "--calib", MICRO, "--frames", "10", "--out", out, "--no-progress", "--no-report"], timeout=120
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     traj = np.loadtxt(out / "trajectory.tum")
     assert traj.shape == (10, 8)
     assert np.linalg.norm(traj[:, 1:4] - traj[0, 1:4], axis=1).max() < 0.01  # static start
     # --calib is refused for anything but a EuRoC bag; a EuRoC bag without it names --calib
-    r = run_prism_cli(["run", MICRO, "--calib", MICRO, "--frames", "2", "--out", tmp_path / "x", "--no-progress"],
-                      timeout=60)
+    r = run_prism_cli(
+        ["run", MICRO, "--calib", MICRO, "--frames", "2", "--out", tmp_path / "x", "--no-progress"], timeout=60
+    )
     assert r.returncode == 2 and "--calib" in r.stderr, r.stderr
     r = run_prism_cli(["run", bag, "--frames", "2", "--out", tmp_path / "y", "--no-progress"], timeout=60)
     assert r.returncode == 2 and "--calib" in r.stderr, r.stderr
@@ -200,8 +230,22 @@ def test_player_bag_with_calib(bag, tmp_path):
         depth = h.collect(Image, "/camera/depth/image_raw", reliable_qos(100))
         info = h.collect(CameraInfo, "/camera/color/camera_info", reliable_qos(100))
         imu = h.collect(Imu, "/imu", reliable_qos(400))
-        cmd = [sys.executable, "-m", "prism_ros.ros.player", str(bag), "--calib", str(MICRO), "--frames", str(n),
-               "--rate", "2", "--wait-for-subscribers", "20", "--clock-hz", "20"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "prism_ros.ros.player",
+            str(bag),
+            "--calib",
+            str(MICRO),
+            "--frames",
+            str(n),
+            "--rate",
+            "2",
+            "--wait-for-subscribers",
+            "20",
+            "--clock-hz",
+            "20",
+        ]
         p = subprocess.run(cmd, env=ros_env(domain), capture_output=True, text=True, timeout=90)
         assert p.returncode == 0, p.stdout + p.stderr
         assert f"published {n} frames and" in p.stdout and "control_mode:=imu" in p.stdout, p.stdout
@@ -223,8 +267,20 @@ def test_player_bag_with_calib(bag, tmp_path):
         # without --calib the bag is republished raw (the raw cam0 image, no depth)
         color.clear()
         depth.clear()
-        cmd = [sys.executable, "-m", "prism_ros.ros.player", str(bag), "--frames", "2", "--rate", "4",
-               "--wait-for-subscribers", "20", "--clock-hz", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "prism_ros.ros.player",
+            str(bag),
+            "--frames",
+            "2",
+            "--rate",
+            "4",
+            "--wait-for-subscribers",
+            "20",
+            "--clock-hz",
+            "0",
+        ]
         p = subprocess.run(cmd, env=ros_env(domain), capture_output=True, text=True, timeout=90)
         assert p.returncode == 0, p.stdout + p.stderr
         h.wait_for(lambda: len(color) >= 2, 5)
@@ -232,9 +288,22 @@ def test_player_bag_with_calib(bag, tmp_path):
         assert np.array_equal(np.frombuffer(bytes(color[0].data), np.uint8).reshape(480, 752), raw0)
         assert len(depth) == 0
         # --calib on something that is not a EuRoC bag
-        p = subprocess.run([sys.executable, "-m", "prism_ros.ros.player", str(MICRO), "--calib", str(MICRO),
-                            "--wait-for-subscribers", "0"], env=ros_env(domain), capture_output=True, text=True,
-                           timeout=60)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "prism_ros.ros.player",
+                str(MICRO),
+                "--calib",
+                str(MICRO),
+                "--wait-for-subscribers",
+                "0",
+            ],
+            env=ros_env(domain),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert p.returncode == 1 and "--calib" in p.stderr, p.stderr
     finally:
         h.shutdown()

@@ -2,6 +2,7 @@
 parameters with valid values, only what differs, the filter settings = the offline runner's
 EuRoC hints plus the stereo depth noise model, the camera extrinsic = the EuRoC calibration's
 rectified left camera."""
+
 import ast
 import glob
 import math
@@ -85,8 +86,11 @@ def test_only_what_differs_from_prism_yaml():
     base = load_yaml_params(str(ROOT / "config" / "prism.yaml"))
     from prism_ros.datasets import EurocDataset
 
-    same = [k for k, v in _euroc().items() if v == base[k] and k not in STATED_DEFAULTS
-            and k not in EurocDataset.config_hints]
+    same = [
+        k
+        for k, v in _euroc().items()
+        if v == base[k] and k not in STATED_DEFAULTS and k not in EurocDataset.config_hints
+    ]
     assert not same, f"config/euroc.yaml repeats prism.yaml's values: {same}"
 
 
@@ -113,17 +117,26 @@ def test_the_extrinsics_are_the_euroc_calibration(data_dir):
     np.testing.assert_allclose(T, T_B_rect, atol=1e-5)
     imu = read_euroc_sensor_yaml(mav0 / "imu0" / "sensor.yaml")
     np.testing.assert_allclose(imu["T_BS"], np.eye(4), atol=1e-12)  # the body frame is the IMU's
-    np.testing.assert_allclose(T_from_xyz_rpy_deg(cfg.T_base_imu_xyz_m, cfg.T_base_imu_rpy_deg), imu["T_BS"], atol=1e-12)
+    np.testing.assert_allclose(
+        T_from_xyz_rpy_deg(cfg.T_base_imu_xyz_m, cfg.T_base_imu_rpy_deg), imu["T_BS"], atol=1e-12
+    )
     n = ImuNoise.from_sensor_yaml(imu)
-    for name, v in (("imu_gyro_noise_density", n.gyro_noise_density), ("imu_gyro_random_walk", n.gyro_random_walk),
-                    ("imu_accel_noise_density", n.accel_noise_density), ("imu_accel_random_walk", n.accel_random_walk)):
+    for name, v in (
+        ("imu_gyro_noise_density", n.gyro_noise_density),
+        ("imu_gyro_random_walk", n.gyro_random_walk),
+        ("imu_accel_noise_density", n.accel_noise_density),
+        ("imu_accel_random_walk", n.accel_random_walk),
+    ):
         assert math.isclose(getattr(cfg, name), v, rel_tol=1e-9), name
 
 
 def test_setup_installs_the_euroc_files():
     """setup.py's data_files globs (share/prism_ros/config, share/prism_ros/launch) take them."""
     src = (ROOT / "setup.py").read_text()
-    patterns = [ast.literal_eval(n.args[0]) for n in ast.walk(ast.parse(src))
-                if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "_files"]
+    patterns = [
+        ast.literal_eval(n.args[0])
+        for n in ast.walk(ast.parse(src))
+        if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "_files"
+    ]
     found = {str(Path(f)) for p in patterns for f in glob.glob(str(ROOT / p))}
     assert str(YAML) in found and str(ROOT / "launch" / "euroc.launch.py") in found, patterns

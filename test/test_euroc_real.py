@@ -5,6 +5,7 @@ about frame 130, where most of the image is nearer than 0.5 m).  Skipped when it
 One offline run of the whole slice (module fixture) is shared by the accuracy checks; the
 bag replay and the forced loss run the filter again on parts of it.
 """
+
 import numpy as np
 import pytest
 
@@ -76,7 +77,7 @@ def test_stereo_sigma_fitted_on_the_first_half_covers_the_second(euroc_mh01_dir)
     assert first["sigma_d_fit_px"] == pytest.approx(stereo_sigma_d(2), abs=0.08), first
     assert 0.93 <= second["coverage_2sigma"] <= 0.99, second
     # the rendered-image sigma_d (0.37 px) covers far less of the real errors
-    assert first["two_view_disp_err_q954_px"] > 2 * 2 ** 0.5 * 0.37
+    assert first["two_view_disp_err_q954_px"] > 2 * 2**0.5 * 0.37
 
 
 class _Altered:
@@ -105,8 +106,14 @@ def _covered(lo, hi):
         d = np.zeros_like(f.depth)
         m = rng.random(d.shape) < 0.05
         d[m] = rng.uniform(0.3, 0.4, int(m.sum())).astype(np.float32)
-        return type(f)(f.index, f.stamp, (f.rgb // 10).astype(np.uint8), d, f.T_w_c_gt,
-                       np.where(d > 0, 0.01, 0.0).astype(np.float32))
+        return type(f)(
+            f.index,
+            f.stamp,
+            (f.rgb // 10).astype(np.uint8),
+            d,
+            f.T_w_c_gt,
+            np.where(d > 0, 0.01, 0.0).astype(np.float32),
+        )
 
     return alter
 

@@ -1,4 +1,5 @@
 """Exports: TUM round trip, covariance conventions, PLY fields."""
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -64,7 +65,9 @@ def test_covariances_npz(tmp_path):
     A = rng.normal(size=(n, 6, 6))
     P = A @ np.swapaxes(A, 1, 2)
     p = tmp_path / "covariances.npz"
-    export.write_covariances(str(p), np.arange(n) * 0.1, T, P, rng.normal(size=(n, 6)), P * 2, tracking_ok=np.ones(n, bool))
+    export.write_covariances(
+        str(p), np.arange(n) * 0.1, T, P, rng.normal(size=(n, 6)), P * 2, tracking_ok=np.ones(n, bool)
+    )
     d = export.read_covariances(str(p))
     for k in ("stamps", "T_w_c", "pose_cov", "pose_cov_ros", "velocity", "velocity_cov", "tracking_ok"):
         assert k in d

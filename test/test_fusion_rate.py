@@ -5,6 +5,7 @@ default) and every other frame at 15 Hz; 0 fuses every tracked frame.  The map's
 observation counts show it: a voxel seen by every frame holds one observation per fused
 frame, not per tracked one.
 """
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,9 @@ def frames():
     return ds, [ds[i] for i in range(N)]
 
 
-@pytest.mark.parametrize("rate_hz, fused", [(0.0, list(range(N))), (10.0, list(range(0, N, 3))),
-                                            (15.0, list(range(0, N, 2)))])
+@pytest.mark.parametrize(
+    "rate_hz, fused", [(0.0, list(range(N))), (10.0, list(range(0, N, 3))), (15.0, list(range(0, N, 2)))]
+)
 def test_fusion_follows_integrate_rate(frames, rate_hz, fused):
     ds, fr = frames
     assert PrismConfig().integrate_rate_hz == 10.0  # the shipped default
@@ -35,7 +37,7 @@ def test_fusion_follows_integrate_rate(frames, rate_hz, fused):
         if f.frames_fused > before:
             fused_at.append(i)
     assert fused_at == fused
-    assert int(f.map.cnt[:f.map.n_blocks].max()) == len(fused)
+    assert int(f.map.cnt[: f.map.n_blocks].max()) == len(fused)
     # tracking does not suffer from fusing fewer frames on this sequence
     err = np.linalg.norm(f.T_w_c[:3, 3] - fr[-1].T_w_c_gt[:3, 3])
     assert err < 0.01, err

@@ -1,4 +1,5 @@
 """Per-frame preprocessing kernels: invalid depth and depth-sigma values."""
+
 import numpy as np
 
 from prism_ros.core.camera import Camera

@@ -1,4 +1,5 @@
 """IMU pre-integration against analytic motion, gravity alignment, and IMU control vs constant velocity."""
+
 import numpy as np
 
 from prism_ros.core import se3
@@ -182,8 +183,10 @@ def test_bias_jacobians_match_finite_differences():
         for k in range(3):
             e = np.zeros(3)
             e[k] = h
-            p_, m_ = [preintegrate(imu, 0.05, 0.55, ImuNoise(), bg0 + s * e * (which == "g"), ba0 + s * e * (which == "a"))
-                      for s in (1.0, -1.0)]
+            p_, m_ = [
+                preintegrate(imu, 0.05, 0.55, ImuNoise(), bg0 + s * e * (which == "g"), ba0 + s * e * (which == "a"))
+                for s in (1.0, -1.0)
+            ]
             num = np.concatenate([se3.so3_log(m_.dR.T @ p_.dR), p_.dv - m_.dv, p_.dp - m_.dp]) / (2 * h)
             np.testing.assert_allclose(J[:, k], num, atol=0.02 * np.abs(num).max())
     # the gyro bias moves all three increments, the accelerometer bias not the rotation

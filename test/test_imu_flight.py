@@ -1,5 +1,6 @@
 """The IMU on the real V1_02_medium flight (../shared/data/euroc_V1_02_medium_imu_gt):
 pre-integration against the ground truth with its covariance, online biases, moving start."""
+
 import numpy as np
 import pytest
 
@@ -52,8 +53,9 @@ def test_preintegration_check_matches_the_terms(flight, windows):
     imu, gt = flight
     t0, terms = windows
     t1 = t0 + 10.0
-    r = ic.preintegration_check(imu, gt, 0.5, ImuNoise(), ic.EUROC_GRAVITY, ic.EUROC_GT_NOISE,
-                                ic.EUROC_DENSITY_SCALE, t0, t1)
+    r = ic.preintegration_check(
+        imu, gt, 0.5, ImuNoise(), ic.EUROC_GRAVITY, ic.EUROC_GT_NOISE, ic.EUROC_DENSITY_SCALE, t0, t1
+    )
     assert len(r["t"]) == 20
     np.testing.assert_allclose(r["res"], terms[0.5]["res"][:20], atol=1e-12)
     assert 0.008 < r["rms"]["vel"] / np.sqrt(3) < 0.03
@@ -204,8 +206,9 @@ def test_moving_start_pose_fallback_runs_by_itself(flight, path):
     t_imu0 = float(imu.t[0])
     stamps = t_imu0 + 20.0 + np.arange(41) * 0.05
     Rs, ps, bg_gt, _ = _gt_track(gt, stamps)
-    noisy = np.stack([se3.make_T(R @ se3.so3_exp(rng.normal(0, 2e-3, 3)), p + rng.normal(0, 5e-3, 3))
-                      for R, p in zip(Rs, ps)])
+    noisy = np.stack(
+        [se3.make_T(R @ se3.so3_exp(rng.normal(0, 2e-3, 3)), p + rng.normal(0, 5e-3, 3)) for R, p in zip(Rs, ps)]
+    )
     if path == "offline":
         src = ImuIntegrator(imu, np.eye(4), ImuNoise())
     else:
@@ -227,8 +230,9 @@ def test_moving_start_pose_fallback_runs_by_itself(flight, path):
         # 2 mrad pose noise: the 2 s estimate (sigma ~9e-3 rad/s) is no better than the prior
         est = src.refine_biases(stamps, noisy, 5e-3, 2e-3)
         assert est.applied[0] is False
-        fine = np.stack([se3.make_T(R @ se3.so3_exp(rng.normal(0, 2e-4, 3)), p + rng.normal(0, 2e-4, 3))
-                         for R, p in zip(Rs, ps)])
+        fine = np.stack(
+            [se3.make_T(R @ se3.so3_exp(rng.normal(0, 2e-4, 3)), p + rng.normal(0, 2e-4, 3)) for R, p in zip(Rs, ps)]
+        )
         est = src.refine_biases(stamps, fine, 2e-4, 2e-4)
         assert est.applied == (True, True) and np.max(np.abs(integ.bg - bg_gt)) < 3e-3
         very = noisy.copy()

@@ -1,4 +1,5 @@
 """Bad input on the drone path (prism_ros.ros.imu_inputs, ImuBuffer gaps): pure checks, no rclpy."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """The node's cumulative latency histogram (diagnostics) and what the soak reads from it."""
+
 import numpy as np
 import pytest
 

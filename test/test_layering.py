@@ -18,6 +18,7 @@ own layer and the layers below it; tools and ros are siblings and may not import
 other.  No two modules import each other, directly or through others (no cycle, inside a
 layer either).
 """
+
 import ast
 from pathlib import Path
 
@@ -39,8 +40,15 @@ LAYERS = {
     "prism_ros.eval": 5,
     "prism_ros.cli": 6,
 }
-PRODUCT = ("prism_ros.core", "prism_ros.datasets", "prism_ros.pipeline", "prism_ros.config", "prism_ros.stats",
-           "prism_ros.tools", "prism_ros.ros")
+PRODUCT = (
+    "prism_ros.core",
+    "prism_ros.datasets",
+    "prism_ros.pipeline",
+    "prism_ros.config",
+    "prism_ros.stats",
+    "prism_ros.tools",
+    "prism_ros.ros",
+)
 HARNESS = ("prism_ros.sim", "prism_ros.eval")
 SIBLINGS = {("prism_ros.tools", "prism_ros.ros"), ("prism_ros.ros", "prism_ros.tools")}
 
@@ -100,8 +108,9 @@ def _violations():
             if tu is None:
                 out.append(f"{path.relative_to(ROOT)}:{line}: imports {target}, which is in no layer")
             elif LAYERS[tu] > LAYERS[su] or (su, tu) in SIBLINGS:
-                out.append(f"{path.relative_to(ROOT)}:{line}: {src} (layer {LAYERS[su]}) imports {target} "
-                           f"(layer {LAYERS[tu]})")
+                out.append(
+                    f"{path.relative_to(ROOT)}:{line}: {src} (layer {LAYERS[su]}) imports {target} (layer {LAYERS[tu]})"
+                )
     return out
 
 
@@ -181,9 +190,13 @@ def test_no_import_cycle():
 
 
 def test_the_product_never_imports_the_harness():
-    offenders = [f"{p.relative_to(ROOT)}:{line}: {t}" for p in sorted(PKG.rglob("*.py"))
-                 if _unit(_module_name(p)) in PRODUCT
-                 for line, t in _imports(p) if _unit(t) in HARNESS]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{line}: {t}"
+        for p in sorted(PKG.rglob("*.py"))
+        if _unit(_module_name(p)) in PRODUCT
+        for line, t in _imports(p)
+        if _unit(t) in HARNESS
+    ]
     assert not offenders, offenders
 
 
@@ -200,8 +213,12 @@ def test_the_checker_sees_a_cycle():
 
 @pytest.mark.parametrize("forbidden", ["rclpy", "prism_ros.config"])
 def test_core_imports_neither_rclpy_nor_the_node_settings(forbidden):
-    offenders = [f"{p.relative_to(ROOT)}:{line}" for p in sorted((PKG / "core").rglob("*.py"))
-                 for line, t in _imports(p) if t == forbidden or t.startswith(forbidden + ".")]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{line}"
+        for p in sorted((PKG / "core").rglob("*.py"))
+        for line, t in _imports(p)
+        if t == forbidden or t.startswith(forbidden + ".")
+    ]
     assert not offenders, offenders
 
 

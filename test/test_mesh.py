@@ -1,4 +1,5 @@
 """Per-block marching-cubes mesh on the exact synthetic scene."""
+
 import numpy as np
 import pytest
 
@@ -101,7 +102,9 @@ def test_only_changed_blocks_are_remeshed_and_updates_are_bounded():
     xyz = {tuple(m.block_xyz[s]) for s in touched}
     for s in remeshed - touched:
         b = m.block_xyz[s]
-        assert any(tuple(b + d) in xyz for d in np.array([(dx, dy, dz) for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])[1:])
+        assert any(
+            tuple(b + d) in xyz for d in np.array([(dx, dy, dz) for dx in (0, 1) for dy in (0, 1) for dz in (0, 1)])[1:]
+        )
     unchanged = [k for k in before if k not in remeshed]
     assert unchanged and all(np.array_equal(before[k], me.meshes[k]["verts"]) for k in unchanged)
     # a block's cached mesh equals meshing it from scratch

@@ -1,4 +1,5 @@
 """Metrics: Umeyama alignment, ATE against evo, calibration figures on known Gaussians."""
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -239,8 +240,10 @@ def test_peak_rss_grows_with_allocation():
     import subprocess
     import sys
 
-    code = ("import numpy as np; from prism_ros.eval import metrics as m; b = m.current_rss_mb(); "
-            "x = np.ones(200 * 2**20 // 8); a = m.peak_rss_mb(); c = m.current_rss_mb(); print(b, a, c)")
+    code = (
+        "import numpy as np; from prism_ros.eval import metrics as m; b = m.current_rss_mb(); "
+        "x = np.ones(200 * 2**20 // 8); a = m.peak_rss_mb(); c = m.current_rss_mb(); print(b, a, c)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     before, peak, current = (float(v) for v in out.stdout.split())
     assert 10 < before < 400

@@ -4,6 +4,7 @@ The map is fused at the ground-truth poses (no tracking) from the noisy syntheti
 every expectation is checked against the scene's exact SDF and an independent,
 brute-force visibility test of what the camera saw (projecting band points into every
 frame), not against the carving code."""
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -36,8 +37,16 @@ def fuse(m, seq, idx):
     for i in idx:
         fr = seq[i]
         f = build_frame(fr.rgb, fr.depth, seq.camera, 2, 0.2, 4.0)
-        m.integrate(f.depth[0], f.rgb, f.normals[f.aux_level], seq.camera.params, fr.T_w_c_gt, NOISE,
-                    edges=f.edges, aux_level=f.aux_level)
+        m.integrate(
+            f.depth[0],
+            f.rgb,
+            f.normals[f.aux_level],
+            seq.camera.params,
+            fr.T_w_c_gt,
+            NOISE,
+            edges=f.edges,
+            aux_level=f.aux_level,
+        )
         frames.append((f.depth[0].copy(), fr.T_w_c_gt))
     return frames
 

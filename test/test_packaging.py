@@ -1,4 +1,5 @@
 """Packaging: README's two commands, .ci/run, package.xml and setup.py agree; the README and docs/ links resolve."""
+
 import ast
 import re
 import xml.etree.ElementTree as ET
@@ -46,8 +47,17 @@ def test_package_xml():
     assert root.find("export").findtext("build_type") == "ament_python"
     deps = [e.text for e in root.findall("exec_depend")]
     assert len(deps) == len(set(deps)), "one exec_depend per dependency"
-    for d in ("rclpy", "sensor_msgs", "geometry_msgs", "nav_msgs", "std_msgs", "std_srvs",
-              "python3-numpy", "python3-scipy", "python3-yaml"):
+    for d in (
+        "rclpy",
+        "sensor_msgs",
+        "geometry_msgs",
+        "nav_msgs",
+        "std_msgs",
+        "std_srvs",
+        "python3-numpy",
+        "python3-scipy",
+        "python3-yaml",
+    ):
         assert d in deps, d
     assert "python3-pytest" in [e.text for e in root.findall("test_depend")]
     assert (ROOT / "resource" / "prism_ros").is_file()
@@ -59,8 +69,11 @@ def test_setup_py_entry_points_and_extras():
     src = (ROOT / "setup.py").read_text()
     tree = ast.parse(src)
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-    for ep in ("prism-ros = prism_ros.cli:main", "prism_node = prism_ros.ros.node:main",
-               "prism_player = prism_ros.ros.player:main"):
+    for ep in (
+        "prism-ros = prism_ros.cli:main",
+        "prism_node = prism_ros.ros.node:main",
+        "prism_player = prism_ros.ros.player:main",
+    ):
         assert ep in strings, ep
     assert "ros-rclpy" in strings and "ros-rmw-fastrtps-cpp" in strings
     assert "share/ament_index/resource_index/packages" in strings

@@ -1,4 +1,5 @@
 """The offline loader: frames in order, loaded ahead in one thread below the filter's priority."""
+
 from __future__ import annotations
 
 import os
@@ -52,8 +53,12 @@ def _load_all(prefetch: int):
 
 def test_prefetch_loads_in_order_in_one_thread_below_the_filter(cv_threads):
     ds, out, main_tid, main_nice = _load_all(prefetch=2)
-    assert [type(f).__name__ for _, f, _ in out] == ["PipelineFrame", "PipelineFrame", "FrameLoadError",
-                                                      "PipelineFrame"]
+    assert [type(f).__name__ for _, f, _ in out] == [
+        "PipelineFrame",
+        "PipelineFrame",
+        "FrameLoadError",
+        "PipelineFrame",
+    ]
     assert [f.stamp for _, f, _ in out if not isinstance(f, FrameLoadError)] == pytest.approx([0.0, 0.05, 0.15])
     tids = {tid for _, tid, _, _ in ds.seen}
     assert len(tids) == 1 and main_tid not in tids  # one loading thread, not the caller's
@@ -103,8 +108,10 @@ def test_cpu_model_names_the_family_and_model_and_the_machine_meter_shares(tmp_p
     from prism_ros import stats
 
     info = tmp_path / "cpuinfo"
-    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
-                    "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 25\n")
+    info.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n"
+        "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 25\n"
+    )
     assert stats.cpu_model(str(info)) == "AMD EPYC (family 26, model 2)"
     info.write_text("processor\t: 0\nmodel name\t: Some ARM core\n")
     assert stats.cpu_model(str(info)) == "Some ARM core"

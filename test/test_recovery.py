@@ -8,6 +8,7 @@ and from 1 s after the sensor returns the pose is within 5 cm of ground truth
 frame-to-model track by up to ~9 cm here) and within 5 cm of where an uninterrupted
 run is.
 """
+
 import numpy as np
 import pytest
 
@@ -157,8 +158,9 @@ def test_an_imu_control_bridges_a_gap_longer_than_max_dt_s():
     ds = open_dataset("synthetic:40@320x240,seed=2")
     gt = [ds[i].T_w_c_gt for i in range(len(ds))]
     nu_true = se3.log(se3.inv(gt[33]) @ gt[34]) * 30.0  # the twist at frame 34 (camera frame)
-    gap_ctl = Control(se3.inv(gt[9]) @ gt[34], np.diag([1e-4] * 3 + [1e-5] * 3), nu_curr=nu_true,
-                      nu_cov=np.eye(6) * 1e-4)
+    gap_ctl = Control(
+        se3.inv(gt[9]) @ gt[34], np.diag([1e-4] * 3 + [1e-5] * 3), nu_curr=nu_true, nu_cov=np.eye(6) * 1e-4
+    )
     for control in (gap_ctl, None):
         f = PrismFilter(PrismConfig(), ds.camera, T_w_c0=gt[0])
         assert f.cfg.max_dt_s < 25 / 30.0 <= f.cfg.control_max_dt_s

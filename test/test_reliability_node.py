@@ -8,6 +8,7 @@ several seconds, colour without depth for a long time, IMU with NaN, save_map na
 leaving save_map_dir, load_map with an incompatible map.  Each case: a clear
 (throttled) error, the node alive, nothing reaching the filter (map untouched).
 """
+
 import os
 import time
 
@@ -277,8 +278,12 @@ def test_save_map_name_outside_the_directory_refused(ros, tmp_path):
         assert os.listdir(outside) == []
         # starting the node with a bad name is refused
         with pytest.raises(ConfigError, match="save_map_name"):
-            PrismNode(context=ros.context, filter_factory=FakeFilter, warmup=False,
-                      parameter_overrides=[Parameter("save_map_dir", value=str(d)), Parameter("save_map_name", value="../x")])
+            PrismNode(
+                context=ros.context,
+                filter_factory=FakeFilter,
+                warmup=False,
+                parameter_overrides=[Parameter("save_map_dir", value=str(d)), Parameter("save_map_name", value="../x")],
+            )
     finally:
         ros.detach(node)
 
@@ -294,8 +299,12 @@ def test_load_map_compatible_and_incompatible(ros, tmp_path):
     persistence.save_map(bad, str(tmp_path / "bad.npz"))
     # at start-up: a clear configuration error
     with pytest.raises(ConfigError, match="voxel_size_m"):
-        PrismNode(context=ros.context, filter_factory=FakeFilter, warmup=False,
-                  parameter_overrides=[Parameter("load_map_path", value=str(tmp_path / "bad.npz"))])
+        PrismNode(
+            context=ros.context,
+            filter_factory=FakeFilter,
+            warmup=False,
+            parameter_overrides=[Parameter("load_map_path", value=str(tmp_path / "bad.npz"))],
+        )
     node = _start(ros)
     try:
         r = _set(node, "load_map_path", str(tmp_path / "bad.npz"))

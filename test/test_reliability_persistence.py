@@ -1,6 +1,7 @@
 """Map persistence: atomic saves that survive kill -9, versioned
 maps with the configuration, clear errors for incompatible maps, relocalisation in a
 saved map.  No ROS."""
+
 import os
 import signal
 import subprocess
@@ -21,8 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def _map(cfg, n_blocks=8, seed=0):
     from prism_ros.core.tsdf import TsdfMap
 
-    m = TsdfMap(cfg.voxel_size_m, cfg.truncation_m, cfg.map_prior_sigma_m, cfg.map_min_sigma_m,
-                cfg.map_max_observations, initial_blocks=max(16, n_blocks))
+    m = TsdfMap(
+        cfg.voxel_size_m,
+        cfg.truncation_m,
+        cfg.map_prior_sigma_m,
+        cfg.map_min_sigma_m,
+        cfg.map_max_observations,
+        initial_blocks=max(16, n_blocks),
+    )
     rng = np.random.default_rng(seed)
     m.block_xyz[:n_blocks] = np.stack([np.arange(n_blocks), np.zeros(n_blocks), np.zeros(n_blocks)], 1)
     m.mu[:n_blocks] = rng.normal(0, 0.01, m.mu[:n_blocks].shape)
@@ -119,8 +126,13 @@ def test_kill_9_during_save_keeps_previous_map(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     kills_mid_save = 0
     for attempt in range(3):
-        p = subprocess.Popen([sys.executable, "-c", _SAVER, str(path), "6000"], stdout=subprocess.PIPE,
-                             text=True, env=env, cwd=str(tmp_path))
+        p = subprocess.Popen(
+            [sys.executable, "-c", _SAVER, str(path), "6000"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(tmp_path),
+        )
         try:
             assert p.stdout.readline().startswith("saved"), "the saver did not complete a first save"
             # kill while a temporary file is being written (the next save is in progress)

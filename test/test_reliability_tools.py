@@ -1,6 +1,7 @@
 """Reliability: property tests of the converters and the synchroniser, the
 player on a bag with an unknown message type, the offline runner on a truncated
 image, a multi-second gap with the real filter, and a short ``prism-ros soak`` run."""
+
 import array
 import json
 import math
@@ -29,8 +30,11 @@ def _img(h, w, enc, payload: bytes, step, bigendian=0):
 
 @_FAST
 @given(
-    h=st.integers(1, 6), w=st.integers(1, 6), pad=st.integers(0, 5),
-    enc=st.sampled_from(["rgb8", "bgr8", "mono8"]), seed=st.integers(0, 2**31 - 1),
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    pad=st.integers(0, 5),
+    enc=st.sampled_from(["rgb8", "bgr8", "mono8"]),
+    seed=st.integers(0, 2**31 - 1),
 )
 def test_colour_roundtrip_any_size_and_padding(h, w, pad, enc, seed):
     pytest.importorskip("rclpy")
@@ -46,9 +50,13 @@ def test_colour_roundtrip_any_size_and_padding(h, w, pad, enc, seed):
 
 @_FAST
 @given(
-    h=st.integers(0, 5), w=st.integers(0, 5), step=st.integers(0, 40), n=st.integers(0, 200),
+    h=st.integers(0, 5),
+    w=st.integers(0, 5),
+    step=st.integers(0, 40),
+    n=st.integers(0, 200),
     enc=st.sampled_from(["rgb8", "bgr8", "mono8", "16UC1", "32FC1", "mono16", "yuv422", "", "bayer_rggb8"]),
-    big=st.integers(0, 1), depth=st.booleans(),
+    big=st.integers(0, 1),
+    depth=st.booleans(),
 )
 def test_any_image_message_decodes_or_raises_input_error(h, w, step, n, enc, big, depth):
     """Arbitrary (inconsistent) Image messages never crash a converter with anything
@@ -71,8 +79,11 @@ def test_any_image_message_decodes_or_raises_input_error(h, w, step, n, enc, big
 
 @_FAST
 @given(
-    d=st.lists(st.one_of(st.floats(0.0, 20.0, width=32), st.just(float("nan")), st.just(float("inf")),
-                         st.just(-1.0)), min_size=1, max_size=30),
+    d=st.lists(
+        st.one_of(st.floats(0.0, 20.0, width=32), st.just(float("nan")), st.just(float("inf")), st.just(-1.0)),
+        min_size=1,
+        max_size=30,
+    ),
 )
 def test_depth_32fc1_invalid_values_become_zero(d):
     pytest.importorskip("rclpy")
@@ -111,9 +122,7 @@ def test_pointcloud2_roundtrip(n, seed):
 # ------------------------------------------------------------------ synchroniser (hypothesis)
 @_FAST
 @given(
-    events=st.lists(
-        st.tuples(st.integers(0, 1), st.floats(-0.05, 0.3), st.booleans()), min_size=0, max_size=80
-    ),
+    events=st.lists(st.tuples(st.integers(0, 1), st.floats(-0.05, 0.3), st.booleans()), min_size=0, max_size=80),
     slop=st.floats(0.0, 0.05),
     max_pending=st.integers(1, 12),
 )
@@ -169,8 +178,22 @@ def _write_bag(path, ts):
             rgb = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8).reshape(-1)
             mm = np.full((4, 5), 1000, np.uint16).view(np.uint8).reshape(-1)
             ns = int(t * 1e9)
-            w.write(c_rgb, ns, ts.serialize_cdr(Image(header=hdr, height=4, width=5, encoding="rgb8", is_bigendian=0, step=15, data=rgb), "sensor_msgs/msg/Image"))
-            w.write(c_d, ns + 1, ts.serialize_cdr(Image(header=hdr, height=4, width=5, encoding="16UC1", is_bigendian=0, step=10, data=mm), "sensor_msgs/msg/Image"))
+            w.write(
+                c_rgb,
+                ns,
+                ts.serialize_cdr(
+                    Image(header=hdr, height=4, width=5, encoding="rgb8", is_bigendian=0, step=15, data=rgb),
+                    "sensor_msgs/msg/Image",
+                ),
+            )
+            w.write(
+                c_d,
+                ns + 1,
+                ts.serialize_cdr(
+                    Image(header=hdr, height=4, width=5, encoding="16UC1", is_bigendian=0, step=10, data=mm),
+                    "sensor_msgs/msg/Image",
+                ),
+            )
             w.write(c_s, ns + 2, ts.serialize_cdr(String(data=f"hello {i}"), "std_msgs/msg/String"))
             w.write(c_v, ns + 3, ts.serialize_cdr(Vec(x=1.0, y=2.0, z=3.0), "geometry_msgs/msg/Vector3"))
 
@@ -243,9 +266,27 @@ def test_soak_short_run_reports_sane_json(redkitchen_dir, tmp_path):
     pytest.importorskip("prism_ros.core.filter")
     from prism_ros.ros.env import claim_domain_id
 
-    cmd = [sys.executable, "-c", "import sys; from prism_ros.cli import main; sys.exit(main(sys.argv[1:]))",
-           "soak", str(redkitchen_dir), "--rate", "3", "--duration-s", "14", "--settle-s", "6", "--sample-s", "2",
-           "--frames", "60", "--domain-id", str(claim_domain_id(62)), "--log-dir", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from prism_ros.cli import main; sys.exit(main(sys.argv[1:]))",
+        "soak",
+        str(redkitchen_dir),
+        "--rate",
+        "3",
+        "--duration-s",
+        "14",
+        "--settle-s",
+        "6",
+        "--sample-s",
+        "2",
+        "--frames",
+        "60",
+        "--domain-id",
+        str(claim_domain_id(62)),
+        "--log-dir",
+        str(tmp_path),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=str(ROOT))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]

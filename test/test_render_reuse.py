@@ -6,6 +6,7 @@ fused) the filter raycasts once per fusion: on the frame after each fused one.  
 raycasts every tracked frame.  The trajectories agree within a millimetre.  A lost
 or recovered frame, a reset and a new map each make the next frame raycast afresh.
 """
+
 import numpy as np
 import pytest
 
@@ -37,7 +38,7 @@ def _run(frames, monkeypatch, reuse, steps=None):
     monkeypatch.setattr(filter_module, "render_map", counting)
     f = PrismFilter(PrismConfig().replace(render_reuse=reuse), ds.camera, T_w_c0=fr[0].T_w_c_gt)
     poses = []
-    for i in (range(N) if steps is None else steps):
+    for i in range(N) if steps is None else steps:
         current[0] = i
         r = f.step(fr[i].rgb, fr[i].depth, fr[i].stamp)
         assert r.tracking_ok, (i, r.status)

@@ -1,5 +1,6 @@
 """Message conversions: images (encodings, step padding, endianness), camera_info,
 PointCloud2, poses, ROS-order covariances and the camera -> base frame change."""
+
 import array
 
 import numpy as np
@@ -249,8 +250,9 @@ def test_sigma_colormap_equals_the_array_formula():
         lo, hi = 0.002, 0.04
         x = np.asarray(s, dtype=np.float64)
         t = np.nan_to_num((np.log(np.clip(x, lo, hi)) - np.log(lo)) / (np.log(hi) - np.log(lo)), nan=1.0)
-        want = np.round(np.stack([np.clip(1.5 - np.abs(4.0 * t - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)],
-                                 axis=1) * 255.0).astype(np.uint8)
+        want = np.round(
+            np.stack([np.clip(1.5 - np.abs(4.0 * t - c), 0.0, 1.0) for c in (3.0, 2.0, 1.0)], axis=1) * 255.0
+        ).astype(np.uint8)
         np.testing.assert_array_equal(cv.sigma_colormap(s, lo, hi), want)
 
 
@@ -314,7 +316,11 @@ def test_state_messages_frames_stamps_and_agreement():
     T_w_b, P, tw, TC = cv.camera_state_to_base(T_w_c, cov, vel, 2 * cov, T_b_c)
     for msg in (m.pose, m.odom, m.path_pose, m.tf):
         assert msg.header.frame_id == "odom" and (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 500_000_000)
-    assert m.twist.header.frame_id == "base_link" and m.odom.child_frame_id == "base_link" and m.tf.child_frame_id == "base_link"
+    assert (
+        m.twist.header.frame_id == "base_link"
+        and m.odom.child_frame_id == "base_link"
+        and m.tf.child_frame_id == "base_link"
+    )
     np.testing.assert_allclose(cv.pose_to_T(m.pose.pose.pose), T_w_b, atol=1e-12)
     np.testing.assert_allclose(cv.pose_to_T(m.path_pose.pose), T_w_b, atol=1e-12)
     t = m.tf.transform
@@ -322,13 +328,19 @@ def test_state_messages_frames_stamps_and_agreement():
     np.testing.assert_allclose(cv.msg_to_cov(m.odom.pose.covariance), P, atol=1e-15)
     np.testing.assert_allclose(cv.msg_to_cov(m.odom.twist.covariance), TC, atol=1e-15)
     v = m.twist.twist.twist
-    np.testing.assert_allclose([v.linear.x, v.linear.y, v.linear.z, v.angular.x, v.angular.y, v.angular.z], tw, atol=1e-12)
+    np.testing.assert_allclose(
+        [v.linear.x, v.linear.y, v.linear.z, v.angular.x, v.angular.y, v.angular.z], tw, atol=1e-12
+    )
     assert cv.path_message([m.path_pose, m.path_pose]).header.frame_id == "odom"
 
 
 def test_surface_cloud_colour_modes():
-    surf = {"xyz": np.zeros((3, 3), np.float32), "rgb": np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8),
-            "sigma": np.array([1e-4, 0.004, 0.04], np.float32), "count": np.array([1, 2, 3], np.int32)}
+    surf = {
+        "xyz": np.zeros((3, 3), np.float32),
+        "rgb": np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8),
+        "sigma": np.array([1e-4, 0.004, 0.04], np.float32),
+        "count": np.array([1, 2, 3], np.int32),
+    }
     h = Header(frame_id="odom")
     rgb = cv.read_cloud(cv.surface_cloud(h, surf, "rgb", 0.0005, 0.08))
     np.testing.assert_array_equal(cv.unpack_rgb_float(rgb["rgb"]), surf["rgb"])

@@ -1,4 +1,5 @@
 """The node's statistics and /diagnostics status (prism_ros.ros.diagnostics), without a node."""
+
 import time
 
 import pytest

@@ -22,8 +22,10 @@ for losses; the real-time figure is measured with the launch file's queue, see t
 Environment: PRISM_EUROC_FLIGHT (an existing EuRoC folder instead of the simulated one),
 PRISM_EUROC_RATE, PRISM_EUROC_FRAMES, PRISM_EUROC_QUEUE ("" = config/euroc.yaml's),
 PRISM_EUROC_PRELOAD (0: the player computes the stereo depth while it plays, as the launch
-file does), PRISM_EUROC_PARAMS (more node parameters: "name:=value ...").  Skipped without ../shared/data/euroc_V1_02_medium_imu_gt (or PRISM_DATA_DIR).
+file does), PRISM_EUROC_PARAMS (more node parameters: "name:=value ...").  Skipped without
+../shared/data/euroc_V1_02_medium_imu_gt (or PRISM_DATA_DIR).
 """
+
 import os
 import shutil
 import time
@@ -100,8 +102,9 @@ def _body_velocity_gt(flight: Path, ns):
     return np.einsum("nji,nj->ni", R_wb, a[rows][:, 7:10])  # R_wb^T v_w
 
 
-def _play_into_node(flight: Path, tmp_path: Path, n: int, rate: float, queue: str, preload: bool, frames: str = "",
-                    play_args=()):
+def _play_into_node(
+    flight: Path, tmp_path: Path, n: int, rate: float, queue: str, preload: bool, frames: str = "", play_args=()
+):
     """``prism-ros node`` (config/prism.yaml + config/euroc.yaml) and ``prism-ros play flight``
     as two processes; returns (the /prism/odometry messages, player, node, wall s, machine load)."""
     env = ros_env(DOMAIN_ID)
@@ -110,17 +113,36 @@ def _play_into_node(flight: Path, tmp_path: Path, n: int, rate: float, queue: st
     odom = ros.collect(Odometry, "/prism/odometry", reliable_qos(1000))
     node = player = None
     base_frame = _overlay()["base_frame"]
-    node_cmd = cli_command() + ["node", "--ros-args", "--params-file", str(ROOT / "config" / "prism.yaml"),
-                                "--params-file", str(ROOT / "config" / "euroc.yaml"), "-p", "use_sim_time:=true",
-                                "-p", "diagnostics_period_s:=10.0"] + (["-p", f"queue_size:={queue}"] if queue else []) \
+    node_cmd = (
+        cli_command()
+        + [
+            "node",
+            "--ros-args",
+            "--params-file",
+            str(ROOT / "config" / "prism.yaml"),
+            "--params-file",
+            str(ROOT / "config" / "euroc.yaml"),
+            "-p",
+            "use_sim_time:=true",
+            "-p",
+            "diagnostics_period_s:=10.0",
+        ]
+        + (["-p", f"queue_size:={queue}"] if queue else [])
         + [a for kv in EXTRA_PARAMS for a in ("-p", kv)]
-    play_cmd = cli_command() + ["play", str(flight), "--rate", str(rate), "--imu-frame-id", base_frame,
-                                "--wait-for-subscribers", "30"] + (["--frames", frames] if frames else []) \
-        + (["--preload"] if preload else []) + list(play_args)
+    )
+    play_cmd = (
+        cli_command()
+        + ["play", str(flight), "--rate", str(rate), "--imu-frame-id", base_frame, "--wait-for-subscribers", "30"]
+        + (["--frames", frames] if frames else [])
+        + (["--preload"] if preload else [])
+        + list(play_args)
+    )
     print("node:  ", " ".join(node_cmd), "\nplayer:", " ".join(play_cmd))
     try:
         node = Proc(node_cmd, env, tmp_path / "node.log")
-        assert ros.wait_for(lambda: "prism_node ready" in node.text() or node.p.poll() is not None, 180, 0.2), node.text()
+        assert ros.wait_for(lambda: "prism_node ready" in node.text() or node.p.poll() is not None, 180, 0.2), (
+            node.text()
+        )
         assert node.p.poll() is None, node.text()
         assert f"base '{base_frame}'" in node.text() and "control imu" in node.text(), node.text()
         t0 = time.monotonic()
@@ -163,8 +185,12 @@ def _frame_indices(odom, ds):
 
 def _print_load(player, node, load):
     late = [ln for ln in player.text().splitlines() if "late by" in ln]
-    print("player:", late[-1] if late else "no lateness line", "; machine over the run:",
-          ", ".join(f"{k} {v:.2f}" for k, v in load.items() if v is not None))
+    print(
+        "player:",
+        late[-1] if late else "no lateness line",
+        "; machine over the run:",
+        ", ".join(f"{k} {v:.2f}" for k, v in load.items() if v is not None),
+    )
     diag = [ln for ln in node.text().splitlines() if "diagnostics:" in ln]
     print("node, last diagnostics:", diag[-1] if diag else "none (the run was shorter than diagnostics_period_s)")
 
@@ -199,13 +225,15 @@ def test_euroc_player_and_node_with_imu_publish_the_body_pose(euroc_flight, tmp_
     v_est = np.array([[m.twist.twist.linear.x, m.twist.twist.linear.y, m.twist.twist.linear.z] for m in odom])
     v_gt = _body_velocity_gt(euroc_flight, ns * 1e-9)
     v_err = float(np.sqrt(np.mean(np.sum((v_est - v_gt) ** 2, axis=1))))
-    v_rms = float(np.sqrt(np.mean(np.sum(v_gt ** 2, axis=1))))
+    v_rms = float(np.sqrt(np.mean(np.sum(v_gt**2, axis=1))))
     R_bc = cv.T_from_xyz_rpy_deg(overlay["T_base_camera_xyz_m"], overlay["T_base_camera_rpy_deg"])[:3, :3]
     v_err_cam = float(np.sqrt(np.mean(np.sum((v_est - v_gt @ R_bc) ** 2, axis=1))))  # vs the velocity in camera axes
     np.savez(tmp_path / "odometry.npz", ns=ns, est=est, gt=gt, v_est=v_est, v_gt=v_gt)  # to look at after a failure
-    print(f"EuRoC two-process: {len(idx)}/{n} frames processed ({100 * frac:.1f} %) in {wall:.0f} s at rate {RATE}; "
-          f"body ATE {100 * ate:.2f} cm; unaligned motion error {100 * drift:.2f} cm over {100 * moved:.0f} cm; "
-          f"body velocity error {v_err:.3f} m/s rms (in camera axes: {v_err_cam:.3f}; speed {v_rms:.3f} m/s rms)")
+    print(
+        f"EuRoC two-process: {len(idx)}/{n} frames processed ({100 * frac:.1f} %) in {wall:.0f} s at rate {RATE}; "
+        f"body ATE {100 * ate:.2f} cm; unaligned motion error {100 * drift:.2f} cm over {100 * moved:.0f} cm; "
+        f"body velocity error {v_err:.3f} m/s rms (in camera axes: {v_err_cam:.3f}; speed {v_rms:.3f} m/s rms)"
+    )
     _print_load(player, node, load)
     assert frac >= MIN_PROCESSED, node.text()[-3000:]
     assert ate <= MAX_ATE_M
@@ -259,8 +287,10 @@ def test_real_euroc_slice_through_the_node(source, tmp_path):
         run_dataset(ds, cfg, [rec], progress=False)
         _OFFLINE_ATE[str(folder)] = ate_rmse(ds.to_body(np.stack(rec.T_est)), ds.gt_body_poses())
     ate_run = _OFFLINE_ATE[str(folder)]
-    print(f"real EuRoC slice ({source}) through the node: {len(idx)}/{n} frames ({100 * frac:.1f} %) in {wall:.0f} s "
-          f"at rate {rate}; body ATE {100 * ate:.2f} cm (prism-ros run: {100 * ate_run:.2f} cm)")
+    print(
+        f"real EuRoC slice ({source}) through the node: {len(idx)}/{n} frames ({100 * frac:.1f} %) in {wall:.0f} s "
+        f"at rate {rate}; body ATE {100 * ate:.2f} cm (prism-ros run: {100 * ate_run:.2f} cm)"
+    )
     _print_load(player, node, load)
     assert frac >= 0.95, node.text()[-3000:]
     assert abs(ate - ate_run) <= 0.01 and ate <= 0.02

@@ -1,5 +1,6 @@
 """The node's input checks (prism_ros.ros.inputs) and its worker hand-over
 (prism_ros.ros.work_queue): plain Python, no rclpy."""
+
 import subprocess
 import sys
 import threading
@@ -14,8 +15,10 @@ TOPICS = ("/cam/color", "/cam/depth")
 
 
 def test_no_ros_imported():
-    code = ("import sys, prism_ros.ros.inputs, prism_ros.ros.work_queue; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs')))")
+    code = (
+        "import sys, prism_ros.ros.inputs, prism_ros.ros.work_queue; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('rclpy', 'sensor_msgs', 'std_msgs')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -24,7 +27,9 @@ def test_stream_stamps_duplicate_backwards_nonfinite_and_new_timeline():
     m = inputs.StreamMonitor(TOPICS, jump_back_s=1.0)
     assert m.check(0, 10.0, now=0.0) is None
     r = m.check(0, 10.0, now=0.1)
-    assert r.key == "stamp_order" and r.text == "/cam/color: colour image duplicate stamp (10.000000 s after 10.000000 s)"
+    assert (
+        r.key == "stamp_order" and r.text == "/cam/color: colour image duplicate stamp (10.000000 s after 10.000000 s)"
+    )
     r = m.check(0, 9.5, now=0.2)
     assert r.key == "stamp_order" and "stamp older than the previous one" in r.text
     assert m.check(0, float("nan"), now=0.3) == inputs.Refusal("stamp", "/cam/color: non-finite stamp")
@@ -41,8 +46,10 @@ def test_stream_silence_of_the_other_stream():
     assert m.silence(0, now=101.9) is None  # colour alone for 1.9 s: not yet
     w = m.silence(0, now=102.5)
     assert w.key == "silence1"
-    assert w.text == ("colour images arrive on /cam/color but no depth image on /cam/depth for 2 s; "
-                      "nothing to pair (the pending buffer is bounded)")
+    assert w.text == (
+        "colour images arrive on /cam/color but no depth image on /cam/depth for 2 s; "
+        "nothing to pair (the pending buffer is bounded)"
+    )
     m.check(1, 1.0, now=102.6)
     assert m.silence(0, now=103.0) is None  # depth is back
     assert m.silence(0, now=104.7).text.endswith("for 2 s; nothing to pair (the pending buffer is bounded)")

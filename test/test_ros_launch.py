@@ -1,5 +1,6 @@
 """Static checks of the launch files and the RViz config (``launch`` is not on PyPI):
 they parse, and the executables, params files and RViz files they name exist."""
+
 import ast
 import configparser
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_replay_launch_uses_sim_time_and_player():
     exes = {c.get("executable") for c in calls}
     assert {"prism_node", "prism_player"} <= exes
     src = (ROOT / "launch" / "replay.launch.py").read_text()
-    assert "\"use_sim_time\": True" in src and "\"sensor_qos\": \"reliable\"" in src
+    assert '"use_sim_time": True' in src and '"sensor_qos": "reliable"' in src
 
 
 def test_euroc_launch_plays_with_the_imu_on_sim_time():
@@ -108,11 +109,17 @@ def test_euroc_launch_plays_with_the_imu_on_sim_time():
     calls, consts = _node_calls(tree)
     assert {"prism_node", "prism_player"} <= {c.get("executable") for c in calls}
     assert consts["EUROC_PARAMS_FILE"] == "config/euroc.yaml" and (ROOT / consts["EUROC_PARAMS_FILE"]).is_file()
-    node = next(n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Node"
-                and any(k.arg == "executable" and getattr(k.value, "id", None) == "NODE_EXECUTABLE" for k in n.keywords))
+    node = next(
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "id", None) == "Node"
+        and any(k.arg == "executable" and getattr(k.value, "id", None) == "NODE_EXECUTABLE" for k in n.keywords)
+    )
     params = ast.unparse(next(k.value for k in node.keywords if k.arg == "parameters"))
-    assert params == ("[LaunchConfiguration('params_file'), LaunchConfiguration('euroc_params_file'), "
-                      "{'use_sim_time': True}]"), params
+    assert params == (
+        "[LaunchConfiguration('params_file'), LaunchConfiguration('euroc_params_file'), {'use_sim_time': True}]"
+    ), params
     for arg, const in (("params_file", "PARAMS_FILE"), ("euroc_params_file", "EUROC_PARAMS_FILE")):
         assert f'DeclareLaunchArgument("{arg}", default_value=os.path.join(share, {const})' in src, arg
     base = yaml.safe_load((ROOT / "config" / "euroc.yaml").read_text())["/**"]["ros__parameters"]["base_frame"]
@@ -160,7 +167,9 @@ def test_launch_file_gives_its_processes_the_fastdds_profile(name):
     imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
     assert ("prism_ros.ros.transport", "fastdds_launch_actions") in imports
     gen = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description")
-    calls = [n for n in ast.walk(gen) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "fastdds_launch_actions"]
+    calls = [
+        n for n in ast.walk(gen) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "fastdds_launch_actions"
+    ]
     assert len(calls) == 1
     arg = calls[0].args[0]  # os.path.join(share, FASTDDS_FILE)
     assert isinstance(arg, ast.Call) and [getattr(a, "id", None) for a in arg.args] == ["share", "FASTDDS_FILE"]
@@ -174,8 +183,11 @@ def test_setup_installs_the_fastdds_profile():
     src = (ROOT / "setup.py").read_text()
     assert '_files("config/*.xml")' in src  # share/prism_ros/config (colcon)
     tree = ast.parse(src)
-    files = next(ast.literal_eval(n.value) for n in tree.body
-                 if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "PACKAGE_CONFIG_FILES")
+    files = next(
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "PACKAGE_CONFIG_FILES"
+    )
     assert set(files) == {"prism.yaml", "fastdds.xml"}  # pip package data (BuildPyWithConfig)
     for f in files:
         assert (ROOT / "config" / f).is_file()

@@ -1,5 +1,6 @@
 """In-process tests of the prism node: outputs, stamps, frames, ROS-order covariances,
 bad inputs, services, queue drops, controls, and the real filter on synthetic images."""
+
 import os
 import threading
 import time
@@ -102,7 +103,9 @@ def test_outputs_stamps_frames_and_ros_order_covariance(ros):
         for t in stamps:
             _frame(ros, t)
             time.sleep(0.02)
-        assert ros.wait_for(lambda: len(ros.odom) >= len(stamps) and len(ros.pose) >= len(stamps) and len(ros.twist) >= len(stamps), 10), (
+        assert ros.wait_for(
+            lambda: len(ros.odom) >= len(stamps) and len(ros.pose) >= len(stamps) and len(ros.twist) >= len(stamps), 10
+        ), (
             len(ros.odom),
             node.stats,
         )
@@ -338,8 +341,9 @@ def test_odometry_control(ros):
         np.testing.assert_allclose(ctl[1].T_prev_curr[:3, 3], [0.0, 0.0, 0.06], atol=1e-9)
         # the messages' own twist covariance over the 0.2 s (isotropic: the same in the camera
         # frame), plus the 2 mm / 2 mrad floor
-        np.testing.assert_allclose(ctl[1].cov, np.diag([0.01 * 0.04 + 4e-6] * 3 + [0.0025 * 0.04 + 4e-6] * 3),
-                                   rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(
+            ctl[1].cov, np.diag([0.01 * 0.04 + 4e-6] * 3 + [0.0025 * 0.04 + 4e-6] * 3), rtol=1e-9, atol=1e-15
+        )
     finally:
         node.destroy_subscription(node.sub_odom)
         ros.detach(node)
@@ -359,7 +363,9 @@ def test_save_does_not_starve_sensor_callbacks(ros, tmp_path):
         f.map = SlowSaveMap()
         return f
 
-    node = _start(ros, factory, [Parameter("control_mode", value="imu"), Parameter("save_map_dir", value=str(tmp_path))])
+    node = _start(
+        ros, factory, [Parameter("control_mode", value="imu"), Parameter("save_map_dir", value=str(tmp_path))]
+    )
     pub_imu = ros.publisher(Imu, "/imu", reliable_qos(100))
     try:
         assert ros.wait_for(lambda: pub_imu.get_subscription_count() > 0, 5)
@@ -392,8 +398,13 @@ def test_timed_out_command_cancelled_not_run_later(ros):
 
     FakeFilter.instances.clear()
     _clear(ros)
-    node = PrismNode(context=ros.context, filter_factory=Slow, warmup=False, command_timeout_s=0.3,
-                     parameter_overrides=[Parameter("sensor_qos", value="reliable")])
+    node = PrismNode(
+        context=ros.context,
+        filter_factory=Slow,
+        warmup=False,
+        command_timeout_s=0.3,
+        parameter_overrides=[Parameter("sensor_qos", value="reliable")],
+    )
     ros.attach(node)
     try:
         _frame(ros, 1.0)
@@ -414,7 +425,12 @@ def test_real_filter_on_synthetic_sequence(ros):
     datasets = pytest.importorskip("prism_ros.datasets")
     ds = datasets.open_dataset("synthetic", frames=20)
     frames = [ds[i] for i in range(len(ds))]  # render first (Numba compile) so publishing is paced
-    node = _start(ros, factory=None, warmup=True, overrides=[Parameter("queue_size", value=30), Parameter("map_publish_rate_hz", value=5.0)])
+    node = _start(
+        ros,
+        factory=None,
+        warmup=True,
+        overrides=[Parameter("queue_size", value=30), Parameter("map_publish_rate_hz", value=5.0)],
+    )
     try:
         assert node._pipeline is None
         T_b_c = node.T_base_camera

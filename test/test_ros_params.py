@@ -93,7 +93,8 @@ def test_yaml_disagreements_named():
     values["no_such_param"] = 1
     got = yaml_disagreements(values)
     assert sorted(g.split(":")[0] for g in got) == sorted(
-        ["voxel_size_m", "no_such_param", "sync_slop_s", "queue_size", "T_base_camera_xyz_m"]), got
+        ["voxel_size_m", "no_such_param", "sync_slop_s", "queue_size", "T_base_camera_xyz_m"]
+    ), got
     assert "voxel_size_m: missing" in got and "no_such_param: not a declared parameter" in got
     assert any(g.startswith("queue_size: 2.0 (float) in the file, 2 (int) declared") for g in got), got
 
@@ -122,7 +123,9 @@ def test_valid_runtime_values_applied(node):
     assert _set(node, "sync_slop_s", 0.05).successful
     assert node._rgbd.pairer.slop_s == 0.05 and node.cfg.sync_slop_s == 0.05
     periods = lambda: sorted(t.timer_period_ns for t in node._timers)  # noqa: E731
-    assert _set(node, "occupancy_publish_rate_hz", 0.0).successful and _set(node, "mesh_publish_rate_hz", 0.0).successful
+    assert (
+        _set(node, "occupancy_publish_rate_hz", 0.0).successful and _set(node, "mesh_publish_rate_hz", 0.0).successful
+    )
     assert _set(node, "map_publish_rate_hz", 4.0).successful
     assert len(periods()) == 1 and abs(periods()[0] - 250_000_000) < 1000
     assert _set(node, "mesh_publish_rate_hz", 0.5).successful
@@ -165,7 +168,9 @@ def test_params_file_override(ros, tmp_path):
         "prism:\n  ros__parameters:\n    voxel_size_m: 0.03\n    world_frame: map\n"
         "    T_base_camera_xyz_m: [0.1, 0.0, 0.2]\n    queue_size: 7\n"
     )
-    n = PrismNode(context=ros.context, filter_factory=FakeFilter, warmup=False, cli_args=["--ros-args", "--params-file", str(f)])
+    n = PrismNode(
+        context=ros.context, filter_factory=FakeFilter, warmup=False, cli_args=["--ros-args", "--params-file", str(f)]
+    )
     try:
         assert n.cfg.voxel_size_m == 0.03 and n.cfg.world_frame == "map" and n.cfg.queue_size == 7
         assert n.T_base_camera[:3, 3].tolist() == [0.1, 0.0, 0.2]

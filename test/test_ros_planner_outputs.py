@@ -1,4 +1,5 @@
 """OccupancyGrid / mesh MarkerArray assembly (no node is spun)."""
+
 import time
 
 import numpy as np
@@ -27,7 +28,11 @@ def test_occupancy_grid_message_layout():
     data = np.array([[0, 10, -1], [100, 65, 25]], np.int8)  # row = y
     msg = cv.occupancy_grid_to_msg(HDR, data, (-1.25, 2.0), 0.05, 0.1)
     assert (msg.info.width, msg.info.height) == (3, 2) and msg.info.resolution == pytest.approx(0.05)
-    assert (msg.info.origin.position.x, msg.info.origin.position.y, msg.info.origin.position.z) == (-1.25, 2.0, pytest.approx(0.1))
+    assert (msg.info.origin.position.x, msg.info.origin.position.y, msg.info.origin.position.z) == (
+        -1.25,
+        2.0,
+        pytest.approx(0.1),
+    )
     assert msg.info.origin.orientation.w == 1.0 and msg.header.frame_id == "odom"
     assert msg.info.map_load_time.sec == 12
     # row-major from the origin: data[y * width + x]
@@ -94,10 +99,15 @@ def test_node_publishes_occupancy_and_mesh():
         mesh = h.collect(MarkerArray, "/prism/mesh", latched_qos(1))
         diag = h.collect(DiagnosticArray, "/diagnostics", reliable_qos(5))
         over = [
-            Parameter("sensor_qos", value="reliable"), Parameter("queue_size", value=30),
+            Parameter("sensor_qos", value="reliable"),
+            Parameter("queue_size", value=30),
             Parameter("T_base_camera_xyz_m", value=[float(v) for v in T0[:3, 3]]),
-            Parameter("T_base_camera_rpy_deg", value=[float(v) for v in Rotation.from_matrix(T0[:3, :3]).as_euler("xyz", degrees=True)]),
-            Parameter("occupancy_publish_rate_hz", value=4.0), Parameter("mesh_publish_rate_hz", value=2.0),
+            Parameter(
+                "T_base_camera_rpy_deg",
+                value=[float(v) for v in Rotation.from_matrix(T0[:3, :3]).as_euler("xyz", degrees=True)],
+            ),
+            Parameter("occupancy_publish_rate_hz", value=4.0),
+            Parameter("mesh_publish_rate_hz", value=2.0),
             Parameter("diagnostics_period_s", value=0.5),
         ]
         node = PrismNode(context=h.context, filter_factory=None, warmup=True, parameter_overrides=over)
@@ -119,11 +129,21 @@ def test_node_publishes_occupancy_and_mesh():
         ma = mesh[-1]
         assert ma.markers[0].action == Marker.DELETEALL and len(ma.markers) > 10
         assert all(m.type == Marker.TRIANGLE_LIST and len(m.points) % 3 == 0 for m in ma.markers[1:])
-        assert h.wait_for(lambda: any(kv.key == "mesh_triangles" and int(kv.value) > 0
-                                      for a in diag for s in a.status for kv in s.values), 10)
+        assert h.wait_for(
+            lambda: any(
+                kv.key == "mesh_triangles" and int(kv.value) > 0 for a in diag for s in a.status for kv in s.values
+            ),
+            10,
+        )
         keys = {kv.key for a in diag for s in a.status for kv in s.values}
-        assert {"occupancy_ms_last", "mesh_ms_last", "occupancy_columns_pending", "mesh_blocks_pending",
-                "free_space_carve_ms_last", "free_space_bricks"} <= keys
+        assert {
+            "occupancy_ms_last",
+            "mesh_ms_last",
+            "occupancy_columns_pending",
+            "mesh_blocks_pending",
+            "free_space_carve_ms_last",
+            "free_space_bricks",
+        } <= keys
         h.detach(node)
     finally:
         h.shutdown()

@@ -1,5 +1,6 @@
 """The player (``prism-ros play`` / ``prism_player``) as a subprocess: dataset stamps
 1 + i/30, encodings, camera_info and /clock; ROS 1 and ROS 2 bags via rosbags."""
+
 import subprocess
 import sys
 
@@ -42,7 +43,9 @@ def _play(ros, args, n_expected, timeout=90):
     cmd = [sys.executable, "-m", "prism_ros.ros.player", *args, "--wait-for-subscribers", "20", "--clock-hz", "20"]
     p = subprocess.run(cmd, env=ros_env(DOMAIN_ID), capture_output=True, text=True, timeout=timeout)
     assert p.returncode == 0, p.stdout + p.stderr
-    ros.wait_for(lambda: len(ros.color) >= n_expected and len(ros.depth) >= n_expected and len(ros.info) >= n_expected, 5)
+    ros.wait_for(
+        lambda: len(ros.color) >= n_expected and len(ros.depth) >= n_expected and len(ros.info) >= n_expected, 5
+    )
     return p
 
 
@@ -112,16 +115,69 @@ def _bag_messages(ts, ros1):
         rgb = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
         rgbs.append(rgb)
         mm = rng.integers(300, 4000, (6, 8)).astype(np.uint16)
-        out.append(("/cam/rgb/image_color", "sensor_msgs/msg/Image", t, Image(header=hdr(t, "rgb"), height=6, width=8, encoding="rgb8", is_bigendian=0, step=24, data=rgb.reshape(-1))))
-        out.append(("/cam/depth_registered/image_raw", "sensor_msgs/msg/Image", t + 0.001, Image(header=hdr(t, "rgb"), height=6, width=8, encoding="16UC1", is_bigendian=0, step=16, data=mm.view(np.uint8).reshape(-1))))
+        out.append(
+            (
+                "/cam/rgb/image_color",
+                "sensor_msgs/msg/Image",
+                t,
+                Image(
+                    header=hdr(t, "rgb"),
+                    height=6,
+                    width=8,
+                    encoding="rgb8",
+                    is_bigendian=0,
+                    step=24,
+                    data=rgb.reshape(-1),
+                ),
+            )
+        )
+        out.append(
+            (
+                "/cam/depth_registered/image_raw",
+                "sensor_msgs/msg/Image",
+                t + 0.001,
+                Image(
+                    header=hdr(t, "rgb"),
+                    height=6,
+                    width=8,
+                    encoding="16UC1",
+                    is_bigendian=0,
+                    step=16,
+                    data=mm.view(np.uint8).reshape(-1),
+                ),
+            )
+        )
         k = np.array([10.0, 0, 3.5, 0, 11.0, 2.5, 0, 0, 1])
-        info_kw = dict(header=hdr(t, "rgb"), height=6, width=8, distortion_model="plumb_bob", binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+        info_kw = dict(
+            header=hdr(t, "rgb"),
+            height=6,
+            width=8,
+            distortion_model="plumb_bob",
+            binning_x=0,
+            binning_y=0,
+            roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+        )
         if ros1:
             info_kw.update(D=np.zeros(5), K=k, R=np.eye(3).reshape(-1), P=np.zeros(12))
         else:
             info_kw.update(d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=np.zeros(12))
         out.append(("/cam/rgb/camera_info", "sensor_msgs/msg/CameraInfo", t + 0.002, Info(**info_kw)))
-        out.append(("/imu", "sensor_msgs/msg/Imu", t + 0.05, ImuT(header=hdr(t + 0.05, "imu"), orientation=Quat(x=0, y=0, z=0, w=1), orientation_covariance=np.zeros(9), angular_velocity=Vec(x=0.1, y=0.2, z=0.3), angular_velocity_covariance=np.zeros(9), linear_acceleration=Vec(x=0, y=0, z=9.81), linear_acceleration_covariance=np.zeros(9))))
+        out.append(
+            (
+                "/imu",
+                "sensor_msgs/msg/Imu",
+                t + 0.05,
+                ImuT(
+                    header=hdr(t + 0.05, "imu"),
+                    orientation=Quat(x=0, y=0, z=0, w=1),
+                    orientation_covariance=np.zeros(9),
+                    angular_velocity=Vec(x=0.1, y=0.2, z=0.3),
+                    angular_velocity_covariance=np.zeros(9),
+                    linear_acceleration=Vec(x=0, y=0, z=9.81),
+                    linear_acceleration_covariance=np.zeros(9),
+                ),
+            )
+        )
     return out, rgbs
 
 
@@ -251,8 +307,9 @@ def test_euroc_folder_mono8_depth_info_imu(ros):
     f = np.mean([[x.linear_acceleration.x, x.linear_acceleration.y, x.linear_acceleration.z] for x in ros.imu], 0)
     assert abs(np.linalg.norm(f) - 9.81) < 0.5  # standing still: specific force = gravity
     params = euroc_node_params(ds)
-    assert np.allclose(cv.T_from_xyz_rpy_deg(params["T_base_camera_xyz_m"], params["T_base_camera_rpy_deg"]),
-                       ds.T_body_cam, atol=1e-4)
+    assert np.allclose(
+        cv.T_from_xyz_rpy_deg(params["T_base_camera_xyz_m"], params["T_base_camera_rpy_deg"]), ds.T_body_cam, atol=1e-4
+    )
 
 
 def test_euroc_bad_pairs_skipped_throttled_good_frames_published(ros, euroc_bad_pairs):
@@ -272,7 +329,9 @@ def test_euroc_bad_pairs_skipped_throttled_good_frames_published(ros, euroc_bad_
     assert errors[0].startswith("prism-ros play: error: skipping frame 3: cannot load ")
     assert "cam1 (right) image missing (file not found): pair skipped, no stereo depth [missing_right: 1," in errors[0]
     assert errors[1].startswith("prism-ros play: error: skipping frame 6: ") and "cam0 (left) image black" in errors[1]
-    assert errors[2].startswith("prism-ros play: error: skipping frame 9: ") and "cam0 (left) image saturated" in errors[2]
+    assert (
+        errors[2].startswith("prism-ros play: error: skipping frame 9: ") and "cam0 (left) image saturated" in errors[2]
+    )
     assert "[saturated: 1, 5 frames skipped so far]" in errors[2]
     assert "prism-ros play: skipped 5 frames (black 2, missing_right 2, saturated 1)" in p.stderr
     assert "Traceback" not in p.stderr
@@ -322,6 +381,7 @@ def test_lateness_summary_counts_frames_late_by_more_than_a_period():
     for v in (0.001, -0.002, 0.080, 0.010, 0.002):  # early is on time; the oldest falls out
         late.add(v)
     assert list(late.values) == [0.0, 0.080, 0.010, 0.002]
-    assert late.summary(0.05) == ("frames late by median 6.0 / p95 69.5 / max 80.0 ms "
-                                  "(1 of 4 by more than a frame period, 50 ms)")
+    assert late.summary(0.05) == (
+        "frames late by median 6.0 / p95 69.5 / max 80.0 ms (1 of 4 by more than a frame period, 50 ms)"
+    )
     assert late.summary() == "frames late by median 6.0 / p95 69.5 / max 80.0 ms"

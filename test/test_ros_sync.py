@@ -1,4 +1,5 @@
 """Approximate-time pairing of colour and depth (prism_ros.ros.sync)."""
+
 import numpy as np
 import pytest
 

@@ -8,6 +8,7 @@
   segment of that size (/proc/self/maps), and logs no error; without it the segment is
   Fast DDS's default 512 KiB.
 """
+
 import os
 import subprocess
 import sys
@@ -60,7 +61,9 @@ def test_a_users_profile_wins_and_is_not_touched(tmp_path, user_env):
     before = dict(env)
     c = _choose(env, tmp_path)
     assert c.source == "user" and env == before
-    assert c.path == (user_env.get("FASTDDS_DEFAULT_PROFILES_FILE") or user_env.get("FASTRTPS_DEFAULT_PROFILES_FILE") or None)
+    assert c.path == (
+        user_env.get("FASTDDS_DEFAULT_PROFILES_FILE") or user_env.get("FASTRTPS_DEFAULT_PROFILES_FILE") or None
+    )
     assert "user" in c.message
 
 
@@ -118,7 +121,12 @@ def test_launch_actions_set_the_profile_only_without_a_users(monkeypatch, tmp_pa
     monkeypatch.setitem(sys.modules, "launch", types.ModuleType("launch"))
     monkeypatch.setitem(sys.modules, "launch.actions", fake)
     monkeypatch.chdir(tmp_path)
-    for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "RMW_IMPLEMENTATION"):
+    for k in (
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+        "FASTRTPS_DEFAULT_PROFILES_FILE",
+        "FASTDDS_BUILTIN_TRANSPORTS",
+        "RMW_IMPLEMENTATION",
+    ):
         monkeypatch.delenv(k, raising=False)
     acts = tr.fastdds_launch_actions(SHIPPED)
     assert acts[0] == ("SetEnvironmentVariable", "FASTDDS_DEFAULT_PROFILES_FILE", SHIPPED)
@@ -175,11 +183,17 @@ def _probe(profile_env):
     from prism_ros.ros.env import claim_domain_id, ros_env
 
     env = ros_env(claim_domain_id(65))
-    for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS",
-              "PRISM_FASTDDS_PROFILE"):
+    for k in (
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+        "FASTRTPS_DEFAULT_PROFILES_FILE",
+        "FASTDDS_BUILTIN_TRANSPORTS",
+        "PRISM_FASTDDS_PROFILE",
+    ):
         env.pop(k, None)
     env.update(profile_env)
-    p = subprocess.run([sys.executable, "-c", _PROBE], env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     sizes = [int(ln.split()[1]) for ln in p.stdout.splitlines() if ln.startswith("SEGMENT")]
     return sizes, p.stdout + p.stderr

@@ -18,6 +18,7 @@ transport losses.  As `prism-ros run` does for this data, the photometric term i
 (7-Scenes colour and depth are not registered).  Skipped without the data (../shared/data
 or PRISM_DATA_DIR) or without the filter core.
 """
+
 import os
 import time
 from pathlib import Path
@@ -82,12 +83,24 @@ def test_player_and_node_as_two_processes(tmp_path, qos):
             env,
             tmp_path / "node.log",
         )
-        assert ros.wait_for(lambda: "prism_node ready" in node.text() or node.p.poll() is not None, 180, 0.2), node.text()
+        assert ros.wait_for(lambda: "prism_node ready" in node.text() or node.p.poll() is not None, 180, 0.2), (
+            node.text()
+        )
         assert node.p.poll() is None, node.text()
         t0 = time.monotonic()
         player = Proc(
-            cli_command() + ["play", str(DATA), "--frames", str(N_FRAMES), "--rate", str(RATE), "--wait-for-subscribers", "30",
-                      "--preload"],
+            cli_command()
+            + [
+                "play",
+                str(DATA),
+                "--frames",
+                str(N_FRAMES),
+                "--rate",
+                str(RATE),
+                "--wait-for-subscribers",
+                "30",
+                "--preload",
+            ],
             env,
             tmp_path / "player.log",
         )
@@ -110,13 +123,22 @@ def test_player_and_node_as_two_processes(tmp_path, qos):
             assert abs(cv.stamp_to_sec(m.header.stamp) - (1.0 + i / 30.0)) < 1e-6  # exactly an input stamp
         assert len(set(idx)) == len(idx) and all(0 <= i < N_FRAMES for i in idx)
         frac = len(idx) / N_FRAMES
-        print(f"two-process ({qos}): {len(idx)}/{N_FRAMES} frames on /prism/odometry ({100 * frac:.1f}%) "
-              f"in {wall:.0f} s at rate {RATE}")
+        print(
+            f"two-process ({qos}): {len(idx)}/{N_FRAMES} frames on /prism/odometry ({100 * frac:.1f}%) "
+            f"in {wall:.0f} s at rate {RATE}"
+        )
         assert frac >= MIN_DELIVERED, node.text()[-3000:]
         # both processes said which Fast DDS profile they use (the shipped one unless the
         # environment names another)
-        user_profile = any(k in env for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
-                                              "FASTDDS_BUILTIN_TRANSPORTS", "PRISM_FASTDDS_PROFILE"))
+        user_profile = any(
+            k in env
+            for k in (
+                "FASTDDS_DEFAULT_PROFILES_FILE",
+                "FASTRTPS_DEFAULT_PROFILES_FILE",
+                "FASTDDS_BUILTIN_TRANSPORTS",
+                "PRISM_FASTDDS_PROFILE",
+            )
+        )
         for proc in (node, player):
             assert "prism_ros: Fast DDS profile" in proc.text() or user_profile, proc.text()[:3000]
             if not user_profile:

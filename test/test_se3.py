@@ -1,4 +1,5 @@
 """SE(3) helpers: round trips, adjoint, quaternions and the ROS covariance conversion."""
+
 import numpy as np
 import pytest
 

@@ -3,6 +3,7 @@
 The flights are short (2.5 s and 0.3 s) and rendered once per session; skipped when
 ../shared/data/euroc_V1_02_medium_imu_gt is absent.
 """
+
 import filecmp
 
 import numpy as np
@@ -50,8 +51,13 @@ def test_folder_is_a_euroc_recording(flight, v102):
     L, R = ds.raw_pair(10)
     assert L.shape == R.shape == (480, 752) and L.dtype == np.uint8
     # the real IMU, ground truth and calibration, copied unmodified
-    for f in ("imu0/data.csv", "imu0/sensor.yaml", "state_groundtruth_estimate0/data.csv", "cam0/sensor.yaml",
-              "cam1/sensor.yaml"):
+    for f in (
+        "imu0/data.csv",
+        "imu0/sensor.yaml",
+        "state_groundtruth_estimate0/data.csv",
+        "cam0/sensor.yaml",
+        "cam1/sensor.yaml",
+    ):
         assert filecmp.cmp(out / "mav0" / f, v102 / "mav0" / f, shallow=False), f
     # ground truth for every frame (body frame = the source's), IMU controls between frames
     assert ds.gt_poses() is not None and ds.gt_source.endswith("state_groundtruth_estimate0/data.csv")

@@ -1,4 +1,5 @@
 """Stereo front end: rectification geometry, left-right check, depth from disparity."""
+
 import numpy as np
 import pytest
 
@@ -19,14 +20,22 @@ K0 = np.array([[458.654, 0, 367.215], [0, 457.296, 248.375], [0, 0, 1.0]])
 D0 = np.array([-0.28340811, 0.07395907, 0.00019359, 1.76187114e-05])
 K1 = np.array([[457.587, 0, 379.999], [0, 456.134, 255.238], [0, 0, 1.0]])
 D1 = np.array([-0.28368365, 0.07451284, -0.00010473, -3.55590700e-05])
-T_BS0 = np.array([[0.0148655429818, -0.999880929698, 0.00414029679422, -0.0216401454975],
-                  [0.999557249008, 0.0149672133247, 0.025715529948, -0.064676986768],
-                  [-0.0257744366974, 0.00375618835797, 0.999660727178, 0.00981073058949],
-                  [0, 0, 0, 1.0]])
-T_BS1 = np.array([[0.0125552670891, -0.999755099723, 0.0182237714554, -0.0198435579556],
-                  [0.999598781151, 0.0130119051815, 0.0251588363115, 0.0453689425024],
-                  [-0.0253898008918, 0.0179005838253, 0.999517347078, 0.00786212447038],
-                  [0, 0, 0, 1.0]])
+T_BS0 = np.array(
+    [
+        [0.0148655429818, -0.999880929698, 0.00414029679422, -0.0216401454975],
+        [0.999557249008, 0.0149672133247, 0.025715529948, -0.064676986768],
+        [-0.0257744366974, 0.00375618835797, 0.999660727178, 0.00981073058949],
+        [0, 0, 0, 1.0],
+    ]
+)
+T_BS1 = np.array(
+    [
+        [0.0125552670891, -0.999755099723, 0.0182237714554, -0.0198435579556],
+        [0.999598781151, 0.0130119051815, 0.0251588363115, 0.0453689425024],
+        [-0.0253898008918, 0.0179005838253, 0.999517347078, 0.00786212447038],
+        [0, 0, 0, 1.0],
+    ]
+)
 
 
 def _rig():
@@ -100,8 +109,13 @@ def _plane_rig(**kw):
     K = np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
     T1 = np.eye(4)
     T1[0, 3] = b  # cam1 is b to the right of cam0 (body = cam0)
-    st = StereoRectifier(CameraCalib(K, np.zeros(4), (W, H)), CameraCalib(K, np.zeros(4), (W, H), T1),
-                         num_disparities=64, sigma_d=0.5, **kw)
+    st = StereoRectifier(
+        CameraCalib(K, np.zeros(4), (W, H)),
+        CameraCalib(K, np.zeros(4), (W, H), T1),
+        num_disparities=64,
+        sigma_d=0.5,
+        **kw,
+    )
     rng = np.random.default_rng(3)
     tex = cv2.GaussianBlur(rng.uniform(0, 255, (H, W + 200)).astype(np.float32), (0, 0), 1.2)
     tex = cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX)
@@ -128,7 +142,7 @@ def test_depth_on_synthetic_stereo_pair():
     zt = np.tile(z_true_row[:, None], (1, W))
     v = z > 0
     inner = np.zeros_like(v)
-    inner[5:-5, st.num_disparities + 5:-5] = True
+    inner[5:-5, st.num_disparities + 5 : -5] = True
     assert v[inner].mean() > 0.9
     rel = np.abs(z[v & inner] - zt[v & inner]) / zt[v & inner]
     assert np.median(rel) < 0.01
@@ -165,10 +179,12 @@ def test_bm_only_at_half_resolution():
 
 def test_read_sensor_yaml_camera(tmp_path):
     p = tmp_path / "sensor.yaml"
-    p.write_text("%YAML:1.0\nsensor_type: camera\nT_BS:\n  cols: 4\n  rows: 4\n  data: [1, 0, 0, 0.1, 0, 1, 0, 0, "
-                 "0, 0, 1, 0, 0, 0, 0, 1]\nresolution: [640, 480]\ncamera_model: pinhole\n"
-                 "intrinsics: [400, 401, 320, 240]\ndistortion_model: radial-tangential\n"
-                 "distortion_coefficients: [0.1, -0.01, 0.001, 0.002]\n")
+    p.write_text(
+        "%YAML:1.0\nsensor_type: camera\nT_BS:\n  cols: 4\n  rows: 4\n  data: [1, 0, 0, 0.1, 0, 1, 0, 0, "
+        "0, 0, 1, 0, 0, 0, 0, 1]\nresolution: [640, 480]\ncamera_model: pinhole\n"
+        "intrinsics: [400, 401, 320, 240]\ndistortion_model: radial-tangential\n"
+        "distortion_coefficients: [0.1, -0.01, 0.001, 0.002]\n"
+    )
     c = read_euroc_sensor_yaml(p)["calib"]
     assert c.size == (640, 480)
     assert c.K[0, 0] == 400 and c.K[1, 1] == 401 and c.K[0, 2] == 320 and c.K[1, 2] == 240

@@ -1,4 +1,5 @@
 """Style: the package, tests and launch files are formatted by ruff and pass its lint (ruff.toml)."""
+
 import shutil
 import subprocess
 import sys
@@ -23,4 +24,6 @@ def _ruff():
 @pytest.mark.parametrize("args", [["check"], ["format", "--check"]], ids=["lint", "format"])
 def test_ruff(args):
     r = subprocess.run([_ruff(), *args, *TARGETS], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, f"ruff {' '.join(args)} found problems (ruff format / ruff check --fix):\n{r.stdout}{r.stderr}"
+    assert r.returncode == 0, (
+        f"ruff {' '.join(args)} found problems (ruff format / ruff check --fix):\n{r.stdout}{r.stderr}"
+    )

@@ -1,4 +1,5 @@
 """The synthetic RGB-D sequence: exact geometry, noise model, holes, trajectory, determinism."""
+
 from __future__ import annotations
 
 import math
@@ -169,7 +170,7 @@ def test_depth_noise_is_correlated_in_blocks(clean, noisy):
     zc = clean[50].depth.astype(np.float64)
     zn = noisy[50].depth.astype(np.float64)
     e = np.where((zc > 0) & (zn > 0), (zn - zc) / np.maximum(noisy.sigma_z(zc), 1e-9), np.nan)
-    a, same, other = e[:, :-k], e[:, 1:1 - k], e[:, k:]
+    a, same, other = e[:, :-k], e[:, 1 : 1 - k], e[:, k:]
     inblock = (np.arange(a.shape[1]) % k != k - 1)[None, :] & np.isfinite(a) & np.isfinite(same)
     acrossm = np.isfinite(a) & np.isfinite(other)
     assert np.corrcoef(a[inblock], same[inblock])[0, 1] > 0.95

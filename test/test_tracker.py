@@ -1,5 +1,6 @@
 """Tracker: recovery of a known motion, and the Laplace covariance against a
 finite-difference Hessian of the same objective."""
+
 import numpy as np
 import pytest
 
@@ -15,8 +16,9 @@ from prism_ros.sim.synthetic import SyntheticSequence
 @pytest.fixture(scope="module")
 def scene():
     seq = SyntheticSequence(width=160, height=120, n_frames=12, noise=False)
-    cfg = PrismConfig.from_dict({"voxel_size_m": 0.02, "truncation_m": 0.08, "track_finest_level": 0,
-                                 "render_level": 0})
+    cfg = PrismConfig.from_dict(
+        {"voxel_size_m": 0.02, "truncation_m": 0.08, "track_finest_level": 0, "render_level": 0}
+    )
     f = PrismFilter(cfg, seq.camera, seq[0].T_w_c_gt)
     for i in range(0, 7):  # a map from a few exactly posed frames
         fr = seq[i]
@@ -63,8 +65,7 @@ def test_laplace_matches_finite_difference_hessian(scene, use_photo, tol):
     T0 = tr.T_w_c
 
     def cost(xi):
-        return objective(frame, render, T0 @ se3.exp(xi), T_pred, Sigma_pred, 0, f.noise, params,
-                         cfg.laplace_patch_px)
+        return objective(frame, render, T0 @ se3.exp(xi), T_pred, Sigma_pred, 0, f.noise, params, cfg.laplace_patch_px)
 
     # Projective association makes the objective piecewise smooth at the scale of a
     # render pixel, so a 4-point stencil with tiny steps measures the jumps.  Fit the
@@ -96,8 +97,15 @@ def test_depth_guided_render_matches_full_raycast(scene):
     seq, cfg, f = scene
     fr = seq[5]
     full = render_map(f.map, seq.camera, fr.T_w_c_gt, cfg.depth_min_m, cfg.depth_max_m)
-    guided = render_map(f.map, seq.camera, fr.T_w_c_gt, cfg.depth_min_m, cfg.depth_max_m,
-                        guide=fr.depth.astype(np.float32), guide_margin=0.3)
+    guided = render_map(
+        f.map,
+        seq.camera,
+        fr.T_w_c_gt,
+        cfg.depth_min_m,
+        cfg.depth_max_m,
+        guide=fr.depth.astype(np.float32),
+        guide_margin=0.3,
+    )
     both = (full.depth > 0) & (guided.depth > 0)
     assert both.sum() > 0.95 * (full.depth > 0).sum()
     assert np.mean(np.abs(full.depth[both] - guided.depth[both]) < 1e-3) > 0.99
@@ -117,8 +125,9 @@ def test_association_gate_widens_with_the_depth_sigma(scene):
         frame = build_frame(fr.rgb, far, seq.camera, f.levels, cfg.depth_min_m, cfg.depth_max_m, depth_sigma)
         render = render_map(f.map, seq.camera, fr.T_w_c_gt, cfg.depth_min_m, cfg.depth_max_m)
         params = dict(f.track_params, max_dist=0.1, max_dist_sigmas=sigmas, use_photo=False)
-        tr = track(frame, render, fr.T_w_c_gt, np.eye(6) * 1e-12, 1, 0, 1, 1e-9, f.noise, params,
-                   cfg.laplace_patch_px)  # the prior pins the pose: association is what is measured
+        tr = track(
+            frame, render, fr.T_w_c_gt, np.eye(6) * 1e-12, 1, 0, 1, 1e-9, f.noise, params, cfg.laplace_patch_px
+        )  # the prior pins the pose: association is what is measured
         return tr.n_icp, tr.n_overlap
 
     sigma = np.full(fr.depth.shape, 0.12, np.float32)

@@ -1,4 +1,5 @@
 """Probabilistic TSDF: closed-form Gaussian fusion, sparse allocation, queries and persistence."""
+
 import numpy as np
 import pytest
 
@@ -17,8 +18,14 @@ def plane_frame(z, cam=CAM):
 
 
 def new_map(**kw):
-    args = dict(voxel_size_m=0.02, truncation_m=0.08, prior_sigma_m=0.5, min_sigma_m=0.0,
-                max_observations=1000, initial_blocks=64)
+    args = dict(
+        voxel_size_m=0.02,
+        truncation_m=0.08,
+        prior_sigma_m=0.5,
+        min_sigma_m=0.0,
+        max_observations=1000,
+        initial_blocks=64,
+    )
     args.update(kw)
     return TsdfMap(**args)
 
@@ -109,9 +116,13 @@ def test_surface_extraction_kernel_equals_the_array_expression():
         mu, cnt = m.mu[:n], m.cnt[:n]
         b, l = np.nonzero((cnt >= min_count) & (np.abs(mu) <= max_abs))
         local = np.stack([l % BLOCK, (l // BLOCK) % BLOCK, l // (BLOCK * BLOCK)], axis=1)
-        want = {"xyz": ((m.block_xyz[b] * BLOCK + local) * m.voxel_size).astype(np.float32),
-                "rgb": m.rgb[b, l], "sigma": m.reported_sigma(m.var[b, l], mu[b, l]).astype(np.float32),
-                "sdf": mu[b, l], "count": cnt[b, l].astype(np.float32)}
+        want = {
+            "xyz": ((m.block_xyz[b] * BLOCK + local) * m.voxel_size).astype(np.float32),
+            "rgb": m.rgb[b, l],
+            "sigma": m.reported_sigma(m.var[b, l], mu[b, l]).astype(np.float32),
+            "sdf": mu[b, l],
+            "count": cnt[b, l].astype(np.float32),
+        }
         got = m.extract_surface(max_abs, min_count=min_count)
         assert len(want["sdf"]) > 100
         for k, v in want.items():

@@ -1,4 +1,5 @@
 """The PRISM filter core: numpy + Numba only (no ROS imports; a test enforces it)."""
+
 from .camera import Camera
 from .types import Control, StepResult
 

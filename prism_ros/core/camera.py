@@ -1,4 +1,5 @@
 """Pinhole camera model and image pyramids."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ class Camera:
         """Intrinsics of pyramid level ``lvl`` (each level halves the resolution by 2x2 averaging)."""
         if lvl == 0:
             return self
-        s = 0.5 ** lvl
+        s = 0.5**lvl
         # 2x2 block averaging maps pixel centre u to (u + 0.5) / 2 - 0.5.
         return Camera(
             self.fx * s,

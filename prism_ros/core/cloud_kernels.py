@@ -10,6 +10,7 @@
 No ROS: the message side is :mod:`prism_ros.ros.conversions.cloud`.  The colormap kernel runs
 in parallel (Numba's threading layer): call it from one thread at a time.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,9 @@ def sigma_colormap(sigma: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out
 
 
-def map_colors(rgb: np.ndarray, sigma: np.ndarray, color_mode: str, min_sigma_m: float,
-               truncation_m: float) -> np.ndarray:
+def map_colors(
+    rgb: np.ndarray, sigma: np.ndarray, color_mode: str, min_sigma_m: float, truncation_m: float
+) -> np.ndarray:
     """Colours of map points (cloud, mesh): true colour (``color_mode`` "rgb") or sigma on a
     log colour scale from the precision floor ``min_sigma_m`` (at least 0.1 mm) to half the
     truncation band (at least 4x the floor)."""
@@ -82,8 +84,9 @@ def _pack_cloud(xyz, rgb, sigma, weight, out, out_bits):
     return finite
 
 
-def pack_cloud_points(xyz: np.ndarray, rgb: np.ndarray, sigma: np.ndarray,
-                      weight: np.ndarray) -> Tuple[np.ndarray, bool]:
+def pack_cloud_points(
+    xyz: np.ndarray, rgb: np.ndarray, sigma: np.ndarray, weight: np.ndarray
+) -> Tuple[np.ndarray, bool]:
     """(N, 6) little-endian float32 rows of :data:`CLOUD_FIELDS` and whether every xyz is finite.
 
     ``xyz`` (N, 3) metres; ``rgb`` (N, 3) uint8; ``sigma``, ``weight`` (N,); a single colour,
@@ -92,8 +95,10 @@ def pack_cloud_points(xyz: np.ndarray, rgb: np.ndarray, sigma: np.ndarray,
     n = xyz.shape[0]
     pts = np.empty((n, len(CLOUD_FIELDS)), "<f4")  # the points' bytes, one row a point
     # (a kernel does not check bounds: every column has one row a point, a single value is spread)
-    columns = [np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=dt).reshape(shape), (n,) + shape[1:]))
-               for v, dt, shape in ((rgb, np.uint8, (-1, 3)), (sigma, np.float32, (-1,)), (weight, np.float32, (-1,)))]
+    columns = [
+        np.ascontiguousarray(np.broadcast_to(np.asarray(v, dtype=dt).reshape(shape), (n,) + shape[1:]))
+        for v, dt, shape in ((rgb, np.uint8, (-1, 3)), (sigma, np.float32, (-1,)), (weight, np.float32, (-1,)))
+    ]
     finite = _pack_cloud(xyz, *columns, pts, pts.view("<u4"))
     return pts, bool(finite)
 

@@ -7,6 +7,7 @@ odometry's child frame (assumed to be the base frame) between the two stamps, li
 interpolated, moved into the camera frame with ``T_base_camera``.  The IMU's controls
 are in :mod:`prism_ros.core.imu` (:class:`~prism_ros.core.imu.ImuBuffer`).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -31,7 +32,9 @@ class OdomBuffer:
     at ``min_sigma_m`` / ``min_sigma_rad``; without one (all zeros, as many drivers send),
     it is ``rel_sigma`` of the motion plus the floors."""
 
-    def __init__(self, maxlen: int = 2000, rel_sigma: float = 0.05, min_sigma_m: float = 0.002, min_sigma_rad: float = 0.002):
+    def __init__(
+        self, maxlen: int = 2000, rel_sigma: float = 0.05, min_sigma_m: float = 0.002, min_sigma_rad: float = 0.002
+    ):
         self._buf: Deque[Tuple[float, np.ndarray, Optional[np.ndarray]]] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self.rel_sigma = rel_sigma

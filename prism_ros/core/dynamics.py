@@ -30,6 +30,7 @@ contains it through Sigma_pred) and the previous pose's map-relative error, whic
 step does not carry, as step noise.  The pose-velocity cross-covariance after the update
 is dropped (factorised filter).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,7 @@ class MotionState:
 
 
 class MotionModel:
-    def __init__(self, accel_sigma: float, ang_accel_sigma: float, v0_sigma: float, w0_sigma: float,
-                 max_dt: float):
+    def __init__(self, accel_sigma: float, ang_accel_sigma: float, v0_sigma: float, w0_sigma: float, max_dt: float):
         self.q = np.array([accel_sigma] * 3 + [ang_accel_sigma] * 3) ** 2
         self.P0 = np.diag(np.array([v0_sigma] * 3 + [w0_sigma] * 3) ** 2)
         self.max_dt = max_dt
@@ -65,8 +65,9 @@ class MotionModel:
     def clamp_dt(self, dt: float) -> float:
         return float(min(max(dt, 1e-4), self.max_dt))
 
-    def predict(self, s: MotionState, dt: float, control: Optional[Control] = None
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def predict(
+        self, s: MotionState, dt: float, control: Optional[Control] = None
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One-step prediction: (T_pred, Sigma_pred, nu_pred, P_pred).
 
         Constant velocity: T_pred = T Exp(dt nu); Sigma_pred = Ad(Exp(dt nu)^-1) Sigma Ad^T
@@ -86,9 +87,17 @@ class MotionModel:
         return s.T_w_c @ U, Sigma_pred, s.nu.copy(), P_pred
 
     @staticmethod
-    def velocity_update(T_prev: np.ndarray, Sigma_prev: np.ndarray, T_new: np.ndarray, Sigma_new: np.ndarray,
-                        nu_pred: np.ndarray, P_pred: np.ndarray, dt: float, T_pred: Optional[np.ndarray] = None,
-                        H_data: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def velocity_update(
+        T_prev: np.ndarray,
+        Sigma_prev: np.ndarray,
+        T_new: np.ndarray,
+        Sigma_new: np.ndarray,
+        nu_pred: np.ndarray,
+        P_pred: np.ndarray,
+        dt: float,
+        T_pred: Optional[np.ndarray] = None,
+        H_data: Optional[np.ndarray] = None,
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """Velocity posterior (nu, P) given the tracked pose ``T_new`` (covariance ``Sigma_new``), with
         the velocity prior N(``nu_pred``, ``P_pred``) counted once (module docstring).
 

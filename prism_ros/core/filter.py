@@ -13,6 +13,7 @@ In a map given with :meth:`PrismFilter.set_map` (e.g. loaded from disk) the filt
 starts in *relocalisation* mode: the first frames are tracked from the given prior
 pose and from all recovery starts, and nothing is fused until one of them tracks.
 """
+
 from __future__ import annotations
 
 import time
@@ -68,8 +69,13 @@ class PrismFilter:
         c = self.cfg = config if isinstance(config, FilterConfig) else _filter_config(config)
         self.camera = camera
         self.noise = np.array([c.depth_noise_c0_m, c.depth_noise_c2_per_m, c.depth_noise_z0_m])
-        self.motion = MotionModel(c.accel_noise_mps2, c.angular_accel_noise_radps2, c.initial_velocity_sigma_mps,
-                                  c.initial_angular_velocity_sigma_radps, c.max_dt_s)
+        self.motion = MotionModel(
+            c.accel_noise_mps2,
+            c.angular_accel_noise_radps2,
+            c.initial_velocity_sigma_mps,
+            c.initial_angular_velocity_sigma_radps,
+            c.max_dt_s,
+        )
         self.track_params = dict(
             max_dist=c.icp_max_distance_m,
             max_dist_sigmas=c.icp_max_distance_sigmas,
@@ -87,8 +93,14 @@ class PrismFilter:
         self.render_camera = camera.level(c.render_level)
         self.coarse_render_level = min(c.render_level + 1, self.levels - 1)
         self.coarse_render_camera = camera.level(self.coarse_render_level)
-        self.recovery = Recovery(c, self._render, self._track, self.track_params, c.track_finest_level,
-                                 min(c.track_finest_level + 1, self.levels - 1))
+        self.recovery = Recovery(
+            c,
+            self._render,
+            self._track,
+            self.track_params,
+            c.track_finest_level,
+            min(c.track_finest_level + 1, self.levels - 1),
+        )
         self.map: Optional[TsdfMap] = None
         self.reset(T_w_c0)
 
@@ -99,9 +111,16 @@ class PrismFilter:
         if self.map is not None and self.map.voxel_size == c.voxel_size_m and self.map.truncation == c.truncation_m:
             self.map.clear()  # reuse the buffers: no fresh 100 MB allocation per reset
         else:
-            self.map = TsdfMap(c.voxel_size_m, c.truncation_m, c.map_prior_sigma_m, c.map_min_sigma_m,
-                               c.map_max_observations, c.map_initial_blocks, c.map_model_sigma_m,
-                               c.map_distance_sigma_ratio)
+            self.map = TsdfMap(
+                c.voxel_size_m,
+                c.truncation_m,
+                c.map_prior_sigma_m,
+                c.map_min_sigma_m,
+                c.map_max_observations,
+                c.map_initial_blocks,
+                c.map_model_sigma_m,
+                c.map_distance_sigma_ratio,
+            )
         self.recovery.reset()
         self.relocalising = False  # set_map: track the first frames in the given map before fusing
         self._all_starts_pending = False  # the first relocalising frame tries every recovery start
@@ -129,17 +148,28 @@ class PrismFilter:
         """Feed the occupancy grid's free-space layer (prism_ros.core.occupancy) from this map."""
         c = self.cfg
         if c.occupancy_free_pixel_stride > 0 and self.map.free_space is None:
-            self.map.free_space = FreeSpaceLayer(c.voxel_size_m, c.truncation_m, c.occupancy_min_z_m,
-                                                 c.occupancy_max_z_m, c.occupancy_free_pixel_stride,
-                                                 c.occupancy_free_max_bricks)
+            self.map.free_space = FreeSpaceLayer(
+                c.voxel_size_m,
+                c.truncation_m,
+                c.occupancy_min_z_m,
+                c.occupancy_max_z_m,
+                c.occupancy_free_pixel_stride,
+                c.occupancy_free_max_bricks,
+            )
 
     @property
     def T_w_c(self) -> np.ndarray:
         return (self.state.T_w_c if self.state is not None else self.T_w_c0).copy()
 
     # ------------------------------------------------------------------ step
-    def step(self, rgb: np.ndarray, depth: np.ndarray, stamp: float, control: Optional[Control] = None,
-             depth_sigma: Optional[np.ndarray] = None) -> StepResult:
+    def step(
+        self,
+        rgb: np.ndarray,
+        depth: np.ndarray,
+        stamp: float,
+        control: Optional[Control] = None,
+        depth_sigma: Optional[np.ndarray] = None,
+    ) -> StepResult:
         """One filter step on an RGB-D frame (rgb uint8 HxWx3, depth float32 metres, 0 = invalid;
         ``depth_sigma`` optional per-pixel depth sigma in metres).
 
@@ -200,11 +230,22 @@ class PrismFilter:
 
     def _preprocess(self, rgb, depth, stamp, depth_sigma):
         c = self.cfg
-        frame = build_frame(rgb, depth, self.camera, self.levels, c.depth_min_m, c.depth_max_m, depth_sigma,
-                            normal_levels=self.track_level_range, gray=bool(c.use_photometric))
+        frame = build_frame(
+            rgb,
+            depth,
+            self.camera,
+            self.levels,
+            c.depth_min_m,
+            c.depth_max_m,
+            depth_sigma,
+            normal_levels=self.track_level_range,
+            gray=bool(c.use_photometric),
+        )
         if frame.valid_fraction < c.min_valid_depth_fraction:
-            raise InvalidFrameError(f"only {100 * frame.valid_fraction:.1f}% of the depth image is valid "
-                                    "(zero, NaN or out of range: covered lens?)")
+            raise InvalidFrameError(
+                f"only {100 * frame.valid_fraction:.1f}% of the depth image is valid "
+                "(zero, NaN or out of range: covered lens?)"
+            )
         if self.state is not None and stamp <= self.state.stamp:
             raise InvalidFrameError(f"stamp {stamp:.6f} is not after the previous frame's {self.state.stamp:.6f}")
         return frame
@@ -227,8 +268,9 @@ class PrismFilter:
         """Raycast the map at ``T_w_c`` (at render_level, or one level coarser), guided by
         the frame's depth at that level."""
         c = self.cfg
-        level, camera = (self.coarse_render_level, self.coarse_render_camera) if coarse \
-            else (c.render_level, self.render_camera)
+        level, camera = (
+            (self.coarse_render_level, self.coarse_render_camera) if coarse else (c.render_level, self.render_camera)
+        )
         guide = frame.depth[level] if c.render_guide_margin_m > 0 else None
         return render_map(self.map, camera, T_w_c, c.depth_min_m, c.depth_max_m, guide, c.render_guide_margin_m)
 
@@ -238,8 +280,13 @@ class PrismFilter:
         tracked (the outcome OK, not recovered) and there is no gap; else a new raycast at
         ``T_pred``.  The tracker associates into a render from the render's own pose."""
         last = self._last_render
-        if (self.cfg.render_reuse and last is not None and not gap and last[0] is self.map
-                and last[1] == self.map.revision):
+        if (
+            self.cfg.render_reuse
+            and last is not None
+            and not gap
+            and last[0] is self.map
+            and last[1] == self.map.revision
+        ):
             self.renders_reused += 1
             return last[2]
         render = self._render(frame, T_pred)
@@ -248,12 +295,23 @@ class PrismFilter:
 
     def _track(self, frame, render, T_start, prior, finest_level, max_iterations=None, params=None):
         c = self.cfg
-        return track(frame, render, T_start, prior, c.track_levels, finest_level,
-                     max_iterations or c.track_max_iterations, c.track_convergence_eps, self.noise,
-                     params or self.track_params, c.laplace_patch_px)
+        return track(
+            frame,
+            render,
+            T_start,
+            prior,
+            c.track_levels,
+            finest_level,
+            max_iterations or c.track_max_iterations,
+            c.track_convergence_eps,
+            self.noise,
+            params or self.track_params,
+            c.laplace_patch_px,
+        )
 
-    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, outcome: StepOutcome,
-                  gap: bool):
+    def _velocity(
+        self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, outcome: StepOutcome, gap: bool
+    ):
         """The closed-form velocity update given the new pose (a tracked frame, no gap).
         Without one: on a lost frame the IMU's velocity at this frame, when the control carries
         one and the predicted pose is still within ``recovery_prior_sigma_m`` (the IMU bridges a
@@ -269,11 +327,16 @@ class PrismFilter:
         if control is not None and control.still:
             return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
         if outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0:
-            return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, np.zeros(6),
-                                               self.motion.P0.copy(), dt)
+            return self.motion.velocity_update(
+                self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, np.zeros(6), self.motion.P0.copy(), dt
+            )
         if outcome is not StepOutcome.OK or gap:
-            if outcome is StepOutcome.LOST and control is not None and control.nu_curr is not None \
-                    and np.sqrt(np.linalg.eigvalsh(Sigma_new[:3, :3]).max()) < self.cfg.recovery_prior_sigma_m:
+            if (
+                outcome is StepOutcome.LOST
+                and control is not None
+                and control.nu_curr is not None
+                and np.sqrt(np.linalg.eigvalsh(Sigma_new[:3, :3]).max()) < self.cfg.recovery_prior_sigma_m
+            ):
                 return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
             return np.zeros(6), self.motion.P0.copy()
         if control is not None and control.nu_curr is not None and dt > self.cfg.max_dt_s:
@@ -281,14 +344,33 @@ class PrismFilter:
             # not the current one; the IMU's velocity at this frame is
             return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
         cv = control is None
-        return self.motion.velocity_update(self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt,
-                                           T_pred if cv else None, tr.H_data if cv else None)
+        return self.motion.velocity_update(
+            self.state.T_w_c,
+            self.state.Sigma,
+            T_new,
+            Sigma_new,
+            nu_pred,
+            P_pred,
+            dt,
+            T_pred if cv else None,
+            tr.H_data if cv else None,
+        )
 
     def _depth_check(self, frame, T_w_c, Sigma, render):
         """Counts of the depth-predictive check (:func:`.predictive.depth_predictive_counts`)."""
         c = self.cfg
-        return depth_predictive_counts(frame.depth[c.render_level], self.render_camera.params, T_w_c, Sigma, render,
-                                       self.map, self.noise, c.truncation_m, frame.depth_sigma, 1 << c.render_level)
+        return depth_predictive_counts(
+            frame.depth[c.render_level],
+            self.render_camera.params,
+            T_w_c,
+            Sigma,
+            render,
+            self.map,
+            self.noise,
+            c.truncation_m,
+            frame.depth_sigma,
+            1 << c.render_level,
+        )
 
     def _commit(self, outcome: StepOutcome, inlier_ratio: float, state: MotionState) -> None:
         """Book-keeping after a step: the new state (not while still relocalising and lost),
@@ -301,8 +383,9 @@ class PrismFilter:
         if outcome.tracked or not self.relocalising:
             self.state = state
 
-    def _recover(self, frame, tr, quality: Quality, why: str, T_pred: np.ndarray, Sigma_gate: Optional[np.ndarray],
-                 gap: bool):
+    def _recover(
+        self, frame, tr, quality: Quality, why: str, T_pred: np.ndarray, Sigma_gate: Optional[np.ndarray], gap: bool
+    ):
         """Re-track from bounded starting poses; a doubtful track keeps whichever of the two has
         more inliers.  With ``Sigma_gate`` (a trusted prediction's covariance) a recovered track
         further than ``recovery_max_control_mahalanobis2`` from ``T_pred`` is refused (a wrong
@@ -335,9 +418,18 @@ class PrismFilter:
 
     def _fuse(self, frame, T_w_c: np.ndarray, Sigma: np.ndarray, stamp: float) -> None:
         pose_var = float(np.trace(Sigma[:3, :3])) / 3.0
-        self.map.integrate(frame.depth[0], frame.rgb, frame.normals[frame.aux_level], self.camera.params, T_w_c,
-                           self.noise, depth_sigma=frame.depth_sigma, pose_var=pose_var, edges=frame.edges,
-                           aux_level=frame.aux_level)
+        self.map.integrate(
+            frame.depth[0],
+            frame.rgb,
+            frame.normals[frame.aux_level],
+            self.camera.params,
+            T_w_c,
+            self.noise,
+            depth_sigma=frame.depth_sigma,
+            pose_var=pose_var,
+            edges=frame.edges,
+            aux_level=frame.aux_level,
+        )
         self.frames_fused += 1
         self._last_fused_stamp = stamp
 
@@ -345,17 +437,33 @@ class PrismFilter:
         s = self.state or self.motion.initial_state(self.T_w_c0, stamp)
         T = s.T_w_c if T is None else T
         Sigma = s.Sigma if Sigma is None else Sigma
-        return StepResult(stamp=stamp, T_w_c=T.copy(), pose_cov=Sigma.copy(), velocity=s.nu.copy(),
-                          velocity_cov=s.P.copy(), tracking_ok=outcome.tracked, inlier_ratio=float(inlier_ratio),
-                          iterations=int(iters), outcome=outcome, timings_ms=stages.total(), status=status)
+        return StepResult(
+            stamp=stamp,
+            T_w_c=T.copy(),
+            pose_cov=Sigma.copy(),
+            velocity=s.nu.copy(),
+            velocity_cov=s.P.copy(),
+            tracking_ok=outcome.tracked,
+            inlier_ratio=float(inlier_ratio),
+            iterations=int(iters),
+            outcome=outcome,
+            timings_ms=stages.total(),
+            status=status,
+        )
 
     def warmup(self) -> float:
         """Compile every Numba kernel on a small synthetic frame (a textured plane); the
         filter is reset afterwards.  Returns the seconds it took."""
         t0 = time.perf_counter()
         cam = self.camera
-        small = Camera(cam.fx / 8, cam.fy / 8, (cam.cx + 0.5) / 8 - 0.5, (cam.cy + 0.5) / 8 - 0.5,
-                       max(16, cam.width // 8), max(16, cam.height // 8))
+        small = Camera(
+            cam.fx / 8,
+            cam.fy / 8,
+            (cam.cx + 0.5) / 8 - 0.5,
+            (cam.cy + 0.5) / 8 - 0.5,
+            max(16, cam.width // 8),
+            max(16, cam.height // 8),
+        )
         f = PrismFilter(self.cfg.replace(map_initial_blocks=256), small)
         h, w = small.height, small.width
         vv, uu = np.mgrid[0:h, 0:w]

@@ -1,4 +1,5 @@
 """Per-frame image preprocessing: validation, pyramids, normals (Numba kernels)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -186,9 +187,18 @@ class FramePyramid:
     aux_level: int  # level of the normals and edges used for map fusion
 
 
-def build_frame(rgb: np.ndarray, depth: np.ndarray, camera: Camera, levels: int,
-                depth_min: float, depth_max: float, depth_sigma: Optional[np.ndarray] = None,
-                min_cos: float = 0.15, normal_levels: Optional[range] = None, gray: bool = True) -> FramePyramid:
+def build_frame(
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    camera: Camera,
+    levels: int,
+    depth_min: float,
+    depth_max: float,
+    depth_sigma: Optional[np.ndarray] = None,
+    min_cos: float = 0.15,
+    normal_levels: Optional[range] = None,
+    gray: bool = True,
+) -> FramePyramid:
     """Validate and preprocess one RGB-D frame into a pyramid of ``levels`` levels.
 
     Normals are computed for ``normal_levels`` (default: all) plus the fusion level
@@ -206,8 +216,9 @@ def build_frame(rgb: np.ndarray, depth: np.ndarray, camera: Camera, levels: int,
         raise InvalidFrameError(f"colour image must be uint8, got {rgb.dtype}")
     rgb = np.ascontiguousarray(rgb)
     d0 = np.empty((H, W), np.float32)
-    n_valid = clean_depth(np.ascontiguousarray(depth, dtype=np.float32), np.float32(depth_min),
-                          np.float32(depth_max), d0)
+    n_valid = clean_depth(
+        np.ascontiguousarray(depth, dtype=np.float32), np.float32(depth_min), np.float32(depth_max), d0
+    )
     valid = float(n_valid) / d0.size
     if depth_sigma is not None:
         if depth_sigma.shape != (H, W):

@@ -19,6 +19,7 @@ of a block's last update); at most ``max_blocks`` blocks are meshed per
 :meth:`BlockMesher.update`, the rest wait (oldest change first), so the cost of an
 update is bounded whatever the map size.  Meshes are cached per block slot.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,7 +36,6 @@ _CUT = 0.95  # |mu| >= 0.95 tau is a clipped (truncated) value: no surface cross
 
 #: +x/+y/+z neighbour offsets (the 7 blocks a block reads one voxel of)
 _NEIGH = np.array([(dx, dy, dz) for dz in (0, 1) for dy in (0, 1) for dx in (0, 1)][1:], np.int64)
-
 
 
 @njit(cache=True, nogil=True)
@@ -83,18 +83,39 @@ def mesh_block(tsdf_map, block_xyz) -> Optional[Dict[str, np.ndarray]]:
     ok = np.zeros((n, n, n), np.bool_)
     var = np.zeros((n, n, n), np.float32)
     rgb = np.zeros((n, n, n, 3), np.uint8)
-    _gather_volume(tsdf_map.keys, tsdf_map.vals, tsdf_map.mu, tsdf_map.cnt, tsdf_map.var, tsdf_map.rgb,
-                   bx, by, bz, vol, ok, var, rgb)
+    _gather_volume(
+        tsdf_map.keys,
+        tsdf_map.vals,
+        tsdf_map.mu,
+        tsdf_map.cnt,
+        tsdf_map.var,
+        tsdf_map.rgb,
+        bx,
+        by,
+        bz,
+        vol,
+        ok,
+        var,
+        rgb,
+    )
     good = ok & (np.abs(vol) < _CUT * tsdf_map.truncation)
-    cube = good[:-1, :-1, :-1] & good[1:, :-1, :-1] & good[:-1, 1:, :-1] & good[1:, 1:, :-1] \
-        & good[:-1, :-1, 1:] & good[1:, :-1, 1:] & good[:-1, 1:, 1:] & good[1:, 1:, 1:]
+    cube = (
+        good[:-1, :-1, :-1]
+        & good[1:, :-1, :-1]
+        & good[:-1, 1:, :-1]
+        & good[1:, 1:, :-1]
+        & good[:-1, :-1, 1:]
+        & good[1:, :-1, 1:]
+        & good[:-1, 1:, 1:]
+        & good[1:, 1:, 1:]
+    )
     if not cube.any():
         return None
     corners = np.zeros_like(good)
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
-                corners[dx:n - 1 + dx, dy:n - 1 + dy, dz:n - 1 + dz] |= cube
+                corners[dx : n - 1 + dx, dy : n - 1 + dy, dz : n - 1 + dz] |= cube
     v = vol[corners]
     if v.min() > 0.0 or v.max() < 0.0:
         return None
@@ -105,14 +126,16 @@ def mesh_block(tsdf_map, block_xyz) -> Optional[Dict[str, np.ndarray]]:
     vox = tsdf_map.voxel_size
     try:
         verts, faces, normals, _ = measure.marching_cubes(
-            vol, level=0.0, spacing=(vox, vox, vox), mask=mask, allow_degenerate=False)
+            vol, level=0.0, spacing=(vox, vox, vox), mask=mask, allow_degenerate=False
+        )
     except (ValueError, RuntimeError):  # no crossing inside the masked cubes
         return None
     if len(faces) == 0:
         return None
     near = np.clip(np.rint(verts / vox).astype(np.int64), 0, BLOCK)
-    sig = tsdf_map.reported_sigma(var[near[:, 0], near[:, 1], near[:, 2]],
-                                  vol[near[:, 0], near[:, 1], near[:, 2]]).astype(np.float32)
+    sig = tsdf_map.reported_sigma(
+        var[near[:, 0], near[:, 1], near[:, 2]], vol[near[:, 0], near[:, 1], near[:, 2]]
+    ).astype(np.float32)
     origin = np.array([bx, by, bz], np.float64) * BLOCK * vox
     return {
         "verts": (verts + origin).astype(np.float32),
@@ -201,9 +224,13 @@ class BlockMesher:
         """All cached block meshes as one indexed mesh (verts, faces, normals, sigma, rgb)."""
         ms = [self.meshes[k] for k in sorted(self.meshes)]
         if not ms:
-            return {"verts": np.zeros((0, 3), np.float32), "faces": np.zeros((0, 3), np.int32),
-                    "normals": np.zeros((0, 3), np.float32), "sigma": np.zeros(0, np.float32),
-                    "rgb": np.zeros((0, 3), np.uint8)}
+            return {
+                "verts": np.zeros((0, 3), np.float32),
+                "faces": np.zeros((0, 3), np.int32),
+                "normals": np.zeros((0, 3), np.float32),
+                "sigma": np.zeros(0, np.float32),
+                "rgb": np.zeros((0, 3), np.uint8),
+            }
         offs = np.cumsum([0] + [len(m["verts"]) for m in ms[:-1]])
         return {
             "verts": np.concatenate([m["verts"] for m in ms]),

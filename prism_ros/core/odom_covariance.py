@@ -12,6 +12,7 @@ right perturbation ``T = T_hat Exp(xi)``, camera (body) frame, ``xi = (rho, phi)
 While tracking is lost the step covariance is the filter's (prediction plus its lost
 inflation), so C keeps growing; after a reset it restarts from ``C0``.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -45,8 +46,9 @@ class OdomCovarianceAccumulator:
         self.C = self.C0.copy()
         self.steps = 0
 
-    def update(self, T_w_c: np.ndarray, step_cov: np.ndarray, tracking_ok: bool = True,
-               origin_cov: Optional[np.ndarray] = None) -> np.ndarray:
+    def update(
+        self, T_w_c: np.ndarray, step_cov: np.ndarray, tracking_ok: bool = True, origin_cov: Optional[np.ndarray] = None
+    ) -> np.ndarray:
         """Compound the step to ``T_w_c`` with covariance ``step_cov``; returns the new C.
 
         The first pose after a reset is the origin: its covariance is ``origin_cov`` (e.g. the

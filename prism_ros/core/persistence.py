@@ -18,6 +18,7 @@
 
 No ROS import here: usable offline and from the node.
 """
+
 from __future__ import annotations
 
 import math
@@ -150,7 +151,8 @@ def check_compatible(header: Dict[str, Any], config, path: str = "map") -> None:
             problems.append(f"{key} {got} in the map but {want} in the configuration")
     if problems:
         raise MapCompatibilityError(
-            f"{path}: incompatible map: " + "; ".join(problems)
+            f"{path}: incompatible map: "
+            + "; ".join(problems)
             + " (set these parameters to the map's values, or build a new map)"
         )
 

@@ -26,6 +26,7 @@ Compared pixels (a fixed rule, the same on every dataset):
 The figure is ``inside / compared`` with ``|r| <= 2 sigma`` (ideal 0.954 for a
 calibrated Gaussian).  The kernel is one pass over the render-level pixels.
 """
+
 from __future__ import annotations
 
 from typing import Tuple
@@ -47,8 +48,31 @@ PREDICTIVE_MIN_COS = 0.5
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def _predictive_kernel(depth, K, R, t, Kr, r_depth, r_vert, r_norm, r_sigma, Sigma, noise, depth_sigma, ds_step,
-                       keys, vals, cnt, vox, min_count, band, min_cos, R_rw, t_rw, out):
+def _predictive_kernel(
+    depth,
+    K,
+    R,
+    t,
+    Kr,
+    r_depth,
+    r_vert,
+    r_norm,
+    r_sigma,
+    Sigma,
+    noise,
+    depth_sigma,
+    ds_step,
+    keys,
+    vals,
+    cnt,
+    vox,
+    min_count,
+    band,
+    min_cos,
+    R_rw,
+    t_rw,
+    out,
+):
     H, W = depth.shape
     Hr, Wr = r_depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
@@ -131,10 +155,20 @@ def _predictive_kernel(depth, K, R, t, Kr, r_depth, r_vert, r_norm, r_sigma, Sig
         out[v, 1] = n_in
 
 
-def depth_predictive_counts(depth: np.ndarray, K: np.ndarray, T_w_c: np.ndarray, Sigma: np.ndarray, render,
-                            tsdf, noise: np.ndarray, band: float, depth_sigma=None, ds_step: int = 1,
-                            min_count: int = PREDICTIVE_MIN_COUNT, min_cos: float = PREDICTIVE_MIN_COS
-                            ) -> Tuple[int, int]:
+def depth_predictive_counts(
+    depth: np.ndarray,
+    K: np.ndarray,
+    T_w_c: np.ndarray,
+    Sigma: np.ndarray,
+    render,
+    tsdf,
+    noise: np.ndarray,
+    band: float,
+    depth_sigma=None,
+    ds_step: int = 1,
+    min_count: int = PREDICTIVE_MIN_COUNT,
+    min_cos: float = PREDICTIVE_MIN_COS,
+) -> Tuple[int, int]:
     """(compared, inside 2 sigma) for one frame; see the module docstring.
 
     ``depth`` (H, W) metres at the render level with intrinsics ``K`` = (fx, fy, cx, cy);
@@ -147,11 +181,30 @@ def depth_predictive_counts(depth: np.ndarray, K: np.ndarray, T_w_c: np.ndarray,
     T_rw = np.linalg.inv(np.asarray(render.T_w_c, dtype=np.float64))
     ds = np.zeros((0, 0), np.float32) if depth_sigma is None else depth_sigma
     out = np.zeros((depth.shape[0], 2))
-    _predictive_kernel(depth, np.asarray(K, dtype=np.float64), np.ascontiguousarray(T[:3, :3]),
-                       np.ascontiguousarray(T[:3, 3]), render.camera.params, render.depth, render.vertex,
-                       render.normal, render.sigma, np.ascontiguousarray(Sigma, dtype=np.float64),
-                       np.asarray(noise, dtype=np.float64), ds, int(ds_step), tsdf.keys, tsdf.vals, tsdf.cnt,
-                       float(tsdf.voxel_size), int(min_count), float(band), float(min_cos),
-                       np.ascontiguousarray(T_rw[:3, :3]), np.ascontiguousarray(T_rw[:3, 3]), out)
+    _predictive_kernel(
+        depth,
+        np.asarray(K, dtype=np.float64),
+        np.ascontiguousarray(T[:3, :3]),
+        np.ascontiguousarray(T[:3, 3]),
+        render.camera.params,
+        render.depth,
+        render.vertex,
+        render.normal,
+        render.sigma,
+        np.ascontiguousarray(Sigma, dtype=np.float64),
+        np.asarray(noise, dtype=np.float64),
+        ds,
+        int(ds_step),
+        tsdf.keys,
+        tsdf.vals,
+        tsdf.cnt,
+        float(tsdf.voxel_size),
+        int(min_count),
+        float(band),
+        float(min_cos),
+        np.ascontiguousarray(T_rw[:3, :3]),
+        np.ascontiguousarray(T_rw[:3, 3]),
+        out,
+    )
     s = out.sum(axis=0)
     return int(s[0]), int(s[1])

@@ -18,6 +18,7 @@
 The constants are declared parameters (:data:`prism_ros.core.config.FILTER_PARAMS`,
 section "recovery"), each saying what it was measured on.
 """
+
 from __future__ import annotations
 
 import enum
@@ -69,17 +70,26 @@ class Recovery:
     ``render(frame, T_w_c, coarse)`` raycasts the map; ``track(frame, render, T, prior,
     finest_level, max_iterations, params)`` runs the Gauss-Newton tracker."""
 
-    def __init__(self, cfg, render: Callable, track: Callable, track_params: dict, finest_level: int,
-                 coarse_finest_level: int):
+    def __init__(
+        self, cfg, render: Callable, track: Callable, track_params: dict, finest_level: int, coarse_finest_level: int
+    ):
         self.cfg = cfg
         self._render, self._track = render, track
         self.track_params = track_params
         self.finest_level, self.coarse_finest_level = finest_level, coarse_finest_level
         a, m = cfg.recovery_perturbation_rad, cfg.recovery_perturbation_m
         #: body-frame (rho, phi) offsets: look left / right / up / down, step forward / back
-        self.perturbations = [np.array(d, float) for d in (
-            (0, 0, 0, 0, a, 0), (0, 0, 0, 0, -a, 0), (0, 0, 0, a, 0, 0), (0, 0, 0, -a, 0, 0),
-            (0, 0, m, 0, 0, 0), (0, 0, -m, 0, 0, 0))]
+        self.perturbations = [
+            np.array(d, float)
+            for d in (
+                (0, 0, 0, 0, a, 0),
+                (0, 0, 0, 0, -a, 0),
+                (0, 0, 0, a, 0, 0),
+                (0, 0, 0, -a, 0, 0),
+                (0, 0, m, 0, 0, 0),
+                (0, 0, -m, 0, 0, 0),
+            )
+        ]
         self.broad_prior = _diag_sigma(cfg.recovery_prior_sigma_m, cfg.recovery_prior_sigma_rad)
         self.lost_sigma = _diag_sigma(cfg.lost_pose_sigma_m, cfg.lost_pose_sigma_rad)
         self.reset()
@@ -128,14 +138,16 @@ class Recovery:
                     tr = None
                     break
                 wide = dict(self.track_params, max_dist=factor * self.track_params["max_dist"])
-                tr = self._track(frame, render, T, self.broad_prior, self.coarse_finest_level,
-                                 2 * c.track_max_iterations, wide)
+                tr = self._track(
+                    frame, render, T, self.broad_prior, self.coarse_finest_level, 2 * c.track_max_iterations, wide
+                )
                 T = tr.T_w_c
             if tr is not None and (best is None or _inliers_of_all(tr) > _inliers_of_all(best)):
                 best = tr
         if best is None:
             return None
         render = self._render(frame, best.T_w_c, False)
-        tr = self._track(frame, render, best.T_w_c, self.lost_sigma, self.finest_level, c.track_max_iterations,
-                         self.track_params)
+        tr = self._track(
+            frame, render, best.T_w_c, self.lost_sigma, self.finest_level, c.track_max_iterations, self.track_params
+        )
         return tr if failure(tr, render, c, of_all=True) is None else None

@@ -1,4 +1,5 @@
 """Raycast the probabilistic TSDF: depth, world vertices and normals, intensity and map sigma."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -136,8 +137,31 @@ def _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, o, dx, dy, dz, t, tri
 
 
 @njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
-def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_wc, H, W, dmin, dmax,
-            guide, guide_margin, out_depth, out_vert, out_norm, out_int, out_sigma):
+def raycast(
+    keys,
+    vals,
+    mu,
+    var,
+    rgb,
+    cnt,
+    vox,
+    model_var,
+    block_m,
+    K,
+    R_wc,
+    t_wc,
+    H,
+    W,
+    dmin,
+    dmax,
+    guide,
+    guide_margin,
+    out_depth,
+    out_vert,
+    out_norm,
+    out_int,
+    out_sigma,
+):
     """Raycast every pixel.  Where ``guide`` (an HxW depth image, or 0x0) is valid the ray
     is first marched only within +-guide_margin of it; pixels without a hit there
     (and unguided pixels) are marched over [dmin, dmax]."""
@@ -206,7 +230,9 @@ def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_w
                         while fa <= 0.0 and k < 2 and ta - hstep > dmin:
                             tb = ta
                             ta -= hstep
-                            fa = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, ta, tri0, np.nan)
+                            fa = _tri_at(
+                                keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, ta, tri0, np.nan
+                            )
                             k += 1
                         fb = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tb, tri, m)
                         k = 0
@@ -214,13 +240,17 @@ def raycast(keys, vals, mu, var, rgb, cnt, vox, model_var, block_m, K, R_wc, t_w
                             ta = tb
                             fa = fb
                             tb += 0.5 * hstep
-                            fb = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tb, tri, np.nan)
+                            fb = _tri_at(
+                                keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tb, tri, np.nan
+                            )
                             k += 1
                         if not (fa > 0.0 and fb <= 0.0):
                             break  # no clean crossing (thin or inconsistent surface, unobserved corners)
                         for _ in range(2):
                             tm = ta + (tb - ta) * fa / (fa - fb)
-                            fm = _tri_at(keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tm, tri, np.nan)
+                            fm = _tri_at(
+                                keys, vals, mu, var, rgb, cnt, vox, model_var, t_wc, dx, dy, dz, tm, tri, np.nan
+                            )
                             if fm != fm:
                                 break
                             if fm > 0.0:
@@ -295,8 +325,15 @@ class Render:
         return float(np.count_nonzero(self.depth)) / self.depth.size
 
 
-def render_map(tsdf: TsdfMap, camera: Camera, T_w_c: np.ndarray, depth_min: float, depth_max: float,
-               guide: Optional[np.ndarray] = None, guide_margin: float = 0.3) -> Render:
+def render_map(
+    tsdf: TsdfMap,
+    camera: Camera,
+    T_w_c: np.ndarray,
+    depth_min: float,
+    depth_max: float,
+    guide: Optional[np.ndarray] = None,
+    guide_margin: float = 0.3,
+) -> Render:
     """Raycast ``tsdf`` from ``T_w_c``.  ``guide`` (a depth image of this camera, e.g. the
     current frame's) lets each ray start near the surface: much faster, same result
     wherever the map's first surface lies within ``guide_margin`` of it."""
@@ -306,10 +343,31 @@ def render_map(tsdf: TsdfMap, camera: Camera, T_w_c: np.ndarray, depth_min: floa
     norm = np.empty((H, W, 3), np.float32)
     inten = np.empty((H, W), np.float32)
     sig = np.empty((H, W), np.float32)
-    raycast(tsdf.keys, tsdf.vals, tsdf.mu, tsdf.var, tsdf.rgb, tsdf.cnt, tsdf.voxel_size, tsdf.model_var, tsdf.block_m,
-            camera.params, np.ascontiguousarray(T_w_c[:3, :3]), np.ascontiguousarray(T_w_c[:3, 3]),
-            H, W, depth_min, depth_max, np.zeros((0, 0), np.float32) if guide is None else guide,
-            float(guide_margin), depth, vert, norm, inten, sig)
+    raycast(
+        tsdf.keys,
+        tsdf.vals,
+        tsdf.mu,
+        tsdf.var,
+        tsdf.rgb,
+        tsdf.cnt,
+        tsdf.voxel_size,
+        tsdf.model_var,
+        tsdf.block_m,
+        camera.params,
+        np.ascontiguousarray(T_w_c[:3, :3]),
+        np.ascontiguousarray(T_w_c[:3, 3]),
+        H,
+        W,
+        depth_min,
+        depth_max,
+        np.zeros((0, 0), np.float32) if guide is None else guide,
+        float(guide_margin),
+        depth,
+        vert,
+        norm,
+        inten,
+        sig,
+    )
     gx = np.empty((H, W), np.float32)
     gy = np.empty((H, W), np.float32)
     image_gradient(inten, depth, gx, gy)

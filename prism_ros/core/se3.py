@@ -6,6 +6,7 @@ Conventions (used everywhere in prism_ros):
   * Perturbations are on the right (body side): T = T_bar * Exp(xi).  A covariance
     "of T" is the covariance of that xi.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,11 +66,7 @@ def _V(phi: np.ndarray) -> np.ndarray:
     K = hat(phi)
     if theta < 1e-8:
         return np.eye(3) + 0.5 * K + K @ K / 6.0
-    return (
-        np.eye(3)
-        + (1.0 - np.cos(theta)) / theta**2 * K
-        + (theta - np.sin(theta)) / theta**3 * K @ K
-    )
+    return np.eye(3) + (1.0 - np.cos(theta)) / theta**2 * K + (theta - np.sin(theta)) / theta**3 * K @ K
 
 
 def exp(xi: np.ndarray) -> np.ndarray:

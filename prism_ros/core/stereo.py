@@ -19,6 +19,7 @@ and the matcher for one calibration.  :func:`check_stereo_pair` / :func:`check_e
 say whether a raw pair is usable at all (an image missing or of the wrong size, black
 or saturated images): the readers skip such a pair instead of computing its depth.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,8 +64,17 @@ def stereo_rectify(left: CameraCalib, right: CameraCalib, alpha: float = 0.0):
     T_c1_c0 = np.linalg.inv(right.T_BS) @ left.T_BS
     R = np.ascontiguousarray(T_c1_c0[:3, :3])
     t = np.ascontiguousarray(T_c1_c0[:3, 3]).reshape(3, 1)
-    return cv2.stereoRectify(left.K, left.D.reshape(1, -1), right.K, right.D.reshape(1, -1), tuple(left.size), R, t,
-                             flags=cv2.CALIB_ZERO_DISPARITY, alpha=alpha)
+    return cv2.stereoRectify(
+        left.K,
+        left.D.reshape(1, -1),
+        right.K,
+        right.D.reshape(1, -1),
+        tuple(left.size),
+        R,
+        t,
+        flags=cv2.CALIB_ZERO_DISPARITY,
+        alpha=alpha,
+    )
 
 
 def disparities_for_depth(f: float, baseline: float, depth_min_m: float, downscale: int = 1) -> int:
@@ -82,9 +92,17 @@ def disparities_for_depth(f: float, baseline: float, depth_min_m: float, downsca
     return int(max(1, np.ceil(need / step))) * step
 
 
-def disparity_sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int = 96, block_size: int = 5,
-                   min_disparity: int = 0, uniqueness: int = 10, speckle_window: int = 100,
-                   speckle_range: int = 2, matcher=None) -> np.ndarray:
+def disparity_sgbm(
+    left: np.ndarray,
+    right: np.ndarray,
+    num_disparities: int = 96,
+    block_size: int = 5,
+    min_disparity: int = 0,
+    uniqueness: int = 10,
+    speckle_window: int = 100,
+    speckle_range: int = 2,
+    matcher=None,
+) -> np.ndarray:
     """Dense disparity (float32 px, left image) of a rectified 8-bit pair; invalid = 0 (never NaN).
 
     ``matcher``: any OpenCV stereo matcher with 1/16 px fixed-point output (StereoSGBM,
@@ -96,16 +114,32 @@ def disparity_sgbm(left: np.ndarray, right: np.ndarray, num_disparities: int = 9
     return d
 
 
-def _make_sgbm(num_disparities=96, block_size=5, min_disparity=0, uniqueness=10, speckle_window=100,
-               speckle_range=2, disp12_max_diff=-1, three_way=False):
+def _make_sgbm(
+    num_disparities=96,
+    block_size=5,
+    min_disparity=0,
+    uniqueness=10,
+    speckle_window=100,
+    speckle_range=2,
+    disp12_max_diff=-1,
+    three_way=False,
+):
     import cv2
 
     nd = int(np.ceil(num_disparities / 16.0)) * 16
     return cv2.StereoSGBM_create(
-        minDisparity=int(min_disparity), numDisparities=nd, blockSize=int(block_size),
-        P1=8 * block_size * block_size, P2=32 * block_size * block_size, disp12MaxDiff=int(disp12_max_diff),
-        uniquenessRatio=int(uniqueness), speckleWindowSize=int(speckle_window), speckleRange=int(speckle_range),
-        preFilterCap=31, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY if three_way else cv2.STEREO_SGBM_MODE_SGBM)
+        minDisparity=int(min_disparity),
+        numDisparities=nd,
+        blockSize=int(block_size),
+        P1=8 * block_size * block_size,
+        P2=32 * block_size * block_size,
+        disp12MaxDiff=int(disp12_max_diff),
+        uniquenessRatio=int(uniqueness),
+        speckleWindowSize=int(speckle_window),
+        speckleRange=int(speckle_range),
+        preFilterCap=31,
+        mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY if three_way else cv2.STEREO_SGBM_MODE_SGBM,
+    )
 
 
 #: StereoBM's block (half-resolution px) and filters for ``matcher="bm"`` (block 9 chosen on the
@@ -145,8 +179,9 @@ def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, max_diff: fl
     return inside & (dr > 0) & (np.abs(dr - disp_left) <= max_diff)
 
 
-def depth_from_disparity(disp: np.ndarray, f: float, baseline: float, sigma_d: float = 0.5,
-                         min_disparity: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+def depth_from_disparity(
+    disp: np.ndarray, f: float, baseline: float, sigma_d: float = 0.5, min_disparity: float = 0.0
+) -> Tuple[np.ndarray, np.ndarray]:
     """(depth, sigma_z), float32 metres: z = f b / d and sigma_z = z^2 sigma_d / (f b); 0 where d <= min_disparity."""
     disp = np.asarray(disp, dtype=np.float32)
     fb = float(f) * float(baseline)
@@ -177,9 +212,20 @@ class StereoRectifier:
     ``num_disparities`` leftmost columns (:attr:`match_region`).
     """
 
-    def __init__(self, left: CameraCalib, right: CameraCalib, num_disparities: Optional[int] = 96, block_size: int = 5,
-                 sigma_d: float = 0.5, lr_max_diff: float = 1.0, alpha: float = 0.0, lr_check: bool = True,
-                 downscale: int = 1, matcher: str = "sgbm", depth_min_m: Optional[float] = None):
+    def __init__(
+        self,
+        left: CameraCalib,
+        right: CameraCalib,
+        num_disparities: Optional[int] = 96,
+        block_size: int = 5,
+        sigma_d: float = 0.5,
+        lr_max_diff: float = 1.0,
+        alpha: float = 0.0,
+        lr_check: bool = True,
+        downscale: int = 1,
+        matcher: str = "sgbm",
+        depth_min_m: Optional[float] = None,
+    ):
         import cv2
 
         if int(downscale) not in (1, 2):
@@ -214,8 +260,11 @@ class StereoRectifier:
             raise ValueError("StereoRectifier needs num_disparities or depth_min_m")
         self.num_disparities = int(np.ceil(num_disparities / (16.0 * self.downscale))) * 16 * self.downscale
         if self.num_disparities > w // 2:
-            raise ValueError(f"{self.num_disparities} disparities (depth down to {self.f * self.baseline / self.num_disparities:.3f} m) "
-                             f"would leave the matcher less than half of the {w} px wide image: raise depth_min_m")
+            raise ValueError(
+                f"{self.num_disparities} disparities "
+                f"(depth down to {self.f * self.baseline / self.num_disparities:.3f} m) "
+                f"would leave the matcher less than half of the {w} px wide image: raise depth_min_m"
+            )
         #: the nearest depth the search reaches (m; to within the last disparity step)
         self.depth_min_m = self.f * self.baseline / self.num_disparities
         lr = max(0, int(round(self.lr_max_diff))) if self.lr_check else -1
@@ -252,8 +301,9 @@ class StereoRectifier:
         dl = disparity_sgbm(L, R, matcher=self._matcher)
         if self.lr_check:
             # right image's disparity: match the mirrored pair, mirror back
-            dr = disparity_sgbm(np.ascontiguousarray(R[:, ::-1]), np.ascontiguousarray(L[:, ::-1]),
-                                matcher=self._matcher)[:, ::-1]
+            dr = disparity_sgbm(
+                np.ascontiguousarray(R[:, ::-1]), np.ascontiguousarray(L[:, ::-1]), matcher=self._matcher
+            )[:, ::-1]
             dl = np.where(left_right_check(dl, np.ascontiguousarray(dr), self.lr_max_diff), dl, 0.0).astype(np.float32)
         dl[~self.valid_region] = 0.0
         return dl
@@ -307,8 +357,12 @@ EXPOSURE_BRIGHT_LEVEL = 245
 EXPOSURE_MAX_FRACTION = 0.95
 
 
-def check_exposure(img: np.ndarray, dark_level: int = EXPOSURE_DARK_LEVEL,
-                   bright_level: int = EXPOSURE_BRIGHT_LEVEL, max_fraction: float = EXPOSURE_MAX_FRACTION) -> str:
+def check_exposure(
+    img: np.ndarray,
+    dark_level: int = EXPOSURE_DARK_LEVEL,
+    bright_level: int = EXPOSURE_BRIGHT_LEVEL,
+    max_fraction: float = EXPOSURE_MAX_FRACTION,
+) -> str:
     """'' for a usable 8-bit grey image; else why not ('black ...' / 'saturated ...' / 'empty').
 
     Black: more than ``max_fraction`` of the pixels <= ``dark_level``; saturated: more
@@ -340,8 +394,9 @@ class StereoPairProblem(NamedTuple):
     message: str
 
 
-def check_stereo_pair(left: Optional[np.ndarray], right: Optional[np.ndarray],
-                      size: Optional[Tuple[int, int]] = None, **exposure) -> List[StereoPairProblem]:
+def check_stereo_pair(
+    left: Optional[np.ndarray], right: Optional[np.ndarray], size: Optional[Tuple[int, int]] = None, **exposure
+) -> List[StereoPairProblem]:
     """Problems of a raw stereo pair (empty: usable), see :class:`StereoPairProblem`.
 
     ``missing_<side>``: None or empty (no file, no partner within the sync slop);
@@ -358,11 +413,17 @@ def check_stereo_pair(left: Optional[np.ndarray], right: Optional[np.ndarray],
     if size is not None:
         for side, img in (("left", L), ("right", R)):
             if (img.shape[1], img.shape[0]) != tuple(size):
-                out.append(StereoPairProblem("size", side, f"{side} image is {img.shape[1]}x{img.shape[0]}, "
-                                                           f"expected {size[0]}x{size[1]}"))
+                out.append(
+                    StereoPairProblem(
+                        "size", side, f"{side} image is {img.shape[1]}x{img.shape[0]}, expected {size[0]}x{size[1]}"
+                    )
+                )
     elif L.shape[:2] != R.shape[:2]:
-        out.append(StereoPairProblem("size", "right", f"left image {L.shape[1]}x{L.shape[0]} != "
-                                                      f"right {R.shape[1]}x{R.shape[0]}"))
+        out.append(
+            StereoPairProblem(
+                "size", "right", f"left image {L.shape[1]}x{L.shape[0]} != right {R.shape[1]}x{R.shape[0]}"
+            )
+        )
     if out:
         return out
     for side, img in (("left", L), ("right", R)):

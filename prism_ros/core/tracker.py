@@ -28,6 +28,7 @@ On data the noise model describes (the synthetic sequence, s2 ~ 0.3 - 0.46) noth
 changes; on real data (7-Scenes depth-only tracking: s2 median 1.03) the covariance grows
 with the excess (fit and validation: docs/uncertainty.md).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,9 +61,35 @@ def _add(acc, J, r, w):
 
 
 @njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
-def accumulate(depth, normals, gray, K, R, t, R_rw, t_rw, Kr, r_depth, r_vert, r_norm, r_int, r_sigma,
-               r_gx, r_gy, noise, max_dist, max_dist_sigmas, min_cos, huber_k, sigma_i, use_photo, photo_min_grad,
-               depth_sigma, ds_step, out):
+def accumulate(
+    depth,
+    normals,
+    gray,
+    K,
+    R,
+    t,
+    R_rw,
+    t_rw,
+    Kr,
+    r_depth,
+    r_vert,
+    r_norm,
+    r_int,
+    r_sigma,
+    r_gx,
+    r_gy,
+    noise,
+    max_dist,
+    max_dist_sigmas,
+    min_cos,
+    huber_k,
+    sigma_i,
+    use_photo,
+    photo_min_grad,
+    depth_sigma,
+    ds_step,
+    out,
+):
     """Per-row sums of J^T W J, J^T W r and counts for the current pose T = (R, t).
 
     (R_rw, t_rw) maps world points into the render camera (T_r^-1, the render pose inverted).  ``out`` is
@@ -157,8 +184,12 @@ def accumulate(depth, normals, gray, K, R, t, R_rw, t_rw, Kr, r_depth, r_vert, r
                     continue
                 u0 = int(uf)
                 v0 = int(vf)
-                if (r_depth[v0, u0] <= 0.0 or r_depth[v0, u0 + 1] <= 0.0
-                        or r_depth[v0 + 1, u0] <= 0.0 or r_depth[v0 + 1, u0 + 1] <= 0.0):
+                if (
+                    r_depth[v0, u0] <= 0.0
+                    or r_depth[v0, u0 + 1] <= 0.0
+                    or r_depth[v0 + 1, u0] <= 0.0
+                    or r_depth[v0 + 1, u0 + 1] <= 0.0
+                ):
                     continue
                 a = uf - u0
                 b = vf - v0
@@ -170,7 +201,12 @@ def accumulate(depth, normals, gray, K, R, t, R_rw, t_rw, Kr, r_depth, r_vert, r
                 gyv = w00 * r_gy[v0, u0] + w01 * r_gy[v0, u0 + 1] + w10 * r_gy[v0 + 1, u0] + w11 * r_gy[v0 + 1, u0 + 1]
                 if abs(gxv) + abs(gyv) < photo_min_grad:
                     continue
-                ir = w00 * r_int[v0, u0] + w01 * r_int[v0, u0 + 1] + w10 * r_int[v0 + 1, u0] + w11 * r_int[v0 + 1, u0 + 1]
+                ir = (
+                    w00 * r_int[v0, u0]
+                    + w01 * r_int[v0, u0 + 1]
+                    + w10 * r_int[v0 + 1, u0]
+                    + w11 * r_int[v0 + 1, u0 + 1]
+                )
                 r = ir - gray[v, u]
                 e = abs(r) / sigma_i
                 w = 1.0 if e <= huber_k else huber_k / e
@@ -242,20 +278,50 @@ def _eval(frame: FramePyramid, lvl: int, render: Render, T: np.ndarray, T_rw: np
     cam = frame.cameras[lvl]
     ds = frame.depth_sigma if frame.depth_sigma is not None else np.zeros((0, 0), np.float32)
     accumulate(
-        frame.depth[lvl], frame.normals[lvl], frame.gray[lvl], cam.params,
-        np.ascontiguousarray(T[:3, :3]), np.ascontiguousarray(T[:3, 3]),
-        np.ascontiguousarray(T_rw[:3, :3]), np.ascontiguousarray(T_rw[:3, 3]),
-        render.camera.params, render.depth, render.vertex, render.normal, render.intensity, render.sigma,
-        render.grad_x, render.grad_y, noise, params["max_dist"], params.get("max_dist_sigmas", 0.0), params["min_cos"],
-        params["huber_k"], params["sigma_i"], params["use_photo"], params["photo_min_grad"], ds, 1 << lvl, out,
+        frame.depth[lvl],
+        frame.normals[lvl],
+        frame.gray[lvl],
+        cam.params,
+        np.ascontiguousarray(T[:3, :3]),
+        np.ascontiguousarray(T[:3, 3]),
+        np.ascontiguousarray(T_rw[:3, :3]),
+        np.ascontiguousarray(T_rw[:3, 3]),
+        render.camera.params,
+        render.depth,
+        render.vertex,
+        render.normal,
+        render.intensity,
+        render.sigma,
+        render.grad_x,
+        render.grad_y,
+        noise,
+        params["max_dist"],
+        params.get("max_dist_sigmas", 0.0),
+        params["min_cos"],
+        params["huber_k"],
+        params["sigma_i"],
+        params["use_photo"],
+        params["photo_min_grad"],
+        ds,
+        1 << lvl,
+        out,
     )
     s = out.sum(axis=0)
     Hd, gd = _unpack(s)
     return Hd, gd, s
 
 
-def objective(frame: FramePyramid, render: Render, T: np.ndarray, T_pred: np.ndarray, Sigma_pred: np.ndarray,
-              lvl: int, noise: np.ndarray, params: dict, patch_px: float) -> float:
+def objective(
+    frame: FramePyramid,
+    render: Render,
+    T: np.ndarray,
+    T_pred: np.ndarray,
+    Sigma_pred: np.ndarray,
+    lvl: int,
+    noise: np.ndarray,
+    params: dict,
+    patch_px: float,
+) -> float:
     """The tracker's (scaled) negative log posterior at T, 0.5 (sum w r^2 / sigma^2 + r_p^T Lambda r_p).
 
     With Huber weights equal to one (inliers), its Hessian is what :func:`track`
@@ -266,12 +332,22 @@ def objective(frame: FramePyramid, render: Render, T: np.ndarray, T_pred: np.nda
     _, _, s = _eval(frame, lvl, render, T, se3.inv(render.T_w_c), noise, params, out)
     r_p = se3.log(T_pw @ T)
     Lambda = np.linalg.inv(Sigma_pred)
-    return 0.5 * ((4.0 ** lvl) / patch_px * s[27] + r_p @ Lambda @ r_p)
+    return 0.5 * ((4.0**lvl) / patch_px * s[27] + r_p @ Lambda @ r_p)
 
 
-def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: np.ndarray,
-          levels: int, finest: int, max_iters: int, eps: float, noise: np.ndarray, params: dict,
-          patch_px: float) -> TrackResult:
+def track(
+    frame: FramePyramid,
+    render: Render,
+    T_pred: np.ndarray,
+    Sigma_pred: np.ndarray,
+    levels: int,
+    finest: int,
+    max_iters: int,
+    eps: float,
+    noise: np.ndarray,
+    params: dict,
+    patch_px: float,
+) -> TrackResult:
     """Gauss-Newton MAP of the pose against ``render`` plus the prior N(T_pred, Sigma_pred).
 
     The render may come from any pose near T_pred (its own ``T_w_c``: the prediction, or an
@@ -286,7 +362,7 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
     coarsest = min(finest + levels - 1, len(frame.depth) - 1)
     last = None  # (Hd, s, |dx|) of the last finest-level iteration
     for lvl in range(coarsest, finest - 1, -1):
-        scale = (4.0 ** lvl) / patch_px
+        scale = (4.0**lvl) / patch_px
         out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
         iters = max(2, max_iters >> (coarsest - lvl))
         for _ in range(iters):
@@ -309,7 +385,7 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
     # last iteration's Hessian is reused when the finest level converged (its last step,
     # below eps, moved the pose less than that since the Hessian was evaluated).
     lvl = finest
-    scale = (4.0 ** lvl) / patch_px
+    scale = (4.0**lvl) / patch_px
     if last is not None and last[2] < eps:
         Hd, s = last[0], last[1]
     else:
@@ -320,16 +396,27 @@ def track(frame: FramePyramid, render: Render, T_pred: np.ndarray, Sigma_pred: n
     n_overlap = int(s[32])
     # model error: fewer independent measurements when the residuals exceed the noise model
     s2 = huber_residual_level(s[27], n_icp + int(s[30]), params["huber_k"])
-    patch_eff = effective_patch_px(patch_px, params.get("model_error_patch_px", 0.0), s2,
-                                   params.get("model_error_residual_level", np.inf))
-    scale = (4.0 ** lvl) / patch_eff
+    patch_eff = effective_patch_px(
+        patch_px, params.get("model_error_patch_px", 0.0), s2, params.get("model_error_residual_level", np.inf)
+    )
+    scale = (4.0**lvl) / patch_eff
     H = scale * Hd + Lambda
     H = 0.5 * (H + H.T)
     cov = np.linalg.inv(H)
     cov = 0.5 * (cov + cov.T)
     r_p = se3.log(T_pw @ T)
     return TrackResult(
-        T_w_c=T, cov=cov, H_data=scale * Hd, iterations=total_iters,
-        inlier_ratio=n_icp / max(1, n_overlap), n_valid=n_valid, n_icp=n_icp, n_photo=int(s[30]),
-        prior_mahalanobis2=float(r_p @ Lambda @ r_p), n_overlap=n_overlap, converged=converged, residual_level=s2, patch_px=patch_eff,
+        T_w_c=T,
+        cov=cov,
+        H_data=scale * Hd,
+        iterations=total_iters,
+        inlier_ratio=n_icp / max(1, n_overlap),
+        n_valid=n_valid,
+        n_icp=n_icp,
+        n_photo=int(s[30]),
+        prior_mahalanobis2=float(r_p @ Lambda @ r_p),
+        n_overlap=n_overlap,
+        converged=converged,
+        residual_level=s2,
+        patch_px=patch_eff,
     )

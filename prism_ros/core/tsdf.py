@@ -17,6 +17,7 @@ The Numba kernels (:mod:`prism_ros.core.tsdf_kernels`) are pure functions on arr
 carry a free-space layer (:class:`prism_ros.core.occupancy.FreeSpaceLayer`), fed by
 :meth:`TsdfMap.integrate` and cleared with the map.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,18 @@ class TsdfMap:
     #: the free-space layer fed by :meth:`integrate` and cleared by :meth:`clear` (None: none)
     free_space: Optional[FreeSpaceLayer]
 
-    def __init__(self, voxel_size_m: float, truncation_m: float, prior_sigma_m: float,
-                 min_sigma_m: float, max_observations: int, initial_blocks: int = 16384,
-                 model_sigma_m: float = 0.0, distance_sigma_ratio: float = 0.25,
-                 free_space: Optional[FreeSpaceLayer] = None):
+    def __init__(
+        self,
+        voxel_size_m: float,
+        truncation_m: float,
+        prior_sigma_m: float,
+        min_sigma_m: float,
+        max_observations: int,
+        initial_blocks: int = 16384,
+        model_sigma_m: float = 0.0,
+        distance_sigma_ratio: float = 0.25,
+        free_space: Optional[FreeSpaceLayer] = None,
+    ):
         self.voxel_size = float(voxel_size_m)
         self.truncation = float(truncation_m)
         self.prior_var = float(prior_sigma_m) ** 2
@@ -102,7 +111,17 @@ class TsdfMap:
 
     @property
     def memory_bytes(self) -> int:
-        arrays = (self.keys, self.vals, self.block_xyz, self.mu, self.var, self.rgb, self.cnt, self.last_seen, self._visible)
+        arrays = (
+            self.keys,
+            self.vals,
+            self.block_xyz,
+            self.mu,
+            self.var,
+            self.rgb,
+            self.cnt,
+            self.last_seen,
+            self._visible,
+        )
         return int(sum(a.nbytes for a in arrays))
 
     def clear(self) -> None:
@@ -116,10 +135,20 @@ class TsdfMap:
             self.free_space.clear()
 
     # ---------------------------------------------------------------- update
-    def integrate(self, depth: np.ndarray, color: np.ndarray, normals: np.ndarray, K: np.ndarray,
-                  T_w_c: np.ndarray, noise: np.ndarray, depth_sigma: Optional[np.ndarray] = None,
-                  pose_var: float = 0.0, edges: Optional[np.ndarray] = None, aux_level: int = 0,
-                  alloc_stride: int = 4) -> int:
+    def integrate(
+        self,
+        depth: np.ndarray,
+        color: np.ndarray,
+        normals: np.ndarray,
+        K: np.ndarray,
+        T_w_c: np.ndarray,
+        noise: np.ndarray,
+        depth_sigma: Optional[np.ndarray] = None,
+        pose_var: float = 0.0,
+        edges: Optional[np.ndarray] = None,
+        aux_level: int = 0,
+        alloc_stride: int = 4,
+    ) -> int:
         """Fuse a frame (depth in metres, 0 invalid; normals in the camera frame, 0 where unusable).
 
         ``K`` = (fx, fy, cx, cy) pixels; ``T_w_c`` the camera-to-world pose (4x4); ``noise`` =
@@ -134,9 +163,25 @@ class TsdfMap:
         t_wc = np.ascontiguousarray(T_w_c[:3, 3])
         while True:
             n_blocks, n_vis, ok = allocate_blocks(
-                depth, alloc_stride, K, R_wc, t_wc, self.truncation, self.block_m,
-                self.keys, self.vals, self.block_xyz, self.mu, self.var, self.rgb, self.cnt,
-                self.last_seen, self._frame_id, self.n_blocks, self.prior_var, self._visible,
+                depth,
+                alloc_stride,
+                K,
+                R_wc,
+                t_wc,
+                self.truncation,
+                self.block_m,
+                self.keys,
+                self.vals,
+                self.block_xyz,
+                self.mu,
+                self.var,
+                self.rgb,
+                self.cnt,
+                self.last_seen,
+                self._frame_id,
+                self.n_blocks,
+                self.prior_var,
+                self._visible,
             )
             self.n_blocks = n_blocks
             if ok:
@@ -149,9 +194,29 @@ class TsdfMap:
         if edges is None:
             edges = np.zeros(normals.shape[:2], np.uint8)
         integrate_blocks(
-            self._visible, n_vis, self.block_xyz, self.mu, self.var, self.rgb, self.cnt,
-            depth, ds, normals, color, edges, aux_level, K, R_cw, t_cw, self.voxel_size, self.truncation,
-            noise, self.min_var, self.max_count, float(pose_var), self.distance_sigma_ratio,
+            self._visible,
+            n_vis,
+            self.block_xyz,
+            self.mu,
+            self.var,
+            self.rgb,
+            self.cnt,
+            depth,
+            ds,
+            normals,
+            color,
+            edges,
+            aux_level,
+            K,
+            R_cw,
+            t_cw,
+            self.voxel_size,
+            self.truncation,
+            noise,
+            self.min_var,
+            self.max_count,
+            float(pose_var),
+            self.distance_sigma_ratio,
             0.25 * self.truncation**2,
         )
         if self.free_space is not None:
@@ -178,11 +243,32 @@ class TsdfMap:
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         k = int(offsets[n])
-        out = {"xyz": np.empty((k, 3), np.float32), "rgb": np.empty((k, 3), np.uint8),
-               "sigma": np.empty(k, np.float32), "sdf": np.empty(k, np.float32), "count": np.empty(k, np.float32)}
-        surface_voxels(self.mu, self.var, self.rgb, self.cnt, self.block_xyz, n, float(self.voxel_size),
-                       np.float32(max_abs_sdf_m), lo, float(self.model_var), float(self.distance_sigma_ratio),
-                       offsets, out["xyz"], out["rgb"], out["sigma"], out["sdf"], out["count"])
+        out = {
+            "xyz": np.empty((k, 3), np.float32),
+            "rgb": np.empty((k, 3), np.uint8),
+            "sigma": np.empty(k, np.float32),
+            "sdf": np.empty(k, np.float32),
+            "count": np.empty(k, np.float32),
+        }
+        surface_voxels(
+            self.mu,
+            self.var,
+            self.rgb,
+            self.cnt,
+            self.block_xyz,
+            n,
+            float(self.voxel_size),
+            np.float32(max_abs_sdf_m),
+            lo,
+            float(self.model_var),
+            float(self.distance_sigma_ratio),
+            offsets,
+            out["xyz"],
+            out["rgb"],
+            out["sigma"],
+            out["sdf"],
+            out["count"],
+        )
         return out
 
     def observed_voxels(self) -> Dict[str, np.ndarray]:
@@ -215,8 +301,19 @@ class TsdfMap:
         out_mu = np.empty(n, np.float64)
         out_var = np.empty(n, np.float64)
         out_cnt = np.empty(n, np.float64)
-        query_points(pts, self.voxel_size, self.keys, self.vals, self.mu, self.var, self.cnt,
-                     out_mu, out_var, out_cnt, self.prior_var)
+        query_points(
+            pts,
+            self.voxel_size,
+            self.keys,
+            self.vals,
+            self.mu,
+            self.var,
+            self.cnt,
+            out_mu,
+            out_var,
+            out_cnt,
+            self.prior_var,
+        )
         obs = out_cnt > 0
         sig = np.sqrt(out_var)
         sig[obs] = self.reported_sigma(out_var[obs], out_mu[obs])
@@ -262,9 +359,13 @@ class TsdfMap:
         hdr.update(extra or {})
         with open(path, "wb") as f:
             np.savez_compressed(
-                f, header=np.frombuffer(json.dumps(hdr).encode(), dtype=np.uint8),
-                block_xyz=self.block_xyz[:n], mu=self.mu[:n], var=self.var[:n],
-                rgb=self.rgb[:n], cnt=self.cnt[:n],
+                f,
+                header=np.frombuffer(json.dumps(hdr).encode(), dtype=np.uint8),
+                block_xyz=self.block_xyz[:n],
+                mu=self.mu[:n],
+                var=self.var[:n],
+                rgb=self.rgb[:n],
+                cnt=self.cnt[:n],
             )
 
     @staticmethod
@@ -273,17 +374,30 @@ class TsdfMap:
             return json.loads(bytes(z["header"]).decode())
 
     @classmethod
-    def load(cls, path: str, prior_sigma_m: float = 0.5, min_sigma_m: float = 0.0005,
-             max_observations: int = 200, model_sigma_m: float = 0.0,
-             distance_sigma_ratio: float = 0.25) -> "TsdfMap":
+    def load(
+        cls,
+        path: str,
+        prior_sigma_m: float = 0.5,
+        min_sigma_m: float = 0.0005,
+        max_observations: int = 200,
+        model_sigma_m: float = 0.0,
+        distance_sigma_ratio: float = 0.25,
+    ) -> "TsdfMap":
         with np.load(path) as z:
             hdr = json.loads(bytes(z["header"]).decode())
             if hdr.get("format") != "prism_ros.tsdf" or hdr.get("version") != MAP_FORMAT_VERSION:
                 raise ValueError(f"{path}: not a prism_ros map of version {MAP_FORMAT_VERSION} (header {hdr})")
             n = int(hdr["n_blocks"])
-            m = cls(hdr["voxel_size_m"], hdr["truncation_m"], prior_sigma_m, min_sigma_m,
-                    max_observations, initial_blocks=max(1024, 2 * n), model_sigma_m=model_sigma_m,
-                    distance_sigma_ratio=distance_sigma_ratio)
+            m = cls(
+                hdr["voxel_size_m"],
+                hdr["truncation_m"],
+                prior_sigma_m,
+                min_sigma_m,
+                max_observations,
+                initial_blocks=max(1024, 2 * n),
+                model_sigma_m=model_sigma_m,
+                distance_sigma_ratio=distance_sigma_ratio,
+            )
             m.block_xyz[:n] = z["block_xyz"]
             m.mu[:n] = z["mu"]
             m.var[:n] = z["var"]

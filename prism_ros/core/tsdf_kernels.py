@@ -16,6 +16,7 @@ Voxel ``l`` of a block is (l & 7, (l >> 3) & 7, l >> 6) within it; the voxel of 
 are 4x4 rigid transforms (``R_wc``, ``t_wc``: camera to world); ``K`` = (fx, fy, cx, cy) in
 pixels; depth in metres, 0 where invalid.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,9 +31,25 @@ __all__ = ["allocate_blocks", "integrate_blocks", "query_points", "surface_block
 # ----------------------------------------------------------------- allocation
 @njit(cache=True, nogil=True)
 def allocate_blocks(
-    depth, stride, K, R_wc, t_wc, trunc, block_m,
-    keys, vals, block_xyz, mu, var, rgb, cnt, last_seen, frame_id,
-    n_blocks, prior_var, visible,
+    depth,
+    stride,
+    K,
+    R_wc,
+    t_wc,
+    trunc,
+    block_m,
+    keys,
+    vals,
+    block_xyz,
+    mu,
+    var,
+    rgb,
+    cnt,
+    last_seen,
+    frame_id,
+    n_blocks,
+    prior_var,
+    visible,
 ):
     """Allocate every block within +-trunc of a depth sample and list the blocks
     this frame touches (each once) in ``visible``.
@@ -102,9 +119,30 @@ def allocate_blocks(
 # ------------------------------------------------------------------ integration
 @njit(cache=True, parallel=True, nogil=True, fastmath=FASTMATH)
 def integrate_blocks(
-    visible, n_vis, block_xyz, mu, var, rgb, cnt,
-    depth, depth_sigma, normals, color, edges, aux_shift, K, R_cw, t_cw,
-    vox, trunc, noise, min_var, max_count, pose_var, dist_ratio, free_var_floor,
+    visible,
+    n_vis,
+    block_xyz,
+    mu,
+    var,
+    rgb,
+    cnt,
+    depth,
+    depth_sigma,
+    normals,
+    color,
+    edges,
+    aux_shift,
+    K,
+    R_cw,
+    t_cw,
+    vox,
+    trunc,
+    noise,
+    min_var,
+    max_count,
+    pose_var,
+    dist_ratio,
+    free_var_floor,
 ):
     """Fuse one depth frame into the listed blocks (product of Gaussians per voxel).
 
@@ -198,9 +236,7 @@ def integrate_blocks(
                         # running colour mean, weight saturating at 32 observations
                         w = c if c < 32 else 32
                         for ch in range(3):
-                            rgb[slot, idx, ch] = np.uint8(
-                                (rgb[slot, idx, ch] * w + color[v, u, ch]) / (w + 1) + 0.5
-                            )
+                            rgb[slot, idx, ch] = np.uint8((rgb[slot, idx, ch] * w + color[v, u, ch]) / (w + 1) + 0.5)
                     if c < max_count:
                         cnt[slot, idx] = c + 1
 
@@ -238,8 +274,25 @@ def surface_block_counts(mu, cnt, n_blocks, max_abs_sdf, min_count, out_counts):
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def surface_voxels(mu, var, rgb, cnt, block_xyz, n_blocks, vox, max_abs_sdf, min_count, model_var, dist_ratio,
-                   offsets, xyz, out_rgb, sigma, sdf, count):
+def surface_voxels(
+    mu,
+    var,
+    rgb,
+    cnt,
+    block_xyz,
+    n_blocks,
+    vox,
+    max_abs_sdf,
+    min_count,
+    model_var,
+    dist_ratio,
+    offsets,
+    xyz,
+    out_rgb,
+    sigma,
+    sdf,
+    count,
+):
     """Fill the selected voxels of :func:`surface_block_counts` (block ``b``'s from row
     ``offsets[b]``, in voxel order): centre, colour, reported sigma
     sqrt(var + model_var + (dist_ratio mu)^2), mu and count."""
@@ -258,4 +311,3 @@ def surface_voxels(mu, var, rgb, cnt, block_xyz, n_blocks, vox, max_abs_sdf, min
                 sdf[j] = m
                 count[j] = cnt[b, l]
                 j += 1
-

@@ -1,4 +1,5 @@
 """Plain data types exchanged between the filter core, the tools and the ROS node."""
+
 from __future__ import annotations
 
 import enum
@@ -15,8 +16,11 @@ class StepOutcome(enum.Enum):
 
     INITIALISED = "initialised"  # the first frame: it started the map
     OK = "ok"  # tracked and fused
-    RECOVERED = "recovered"  # re-tracked after a loss, a gap, a jump or a doubtful track; fused; velocity: the step from a tracked previous frame, else at rest
-    LOST = "lost"  # pose = prediction with an inflated covariance; nothing fused; velocity from the IMU (short losses) or at rest
+    # re-tracked after a loss, a gap, a jump or a doubtful track; fused; velocity: the step from a
+    # tracked previous frame, else at rest
+    RECOVERED = "recovered"
+    # pose = prediction with an inflated covariance; nothing fused; velocity from the IMU (short losses) or at rest
+    LOST = "lost"
 
     @property
     def tracked(self) -> bool:

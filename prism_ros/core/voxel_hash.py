@@ -16,6 +16,7 @@ blocks it keeps (:func:`rebuild_hash`).
 
 All kernels are pure Numba functions on these arrays.
 """
+
 from __future__ import annotations
 
 from typing import Tuple

@@ -21,6 +21,7 @@ Every reader implements the :class:`Dataset` protocol (``name``, ``camera``, fra
 ``stamps()``, ``gt_poses()``); what else it can do (a body frame, an IMU, stereo, an
 exact SDF...) it declares through the protocols of :mod:`prism_ros.datasets.capabilities`.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,11 @@ DETECTORS: List[Tuple[str, Callable[[str], bool], type]] = [
     ("TUM RGB-D (rgb.txt + depth.txt)", is_tum_folder, TumDataset),
     ("7-Scenes (frame-XXXXXX.depth.png/.color.*/.pose.txt)", is_sevenscenes_folder, SevenScenesDataset),
     ("EuRoC MAV (ASL layout: mav0/cam0, mav0/cam1, mav0/imu0)", is_euroc_folder, EurocDataset),
-    ("EuRoC MAV ROS 1 bag (/cam0/image_raw, /cam1/image_raw, /imu0; calibration from --calib)",
-     is_euroc_bag, EurocBagDataset),
+    (
+        "EuRoC MAV ROS 1 bag (/cam0/image_raw, /cam1/image_raw, /imu0; calibration from --calib)",
+        is_euroc_bag,
+        EurocBagDataset,
+    ),
 ]
 
 
@@ -119,8 +123,9 @@ def open_dataset(path: str, start: int = 0, frames: Optional[int] = None, **kw) 
     if opener is not None:
         return opener(p, start=start, frames=frames, **kw)
     if not os.path.exists(p):
-        raise ValueError(f"dataset path '{p}' does not exist "
-                         f"(expected a dataset folder, 'synthetic' or 'synthetic:<n_frames>')")
+        raise ValueError(
+            f"dataset path '{p}' does not exist (expected a dataset folder, 'synthetic' or 'synthetic:<n_frames>')"
+        )
     found = detect_format(p)
     if found is None:
         expected = "; ".join(name for name, _, _ in DETECTORS)

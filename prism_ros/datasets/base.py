@@ -11,6 +11,7 @@ Conventions
 * ``index``: 0-based position in the dataset *after* ``start`` was applied.
 * ``stamp``: seconds; each reader documents its time origin.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -186,7 +187,9 @@ def load_rgb(index: int, path: str, size: Optional[Tuple[int, int]] = None) -> n
         img = img.convert("RGB")
     arr = np.asarray(img, dtype=np.uint8)
     if size is not None and (arr.shape[1], arr.shape[0]) != tuple(size):
-        raise FrameLoadError(index, path, f"colour image is {arr.shape[1]}x{arr.shape[0]}, expected {size[0]}x{size[1]}")
+        raise FrameLoadError(
+            index, path, f"colour image is {arr.shape[1]}x{arr.shape[0]}, expected {size[0]}x{size[1]}"
+        )
     return np.ascontiguousarray(arr)
 
 

@@ -20,6 +20,7 @@ HasExactSdf            ``sdf(points)``                                    the sy
 HasGroundTruthTwists   ``gt_twists()``                                    the synthetic sequence
 =====================  =================================================  ==========================
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional, Protocol, runtime_checkable

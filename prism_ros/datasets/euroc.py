@@ -44,6 +44,7 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
 Capabilities (:mod:`prism_ros.datasets.capabilities`): config hints, body frame, controls,
 IMU, stereo, exact frame stamps.
 """
+
 from __future__ import annotations
 
 import glob
@@ -130,14 +131,29 @@ class EurocDataset(DatasetBase):
         "truncation_m": 0.1,
         "icp_max_distance_m": 0.2,
     }
-    config_hints_reason = ("EuRoC stereo depth: 11 cm baseline, sigma_z = z^2 sigma_d / (f b) grows as z^2 (0.30 m at 5 m); "
-                           "2 cm voxels (4 cm voxels drifted 14 mm on the static micro sequence, 2 cm: 3 mm)")
+    config_hints_reason = (
+        "EuRoC stereo depth: 11 cm baseline, sigma_z = z^2 sigma_d / (f b) grows as z^2 (0.30 m at 5 m); "
+        "2 cm voxels (4 cm voxels drifted 14 mm on the static micro sequence, 2 cm: 3 mm)"
+    )
 
-    def __init__(self, path, start: int = 0, frames: Optional[int] = None, gt_path=None,
-                 require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: Optional[float] = None,
-                 num_disparities: Optional[int] = None, block_size: int = 5, lr_max_diff: float = 1.0,
-                 use_imu: bool = True, imu_init_window_s: float = 1.0, stereo_downscale: int = 2,
-                 stereo_matcher: Optional[str] = None, depth_min_m: Optional[float] = None):
+    def __init__(
+        self,
+        path,
+        start: int = 0,
+        frames: Optional[int] = None,
+        gt_path=None,
+        require_gt: bool = False,
+        gt_max_difference: float = 0.02,
+        sigma_d: Optional[float] = None,
+        num_disparities: Optional[int] = None,
+        block_size: int = 5,
+        lr_max_diff: float = 1.0,
+        use_imu: bool = True,
+        imu_init_window_s: float = 1.0,
+        stereo_downscale: int = 2,
+        stereo_matcher: Optional[str] = None,
+        depth_min_m: Optional[float] = None,
+    ):
         mav0 = _mav0(path)
         if mav0 is None:
             raise ValueError(f"'{path}' is not an EuRoC (ASL) folder: no mav0/cam0/data.csv")
@@ -145,9 +161,16 @@ class EurocDataset(DatasetBase):
         self.mav0 = mav0
         root_name = Path(path).resolve().name
         self.name = f"euroc:{self.root.resolve().name if root_name == 'mav0' else root_name}"
-        self._init_calibration(mav0, sigma_d=sigma_d, num_disparities=num_disparities, block_size=block_size,
-                               lr_max_diff=lr_max_diff, downscale=stereo_downscale, matcher=stereo_matcher,
-                               depth_min_m=depth_min_m)
+        self._init_calibration(
+            mav0,
+            sigma_d=sigma_d,
+            num_disparities=num_disparities,
+            block_size=block_size,
+            lr_max_diff=lr_max_diff,
+            downscale=stereo_downscale,
+            matcher=stereo_matcher,
+            depth_min_m=depth_min_m,
+        )
 
         left = dict(_read_cam_csv(mav0 / "cam0" / "data.csv"))
         right = dict(_read_cam_csv(mav0 / "cam1" / "data.csv"))
@@ -168,9 +191,17 @@ class EurocDataset(DatasetBase):
         self._init_imu(imu, imu_ns, mav0, imu_init_window_s)
 
     # ------------------------------------------------------------------ setup (shared with EurocBagDataset)
-    def _init_calibration(self, mav0: Path, sigma_d: Optional[float], num_disparities: Optional[int],
-                          block_size: int, lr_max_diff: float, downscale: int = 2, matcher: Optional[str] = None,
-                          depth_min_m: Optional[float] = None) -> None:
+    def _init_calibration(
+        self,
+        mav0: Path,
+        sigma_d: Optional[float],
+        num_disparities: Optional[int],
+        block_size: int,
+        lr_max_diff: float,
+        downscale: int = 2,
+        matcher: Optional[str] = None,
+        depth_min_m: Optional[float] = None,
+    ) -> None:
         """Stereo rectifier, camera and T_body_cam from ``mav0/cam{0,1}/sensor.yaml``.  Without
         ``num_disparities`` the matcher searches down to ``depth_min_m`` (default: the
         ``depth_min_m`` of :attr:`config_hints`, the filter's nearest depth on EuRoC)."""
@@ -186,9 +217,17 @@ class EurocDataset(DatasetBase):
             depth_min_m = None
         elif depth_min_m is None:
             depth_min_m = self.config_hints["depth_min_m"]
-        self.stereo = StereoRectifier(c0, c1, num_disparities=num_disparities, block_size=block_size,
-                                      sigma_d=sigma_d, lr_max_diff=lr_max_diff, downscale=downscale, matcher=matcher,
-                                      depth_min_m=depth_min_m)
+        self.stereo = StereoRectifier(
+            c0,
+            c1,
+            num_disparities=num_disparities,
+            block_size=block_size,
+            sigma_d=sigma_d,
+            lr_max_diff=lr_max_diff,
+            downscale=downscale,
+            matcher=matcher,
+            depth_min_m=depth_min_m,
+        )
         self.camera = self.stereo.camera
         #: rectified left camera -> body (IMU) frame
         self.T_body_cam = self.stereo.T_B_rect.copy()
@@ -250,7 +289,9 @@ class EurocDataset(DatasetBase):
         asl = self.mav0 / "state_groundtruth_estimate0" / "data.csv"
         if asl.is_file():
             return str(asl)
-        cands = sorted(glob.glob(str(self.root / "groundtruth*" / "*.txt")) + glob.glob(str(self.root / "groundtruth*.txt")))
+        cands = sorted(
+            glob.glob(str(self.root / "groundtruth*" / "*.txt")) + glob.glob(str(self.root / "groundtruth*.txt"))
+        )
         best, best_n = None, 0
         for c in cands:
             try:

@@ -16,6 +16,7 @@ Opening reads the bag once to index the image messages (header stamps and record
 times; images are not decoded) and the IMU; frames are then read lazily, cheaply
 in sequence (one iterator is kept), with a re-seek for random access.
 """
+
 from __future__ import annotations
 
 import struct
@@ -80,18 +81,34 @@ class EurocBagDataset(EurocDataset):
 
     _reader = None  # the open rosbags Reader (None once closed)
 
-    def __init__(self, path, start: int = 0, frames: Optional[int] = None, calib=None, gt_path=None,
-                 require_gt: bool = False, gt_max_difference: float = 0.02, sigma_d: Optional[float] = None,
-                 num_disparities: Optional[int] = None, block_size: int = 5, lr_max_diff: float = 1.0,
-                 use_imu: bool = True, imu_init_window_s: float = 1.0, pair_tolerance_s: float = 1e-3,
-                 stereo_matcher: Optional[str] = None, depth_min_m: Optional[float] = None):
+    def __init__(
+        self,
+        path,
+        start: int = 0,
+        frames: Optional[int] = None,
+        calib=None,
+        gt_path=None,
+        require_gt: bool = False,
+        gt_max_difference: float = 0.02,
+        sigma_d: Optional[float] = None,
+        num_disparities: Optional[int] = None,
+        block_size: int = 5,
+        lr_max_diff: float = 1.0,
+        use_imu: bool = True,
+        imu_init_window_s: float = 1.0,
+        pair_tolerance_s: float = 1e-3,
+        stereo_matcher: Optional[str] = None,
+        depth_min_m: Optional[float] = None,
+    ):
         from rosbags.rosbag1 import Reader
         from rosbags.typesys import Stores, get_typestore
 
         path = Path(path)
         if calib is None:
-            raise ValueError(f"'{path}' is a EuRoC ROS 1 bag, which carries no calibration: pass --calib "
-                             f"(calib=) a EuRoC ASL folder or its mav0 with cam0/, cam1/ and imu0/sensor.yaml")
+            raise ValueError(
+                f"'{path}' is a EuRoC ROS 1 bag, which carries no calibration: pass --calib "
+                f"(calib=) a EuRoC ASL folder or its mav0 with cam0/, cam1/ and imu0/sensor.yaml"
+            )
         mav0 = _calib_mav0(calib)
         if mav0 is None:
             raise ValueError(f"--calib '{calib}': no cam0/sensor.yaml and cam1/sensor.yaml in it or in its mav0")
@@ -100,8 +117,15 @@ class EurocBagDataset(EurocDataset):
         self.mav0 = mav0
         self.root = mav0.parent if mav0.name == "mav0" else mav0
         self.name = f"euroc:{path.stem}"
-        self._init_calibration(mav0, sigma_d=sigma_d, num_disparities=num_disparities, block_size=block_size,
-                               lr_max_diff=lr_max_diff, matcher=stereo_matcher, depth_min_m=depth_min_m)
+        self._init_calibration(
+            mav0,
+            sigma_d=sigma_d,
+            num_disparities=num_disparities,
+            block_size=block_size,
+            lr_max_diff=lr_max_diff,
+            matcher=stereo_matcher,
+            depth_min_m=depth_min_m,
+        )
         self._typestore = get_typestore(Stores.ROS1_NOETIC)
         self._lock = threading.Lock()
         self._reader = Reader(path)
@@ -143,8 +167,10 @@ class EurocBagDataset(EurocDataset):
                 used.add(best)
                 pairs.append(((hl, rl), right[best]))
         if not pairs:
-            raise ValueError(f"'{self.bag_path}': no {CAM0_TOPIC} / {CAM1_TOPIC} image pairs with header stamps "
-                             f"within {tol_s * 1e3:g} ms ({len(left)} left, {len(right)} right images)")
+            raise ValueError(
+                f"'{self.bag_path}': no {CAM0_TOPIC} / {CAM1_TOPIC} image pairs with header stamps "
+                f"within {tol_s * 1e3:g} ms ({len(left)} left, {len(right)} right images)"
+            )
         lo, hi = slice_range(len(pairs), start, frames, what=f"EuRoC bag '{self.bag_path}'")
         self._pairs = pairs[lo:hi]
         self.frame_ns = np.asarray([p[0][0] for p in self._pairs], dtype=np.int64)

@@ -3,6 +3,7 @@
 Parsing lives here, in the datasets layer; the core's IMU and stereo code takes the
 parsed values (:class:`prism_ros.core.imu.ImuData`, :class:`prism_ros.core.stereo.CameraCalib`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,8 +13,14 @@ from prism_ros.core.stereo import CameraCalib
 
 from .textfile import data_lines
 
-__all__ = ["read_euroc_imu_csv", "read_euroc_imu_csv_ns", "read_euroc_sensor_yaml", "read_ns_csv",
-           "read_ns_csv_ns", "ns_to_s"]
+__all__ = [
+    "read_euroc_imu_csv",
+    "read_euroc_imu_csv_ns",
+    "read_euroc_sensor_yaml",
+    "read_ns_csv",
+    "read_ns_csv_ns",
+    "ns_to_s",
+]
 
 
 def read_ns_csv_ns(path, columns: int, what: str):
@@ -26,7 +33,7 @@ def read_ns_csv_ns(path, columns: int, what: str):
         if len(parts) < columns + 1:
             raise ValueError(f"{path}:{n}: expected {columns + 1} columns ({what}): {ln!r}")
         ns.append(int(parts[0]))
-        rows.append([float(x) for x in parts[1:columns + 1]])
+        rows.append([float(x) for x in parts[1 : columns + 1]])
     return np.asarray(ns, dtype=np.int64), np.asarray(rows, dtype=np.float64).reshape(-1, columns)
 
 

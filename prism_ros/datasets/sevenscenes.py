@@ -19,6 +19,7 @@ Rotations are projected onto SO(3) (the files are ~3e-4 off orthonormal).
 Colour and depth come from different sensors and are not registered; the reader
 does not try to fix that.
 """
+
 from __future__ import annotations
 
 import os
@@ -91,8 +92,10 @@ class SevenScenesDataset(DatasetBase):
     """
 
     config_hints = {"use_photometric": False}
-    config_hints_reason = ("7-Scenes colour and depth come from two unregistered sensors, so a colour "
-                           "pixel does not see the point its depth pixel measures")
+    config_hints_reason = (
+        "7-Scenes colour and depth come from two unregistered sensors, so a colour "
+        "pixel does not see the point its depth pixel measures"
+    )
     has_timestamps = False
 
     def __init__(

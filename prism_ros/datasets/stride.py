@@ -1,4 +1,5 @@
 """Every k-th frame of a dataset (``prism-ros run --stride k``: e.g. a 20 Hz camera at 10 Hz)."""
+
 from __future__ import annotations
 
 from typing import Optional

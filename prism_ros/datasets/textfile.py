@@ -1,4 +1,5 @@
 """Reading the plain-text data files of the datasets (CSV / TUM lists and trajectories)."""
+
 from __future__ import annotations
 
 from typing import Iterator, Tuple

@@ -21,6 +21,7 @@ Layout::
   ``freiburg3``; default 525/525/319.5/239.5) and can be overridden with
   ``camera=``.  The images are used as recorded (no undistortion).
 """
+
 from __future__ import annotations
 
 import re
@@ -116,7 +117,9 @@ def associate(a: Sequence[float], b: Sequence[float], max_difference: float = 0.
     return pairs
 
 
-def interpolate_poses(gt_t: np.ndarray, gt_xyz: np.ndarray, gt_quat_xyzw: np.ndarray, query: np.ndarray, max_difference: float = 0.02):
+def interpolate_poses(
+    gt_t: np.ndarray, gt_xyz: np.ndarray, gt_quat_xyzw: np.ndarray, query: np.ndarray, max_difference: float = 0.02
+):
     """Interpolate TUM ground truth at ``query`` stamps.
 
     Linear translation, slerp rotation between the bracketing samples; a query is
@@ -190,12 +193,16 @@ class TumDataset(DatasetBase):
         gt_path = self.root / "groundtruth.txt"
         if gt_path.is_file():
             rows = read_file_list(gt_path)
-            data = np.array([[t] + [float(x) for x in f[:7]] for t, f in rows if len(f) >= 7], dtype=np.float64).reshape(-1, 8)
+            data = np.array(
+                [[t] + [float(x) for x in f[:7]] for t, f in rows if len(f) >= 7], dtype=np.float64
+            ).reshape(-1, 8)
             gt = interpolate_poses(data[:, 0], data[:, 1:4], data[:, 4:8], rgb_t, max_difference)
             if require_gt:
                 keep = [i for i, g in enumerate(gt) if g is not None]
                 if not keep:
-                    raise ValueError(f"{path}: no frame has ground truth within {max_difference} s (use require_gt=False)")
+                    raise ValueError(
+                        f"{path}: no frame has ground truth within {max_difference} s (use require_gt=False)"
+                    )
                 rgb_t = rgb_t[keep]
                 rgb_f = [rgb_f[i] for i in keep]
                 depth_f = [depth_f[i] for i in keep]
@@ -221,7 +228,9 @@ class TumDataset(DatasetBase):
         depth = raw.astype(np.float32) * np.float32(1.0 / self.depth_scale)
         rgb = load_rgb(i, self._rgb_paths[i], size)
         gt = self._gt[i] if self._gt is not None else None
-        return Frame(index=i, stamp=float(self._stamps[i]), rgb=rgb, depth=depth, T_w_c_gt=None if gt is None else gt.copy())
+        return Frame(
+            index=i, stamp=float(self._stamps[i]), rgb=rgb, depth=depth, T_w_c_gt=None if gt is None else gt.copy()
+        )
 
 
 def write_tum_folder(

@@ -37,6 +37,7 @@ The workers' side (what a child records) is :mod:`prism_ros.eval.bench_worker`.
 
 Exit codes: 0 success, 1 a child failed, 2 bad arguments or a missing peer.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,8 @@ from prism_ros.stats import cpu_model, summarize_stages
 
 __all__ = ["main", "build_parser", "machine_info", "summarize_stages", "PEERS", "OPEN3D_DEFAULTS", "TARGETS"]
 
-#: Speed and memory targets on 7-Scenes redkitchen frames 0-299 (printed as a checklist; they do not change the exit code).
+#: Speed and memory targets on 7-Scenes redkitchen frames 0-299 (printed as a checklist; they do not change the
+#: exit code).
 TARGETS: Dict[str, Any] = {"fps": 30.0, "fps_total": 25.0, "fps_ratio": 3.0, "peak_rss_bytes": 1.1e9}
 
 
@@ -131,8 +133,9 @@ def _probe_module(module: str, timeout: float = 120.0) -> Tuple[Optional[str], s
     """Import ``module`` in a fresh interpreter (the children's environment): (version or None, error text)."""
     code = f"import {module} as m; print(getattr(m, '__version__', '?'))"
     try:
-        r = subprocess.run([sys.executable, "-c", code], env=_child_env(), capture_output=True, text=True,
-                           timeout=timeout)
+        r = subprocess.run(
+            [sys.executable, "-c", code], env=_child_env(), capture_output=True, text=True, timeout=timeout
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return None, str(e)
     if r.returncode != 0:
@@ -164,14 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="prism-ros bench",
         description="Benchmark PRISM (and optionally a peer system) on a dataset: per-stage median/p95 ms, "
-                    "FPS, peak RSS and ATE; each system runs in a child process of its own.",
+        "FPS, peak RSS and ATE; each system runs in a child process of its own.",
     )
     p.add_argument("path", metavar="PATH", help="dataset folder (TUM RGB-D or 7-Scenes layout, or 'synthetic')")
     p.add_argument("--frames", metavar="N", type=pos_int, default=300, help="number of frames (default: %(default)s)")
     p.add_argument("--start", metavar="K", type=nonneg_int, default=0, help="first frame (default: 0)")
     add_config_arguments(p)
-    p.add_argument("--peer", choices=sorted(PEERS), default=None,
-                   help="also run this peer system on the same frames (optional dependency group 'peer')")
+    p.add_argument(
+        "--peer",
+        choices=sorted(PEERS),
+        default=None,
+        help="also run this peer system on the same frames (optional dependency group 'peer')",
+    )
     p.add_argument("--json", metavar="OUT", default=None, help="write all figures to this JSON file")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     return p
@@ -197,9 +204,15 @@ def _stage_table(res: Dict[str, Any], w) -> None:
     step = res.get("per_frame", {}).get("step_ms") or []
     load = res.get("per_frame", {}).get("load_ms") or []
     if step:
-        w(f"  {'(step wall)':<14}{np.median(step):>11.2f}{np.percentile(step, 95):>10.2f}{np.mean(step):>10.2f}{len(step):>8d}")
+        w(
+            f"  {'(step wall)':<14}{np.median(step):>11.2f}{np.percentile(step, 95):>10.2f}"
+            f"{np.mean(step):>10.2f}{len(step):>8d}"
+        )
     if load:
-        w(f"  {'(loading)':<14}{np.median(load):>11.2f}{np.percentile(load, 95):>10.2f}{np.mean(load):>10.2f}{len(load):>8d}")
+        w(
+            f"  {'(loading)':<14}{np.median(load):>11.2f}{np.percentile(load, 95):>10.2f}"
+            f"{np.mean(load):>10.2f}{len(load):>8d}"
+        )
 
 
 def print_report(doc: Dict[str, Any], file=None) -> None:
@@ -209,24 +222,35 @@ def print_report(doc: Dict[str, Any], file=None) -> None:
     a = doc["args"]
     pr = doc["prism"]
     peer = doc.get("peer")
-    w(f"prism-ros bench: {a['dataset']}, frames {a['start']}..{a['start'] + pr['frames'] + pr['frames_skipped'] - 1}"
-      f" ({pr['frames']} processed), {a['width']}x{a['height']}")
-    w(f"machine: {m.get('cpu_model')}; {m.get('cpus_usable')} of {m.get('cpu_count')} CPUs usable; "
-      f"{_f(m.get('memory_total_gb'), '{:.0f}')} GB RAM; load average {m.get('load_average')}")
-    w(f"         Python {m.get('python')}, numpy {m.get('numpy')}, numba {m.get('numba')} "
-      f"({pr.get('numba_threads', m.get('numba_num_threads'))} threads, {pr.get('numba_threading_layer', '?')} layer)"
-      + (f", Open3D {peer.get('open3d')} (OpenMP threads {peer.get('omp_threads')})" if peer else ""))
+    w(
+        f"prism-ros bench: {a['dataset']}, frames {a['start']}..{a['start'] + pr['frames'] + pr['frames_skipped'] - 1}"
+        f" ({pr['frames']} processed), {a['width']}x{a['height']}"
+    )
+    w(
+        f"machine: {m.get('cpu_model')}; {m.get('cpus_usable')} of {m.get('cpu_count')} CPUs usable; "
+        f"{_f(m.get('memory_total_gb'), '{:.0f}')} GB RAM; load average {m.get('load_average')}"
+    )
+    w(
+        f"         Python {m.get('python')}, numpy {m.get('numpy')}, numba {m.get('numba')} "
+        f"({pr.get('numba_threads', m.get('numba_num_threads'))} threads, {pr.get('numba_threading_layer', '?')} layer)"
+        + (f", Open3D {peer.get('open3d')} (OpenMP threads {peer.get('omp_threads')})" if peer else "")
+    )
     w(f"         {m.get('platform')}")
     ch = doc.get("config_changes")
     if ch is not None:
-        w("parameters: the defaults (config/prism.yaml)" + (" except " + ", ".join(f"{k}={v}" for k, v in ch.items()) if ch else ""))
+        w(
+            "parameters: the defaults (config/prism.yaml)"
+            + (" except " + ", ".join(f"{k}={v}" for k, v in ch.items()) if ch else "")
+        )
     w()
     w(f"PRISM per-stage timings ({pr['frames']} frames; warm-up {_f(pr.get('warmup_s'), '{:.1f}')} s excluded)")
     _stage_table(pr, w)
     if peer:
         w()
-        w(f"Open3D {peer.get('open3d')} tensor SLAM per-stage timings ({peer['frames']} frames, CPU, "
-          f"{100 * peer['params']['voxel_size']:.0f} cm voxels)")
+        w(
+            f"Open3D {peer.get('open3d')} tensor SLAM per-stage timings ({peer['frames']} frames, CPU, "
+            f"{100 * peer['params']['voxel_size']:.0f} cm voxels)"
+        )
         _stage_table(peer, w)
     w()
     cols = ["PRISM"] + (["Open3D", "PRISM/Open3D"] if peer else [])
@@ -250,8 +274,10 @@ def print_report(doc: Dict[str, Any], file=None) -> None:
     row("controls used (IMU)", "controls_used", "{:d}", ratio=False)
     row("setup s", "setup_s", "{:.1f}", ratio=False)
     if pr.get("peak_rss_after_setup_mb") is not None:
-        w(f"  (PRISM peak RSS after set-up and warm-up: {pr['peak_rss_after_setup_mb']:.0f} MiB; "
-          f"map {_f(pr.get('map_memory_mb'), '{:.0f}')} MiB)")
+        w(
+            f"  (PRISM peak RSS after set-up and warm-up: {pr['peak_rss_after_setup_mb']:.0f} MiB; "
+            f"map {_f(pr.get('map_memory_mb'), '{:.0f}')} MiB)"
+        )
     if peer and peer.get("tracking_errors"):
         w(f"  (Open3D tracking errors: {'; '.join(peer['tracking_errors'])})")
     t = doc.get("targets") or {}
@@ -271,12 +297,26 @@ def _targets(pr: Dict[str, Any], peer: Optional[Dict[str, Any]]) -> Dict[str, Di
 
     fps, fpt, rss = pr.get("fps"), pr.get("fps_total"), pr.get("peak_rss_bytes")
     add(f"fps >= {TARGETS['fps']:g}", fps, fps is not None and fps >= TARGETS["fps"], _f(fps, "{:.2f}"))
-    add(f"fps_total >= {TARGETS['fps_total']:g}", fpt, fpt is not None and fpt >= TARGETS["fps_total"], _f(fpt, "{:.2f}"))
+    add(
+        f"fps_total >= {TARGETS['fps_total']:g}",
+        fpt,
+        fpt is not None and fpt >= TARGETS["fps_total"],
+        _f(fpt, "{:.2f}"),
+    )
     if peer:
         r = _ratio(fps, peer.get("fps"))
-        add(f"fps >= {TARGETS['fps_ratio']:g} x peer fps", r, r is not None and r >= TARGETS["fps_ratio"], _f(r, "{:.2f}x"))
-    add("peak RSS <= 1.1 GB (1.1e9 bytes)", rss, rss is not None and rss <= TARGETS["peak_rss_bytes"],
-        _f(rss, "{:.3f} GB", 1e-9))
+        add(
+            f"fps >= {TARGETS['fps_ratio']:g} x peer fps",
+            r,
+            r is not None and r >= TARGETS["fps_ratio"],
+            _f(r, "{:.2f}x"),
+        )
+    add(
+        "peak RSS <= 1.1 GB (1.1e9 bytes)",
+        rss,
+        rss is not None and rss <= TARGETS["peak_rss_bytes"],
+        _f(rss, "{:.3f} GB", 1e-9),
+    )
     return t
 
 
@@ -303,8 +343,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         module, hint = PEERS[args.peer]
         peer_version, err = _probe_module(module)
         if peer_version is None:
-            print(f"prism-ros bench: --peer {args.peer} needs the Python package '{module}', which cannot be "
-                  f"imported here ({err}).\nInstall the optional peer dependencies with:\n{hint}", file=sys.stderr)
+            print(
+                f"prism-ros bench: --peer {args.peer} needs the Python package '{module}', which cannot be "
+                f"imported here ({err}).\nInstall the optional peer dependencies with:\n{hint}",
+                file=sys.stderr,
+            )
             return 2
 
     machine = machine_info()
@@ -326,17 +369,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with tempfile.TemporaryDirectory(prefix="prism_bench_") as tmp:
             cfg_path = os.path.join(tmp, "config.yaml")
             write_config_yaml(cfg_path, cfg)
-            spec = {"path": args.path, "start": args.start, "frames": args.frames, "config_path": cfg_path,
-                    "progress": not args.no_progress}
+            spec = {
+                "path": args.path,
+                "start": args.start,
+                "frames": args.frames,
+                "config_path": cfg_path,
+                "progress": not args.no_progress,
+            }
             if not args.no_progress:
-                print(f"prism-ros bench: running PRISM on {len(ds)} frames in a child process ...",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"prism-ros bench: running PRISM on {len(ds)} frames in a child process ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
             doc["prism"] = _run_child("prism", spec, tmp)
             doc["peer"] = None
             if args.peer:
                 if not args.no_progress:
-                    print(f"prism-ros bench: running {args.peer} {peer_version} on the same frames ...",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"prism-ros bench: running {args.peer} {peer_version} on the same frames ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 doc["peer"] = _run_child(args.peer, spec, tmp)
     except RuntimeError as e:
         print(f"prism-ros bench: {e}", file=sys.stderr)
@@ -361,8 +415,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_report(doc)
     if peer:
         r = doc["ratios"]
-        print(f"\nratios PRISM/{args.peer}: FPS {_f(r['fps'], '{:.2f}x')}, FPS with loading "
-              f"{_f(r['fps_total'], '{:.2f}x')}, peak RSS {_f(r['peak_rss'], '{:.2f}x')}, ATE {_f(r['ate'], '{:.2f}x')}")
+        print(
+            f"\nratios PRISM/{args.peer}: FPS {_f(r['fps'], '{:.2f}x')}, FPS with loading "
+            f"{_f(r['fps_total'], '{:.2f}x')}, peak RSS {_f(r['peak_rss'], '{:.2f}x')}, ATE {_f(r['ate'], '{:.2f}x')}"
+        )
     if args.json:
         d = os.path.dirname(os.path.abspath(args.json))
         os.makedirs(d, exist_ok=True)

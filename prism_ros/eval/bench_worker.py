@@ -6,6 +6,7 @@ optionally ``peer_params``) and returns the result dict of :meth:`WorkerRun.resu
 figures :mod:`prism_ros.eval.bench` documents.  Peers' workers live in
 :mod:`prism_ros.eval.peers`.
 """
+
 from __future__ import annotations
 
 import math

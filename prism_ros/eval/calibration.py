@@ -36,6 +36,7 @@ elsewhere.  Against the instantaneous twist at the frame time (the synthetic
 sequence's ``gt_twists``) the estimate lags by half an interval (acceleration x
 dt / 2, not in P): ``velocity_coverage_95_instantaneous`` reports that too.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
@@ -163,21 +164,37 @@ def to_body_frame(T_body_cam, T_est, T_gt, step_covs, velocity, velocity_cov):
     T_cb = se3.inv(T_bc)
     A = se3.adjoint(T_bc)
     tr = lambda C: A @ np.asarray(C) @ A.T  # noqa: E731  (batched over the leading axis)
-    return (np.asarray(T_est) @ T_cb, np.asarray(T_gt) @ T_cb, tr(step_covs),
-            np.asarray(velocity) @ A.T, tr(velocity_cov))
+    return (
+        np.asarray(T_est) @ T_cb,
+        np.asarray(T_gt) @ T_cb,
+        tr(step_covs),
+        np.asarray(velocity) @ A.T,
+        tr(velocity_cov),
+    )
 
 
-def calibration_report(T_est, T_gt, step_covs, valid=None, lags: Sequence[int] = LAGS, stamps=None,
-                       velocity=None, velocity_cov=None, twists_instantaneous=None) -> Dict[str, object]:
+def calibration_report(
+    T_est,
+    T_gt,
+    step_covs,
+    valid=None,
+    lags: Sequence[int] = LAGS,
+    stamps=None,
+    velocity=None,
+    velocity_cov=None,
+    twists_instantaneous=None,
+) -> Dict[str, object]:
     """The ``calibration`` object of ``metrics.json``: per-lag figures; with ``stamps``,
     ``velocity`` and ``velocity_cov`` also the velocity coverage against
     :func:`interval_twists` of the ground truth (and against ``twists_instantaneous``,
     exact twists at the frame times, when given)."""
     out: Dict[str, object] = {
         "lags": {str(k): lag_calibration(T_est, T_gt, step_covs, k, valid) for k in lags},
-        "definition": ("xi = Log(dT_gt^-1 dT_est), dT = T_(t-k)^-1 T_t; C = sum_j Ad(R_j^-1) C_j Ad(R_j^-1)^T "
-                       "over the steps j of the window, R_j = T_j^-1 T_t (estimated); coverage95: "
-                       "xi^T C^-1 xi <= 12.59 (chi2_6 95 %); nees_median ideal 5.35"),
+        "definition": (
+            "xi = Log(dT_gt^-1 dT_est), dT = T_(t-k)^-1 T_t; C = sum_j Ad(R_j^-1) C_j Ad(R_j^-1)^T "
+            "over the steps j of the window, R_j = T_j^-1 T_t (estimated); coverage95: "
+            "xi^T C^-1 xi <= 12.59 (chi2_6 95 %); nees_median ideal 5.35"
+        ),
     }
     if stamps is not None and velocity is not None and velocity_cov is not None:
         v = None if valid is None else np.asarray(valid, dtype=bool)
@@ -187,10 +204,13 @@ def calibration_report(T_est, T_gt, step_covs, valid=None, lags: Sequence[int] =
         out["velocity_coverage_95"] = float(np.mean(d2 <= CHI2_95_6DOF)) if len(d2) else float("nan")
         out["velocity_nees_median"] = float(np.median(d2)) if len(d2) else float("nan")
         out["velocity_frames"] = int(len(d2))
-        out["velocity_reference"] = "mean ground-truth body twist over the frame interval, Log(T_gt(t-1)^-1 T_gt(t)) / dt"
+        out["velocity_reference"] = (
+            "mean ground-truth body twist over the frame interval, Log(T_gt(t-1)^-1 T_gt(t)) / dt"
+        )
         if twists_instantaneous is not None:
             out["velocity_coverage_95_instantaneous"] = velocity_coverage_95(
-                velocity, velocity_cov, twists_instantaneous, valid)
+                velocity, velocity_cov, twists_instantaneous, valid
+            )
     return out
 
 

@@ -24,6 +24,7 @@ writing it (:func:`prism_ros.tools.runner.write_outputs`); for a dataset with an
 truncation_m / 2) and ``pose_coverage_95``; last the process (``peak_rss_mb``, ``python``,
 ``cpu_count``, ``cpu_model``).
 """
+
 from __future__ import annotations
 
 import json
@@ -98,13 +99,22 @@ def _trajectory_figures(run: OfflineRun, ev: Evaluation) -> None:
     if ev.T_gt_all is not None and n >= 2:  # pose / velocity calibration (eval/calibration.py)
         twists = dataset.gt_twists() if isinstance(dataset, HasGroundTruthTwists) and n == len(dataset) else None
         ev.trajectory["calibration"] = calibration.calibration_report(
-            T_est, ev.T_gt_all, pose_cov, valid=ok, stamps=run.stamps, velocity=run.velocity,
-            velocity_cov=run.velocity_cov, twists_instantaneous=twists)
+            T_est,
+            ev.T_gt_all,
+            pose_cov,
+            valid=ok,
+            stamps=run.stamps,
+            velocity=run.velocity,
+            velocity_cov=run.velocity_cov,
+            twists_instantaneous=twists,
+        )
         if isinstance(dataset, HasBodyFrame):  # the same figures in the body (IMU) frame
-            Eb, Gb, Cb, Vb, VCb = calibration.to_body_frame(dataset.T_body_cam, T_est, ev.T_gt_all, pose_cov,
-                                                            run.velocity, run.velocity_cov)
+            Eb, Gb, Cb, Vb, VCb = calibration.to_body_frame(
+                dataset.T_body_cam, T_est, ev.T_gt_all, pose_cov, run.velocity, run.velocity_cov
+            )
             ev.trajectory["calibration_body"] = calibration.calibration_report(
-                Eb, Gb, Cb, valid=ok, stamps=run.stamps, velocity=Vb, velocity_cov=VCb)
+                Eb, Gb, Cb, valid=ok, stamps=run.stamps, velocity=Vb, velocity_cov=VCb
+            )
 
 
 def _map_figures(run: OfflineRun, ev: Evaluation) -> None:
@@ -120,7 +130,8 @@ def _map_figures(run: OfflineRun, ev: Evaluation) -> None:
         trunc_mu = 0.95 * float(cfg.truncation_m)
         m["map_sdf_rmse_m"] = metrics.map_sdf_rmse(allv["sdf"], sdf_true, band, max_abs_mu=trunc_mu)
         m["map_eval_truncated_fraction"] = (
-            float(np.mean(np.abs(allv["sdf"][inband]) >= trunc_mu)) if inband.any() else float("nan"))
+            float(np.mean(np.abs(allv["sdf"][inband]) >= trunc_mu)) if inband.any() else float("nan")
+        )
         m["map_coverage_2sigma"] = metrics.map_coverage_2sigma(allv["sdf"], allv["sigma"], sdf_true, band)
         m["map_sigma_median_m"] = float(np.median(allv["sigma"][inband])) if inband.any() else float("nan")
         m["map_eval_voxels"] = int(inband.sum())
@@ -134,8 +145,10 @@ def _map_figures(run: OfflineRun, ev: Evaluation) -> None:
             for b in sorted({0.5 * float(cfg.voxel_size_m), float(cfg.voxel_size_m), band})
         }
     m["map_eval_band_m"] = band
-    m["map_eval_band"] = ("|sdf_true| < truncation_m / 2, observed voxels; the RMSE leaves out "
-                          "truncated voxels (|mu| >= 0.95 truncation_m, free-space evidence only)")
+    m["map_eval_band"] = (
+        "|sdf_true| < truncation_m / 2, observed voxels; the RMSE leaves out "
+        "truncated voxels (|mu| >= 0.95 truncation_m, free-space evidence only)"
+    )
     if ev.T_gt_all is not None and run.n >= 2:
         T_est, pose_cov = run.T_est, run.pose_cov
         m["pose_coverage_95"] = metrics.pose_coverage_95(T_est, ev.T_gt_all, pose_cov)
@@ -172,8 +185,9 @@ def metrics_document(run: OfflineRun, ev: Evaluation, written: Optional[Dict[str
     return m
 
 
-def write_evaluation(run: OfflineRun, ev: Evaluation, out_dir: str, written: Optional[Dict[str, Any]] = None,
-                     report: bool = True) -> Dict[str, Any]:
+def write_evaluation(
+    run: OfflineRun, ev: Evaluation, out_dir: str, written: Optional[Dict[str, Any]] = None, report: bool = True
+) -> Dict[str, Any]:
     """Write the harness's outputs into ``out_dir``: ``groundtruth.tum`` (the ground truth of the
     frames that have one, so ``evo_ape tum groundtruth.tum trajectory.tum -a`` reproduces
     ``ate_rmse_m``) and, with a body frame, ``groundtruth_body.tum``; ``metrics.json``
@@ -220,8 +234,15 @@ def write_evaluation(run: OfflineRun, ev: Evaluation, out_dir: str, written: Opt
     return _jsonable(m)
 
 
-def run_offline(dataset, cfg=None, out_dir: str = "prism_out", progress: bool = True, report: bool = True,
-                write_map: bool = True, dataset_controls: bool = True) -> Dict[str, Any]:
+def run_offline(
+    dataset,
+    cfg=None,
+    out_dir: str = "prism_out",
+    progress: bool = True,
+    report: bool = True,
+    write_map: bool = True,
+    dataset_controls: bool = True,
+) -> Dict[str, Any]:
     """``prism-ros run`` as one call: :func:`prism_ros.tools.runner.run`, :func:`evaluate`,
     :func:`prism_ros.tools.runner.write_outputs` (``write_map``) and :func:`write_evaluation`
     (``report``) into ``out_dir``; returns the metrics (``metrics.json``)."""

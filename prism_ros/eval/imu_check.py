@@ -27,6 +27,7 @@ validated on the other half.  Coverage95 of a block is the share of windows whos
 Mahalanobis distance lies below the chi2 95 % quantile of its dof (rotation 3,
 velocity 3, position 3, joint 9).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -38,10 +39,23 @@ from prism_ros.core import se3
 from prism_ros.core.imu import ImuData, ImuNoise, preintegrate
 from prism_ros.datasets.euroc_files import read_ns_csv
 
-__all__ = ["StateTrack", "GtNoise", "read_euroc_state_gt", "fit_gravity", "preintegration_check",
-           "EUROC_GT_NOISE", "EUROC_DENSITY_SCALE", "window_terms",
-           "coverage", "fit_noise_model", "split_blocks",
-           "window_starts", "EUROC_GRAVITY", "select", "main"]
+__all__ = [
+    "StateTrack",
+    "GtNoise",
+    "read_euroc_state_gt",
+    "fit_gravity",
+    "preintegration_check",
+    "EUROC_GT_NOISE",
+    "EUROC_DENSITY_SCALE",
+    "window_terms",
+    "coverage",
+    "fit_noise_model",
+    "split_blocks",
+    "window_starts",
+    "EUROC_GRAVITY",
+    "select",
+    "main",
+]
 
 BLOCKS = {"rot": slice(0, 3), "vel": slice(3, 6), "pos": slice(6, 9), "joint": slice(0, 9)}
 
@@ -94,8 +108,9 @@ class GtNoise:
 #: keeps: the bias columns' error (1.25e-3 rad/s, 0.031 m/s^2: they are a batch estimate,
 #: and they are held constant over each window) and 45 um of position noise per sample;
 #: the attitude and velocity terms fitted to zero (< 1e-11).
-EUROC_GT_NOISE = GtNoise(sigma_rot_rad=0.0, sigma_pos_m=4.5e-5, sigma_vel_mps=0.0,
-                         sigma_bg_radps=1.25e-3, sigma_ba_mps2=3.08e-2)
+EUROC_GT_NOISE = GtNoise(
+    sigma_rot_rad=0.0, sigma_pos_m=4.5e-5, sigma_vel_mps=0.0, sigma_bg_radps=1.25e-3, sigma_ba_mps2=3.08e-2
+)
 #: Multiplier on sensor.yaml's white-noise densities (the node's imu_noise_density_scale),
 #: fitted with EUROC_GT_NOISE: the ADIS16448 densities come from a static Allan analysis,
 #: and rotor vibration in flight raises the effective white noise.
@@ -156,8 +171,15 @@ def _gt_jacobians(Ri: np.ndarray, dR: np.ndarray, dv: np.ndarray, dp: np.ndarray
     return Ji, Jj
 
 
-def window_terms(imu: ImuData, gt: StateTrack, window_s: float, noise: ImuNoise, g_w: np.ndarray,
-                 t0: Optional[float] = None, t1: Optional[float] = None) -> Dict[str, np.ndarray]:
+def window_terms(
+    imu: ImuData,
+    gt: StateTrack,
+    window_s: float,
+    noise: ImuNoise,
+    g_w: np.ndarray,
+    t0: Optional[float] = None,
+    t1: Optional[float] = None,
+) -> Dict[str, np.ndarray]:
     """Residuals and the covariance terms (each linear in one noise variance) of the windows.
 
     Windows of ``window_s`` tile [t0, t1] (default: where both the IMU and the ground
@@ -188,8 +210,10 @@ def window_terms(imu: ImuData, gt: StateTrack, window_s: float, noise: ImuNoise,
         out["acc"].append(pa.cov)
         # bias random walk: the mean bias over the window departs from the one at t_i by
         # sigma^2 = rw^2 dt / 3
-        out["rw"].append((noise.gyro_random_walk**2 * dt / 3.0) * pg.J_bg @ pg.J_bg.T
-                         + (noise.accel_random_walk**2 * dt / 3.0) * pg.J_ba @ pg.J_ba.T)
+        out["rw"].append(
+            (noise.gyro_random_walk**2 * dt / 3.0) * pg.J_bg @ pg.J_bg.T
+            + (noise.accel_random_walk**2 * dt / 3.0) * pg.J_ba @ pg.J_ba.T
+        )
         out["bg"].append(pg.J_bg @ pg.J_bg.T)
         out["ba"].append(pg.J_ba @ pg.J_ba.T)
         Ji, Jj = _gt_jacobians(Ri, dR_ref, dv_ref, dp_ref, dt)
@@ -199,11 +223,16 @@ def window_terms(imu: ImuData, gt: StateTrack, window_s: float, noise: ImuNoise,
 
 
 def _total_cov(terms, noise: ImuNoise, gt_noise: GtNoise, density_scale: float) -> np.ndarray:
-    C = ((noise.gyro_noise_density * density_scale) ** 2 * terms["gyro"]
-         + (noise.accel_noise_density * density_scale) ** 2 * terms["acc"] + terms["rw"]
-         + gt_noise.sigma_rot_rad**2 * terms["rot"] + gt_noise.sigma_pos_m**2 * terms["pos"]
-         + gt_noise.sigma_vel_mps**2 * terms["vel"] + gt_noise.sigma_bg_radps**2 * terms["bg"]
-         + gt_noise.sigma_ba_mps2**2 * terms["ba"])
+    C = (
+        (noise.gyro_noise_density * density_scale) ** 2 * terms["gyro"]
+        + (noise.accel_noise_density * density_scale) ** 2 * terms["acc"]
+        + terms["rw"]
+        + gt_noise.sigma_rot_rad**2 * terms["rot"]
+        + gt_noise.sigma_pos_m**2 * terms["pos"]
+        + gt_noise.sigma_vel_mps**2 * terms["vel"]
+        + gt_noise.sigma_bg_radps**2 * terms["bg"]
+        + gt_noise.sigma_ba_mps2**2 * terms["ba"]
+    )
     return 0.5 * (C + np.swapaxes(C, 1, 2))
 
 
@@ -221,9 +250,17 @@ def coverage(res: np.ndarray, cov: np.ndarray) -> Dict[str, Dict[str, object]]:
     return {"d2": d2, "coverage95": cov95, "rms": rms}
 
 
-def preintegration_check(imu: ImuData, gt: StateTrack, window_s: float, noise: ImuNoise,
-                         g_w: np.ndarray, gt_noise: GtNoise = GtNoise(), density_scale: float = 1.0,
-                         t0: Optional[float] = None, t1: Optional[float] = None) -> Dict[str, object]:
+def preintegration_check(
+    imu: ImuData,
+    gt: StateTrack,
+    window_s: float,
+    noise: ImuNoise,
+    g_w: np.ndarray,
+    gt_noise: GtNoise = GtNoise(),
+    density_scale: float = 1.0,
+    t0: Optional[float] = None,
+    t1: Optional[float] = None,
+) -> Dict[str, object]:
     """Pre-integration residuals against ``gt`` and their coverage over non-overlapping windows.
 
     Returns ``{"t", "res" (N, 9), "cov" (N, 9, 9), "d2": {block: (N,)}, "coverage95":
@@ -293,14 +330,19 @@ def main(argv=None) -> int:
     terms = {w: window_terms(imu, gt, w, noise, g, t0, t1) for w in (0.05, 0.5)}
     k, gn = fit_noise_model([select(T, split_blocks(T["t"], t0)) for T in terms.values()], noise)
     print(f"fitted density_scale = {k:.3g}, {gn}")
-    for label, (kk, gg) in (("refit", (k, gn)), ("stored", (EUROC_DENSITY_SCALE, EUROC_GT_NOISE)),
-                            ("sensor.yaml only", (1.0, GtNoise()))):
+    for label, (kk, gg) in (
+        ("refit", (k, gn)),
+        ("stored", (EUROC_DENSITY_SCALE, EUROC_GT_NOISE)),
+        ("sensor.yaml only", (1.0, GtNoise())),
+    ):
         for w, T in terms.items():
             for part, m_ in (("fit", split_blocks(T["t"], t0)), ("validation", ~split_blocks(T["t"], t0))):
                 S = select(T, m_)
                 c = coverage(S["res"], _total_cov(S, noise, gg, kk))["coverage95"]
-                print(f"{label:17s} {w * 1000:4.0f} ms {part:10s} n={len(S['res']):3d} "
-                      + " ".join(f"{b}={c[b]:.3f}" for b in BLOCKS))
+                print(
+                    f"{label:17s} {w * 1000:4.0f} ms {part:10s} n={len(S['res']):3d} "
+                    + " ".join(f"{b}={c[b]:.3f}" for b in BLOCKS)
+                )
     return 0
 
 

@@ -36,6 +36,7 @@ exact SDF, ``|mu - sdf_true| <= 2 sigma``.  For a calibrated Gaussian this is
 0.954.  The band defaults to ``truncation / 2`` because a projective SDF is not
 the Euclidean SDF further from the surface (docs/design.md, "Map: a Gaussian TSDF").
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ Panels
   (d) tracking inlier ratio and the pose standard deviations over time, with
       tracking failures marked.
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,14 @@ def make_report(
         lab = "xyz"
         if has_gt:
             ax_a.plot(T_gt[:, i, 3], T_gt[:, j, 3], "-", color="0.35", lw=2.0, label="ground truth")
-        ax_a.plot(T_al[:, i, 3], T_al[:, j, 3], "-", color="tab:red", lw=1.2,
-                  label="estimate" + (" (SE(3)-aligned)" if has_gt else ""))
+        ax_a.plot(
+            T_al[:, i, 3],
+            T_al[:, j, 3],
+            "-",
+            color="tab:red",
+            lw=1.2,
+            label="estimate" + (" (SE(3)-aligned)" if has_gt else ""),
+        )
         ax_a.plot(T_al[0, i, 3], T_al[0, j, 3], "o", color="tab:green", ms=7, label="start")
         if tracking_ok is not None:
             bad = ~np.asarray(tracking_ok, dtype=bool)
@@ -96,8 +103,9 @@ def make_report(
         ax_b.plot(t_rel, 100 * err, color="tab:red", lw=1.2, label=f"position error (ATE RMSE {100 * rmse:.2f} cm)")
         if pose_cov is not None and len(pose_cov) == n:
             sig = np.sqrt(np.clip(np.trace(np.asarray(pose_cov)[:, :3, :3], axis1=1, axis2=2), 0, None))
-            ax_b.fill_between(t_rel, 0, 200 * sig, color="tab:blue", alpha=0.25,
-                              label=r"filter 2$\sigma$ (pose given map)")
+            ax_b.fill_between(
+                t_rel, 0, 200 * sig, color="tab:blue", alpha=0.25, label=r"filter 2$\sigma$ (pose given map)"
+            )
         ax_b.set_ylabel("error [cm]")
         ax_b.legend(loc="upper left", fontsize=9)
         ax_b.set_ylim(bottom=0)
@@ -189,8 +197,14 @@ def _calibration_panels(ax_e, ax_f, calibration: Dict) -> None:
     cov = [L["coverage95"] for L in lags]
     ax_e.bar(pos, cov, width=0.6, color="tab:blue", label="pose, inside 95 % ellipsoid")
     for x, L in zip(pos, lags):
-        ax_e.text(x, L["coverage95"] + 0.01, f"{L['coverage95']:.3f}\nNEES med {L['nees_median']:.1f}",
-                  ha="center", va="bottom", fontsize=8)
+        ax_e.text(
+            x,
+            L["coverage95"] + 0.01,
+            f"{L['coverage95']:.3f}\nNEES med {L['nees_median']:.1f}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     labels = [f"lag {k}" for k in ks]
     v = calibration.get("velocity_coverage_95")
     if v is not None:
@@ -206,10 +220,12 @@ def _calibration_panels(ax_e, ax_f, calibration: Dict) -> None:
     ax_e.grid(alpha=0.3, axis="y")
 
     w = 0.2
-    for off, key, col, lab in ((-1.5 * w, "trans_err_rms_m", "tab:red", "real error, translation [mm]"),
-                               (-0.5 * w, "trans_sigma_rms_m", "salmon", "filter sigma, translation [mm]"),
-                               (0.5 * w, "rot_err_rms_deg", "tab:purple", "real error, rotation [mdeg / 10]"),
-                               (1.5 * w, "rot_sigma_rms_deg", "plum", "filter sigma, rotation [mdeg / 10]")):
+    for off, key, col, lab in (
+        (-1.5 * w, "trans_err_rms_m", "tab:red", "real error, translation [mm]"),
+        (-0.5 * w, "trans_sigma_rms_m", "salmon", "filter sigma, translation [mm]"),
+        (0.5 * w, "rot_err_rms_deg", "tab:purple", "real error, rotation [mdeg / 10]"),
+        (1.5 * w, "rot_sigma_rms_deg", "plum", "filter sigma, rotation [mdeg / 10]"),
+    ):
         f = 1000.0 if key.endswith("_m") else 100.0
         ax_f.bar(pos + off, [f * L[key] for L in lags], width=w, color=col, label=lab)
     ax_f.set_xticks(pos)

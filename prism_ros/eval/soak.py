@@ -44,6 +44,7 @@ Defaults, chosen so that the soak measures the node and not the harness:
 Exit status 0 when both processes ran to the end, 1 otherwise (the JSON line is
 printed in both cases when figures exist).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,28 +74,61 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("path", help="dataset folder, 'synthetic[:N]' or a bag (as for prism-ros play)")
     ap.add_argument("--rate", type=float, default=3.0, help="playback speed relative to real time (default 3)")
     ap.add_argument("--duration-s", type=float, default=180.0, help="how long to play (default 180 s)")
-    ap.add_argument("--frames", type=int, default=300,
-                    help="frames per loop of the dataset (default 300; 0: all). The player preloads them: "
-                         "about 1.5 MB per 640x480 frame")
-    ap.add_argument("--no-preload", dest="preload", action="store_false",
-                    help="decode each frame while playing instead of preloading the messages (the player then "
-                         "competes with the node for the CPU, unlike a camera driver)")
-    ap.add_argument("--queue-size", type=int, default=1, metavar="N",
-                    help="the node's queue_size parameter (default 1: latency = wait + step, and the wait "
-                         "is at most one step with 1, two with 2; 0: the node's own default, 2)")
-    ap.add_argument("--no-dataset-hints", dest="dataset_hints", action="store_false",
-                    help="do not pass the dataset's config_hints (e.g. use_photometric:=false for 7-Scenes) to the node")
-    ap.add_argument("--settle-s", type=float, default=30.0, help="RSS growth is measured from this time on (default 30 s)")
+    ap.add_argument(
+        "--frames",
+        type=int,
+        default=300,
+        help="frames per loop of the dataset (default 300; 0: all). The player preloads them: "
+        "about 1.5 MB per 640x480 frame",
+    )
+    ap.add_argument(
+        "--no-preload",
+        dest="preload",
+        action="store_false",
+        help="decode each frame while playing instead of preloading the messages (the player then "
+        "competes with the node for the CPU, unlike a camera driver)",
+    )
+    ap.add_argument(
+        "--queue-size",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the node's queue_size parameter (default 1: latency = wait + step, and the wait "
+        "is at most one step with 1, two with 2; 0: the node's own default, 2)",
+    )
+    ap.add_argument(
+        "--no-dataset-hints",
+        dest="dataset_hints",
+        action="store_false",
+        help="do not pass the dataset's config_hints (e.g. use_photometric:=false for 7-Scenes) to the node",
+    )
+    ap.add_argument(
+        "--settle-s", type=float, default=30.0, help="RSS growth is measured from this time on (default 30 s)"
+    )
     ap.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling / printing period (default 5 s)")
-    ap.add_argument("--diagnostics-period-s", type=float, default=2.0, help="the node's diagnostics period (default 2 s)")
+    ap.add_argument(
+        "--diagnostics-period-s", type=float, default=2.0, help="the node's diagnostics period (default 2 s)"
+    )
     ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: a free one)")
     ap.add_argument("--startup-timeout-s", type=float, default=180.0, help="wait this long for the node to be ready")
     ap.add_argument("--log-dir", default=None, help="write node.log and player.log here")
-    ap.add_argument("--malloc-arena-max", type=int, default=None, metavar="N",
-                    help="set MALLOC_ARENA_MAX=N for the node (glibc: fewer per-thread heaps, less fragmentation)")
-    ap.add_argument("--node-env", action="append", default=[], metavar="NAME=VALUE",
-                    help="extra environment variable for the node (repeatable), e.g. MALLOC_MMAP_THRESHOLD_=1048576")
-    ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter (repeatable)")
+    ap.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=None,
+        metavar="N",
+        help="set MALLOC_ARENA_MAX=N for the node (glibc: fewer per-thread heaps, less fragmentation)",
+    )
+    ap.add_argument(
+        "--node-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment variable for the node (repeatable), e.g. MALLOC_MMAP_THRESHOLD_=1048576",
+    )
+    ap.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter (repeatable)"
+    )
     return ap
 
 
@@ -275,9 +309,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     log = (lambda n: os.path.join(a.log_dir, n)) if a.log_dir else (lambda n: None)
     settle = min(a.settle_s, a.duration_s / 2)
 
-    node_args = [sys.executable, "-c", _CLI, "node", "--ros-args",
-                 "-p", "use_sim_time:=true", "-p", "sensor_qos:=reliable",
-                 "-p", f"diagnostics_period_s:={a.diagnostics_period_s}"]
+    node_args = [
+        sys.executable,
+        "-c",
+        _CLI,
+        "node",
+        "--ros-args",
+        "-p",
+        "use_sim_time:=true",
+        "-p",
+        "sensor_qos:=reliable",
+        "-p",
+        f"diagnostics_period_s:={a.diagnostics_period_s}",
+    ]
     if a.queue_size:
         node_args += ["-p", f"queue_size:={a.queue_size}"]
     hints = dataset_hint_params(a.path, a.param) if a.dataset_hints else []
@@ -289,11 +333,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.preload:
         play_args += ["--preload"]
 
-    print(f"prism-ros soak: domain {domain}, {a.path} at {a.rate}x for {a.duration_s:.0f} s"
-          + (f", {a.frames} frames per loop" if a.frames and a.frames > 0 else "")
-          + (", preloaded" if a.preload else "")
-          + (f", queue_size {a.queue_size}" if a.queue_size else "")
-          + (f"; dataset hints: {' '.join(hints)}" if hints else ""), flush=True)
+    print(
+        f"prism-ros soak: domain {domain}, {a.path} at {a.rate}x for {a.duration_s:.0f} s"
+        + (f", {a.frames} frames per loop" if a.frames and a.frames > 0 else "")
+        + (", preloaded" if a.preload else "")
+        + (f", queue_size {a.queue_size}" if a.queue_size else "")
+        + (f"; dataset hints: {' '.join(hints)}" if hints else ""),
+        flush=True,
+    )
     diag = _DiagListener(domain)
     node = _Child("node", node_args, node_env, log("node.log"))
     player = None
@@ -310,14 +357,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         player = _Child("player", play_args, env, log("player.log"))
         t0 = time.monotonic()
         next_sample = t0
-        print(f"{'t_s':>6} {'rss_mib':>8} {'processed':>9} {'q_drops':>7} {'lat_p95_ms':>10} {'e2e_p95_ms':>10}", flush=True)
+        print(
+            f"{'t_s':>6} {'rss_mib':>8} {'processed':>9} {'q_drops':>7} {'lat_p95_ms':>10} {'e2e_p95_ms':>10}",
+            flush=True,
+        )
         while True:
             now = time.monotonic()
             if now - t0 >= a.duration_s:
                 break
             if node.p.poll() is not None or player.p.poll() is not None:
                 who = "node" if node.p.poll() is not None else "player"
-                print(f"prism-ros soak: the {who} exited early:\n" + "".join((node if who == 'node' else player).lines[-30:]), file=sys.stderr)
+                print(
+                    f"prism-ros soak: the {who} exited early:\n"
+                    + "".join((node if who == "node" else player).lines[-30:]),
+                    file=sys.stderr,
+                )
                 rc = 1
                 break
             if now >= next_sample:
@@ -325,10 +379,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 w = diag.snapshot()
                 last = w[-1] if w else {}
                 samples.append((now - t0, rss))
-                print(f"{now - t0:6.1f} {rss if rss is not None else float('nan'):8.1f} "
-                      f"{int(last.get('processed_total', 0)):9d} {int(last.get('queue_drops_total', 0)):7d} "
-                      f"{last.get('latency_ms_p95', float('nan')):10.1f} "
-                      f"{last.get('latency_e2e_ms_p95', float('nan')):10.1f}", flush=True)
+                print(
+                    f"{now - t0:6.1f} {rss if rss is not None else float('nan'):8.1f} "
+                    f"{int(last.get('processed_total', 0)):9d} {int(last.get('queue_drops_total', 0)):7d} "
+                    f"{last.get('latency_ms_p95', float('nan')):10.1f} "
+                    f"{last.get('latency_e2e_ms_p95', float('nan')):10.1f}",
+                    flush=True,
+                )
                 next_sample += a.sample_s
             time.sleep(min(0.2, max(0.0, next_sample - time.monotonic())))
         samples.append((time.monotonic() - t0, _rss_mib(proc)))
@@ -356,15 +413,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     e2e = _hist_between(first, last, "latency_e2e_hist_total")
     # the worst diagnostics window (2 s) after settling, for where the spikes are
     late = [w for w in windows if w["t"] >= t_settle_mono]
-    worst = max((w["latency_ms_p95"] for w in late if w.get("latency_ms_p95", float("nan")) == w.get("latency_ms_p95")),
-                default=None)
+    worst = max(
+        (w["latency_ms_p95"] for w in late if w.get("latency_ms_p95", float("nan")) == w.get("latency_ms_p95")),
+        default=None,
+    )
     processed = int(last.get("processed_total", 0))
     qd = int(last.get("queue_drops_total", 0))
     # the map is rebuilt on every loop (stamps jump back: the node resets), so RSS is a
     # sawtooth; the trend compares medians of the first and last quarter after settling
     aft = [r for t, r in rss if t >= settle]
     q = max(1, len(aft) // 4)
-    trend = (100.0 * (float(np.median(aft[-q:])) - float(np.median(aft[:q]))) / float(np.median(aft[:q]))) if aft else None
+    trend = (
+        (100.0 * (float(np.median(aft[-q:])) - float(np.median(aft[:q]))) / float(np.median(aft[:q]))) if aft else None
+    )
     out = {
         "rss_trend_pct": round(trend, 2) if trend is not None else None,
         "rss_growth_pct": round(100.0 * (end - base) / base, 2) if base else None,

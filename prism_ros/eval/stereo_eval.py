@@ -25,6 +25,7 @@ LAG frames later at the ground-truth relative pose and compares disparities ther
 * ``coverage_2sigma``: the fraction with ``|e| <= 2 sqrt 2 sigma_d`` (the dataset's sigma_d);
 * ``two_view_disp_err_q50/q954_px``: quantiles of |e| (full-resolution px).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,15 +75,19 @@ def evaluate_stereo(ds, indices) -> Dict[str, float]:
     if errs:
         e = np.abs(np.concatenate(errs))
         q = np.quantile(e, [0.5, 0.683, 0.954, 0.99])
-        out.update({
-            "pixels": int(e.size),
-            "disp_err_q50_px": float(q[0]), "disp_err_q68_px": float(q[1]),
-            "disp_err_q954_px": float(q[2]), "disp_err_q99_px": float(q[3]),
-            "sigma_d_fit_px": float(q[2] / 2.0),
-            "coverage_2sigma": float(np.concatenate(cover).mean()),
-            "depth_rel_err_median": float(np.median(np.concatenate(rel))),
-            "gross_fraction": float(np.mean(e > 2.0)),
-        })
+        out.update(
+            {
+                "pixels": int(e.size),
+                "disp_err_q50_px": float(q[0]),
+                "disp_err_q68_px": float(q[1]),
+                "disp_err_q954_px": float(q[2]),
+                "disp_err_q99_px": float(q[3]),
+                "sigma_d_fit_px": float(q[2] / 2.0),
+                "coverage_2sigma": float(np.concatenate(cover).mean()),
+                "depth_rel_err_median": float(np.median(np.concatenate(rel))),
+                "gross_fraction": float(np.mean(e > 2.0)),
+            }
+        )
     return out
 
 
@@ -95,6 +100,7 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
     gt = ds.gt_poses()
     if gt is None:
         raise ValueError(f"{ds.name}: the two-view check needs ground-truth poses on every frame")
+
     @functools.lru_cache(maxsize=4)  # each pair serves twice (as i and as j)
     def depth_and_smooth(i: int):
         """The pair's depth, and its pixels whose 3x3 neighbourhood is valid and within 1 px of
@@ -132,9 +138,12 @@ def evaluate_stereo_two_view(ds, indices, lag: int = 1) -> Dict[str, float]:
     e = np.abs(np.concatenate(errs))
     q50, q954 = np.quantile(e, [0.5, 0.954])
     return {
-        "pairs": len(errs), "pixels": int(e.size), "lag": int(lag),
+        "pairs": len(errs),
+        "pixels": int(e.size),
+        "lag": int(lag),
         "sigma_d_px": float(st.sigma_d),
-        "two_view_disp_err_q50_px": float(q50), "two_view_disp_err_q954_px": float(q954),
+        "two_view_disp_err_q50_px": float(q50),
+        "two_view_disp_err_q954_px": float(q954),
         "sigma_d_fit_px": float(q954 / (2.0 * np.sqrt(2.0))),
         "coverage_2sigma": float(np.mean(e <= 2.0 * np.sqrt(2.0) * st.sigma_d)),
     }
@@ -146,18 +155,31 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--every", type=int, default=10, help="use every K-th pair (default: %(default)s)")
     p.add_argument("--frames", type=int, default=None, help="first N pairs only")
     p.add_argument("--downscale", type=int, default=2, choices=(1, 2), help="stereo resolution divisor (default: 2)")
-    p.add_argument("--matcher", choices=("bm", "sgbm"), default=None,
-                   help="stereo matcher (default: the dataset's, StereoSGBM)")
+    p.add_argument(
+        "--matcher", choices=("bm", "sgbm"), default=None, help="stereo matcher (default: the dataset's, StereoSGBM)"
+    )
     p.add_argument("--sigma-d", type=float, default=None, help="disparity sigma in px (default: the dataset's)")
     p.add_argument("--start", type=int, default=0, help="first pair (default: %(default)s)")
-    p.add_argument("--two-view", type=int, default=0, metavar="LAG",
-                   help="the two-view check at the ground-truth poses with pairs LAG apart (a real recording: no "
-                        "exact depth needed), e.g. --two-view 1 --every 1")
+    p.add_argument(
+        "--two-view",
+        type=int,
+        default=0,
+        metavar="LAG",
+        help="the two-view check at the ground-truth poses with pairs LAG apart (a real recording: no "
+        "exact depth needed), e.g. --two-view 1 --every 1",
+    )
     args = p.parse_args(argv)
     from prism_ros.datasets import EurocDataset
 
-    ds = EurocDataset(args.path, start=args.start, frames=args.frames, stereo_downscale=args.downscale,
-                      sigma_d=args.sigma_d, stereo_matcher=args.matcher, use_imu=False)
+    ds = EurocDataset(
+        args.path,
+        start=args.start,
+        frames=args.frames,
+        stereo_downscale=args.downscale,
+        sigma_d=args.sigma_d,
+        stereo_matcher=args.matcher,
+        use_imu=False,
+    )
     idx = list(range(0, len(ds) - args.two_view, max(1, args.every)))
     if args.two_view > 0:
         print(json.dumps(evaluate_stereo_two_view(ds, idx, args.two_view), indent=2))

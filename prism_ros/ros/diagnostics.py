@@ -7,6 +7,7 @@ a window into the one-line log summary and the ``DiagnosticStatus`` whose keys t
 soak tool reads (``latency_hist_total``: every frame's receive-to-publish latency
 since start, 1 ms bins, :mod:`prism_ros.stats`).
 """
+
 from __future__ import annotations
 
 import re
@@ -119,8 +120,9 @@ class NodeStats:
         with self._lock:
             return dict(self._totals)
 
-    def report(self, name: str, sync_dropped: int, tracking_status: str,
-               stages_ms: Dict[str, float]) -> Tuple[Optional[str], DiagnosticStatus]:
+    def report(
+        self, name: str, sync_dropped: int, tracking_status: str, stages_ms: Dict[str, float]
+    ) -> Tuple[Optional[str], DiagnosticStatus]:
         """Close the window: the log summary (None when nothing happened) and the
         DiagnosticStatus named ``name``; ``stages_ms``: the filter's mean ms per stage
         over the window (the node's own stages are added)."""
@@ -138,12 +140,16 @@ class NodeStats:
         parts = [f"{n} frames in {wall:.1f} s ({n / wall:.1f} fps)"]
         if step:
             parts.append(f"step mean {np.mean(step):.1f} / max {np.max(step):.1f} ms")
-            parts.append(f"latency mean {np.mean(lat):.1f} / max {np.max(lat):.1f} ms"
-                         + (f" (from publication: p95 {p95(e2e):.1f} ms)" if e2e else ""))
+            parts.append(
+                f"latency mean {np.mean(lat):.1f} / max {np.max(lat):.1f} ms"
+                + (f" (from publication: p95 {p95(e2e):.1f} ms)" if e2e else "")
+            )
             if stages:
                 parts.append("stages " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(stages.items())) + " ms (mean)")
-        parts.append(f"queue drops {w.dropped_queue} ({100 * drop_rate:.1f}%), sync drops {sync_dropped} total, "
-                     f"bad inputs {w.bad}, lost {w.lost}")
+        parts.append(
+            f"queue drops {w.dropped_queue} ({100 * drop_rate:.1f}%), sync drops {sync_dropped} total, "
+            f"bad inputs {w.bad}, lost {w.lost}"
+        )
         level = DiagnosticStatus.WARN if (w.lost or w.bad or drop_rate > _WARN_DROP_RATE) else DiagnosticStatus.OK
         values = {
             "fps": f"{n / wall:.2f}",
@@ -171,6 +177,11 @@ class NodeStats:
         }
         values.update({f"{k}_total": str(v) for k, v in sorted(totals.items()) if k.startswith("imu_")})
         values.update({f"stage_{k}_ms": f"{v:.2f}" for k, v in sorted(stages.items())})
-        status = DiagnosticStatus(level=level, name=name, message="; ".join(parts[:1] + parts[-1:]), hardware_id="prism",
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        status = DiagnosticStatus(
+            level=level,
+            name=name,
+            message="; ".join(parts[:1] + parts[-1:]),
+            hardware_id="prism",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
         return ("diagnostics: " + "; ".join(parts) if (n or w.dropped_queue or w.bad) else None), status

@@ -3,6 +3,7 @@
 Used by the soak tool (which starts the node and the player as subprocesses) and by the
 tests.  Imports nothing from ROS.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ Everything else goes to ``report(level, key, text)`` with level ``bad`` (a refus
 ``error`` or ``warn``.  No rclpy: it works on messages only.  Not thread-safe: the sensor
 callbacks call it from one thread; :meth:`RgbdAssembler.decode` runs on the worker.
 """
+
 from __future__ import annotations
 
 import time
@@ -47,8 +48,13 @@ class Frame:
 class RgbdAssembler:
     """Colour + depth + camera_info -> :class:`Frame`; ``topics`` = (colour, depth, camera_info) names."""
 
-    def __init__(self, topics: Tuple[str, str, str], slop_s: float, report: Callable[[str, str, str], None],
-                 deliver: Callable[[Frame], None]):
+    def __init__(
+        self,
+        topics: Tuple[str, str, str],
+        slop_s: float,
+        report: Callable[[str, str, str], None],
+        deliver: Callable[[Frame], None],
+    ):
         self.topics = topics
         self.report = report
         self.deliver = deliver
@@ -64,12 +70,16 @@ class RgbdAssembler:
             cam = cv.camera_info_to_camera(msg)
         except cv.InputError as e:
             self.camera, self._camera_error = None, str(e)
-            self.report("error", "camera_info",
-                        f"{self.topics[2]}: {e}; frames are ignored until a valid camera_info arrives")
+            self.report(
+                "error", "camera_info", f"{self.topics[2]}: {e}; frames are ignored until a valid camera_info arrives"
+            )
             return
         if any(abs(float(x)) > 1e-9 for x in msg.d) and self.camera is None:
-            self.report("warn", "distortion",
-                        f"camera_info has non-zero distortion ({msg.distortion_model}); prism assumes rectified images")
+            self.report(
+                "warn",
+                "distortion",
+                f"camera_info has non-zero distortion ({msg.distortion_model}); prism assumes rectified images",
+            )
         self.camera, self._camera_error = cam, None
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
@@ -105,8 +115,9 @@ class RgbdAssembler:
         refused = inputs.frame_refusal((color.height, color.width), (depth.height, depth.width), cam)
         if refused is not None:
             return self.report("bad", refused.key, refused.text)
-        self.deliver(Frame(color, depth, cv.stamp_to_sec(color.header.stamp), color.header.stamp, cam, t_recv,
-                           t_src_ns))
+        self.deliver(
+            Frame(color, depth, cv.stamp_to_sec(color.header.stamp), color.header.stamp, cam, t_recv, t_src_ns)
+        )
 
     def decode(self, item: Frame) -> Optional[PipelineFrame]:
         """The pair's images as arrays; None (reported ``bad``) when either cannot be decoded."""

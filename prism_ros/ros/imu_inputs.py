@@ -9,6 +9,7 @@ return (diagnostics ``imu_<code>_total``).
   EuRoC readers use them): a pair with an image missing or of the wrong size, and black or
   saturated images (the frame is skipped: no stereo depth).
 """
+
 from __future__ import annotations
 
 from prism_ros.core.imu import DROP_CODES, ImuStreamMonitor, ImuVerdict

@@ -14,6 +14,7 @@ What is checked where:
 * the frame's content (too little valid depth): the filter, which raises
   ``InvalidFrameError`` from its step without touching its state; one definition.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,7 +67,9 @@ class StreamMonitor:
         newest = self._newest[s]
         if newest is not None and newest - self.jump_back_s <= stamp <= newest:
             what = "duplicate stamp" if stamp == newest else "stamp older than the previous one"
-            return Refusal("stamp_order", f"{topic}: {STREAM_NAMES[s]} image {what} ({stamp:.6f} s after {newest:.6f} s)")
+            return Refusal(
+                "stamp_order", f"{topic}: {STREAM_NAMES[s]} image {what} ({stamp:.6f} s after {newest:.6f} s)"
+            )
         self._newest[s] = stamp
         return None
 
@@ -90,7 +93,9 @@ def frame_refusal(rgb_shape: Sequence[int], depth_shape: Sequence[int], camera: 
     if (h, w) != (dh, dw):
         return Refusal("size", f"size mismatch: colour is {w}x{h} but depth is {dw}x{dh} (register depth to colour)")
     if (camera.width, camera.height) != (w, h):
-        return Refusal("info_size", f"size mismatch: camera_info is {camera.width}x{camera.height} but the images are {w}x{h}")
+        return Refusal(
+            "info_size", f"size mismatch: camera_info is {camera.width}x{camera.height} but the images are {w}x{h}"
+        )
     return None
 
 

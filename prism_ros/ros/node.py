@@ -41,6 +41,7 @@ file name: paths leaving the directory are refused); ``load_map_path`` is loaded
 when the filter starts and by ``~/load_map``; a map of another voxel size /
 truncation is refused clearly.
 """
+
 from __future__ import annotations
 
 import sys
@@ -103,9 +104,17 @@ class PrismNode(Node):
     ``command_timeout_s`` for the worker without holding up the executor.
     """
 
-    def __init__(self, *, context=None, cli_args=None, parameter_overrides=None,
-                 filter_factory: Optional[Callable[..., Any]] = None, warmup: bool = True,
-                 node_name: str = NODE_NAME, command_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        *,
+        context=None,
+        cli_args=None,
+        parameter_overrides=None,
+        filter_factory: Optional[Callable[..., Any]] = None,
+        warmup: bool = True,
+        node_name: str = NODE_NAME,
+        command_timeout_s: float = 60.0,
+    ):
         super().__init__(node_name, context=context, cli_args=cli_args, parameter_overrides=parameter_overrides)
         self._throttle = Throttle(2.0)
         self._log = self.get_logger()
@@ -121,9 +130,13 @@ class PrismNode(Node):
         self._stats = NodeStats()
         # ---- input side (the sensor callback group) --------------------------------
         T_base_imu = cv.T_from_xyz_rpy_deg(cfg.T_base_imu_xyz_m, cfg.T_base_imu_rpy_deg)
-        self._imu = ImuBuffer(T_I_C=np.linalg.inv(T_base_imu) @ self.T_base_camera,
-                              noise=imu_noise_from_config(cfg), init_window_s=cfg.imu_init_window_s,
-                              max_gap_s=cfg.imu_max_gap_s, pose_alignment_s=cfg.imu_pose_alignment_s)
+        self._imu = ImuBuffer(
+            T_I_C=np.linalg.inv(T_base_imu) @ self.T_base_camera,
+            noise=imu_noise_from_config(cfg),
+            init_window_s=cfg.imu_init_window_s,
+            max_gap_s=cfg.imu_max_gap_s,
+            pose_alignment_s=cfg.imu_pose_alignment_s,
+        )
         self._imu_monitor = ImuStreamMonitor(cfg.imu_rate_hz, cfg.imu_max_gap_s, cfg.imu_rate_tolerance)
         self._odom = OdomBuffer()
         # ---- worker-owned ------------------------------------------------------
@@ -163,26 +176,45 @@ class PrismNode(Node):
         # images in DDS instead of working through a hidden backlog (a deep reliable history
         # is one); the callbacks take the message info for the end-to-end latency
         img_qos = sensor_qos(cfg.sensor_qos, max(_IMAGE_QOS_MIN_DEPTH, cfg.queue_size))
-        self.sub_color, self.sub_depth = (self.create_subscription(
-            Image, f"camera/{name}/image_raw", lambda m, i, s=s: self._rgbd.on_image(s, m, inputs.source_stamp_ns(i)),
-            img_qos) for s, name in enumerate(("color", "depth")))
-        self.sub_info = self.create_subscription(CameraInfo, "camera/color/camera_info", lambda m: self._rgbd.on_info(m),
-                                                 in_qos)
-        self._rgbd = RgbdAssembler((self.sub_color.topic_name, self.sub_depth.topic_name, self.sub_info.topic_name),
-                                   cfg.sync_slop_s, self._report, self._deliver)
+        self.sub_color, self.sub_depth = (
+            self.create_subscription(
+                Image,
+                f"camera/{name}/image_raw",
+                lambda m, i, s=s: self._rgbd.on_image(s, m, inputs.source_stamp_ns(i)),
+                img_qos,
+            )
+            for s, name in enumerate(("color", "depth"))
+        )
+        self.sub_info = self.create_subscription(
+            CameraInfo, "camera/color/camera_info", lambda m: self._rgbd.on_info(m), in_qos
+        )
+        self._rgbd = RgbdAssembler(
+            (self.sub_color.topic_name, self.sub_depth.topic_name, self.sub_info.topic_name),
+            cfg.sync_slop_s,
+            self._report,
+            self._deliver,
+        )
         self.sub_imu = self.sub_odom = None
         if cfg.control_mode == "imu":
             self.sub_imu = self.create_subscription(Imu, "imu", self._on_imu, sensor_qos(cfg.sensor_qos, 200))
         elif cfg.control_mode == "odometry":
             self.sub_odom = self.create_subscription(Odometry, "odom", self._on_odom, sensor_qos(cfg.sensor_qos, 50))
         if self.pub_tf_static is not None and cfg.publish_tf:
-            self.pub_tf_static.publish(TFMessage(transforms=[cv.transform_stamped(
-                self.get_clock().now().to_msg(), cfg.base_frame, cfg.camera_frame, self.T_base_camera)]))
+            self.pub_tf_static.publish(
+                TFMessage(
+                    transforms=[
+                        cv.transform_stamped(
+                            self.get_clock().now().to_msg(), cfg.base_frame, cfg.camera_frame, self.T_base_camera
+                        )
+                    ]
+                )
+            )
         self._log.info(
             f"prism_node ready: world '{cfg.world_frame}', base '{cfg.base_frame}', camera '{cfg.camera_frame}', "
             f"control {cfg.control_mode}, inputs {self.sub_color.topic_name} + {self.sub_depth.topic_name} + "
             f"{self.sub_info.topic_name} ({cfg.sensor_qos} QoS), sync_slop_s={cfg.sync_slop_s}, "
-            f"queue_size={cfg.queue_size}")
+            f"queue_size={cfg.queue_size}"
+        )
 
     # ------------------------------------------------------------------ params
     def _on_set_parameters(self, changes) -> SetParametersResult:
@@ -205,8 +237,11 @@ class PrismNode(Node):
         """The output timers: each asks the worker (which owns the map) for its output."""
         for t in self._timers:
             self.destroy_timer(t)
-        self._timers = [self.create_timer(1.0 / hz, lambda k=kind: self._work.request(k))
-                        for kind, hz in map_output_rates(self.cfg) if hz > 0]
+        self._timers = [
+            self.create_timer(1.0 / hz, lambda k=kind: self._work.request(k))
+            for kind, hz in map_output_rates(self.cfg)
+            if hz > 0
+        ]
 
     # ------------------------------------------------------------------ logging
     def _error(self, key: str, text: str) -> bool:
@@ -243,19 +278,27 @@ class PrismNode(Node):
             self._stats.count("bad_imu")
 
     def _on_odom(self, msg: Odometry) -> None:
-        self._odom.add(cv.stamp_to_sec(msg.header.stamp), cv.pose_to_T(msg.pose.pose), cv.msg_to_cov(msg.twist.covariance))
+        self._odom.add(
+            cv.stamp_to_sec(msg.header.stamp), cv.pose_to_T(msg.pose.pose), cv.msg_to_cov(msg.twist.covariance)
+        )
 
     # ---------------------------------------------------------------- services
     def _service(self, kind: str) -> Callable:
         """An asynchronous handler of command ``kind``: the command waits for the worker in a
         thread of its own while the single-threaded executor goes on serving the sensors
         (cheaper per message than rclpy's multi-threaded executor)."""
+
         async def handle(request, response):
             if kind == "reset":
                 self._rgbd.clear_requested = True
             outcome = []
-            waiter = threading.Thread(target=lambda: (outcome.append(self._work.run(kind, self._command_timeout_s)),
-                                                      self._service_wake.trigger()), daemon=True)
+            waiter = threading.Thread(
+                target=lambda: (
+                    outcome.append(self._work.run(kind, self._command_timeout_s)),
+                    self._service_wake.trigger(),
+                ),
+                daemon=True,
+            )
             waiter.start()
             while not outcome:
                 await _Yield()  # resumed when the executor wakes (the waiter's guard condition)
@@ -266,6 +309,7 @@ class PrismNode(Node):
             else:
                 self._log.error(f"{kind}: {response.message}")
             return response
+
         return handle
 
     def _execute(self, cmd: Command) -> None:
@@ -299,8 +343,9 @@ class PrismNode(Node):
         if self._pipeline is None:
             raise RuntimeError("no map yet (no frame has been processed)")
         stamp = self._last_result.stamp if self._last_result is not None else 0.0
-        return self._pipeline.save_map(params.save_map_path(self.cfg, stamp),
-                                       extra={"stamp": stamp, "node": self.get_fully_qualified_name()})
+        return self._pipeline.save_map(
+            params.save_map_path(self.cfg, stamp), extra={"stamp": stamp, "node": self.get_fully_qualified_name()}
+        )
 
     def _do_load(self) -> str:
         path = self.cfg.load_map_path
@@ -311,8 +356,10 @@ class PrismNode(Node):
             return f"map {path} will be loaded when the first frame starts the filter"
         m = self._pipeline.load_map(path, self.T_base_camera.copy())
         self._after_restart()
-        return (f"loaded {path} ({m.n_blocks} blocks, {m.header().get('frames', 0)} frames); "
-                "tracking restarts at the map origin")
+        return (
+            f"loaded {path} ({m.n_blocks} blocks, {m.header().get('frames', 0)} frames); "
+            "tracking restarts at the map origin"
+        )
 
     # ------------------------------------------------------------------ worker
     def _worker_main(self) -> None:
@@ -344,23 +391,36 @@ class PrismNode(Node):
             controls = ImuControls(self._imu, self.cfg.control_max_dt_s, self.cfg.imu_bias_window_s)
         elif self.cfg.control_mode == "odometry":
             controls = OdomControls(self._odom, self.T_base_camera)
-        self._pipeline = Pipeline(self.cfg, camera, self.T_base_camera.copy(), controls,
-                                  filter_factory=self._filter_factory, stats_maxlen=_STAGE_ROWS)
+        self._pipeline = Pipeline(
+            self.cfg,
+            camera,
+            self.T_base_camera.copy(),
+            controls,
+            filter_factory=self._filter_factory,
+            stats_maxlen=_STAGE_ROWS,
+        )
         self._after_restart()
         if self.cfg.load_map_path:
             try:
                 self._log.info(self._do_load())
             except Exception as e:
-                self._error("load_map", f"could not load load_map_path: {type(e).__name__}: {e}; starting with an empty map")
-        self._log.info(f"filter started: {camera.width}x{camera.height}, fx={camera.fx:g} fy={camera.fy:g} "
-                       f"cx={camera.cx:g} cy={camera.cy:g}")
+                self._error(
+                    "load_map", f"could not load load_map_path: {type(e).__name__}: {e}; starting with an empty map"
+                )
+        self._log.info(
+            f"filter started: {camera.width}x{camera.height}, fx={camera.fx:g} fy={camera.fy:g} "
+            f"cx={camera.cx:g} cy={camera.cy:g}"
+        )
 
     def _process(self, item: Frame) -> None:
         if self._pipeline is None:
             self._start_pipeline(item.camera)
         elif item.camera != self._pipeline.camera:
-            return self._error("camera_changed", f"camera_info changed to {item.camera} but the filter runs with "
-                               f"{self._pipeline.camera}; frame skipped (call ~/reset to restart with the new intrinsics)")
+            return self._error(
+                "camera_changed",
+                f"camera_info changed to {item.camera} but the filter runs with "
+                f"{self._pipeline.camera}; frame skipped (call ~/reset to restart with the new intrinsics)",
+            )
         frame = self._rgbd.decode(item)
         if frame is None:  # reported
             return
@@ -392,7 +452,9 @@ class PrismNode(Node):
         if self._pipeline is None or self._last_header_stamp is None or res is None:
             return
         try:  # (the occupancy window follows the camera)
-            ms = self._map_out.publish(kind, self._pipeline.filter.map, self._last_header_stamp, tuple(res.T_w_c[:2, 3]))
+            ms = self._map_out.publish(
+                kind, self._pipeline.filter.map, self._last_header_stamp, tuple(res.T_w_c[:2, 3])
+            )
         except Exception as e:
             return self._error(kind, f"~/{kind} failed: {type(e).__name__}: {e}")
         if ms is not None:
@@ -410,7 +472,9 @@ class PrismNode(Node):
         if line:
             self._log.info(line)
         try:
-            self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+            self.pub_diag.publish(
+                DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status])
+            )
         except Exception:  # context shutting down
             pass
 

@@ -8,6 +8,7 @@
   :meth:`MapOutputs.publish` from its filter thread (which owns the map) when the rate
   timers ask for an output.
 """
+
 from __future__ import annotations
 
 import threading
@@ -35,8 +36,11 @@ __all__ = ["StateOutputs", "MapOutputs", "PATH_MIN_PERIOD_S", "MAP_OUTPUT_RATES"
 PATH_MIN_PERIOD_S = 0.2  # ~/path carries up to path_max_length poses: publish it at <= 5 Hz
 
 #: The map outputs (the kinds :meth:`MapOutputs.publish` takes) and the parameters of their rates.
-MAP_OUTPUT_RATES = (("cloud", "map_publish_rate_hz"), ("occupancy", "occupancy_publish_rate_hz"),
-                    ("mesh", "mesh_publish_rate_hz"))
+MAP_OUTPUT_RATES = (
+    ("cloud", "map_publish_rate_hz"),
+    ("occupancy", "occupancy_publish_rate_hz"),
+    ("mesh", "mesh_publish_rate_hz"),
+)
 
 
 def map_output_rates(cfg) -> Tuple[Tuple[str, float], ...]:
@@ -60,9 +64,14 @@ class MapOutputs:
     def configure(self, cfg) -> None:
         """(Re)build the builders from the parameters (they restart from scratch)."""
         self.cfg = cfg
-        self.grid = OccupancyGridBuilder(cfg.voxel_size_m, cfg.occupancy_min_z_m, cfg.occupancy_max_z_m,
-                                         cfg.occupancy_resolution_m, cfg.occupancy_max_columns_per_update,
-                                         cfg.occupancy_max_cells)
+        self.grid = OccupancyGridBuilder(
+            cfg.voxel_size_m,
+            cfg.occupancy_min_z_m,
+            cfg.occupancy_max_z_m,
+            cfg.occupancy_resolution_m,
+            cfg.occupancy_max_columns_per_update,
+            cfg.occupancy_max_cells,
+        )
         self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
         self._markers = {}
 
@@ -81,8 +90,15 @@ class MapOutputs:
             return None
         t0, cfg = time.perf_counter(), self.cfg
         surf = tsdf_map.extract_surface(cfg.cloud_max_sdf_m, min_count=1)
-        self.pub_cloud.publish(cv.surface_cloud(Header(stamp=stamp, frame_id=cfg.world_frame), surf,
-                                                cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m))
+        self.pub_cloud.publish(
+            cv.surface_cloud(
+                Header(stamp=stamp, frame_id=cfg.world_frame),
+                surf,
+                cfg.cloud_color_mode,
+                cfg.map_min_sigma_m,
+                cfg.truncation_m,
+            )
+        )
         self.frames_since_cloud = 0
         return (time.perf_counter() - t0) * 1e3
 
@@ -111,8 +127,9 @@ class MapOutputs:
             if cached is not None and cached[0] == ver:
                 cached[1].header = header
                 continue
-            rgb = map_colors(mesh["rgb"], mesh["sigma"], cfg.mesh_color_mode, cfg.map_min_sigma_m,
-                             cfg.truncation_m)  # the ~/map_cloud colormap and range
+            rgb = map_colors(
+                mesh["rgb"], mesh["sigma"], cfg.mesh_color_mode, cfg.map_min_sigma_m, cfg.truncation_m
+            )  # the ~/map_cloud colormap and range
             self._markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
         self.pub_mesh.publish(cv.mesh_marker_array(header, [m for _, m in self._markers.values()]))
         self.mesh_ms = (time.perf_counter() - t0) * 1e3
@@ -174,8 +191,17 @@ class StateOutputs:
     def publish(self, res, stamp) -> None:
         cfg = self.cfg
         odom_cov = self._odom_cov.update(res.T_w_c, res.pose_cov, res.tracking_ok, origin_cov=res.pose_cov)
-        m = cv.state_messages(stamp, res.T_w_c, res.pose_cov, res.velocity, res.velocity_cov, self.T_base_camera,
-                              cfg.world_frame, cfg.base_frame, odom_cov)
+        m = cv.state_messages(
+            stamp,
+            res.T_w_c,
+            res.pose_cov,
+            res.velocity,
+            res.velocity_cov,
+            self.T_base_camera,
+            cfg.world_frame,
+            cfg.base_frame,
+            odom_cov,
+        )
         self.pub_pose.publish(m.pose)
         self.pub_twist.publish(m.twist)
         self.pub_odom.publish(m.odom)

@@ -8,6 +8,7 @@ the shipped YAML uses it).  A change while the node runs goes through
 :func:`updated_config`: read-only parameters and invalid values are refused with the
 reason, and the result is a complete, validated :class:`~prism_ros.config.PrismConfig`.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,15 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from prism_ros.config import PARAMS, ConfigError, ParamSpec, PrismConfig
 from prism_ros.core import persistence
 
-__all__ = ["declared_descriptor", "declare_all", "read_config", "updated_config", "check_map_params",
-           "save_map_path", "yaml_disagreements"]
+__all__ = [
+    "declared_descriptor",
+    "declare_all",
+    "read_config",
+    "updated_config",
+    "check_map_params",
+    "save_map_path",
+    "yaml_disagreements",
+]
 
 _PARAM_TYPES = {
     bool: ParameterType.PARAMETER_BOOL,
@@ -130,6 +138,8 @@ def yaml_disagreements(values: Dict[str, Any]) -> List[str]:
             if not isinstance(v, list) or [float(x) for x in v] != [float(x) for x in spec.default]:
                 out.append(f"{name}: {v!r} in the file, {spec.default!r} declared")
         elif type(v) is not type(spec.default) or v != spec.default:
-            out.append(f"{name}: {v!r} ({type(v).__name__}) in the file, {spec.default!r} "
-                       f"({type(spec.default).__name__}) declared")
+            out.append(
+                f"{name}: {v!r} ({type(v).__name__}) in the file, {spec.default!r} "
+                f"({type(spec.default).__name__}) declared"
+            )
     return out

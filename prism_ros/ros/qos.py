@@ -10,6 +10,7 @@
   so a late RViz gets the last one.
 * Pose, twist, odometry and path are reliable, volatile.
 """
+
 from __future__ import annotations
 
 from rclpy.qos import (

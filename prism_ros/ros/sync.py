@@ -18,6 +18,7 @@ Messages that can no longer be paired are dropped and counted; each pending
 queue is bounded (``max_pending``, oldest dropped).  Not thread-safe: call it from
 one thread (the node's executor).
 """
+
 from __future__ import annotations
 
 from collections import deque

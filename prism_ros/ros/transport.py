@@ -22,6 +22,7 @@ No rclpy import here: the node and the player (at the top of ``main``), ``prism-
 (for its children's environment) and the launch files (:func:`fastdds_launch_actions`)
 share it.
 """
+
 from __future__ import annotations
 
 import os
@@ -100,8 +101,9 @@ def _user_choice(env: MutableMapping[str, str], cwd: str) -> Optional[str]:
     return None
 
 
-def choose_profile(env: MutableMapping[str, str], profile_path: Optional[str] = None,
-                   cwd: Optional[str] = None) -> ProfileChoice:
+def choose_profile(
+    env: MutableMapping[str, str], profile_path: Optional[str] = None, cwd: Optional[str] = None
+) -> ProfileChoice:
     """Decide which Fast DDS profile applies and, when it is the shipped one, set
     ``env[FASTDDS_DEFAULT_PROFILES_FILE]`` to it (the only change made to ``env``).
 
@@ -109,32 +111,46 @@ def choose_profile(env: MutableMapping[str, str], profile_path: Optional[str] = 
     working directory the process runs in (default ``os.getcwd()``).
     """
     if not is_fastdds_rmw(env):
-        return ProfileChoice(None, "other-rmw",
-                             f"RMW_IMPLEMENTATION={env.get('RMW_IMPLEMENTATION')}: the Fast DDS profile "
-                             f"{PROFILE_FILE_NAME} does not apply; size that middleware's shared-memory / "
-                             f"socket buffers for 1-2 MB images yourself (docs/transport.md)")
+        return ProfileChoice(
+            None,
+            "other-rmw",
+            f"RMW_IMPLEMENTATION={env.get('RMW_IMPLEMENTATION')}: the Fast DDS profile "
+            f"{PROFILE_FILE_NAME} does not apply; size that middleware's shared-memory / "
+            f"socket buffers for 1-2 MB images yourself (docs/transport.md)",
+        )
     if env.get(OPT_OUT_ENV, "").strip().lower() == "off":
-        return ProfileChoice(None, "off", f"{OPT_OUT_ENV}=off: Fast DDS built-in transports (a 512 KiB "
-                                          f"shared-memory segment; 640x480 images may be lost between processes)")
+        return ProfileChoice(
+            None,
+            "off",
+            f"{OPT_OUT_ENV}=off: Fast DDS built-in transports (a 512 KiB "
+            f"shared-memory segment; 640x480 images may be lost between processes)",
+        )
     user = _user_choice(env, os.getcwd() if cwd is None else cwd)
     if user is not None:
         path = env.get(PROFILE_ENV) or env.get(LEGACY_PROFILE_ENV) or None
         shipped = profile_path if profile_path is not None else default_profile_path()
         if path and shipped and os.path.abspath(path) == os.path.abspath(shipped):
             return ProfileChoice(path, "prism_ros", f"Fast DDS profile {path} (prism_ros default, already set)")
-        return ProfileChoice(path, "user", f"Fast DDS profile: the user's ({user}); prism_ros's "
-                                           f"{PROFILE_FILE_NAME} not used")
+        return ProfileChoice(
+            path, "user", f"Fast DDS profile: the user's ({user}); prism_ros's {PROFILE_FILE_NAME} not used"
+        )
     shipped = profile_path if profile_path is not None else default_profile_path()
     if shipped is None:
-        return ProfileChoice(None, "missing", f"prism_ros {PROFILE_FILE_NAME} not found: Fast DDS defaults "
-                                              f"(640x480 images may be lost between processes)")
+        return ProfileChoice(
+            None,
+            "missing",
+            f"prism_ros {PROFILE_FILE_NAME} not found: Fast DDS defaults "
+            f"(640x480 images may be lost between processes)",
+        )
     env[PROFILE_ENV] = shipped
-    return ProfileChoice(shipped, "prism_ros", f"Fast DDS profile {shipped} (prism_ros default; set "
-                                               f"{PROFILE_ENV} to use your own)")
+    return ProfileChoice(
+        shipped, "prism_ros", f"Fast DDS profile {shipped} (prism_ros default; set {PROFILE_ENV} to use your own)"
+    )
 
 
-def use_default_profile(env: Optional[MutableMapping[str, str]] = None,
-                        log: Optional[Callable[[str], None]] = None) -> ProfileChoice:
+def use_default_profile(
+    env: Optional[MutableMapping[str, str]] = None, log: Optional[Callable[[str], None]] = None
+) -> ProfileChoice:
     """:func:`choose_profile` on ``env`` (default ``os.environ``: call before ``rclpy.init``)
     and log its one-line message (default: to stderr, prefixed ``prism_ros:``; pass
     ``log=lambda s: None`` to keep quiet)."""

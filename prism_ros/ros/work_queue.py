@@ -10,6 +10,7 @@ outcome is marked abandoned for the worker to log.  After :meth:`WorkQueue.stop`
 nothing is taken, commands still queued fail with "node shutting down" and new
 ones fail at once.
 """
+
 from __future__ import annotations
 
 import threading
@@ -86,7 +87,10 @@ class WorkQueue:
                     self._commands.remove(cmd)
                     return False, f"timed out after {timeout_s:g} s waiting for the filter thread; cancelled, not run"
                 cmd.abandoned = True
-                return False, f"timed out after {timeout_s:g} s while the filter thread runs it; its outcome will be logged"
+                return (
+                    False,
+                    f"timed out after {timeout_s:g} s while the filter thread runs it; its outcome will be logged",
+                )
         return cmd.error is None, cmd.error or cmd.result
 
     # ------------------------------------------------------------ the worker

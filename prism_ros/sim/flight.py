@@ -43,6 +43,7 @@ mid-exposure; 0 = no hit.  :func:`exact_depth_rectified` resamples it into the
 rectified left camera of a :class:`prism_ros.core.stereo.StereoRectifier` (what
 :class:`EurocDataset` frames hold) for checks.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -126,8 +127,9 @@ def exact_depth_rectified(depth_raw: np.ndarray, stereo: StereoRectifier, max_re
 # ----------------------------------------------------------------------------- the simulator
 
 
-def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, progress: bool = True,
-                   log=print, start_s: float = 0.0) -> Dict[str, float]:
+def simulate_euroc(
+    source, out, seed: int = 0, seconds: Optional[float] = None, progress: bool = True, log=print, start_s: float = 0.0
+) -> Dict[str, float]:
     """Write a simulated EuRoC ASL folder into ``out`` (module docstring); returns a summary.
 
     ``start_s`` / ``seconds``: the frames from ``start_s`` after the first usable stamp, for
@@ -139,8 +141,13 @@ def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, 
 
     src = Path(source)
     smav = src / "mav0" if (src / "mav0").is_dir() else src
-    for f in ("cam0/sensor.yaml", "cam1/sensor.yaml", "imu0/data.csv", "imu0/sensor.yaml",
-              "state_groundtruth_estimate0/data.csv"):
+    for f in (
+        "cam0/sensor.yaml",
+        "cam1/sensor.yaml",
+        "imu0/data.csv",
+        "imu0/sensor.yaml",
+        "state_groundtruth_estimate0/data.csv",
+    ):
         if not (smav / f).is_file():
             raise ValueError(f"simulate: SOURCE needs mav0/{f} ({smav / f} not found)")
     outp = Path(out)
@@ -184,23 +191,35 @@ def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, 
     # --- the folder: copies of the real IMU, ground truth and calibration
     for d in ("cam0/data", "cam1/data", "imu0", "state_groundtruth_estimate0", f"{EXACT_DEPTH_FOLDER}/data"):
         (omav / d).mkdir(parents=True, exist_ok=True)
-    for f in ("cam0/sensor.yaml", "cam1/sensor.yaml", "imu0/data.csv", "imu0/sensor.yaml",
-              "state_groundtruth_estimate0/data.csv", "body.yaml", "state_groundtruth_estimate0/sensor.yaml"):
+    for f in (
+        "cam0/sensor.yaml",
+        "cam1/sensor.yaml",
+        "imu0/data.csv",
+        "imu0/sensor.yaml",
+        "state_groundtruth_estimate0/data.csv",
+        "body.yaml",
+        "state_groundtruth_estimate0/sensor.yaml",
+    ):
         if (smav / f).is_file():
             shutil.copyfile(smav / f, omav / f)
-    _write_yaml(omav / EXACT_DEPTH_FOLDER / "sensor.yaml", [
-        "sensor_type: depth",
-        "comment: exact depth of cam0 (simulation ground truth; not a sensor). uint16 PNG, metres = value / depth_scale;",
-        "  optical z of cam0's raw (distorted) pixel grid at mid-exposure; 0 = no hit",
-        f"depth_scale: {DEPTH_SCALE}",
-        "camera: cam0",
-    ])
+    _write_yaml(
+        omav / EXACT_DEPTH_FOLDER / "sensor.yaml",
+        [
+            "sensor_type: depth",
+            "comment: exact depth of cam0 (simulation ground truth; not a sensor). "
+            "uint16 PNG, metres = value / depth_scale;",
+            "  optical z of cam0's raw (distorted) pixel grid at mid-exposure; 0 = no hit",
+            f"depth_scale: {DEPTH_SCALE}",
+            "camera: cam0",
+        ],
+    )
     (outp / "SIMULATION.txt").write_text(
         f"Simulated EuRoC flight (prism_ros.sim.flight)\nsource: {src.resolve()}\nseed: {int(seed)}\n"
         f"frames: {len(frames_ns)} at {FPS:g} Hz, {calibs[0].size[0]}x{calibs[0].size[1]} mono8\n"
         f"scene primitives: {len(scene['ptype'])}\n"
         "imu0 and state_groundtruth_estimate0 are SOURCE's real recordings, copied unmodified.\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
 
     rays = [distorted_rays(c) for c in calibs]
     w, h = calibs[0].size
@@ -220,6 +239,7 @@ def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, 
     blur_px = []
     try:
         from tqdm import tqdm
+
         it = tqdm(range(len(frames_ns)), unit="pair", desc="simulate", disable=not progress)
     except ImportError:  # pragma: no cover
         it = range(len(frames_ns))
@@ -264,6 +284,8 @@ def simulate_euroc(source, out, seed: int = 0, seconds: Optional[float] = None, 
         "blur_p99_px_median": float(np.median(blur_px)) if blur_px else 0.0,
         "render_s": wall,
     }
-    log(f"simulate: {summary['frames']} stereo pairs ({summary['seconds']:.1f} s, {summary['path_m']:.1f} m) "
-        f"-> {outp} in {wall:.0f} s")
+    log(
+        f"simulate: {summary['frames']} stereo pairs ({summary['seconds']:.1f} s, {summary['path_m']:.1f} m) "
+        f"-> {outp} in {wall:.0f} s"
+    )
     return summary

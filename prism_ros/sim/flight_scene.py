@@ -10,6 +10,7 @@ matcher finds no repeating pattern in its search range.  A different ``seed`` gi
 different layout, sizes, colours and texture.  The SDF is exact
 (:func:`prism_ros.sim.scene.scene_sdf`).
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,18 @@ def make_flight_scene(seed: int, path_xyz: np.ndarray) -> dict:
     hx, hy = 0.5 * (hi[0] - lo[0]) + ROOM_MARGIN_M, 0.5 * (hi[1] - lo[1]) + ROOM_MARGIN_M
     hz = 0.5 * ROOM_HEIGHT_M
     I3 = np.eye(3)
-    prims = [("room", _ROOM, np.array([cx, cy, hz]), I3, np.array([hx, hy, hz, 0.0]),
-              np.array([0.8, 0.75, 0.65]), _TEX_NOISE, float(rng.uniform(100.0, 140.0)))]
+    prims = [
+        (
+            "room",
+            _ROOM,
+            np.array([cx, cy, hz]),
+            I3,
+            np.array([hx, hy, hz, 0.0]),
+            np.array([0.8, 0.75, 0.65]),
+            _TEX_NOISE,
+            float(rng.uniform(100.0, 140.0)),
+        )
+    ]
     probe = path_xyz[:: max(1, len(path_xyz) // 400)]
 
     def colour():
@@ -48,8 +59,16 @@ def make_flight_scene(seed: int, path_xyz: np.ndarray) -> dict:
 
     def try_add(name, ptype, centre, R_wo, prm):
         prm = np.asarray(list(prm) + [0.0] * (4 - len(prm)), float)
-        cand = (name, ptype, np.asarray(centre, float), np.asarray(R_wo, float), prm, colour(), _TEX_NOISE,
-                float(rng.uniform(150.0, 300.0)))
+        cand = (
+            name,
+            ptype,
+            np.asarray(centre, float),
+            np.asarray(R_wo, float),
+            prm,
+            colour(),
+            _TEX_NOISE,
+            float(rng.uniform(150.0, 300.0)),
+        )
         d = scene_sdf(probe, pack_scene([cand]))
         if np.min(d) >= CLEARANCE_M:
             prims.append(cand)
@@ -59,8 +78,13 @@ def make_flight_scene(seed: int, path_xyz: np.ndarray) -> dict:
     def floor_xy(margin):
         return rng.uniform(cx - hx + margin, cx + hx - margin), rng.uniform(cy - hy + margin, cy + hy - margin)
 
-    counts = {"box": int(rng.integers(12, 17)), "pillar": int(rng.integers(4, 7)), "sphere": int(rng.integers(5, 9)),
-              "torus": int(rng.integers(1, 4)), "panel": int(rng.integers(10, 15))}
+    counts = {
+        "box": int(rng.integers(12, 17)),
+        "pillar": int(rng.integers(4, 7)),
+        "sphere": int(rng.integers(5, 9)),
+        "torus": int(rng.integers(1, 4)),
+        "panel": int(rng.integers(10, 15)),
+    }
     for kind, n in counts.items():
         added = 0
         for _attempt in range(40 * n):
@@ -81,8 +105,13 @@ def make_flight_scene(seed: int, path_xyz: np.ndarray) -> dict:
             elif kind == "torus":
                 R, r = rng.uniform(0.2, 0.45), rng.uniform(0.05, 0.12)
                 x, y = floor_xy(0.6)
-                ok = try_add(f"torus{added}", _TORUS, [x, y, rng.uniform(0.3, 2.5)],
-                             _rot_z(rng.uniform(0, math.pi)) @ _rot_x(rng.uniform(0, math.pi)), [R, r])
+                ok = try_add(
+                    f"torus{added}",
+                    _TORUS,
+                    [x, y, rng.uniform(0.3, 2.5)],
+                    _rot_z(rng.uniform(0, math.pi)) @ _rot_x(rng.uniform(0, math.pi)),
+                    [R, r],
+                )
             else:  # a thin panel on one of the four walls
                 wall = int(rng.integers(4))
                 w, h, t = rng.uniform(0.25, 1.0), rng.uniform(0.2, 0.8), rng.uniform(0.015, 0.06)

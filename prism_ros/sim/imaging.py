@@ -13,6 +13,7 @@
   occluding edge it smears the background with the foreground's motion (a few pixels at
   most).
 """
+
 from __future__ import annotations
 
 import math
@@ -79,8 +80,9 @@ def _motion_blur(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
     acc = np.zeros_like(img)
     for k in range(n):
         s = np.float32(k / (n - 1) - 0.5)
-        acc += cv2.remap(img, gx + s * flow[..., 0], gy + s * flow[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_REFLECT)
+        acc += cv2.remap(
+            img, gx + s * flow[..., 0], gy + s * flow[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
     return acc / np.float32(n)
 
 
@@ -133,5 +135,6 @@ def _exposure_flow(depth: np.ndarray, rays: np.ndarray, T_m_s: np.ndarray, T_m_e
     intr = np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
     dist = np.zeros(4)
     dist[: min(4, np.size(calib.D))] = np.ravel(calib.D)[:4]
-    return _flow_kernel(np.ascontiguousarray(depth, np.float32), rays, np.linalg.inv(T_m_s), np.linalg.inv(T_m_e),
-                        intr, dist)
+    return _flow_kernel(
+        np.ascontiguousarray(depth, np.float32), rays, np.linalg.inv(T_m_s), np.linalg.inv(T_m_e), intr, dist
+    )

@@ -12,6 +12,7 @@ room, stripes / rings / sine patterns on the objects, so photometric tracking
 has gradients almost everywhere; or a tiled image texture) times Lambertian shading
 from two fixed directional lights plus ambient.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,12 @@ def _texture_at(texture, a, b):
     j0 = int(fb) % th
     i1 = (i0 + 1) % tw
     j1 = (j0 + 1) % th
-    return ((1.0 - ta) * (1.0 - tb) * texture[j0, i0] + ta * (1.0 - tb) * texture[j0, i1]
-            + (1.0 - ta) * tb * texture[j1, i0] + ta * tb * texture[j1, i1])
+    return (
+        (1.0 - ta) * (1.0 - tb) * texture[j0, i0]
+        + ta * (1.0 - tb) * texture[j0, i1]
+        + (1.0 - ta) * tb * texture[j1, i0]
+        + ta * tb * texture[j1, i1]
+    )
 
 
 @njit(cache=True, inline="always")
@@ -70,7 +75,11 @@ def _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, t
         # checker boundary) and smooth sine "noise"
         s = f
         c = (math.floor((px + 0.5 * s) / s) + math.floor((py + 0.5 * s) / s) + math.floor((pz + 0.5 * s) / s)) % 2.0
-        sm = (math.sin(11.3 * px + 7.1 * py + 1.7) + math.sin(9.7 * py - 13.1 * pz + 0.4) + math.sin(15.1 * pz + 8.9 * px - 1.1)) / 6.0 + 0.5
+        sm = (
+            math.sin(11.3 * px + 7.1 * py + 1.7)
+            + math.sin(9.7 * py - 13.1 * pz + 0.4)
+            + math.sin(15.1 * pz + 8.9 * px - 1.1)
+        ) / 6.0 + 0.5
         fine = 0.5 + 0.5 * math.sin(31.0 * px + 27.0 * py + 23.0 * pz)
         pat = 0.45 * c + 0.35 * sm + 0.2 * fine
         if nz > 0.7:  # floor
@@ -95,7 +104,12 @@ def _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, t
         ax = R_ow[k, 0, 0] * nx + R_ow[k, 0, 1] * ny + R_ow[k, 0, 2] * nz
         ay = R_ow[k, 1, 0] * nx + R_ow[k, 1, 1] * ny + R_ow[k, 1, 2] * nz
         az = R_ow[k, 2, 0] * nx + R_ow[k, 2, 1] * ny + R_ow[k, 2, 2] * nz
-        off = 97.0 * k + 0.37 * texture.shape[1] * (1.0 if ax > 0 else 0.0) + 0.61 * texture.shape[0] * (1.0 if ay > 0 else 0.0) + 0.17 * texture.shape[1] * (1.0 if az > 0 else 0.0)
+        off = (
+            97.0 * k
+            + 0.37 * texture.shape[1] * (1.0 if ax > 0 else 0.0)
+            + 0.61 * texture.shape[0] * (1.0 if ay > 0 else 0.0)
+            + 0.17 * texture.shape[1] * (1.0 if az > 0 else 0.0)
+        )
         if abs(ax) >= abs(ay) and abs(ax) >= abs(az):
             pat = _texture_at(texture, f * y + off, f * z + 0.5 * off)
         elif abs(ay) >= abs(az):
@@ -240,9 +254,15 @@ def _render_kernel(T_w_c, rays, ptype, centre, R_ow, prm, bound, albedo, tex, te
                     if s < _TRACE_EPS:
                         # a hit only if the ray enters the surface here; a ray grazing
                         # past an edge within eps (normal facing away) steps on
-                        gx = _prim_sdf(ks, px + h, py, pz, ptype, centre, R_ow, prm) - _prim_sdf(ks, px - h, py, pz, ptype, centre, R_ow, prm)
-                        gy = _prim_sdf(ks, px, py + h, pz, ptype, centre, R_ow, prm) - _prim_sdf(ks, px, py - h, pz, ptype, centre, R_ow, prm)
-                        gz = _prim_sdf(ks, px, py, pz + h, ptype, centre, R_ow, prm) - _prim_sdf(ks, px, py, pz - h, ptype, centre, R_ow, prm)
+                        gx = _prim_sdf(ks, px + h, py, pz, ptype, centre, R_ow, prm) - _prim_sdf(
+                            ks, px - h, py, pz, ptype, centre, R_ow, prm
+                        )
+                        gy = _prim_sdf(ks, px, py + h, pz, ptype, centre, R_ow, prm) - _prim_sdf(
+                            ks, px, py - h, pz, ptype, centre, R_ow, prm
+                        )
+                        gz = _prim_sdf(ks, px, py, pz + h, ptype, centre, R_ow, prm) - _prim_sdf(
+                            ks, px, py, pz - h, ptype, centre, R_ow, prm
+                        )
                         if gx * dx + gy * dy + gz * dz < 0.0:
                             hitk = ks
                             t = tt
@@ -285,7 +305,11 @@ def _render_kernel(T_w_c, rays, ptype, centre, R_ow, prm, bound, albedo, tex, te
             cosang[v, u] = c
             ids[v, u] = k
             _albedo(k, px, py, pz, nx, ny, nz, ptype, centre, R_ow, albedo, tex, texk, texture, alb)
-            shade = 0.45 + 0.55 * max(0.0, nx * light1[0] + ny * light1[1] + nz * light1[2]) + 0.3 * max(0.0, nx * light2[0] + ny * light2[1] + nz * light2[2])
+            shade = (
+                0.45
+                + 0.55 * max(0.0, nx * light1[0] + ny * light1[1] + nz * light1[2])
+                + 0.3 * max(0.0, nx * light2[0] + ny * light2[1] + nz * light2[2])
+            )
             color[v, u, 0] = alb[0] * shade
             color[v, u, 1] = alb[1] * shade
             color[v, u, 2] = alb[2] * shade
@@ -325,7 +349,25 @@ def render_rays(T_w_c: np.ndarray, rays: np.ndarray, scene: Optional[dict] = Non
     if rays.ndim != 3 or rays.shape[2] != 2:
         raise ValueError(f"rays must be (H, W, 2), got {rays.shape}")
     depth, normal, color, cosang, ids, steps = _render_kernel(
-        T, rays, sc["ptype"], sc["centre"], sc["R_ow"], sc["prm"], sc["bound"], sc["albedo"], sc["tex"], sc["texk"],
-        sc.get("texture", _NO_TEXTURE), _L1, _L2,
+        T,
+        rays,
+        sc["ptype"],
+        sc["centre"],
+        sc["R_ow"],
+        sc["prm"],
+        sc["bound"],
+        sc["albedo"],
+        sc["tex"],
+        sc["texk"],
+        sc.get("texture", _NO_TEXTURE),
+        _L1,
+        _L2,
     )
-    return {"depth": depth, "normal": normal, "color": np.clip(color, 0.0, 1.0), "cos_incidence": cosang, "ids": ids, "steps": steps}
+    return {
+        "depth": depth,
+        "normal": normal,
+        "color": np.clip(color, 0.0, 1.0),
+        "cos_incidence": cosang,
+        "ids": ids,
+        "steps": steps,
+    }

@@ -19,6 +19,7 @@ overlap or touch.  Objects are axis-aligned or rotated rigidly; a bounding-spher
 test skips far primitives without changing the result.  The renderer
 (:mod:`prism_ros.sim.render`) uses the same primitive kernels.
 """
+
 from __future__ import annotations
 
 import math
@@ -61,15 +62,53 @@ def make_scene():
     prims = []
 
     def add(name, ptype, centre, R_wo, prm, albedo, tex, texk):
-        prims.append((name, ptype, np.asarray(centre, float), np.asarray(R_wo, float), np.asarray(prm + [0.0] * (4 - len(prm)), float), np.asarray(albedo, float), tex, float(texk)))
+        prims.append(
+            (
+                name,
+                ptype,
+                np.asarray(centre, float),
+                np.asarray(R_wo, float),
+                np.asarray(prm + [0.0] * (4 - len(prm)), float),
+                np.asarray(albedo, float),
+                tex,
+                float(texk),
+            )
+        )
 
     I = np.eye(3)
     add("room", _ROOM, ROOM_CENTRE, I, list(ROOM_HALF), [0.8, 0.75, 0.65], _TEX_ROOM, 0.25)
-    add("table", _BOX, [0.0, 0.0, 0.25], _rot_z(math.radians(20)), [0.35, 0.25, 0.25], [0.75, 0.45, 0.25], _TEX_STRIPES, 30.0)
+    add(
+        "table",
+        _BOX,
+        [0.0, 0.0, 0.25],
+        _rot_z(math.radians(20)),
+        [0.35, 0.25, 0.25],
+        [0.75, 0.45, 0.25],
+        _TEX_STRIPES,
+        30.0,
+    )
     add("ball", _SPHERE, [0.08, 0.04, 0.65], I, [0.15], [0.3, 0.55, 0.85], _TEX_SINES, 22.0)
     add("column", _CYL, [-0.55, 0.45, 0.35], I, [0.12, 0.35], [0.85, 0.3, 0.3], _TEX_RINGS, 12.0)
-    add("torus", _TORUS, [0.5, -0.45, 0.32], _rot_z(math.radians(30)) @ _rot_x(math.radians(60)), [0.2, 0.06], [0.35, 0.75, 0.35], _TEX_RINGS, 16.0)
-    add("crate", _BOX, [-0.45, -0.5, 0.1], _rot_z(math.radians(45)), [0.1, 0.15, 0.1], [0.9, 0.8, 0.3], _TEX_STRIPES, 45.0)
+    add(
+        "torus",
+        _TORUS,
+        [0.5, -0.45, 0.32],
+        _rot_z(math.radians(30)) @ _rot_x(math.radians(60)),
+        [0.2, 0.06],
+        [0.35, 0.75, 0.35],
+        _TEX_RINGS,
+        16.0,
+    )
+    add(
+        "crate",
+        _BOX,
+        [-0.45, -0.5, 0.1],
+        _rot_z(math.radians(45)),
+        [0.1, 0.15, 0.1],
+        [0.9, 0.8, 0.3],
+        _TEX_STRIPES,
+        45.0,
+    )
     add("big_ball", _SPHERE, [0.55, 0.55, 0.2], I, [0.2], [0.8, 0.5, 0.75], _TEX_SINES, 18.0)
     add("cabinet", _BOX, [1.7, 1.2, 0.6], I, [0.3, 0.3, 0.6], [0.55, 0.6, 0.7], _TEX_STRIPES, 25.0)
     add("panel", _BOX, [-1.96, 0.1, 1.4], I, [0.04, 0.55, 0.35], [0.9, 0.9, 0.9], _TEX_SINES, 20.0)

@@ -30,6 +30,7 @@ every derivative is smooth.  ``seed`` sets the phases.  Typical speeds are
 0.2-0.5 m/s and 10-50 deg/s (see :meth:`SyntheticSequence.gt_twists`).  Frame ``i`` is at
 t = (start + i) / fps and ``T_w_c_gt`` is exact.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,9 +45,18 @@ from prism_ros.datasets.base import DatasetBase, Frame, slice_range
 from .render import pinhole_rays, render_rays, render_scene
 from .scene import default_scene, make_scene, pack_scene, scene_sdf
 
-__all__ = ["SyntheticSequence", "open_synthetic", "look_at",
-           # the scene and its renderer (prism_ros.sim.scene, prism_ros.sim.render)
-           "make_scene", "scene_sdf", "render_scene", "render_rays", "pinhole_rays", "pack_scene"]
+__all__ = [
+    "SyntheticSequence",
+    "open_synthetic",
+    "look_at",
+    # the scene and its renderer (prism_ros.sim.scene, prism_ros.sim.render)
+    "make_scene",
+    "scene_sdf",
+    "render_scene",
+    "render_rays",
+    "pinhole_rays",
+    "pack_scene",
+]
 
 
 def look_at(position: np.ndarray, target: np.ndarray, up=(0.0, 0.0, 1.0), roll: float = 0.0) -> np.ndarray:
@@ -78,16 +88,20 @@ class _Trajectory:
         ph = self.ph
         th = self.theta0 + 0.3 * t + 0.2 * math.sin(0.8 * t + ph[0])
         rad = 1.0 + 0.06 * math.sin(1.3 * t + ph[1])
-        pos = np.array([
-            1.2 * rad * math.cos(th),
-            0.9 * rad * math.sin(th),
-            1.35 + 0.12 * math.sin(0.9 * t + ph[2]) + 0.03 * math.sin(2.3 * t + ph[3]),
-        ])
-        target = np.array([
-            0.25 * math.sin(1.1 * t + ph[4]) + 0.06 * math.sin(2.3 * t + ph[5]),
-            0.2 * math.sin(0.9 * t + ph[6]) + 0.05 * math.sin(2.1 * t + ph[7]),
-            0.45 + 0.12 * math.sin(0.7 * t + ph[8]),
-        ])
+        pos = np.array(
+            [
+                1.2 * rad * math.cos(th),
+                0.9 * rad * math.sin(th),
+                1.35 + 0.12 * math.sin(0.9 * t + ph[2]) + 0.03 * math.sin(2.3 * t + ph[3]),
+            ]
+        )
+        target = np.array(
+            [
+                0.25 * math.sin(1.1 * t + ph[4]) + 0.06 * math.sin(2.3 * t + ph[5]),
+                0.2 * math.sin(0.9 * t + ph[6]) + 0.05 * math.sin(2.1 * t + ph[7]),
+                0.45 + 0.12 * math.sin(0.7 * t + ph[8]),
+            ]
+        )
         roll = 0.1 * math.sin(1.5 * t + ph[9]) + 0.03 * math.sin(2.7 * t + ph[10])
         return pos, target, roll
 
@@ -247,7 +261,9 @@ class SyntheticSequence(DatasetBase):
                 if self.depth_quantum > 0:
                     zn = np.round(zn / self.depth_quantum) * self.depth_quantum
                 depth = zn.astype(np.float32)
-                color = color * np.float32(255.0) + np.float32(self.color_noise) * rng.standard_normal(color.shape, dtype=np.float32)
+                color = color * np.float32(255.0) + np.float32(self.color_noise) * rng.standard_normal(
+                    color.shape, dtype=np.float32
+                )
             else:
                 color = color * 255.0
             if self.holes:
@@ -259,7 +275,13 @@ class SyntheticSequence(DatasetBase):
             rgb = np.clip(np.round(color), 0, 255).astype(np.uint8)
         else:
             rgb = np.clip(np.round(color * 255.0), 0, 255).astype(np.uint8)
-        fr = Frame(index=i, stamp=float(self._stamps[i]), rgb=rgb, depth=np.ascontiguousarray(depth, dtype=np.float32), T_w_c_gt=T.copy())
+        fr = Frame(
+            index=i,
+            stamp=float(self._stamps[i]),
+            rgb=rgb,
+            depth=np.ascontiguousarray(depth, dtype=np.float32),
+            T_w_c_gt=T.copy(),
+        )
         if self._cache_size > 0:
             self._cache[i] = Frame(fr.index, fr.stamp, rgb.copy(), fr.depth.copy(), T.copy(), None)
             while len(self._cache) > self._cache_size:
@@ -297,9 +319,11 @@ def open_synthetic(name: str, start: int = 0, frames: Optional[int] = None, **kw
                     kw["width"], kw["height"] = int(w), int(h)
                 n_total = int(spec)
             except ValueError:
-                raise ValueError(f"'{p}': expected 'synthetic', 'synthetic:<n_frames>' or "
-                                 f"'synthetic:<n_frames>@<width>x<height>' with integers, optionally "
-                                 f"followed by ',seed=<s>' and ',clean' (as the sequence's name prints)") from None
+                raise ValueError(
+                    f"'{p}': expected 'synthetic', 'synthetic:<n_frames>' or "
+                    f"'synthetic:<n_frames>@<width>x<height>' with integers, optionally "
+                    f"followed by ',seed=<s>' and ',clean' (as the sequence's name prints)"
+                ) from None
         if n_total <= 0:
             raise ValueError(f"'{p}': the number of frames must be positive")
         lo, hi = slice_range(int(n_total), start, frames, what=f"'{p}'")

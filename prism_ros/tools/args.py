@@ -2,6 +2,7 @@
 
 Exit code 2 for bad arguments or configuration (``parser.error``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,19 @@ def assignment(text: str) -> Tuple[str, Any]:
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """--config YAML and repeatable --set NAME=VALUE."""
-    p.add_argument("--config", metavar="YAML",
-                   help="parameters file (ROS 2 '/**: ros__parameters:' layout); default: config/prism.yaml")
-    p.add_argument("--set", metavar="NAME=VALUE", action="append", type=assignment, default=[],
-                   help="override one parameter (repeatable; values are read as YAML), e.g. --set voxel_size_m=0.01")
+    p.add_argument(
+        "--config",
+        metavar="YAML",
+        help="parameters file (ROS 2 '/**: ros__parameters:' layout); default: config/prism.yaml",
+    )
+    p.add_argument(
+        "--set",
+        metavar="NAME=VALUE",
+        action="append",
+        type=assignment,
+        default=[],
+        help="override one parameter (repeatable; values are read as YAML), e.g. --set voxel_size_m=0.01",
+    )
 
 
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
@@ -82,6 +92,10 @@ def apply_dataset_hints(cfg, ds, args):
     cfg, hints = apply(cfg, ds, user)
     if hints:
         reason = ds.config_hints_reason if isinstance(ds, HasConfigHints) else ""
-        print(f"prism-ros: {ds.name}: using " + ", ".join(f"{k}={v}" for k, v in hints.items())
-              + f" ({reason}; override with --set)", file=sys.stderr)
+        print(
+            f"prism-ros: {ds.name}: using "
+            + ", ".join(f"{k}={v}" for k, v in hints.items())
+            + f" ({reason}; override with --set)",
+            file=sys.stderr,
+        )
     return cfg

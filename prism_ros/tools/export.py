@@ -20,6 +20,7 @@
   space), ``red green blue`` (uint8), ``sigma`` (float32, SDF std at the nearest voxel,
   m); face ``vertex_indices`` (int32 list, counter-clockwise seen from free space).
 """
+
 from __future__ import annotations
 
 import os
@@ -74,10 +75,7 @@ def write_tum(path: str, stamps: Sequence[float], T_w_c) -> None:
         f.write("# timestamp tx ty tz qx qy qz qw  (camera-to-world T_w_c, metres)\n")
         for s, Ti, qi in zip(stamps, T, q):
             t = Ti[:3, 3]
-            f.write(
-                f"{s:.9f} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} "
-                f"{qi[0]:.9f} {qi[1]:.9f} {qi[2]:.9f} {qi[3]:.9f}\n"
-            )
+            f.write(f"{s:.9f} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} {qi[0]:.9f} {qi[1]:.9f} {qi[2]:.9f} {qi[3]:.9f}\n")
 
 
 def read_tum(path: str) -> Tuple[np.ndarray, np.ndarray]:
@@ -197,8 +195,21 @@ def write_mesh_ply(path: str, mesh: Dict[str, np.ndarray], text: bool = False) -
     N = np.asarray(mesh.get("normals", np.zeros((n, 3))), dtype=np.float32).reshape(-1, 3)
     rgb = np.asarray(mesh.get("rgb", np.full((n, 3), 128)), dtype=np.uint8).reshape(-1, 3)
     sig = np.asarray(mesh.get("sigma", np.full(n, np.nan)), dtype=np.float32).reshape(-1)
-    v = np.empty(n, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("nx", "f4"), ("ny", "f4"), ("nz", "f4"),
-                           ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("sigma", "f4")])
+    v = np.empty(
+        n,
+        dtype=[
+            ("x", "f4"),
+            ("y", "f4"),
+            ("z", "f4"),
+            ("nx", "f4"),
+            ("ny", "f4"),
+            ("nz", "f4"),
+            ("red", "u1"),
+            ("green", "u1"),
+            ("blue", "u1"),
+            ("sigma", "f4"),
+        ],
+    )
     v["x"], v["y"], v["z"] = V[:, 0], V[:, 1], V[:, 2]
     v["nx"], v["ny"], v["nz"] = N[:, 0], N[:, 1], N[:, 2]
     v["red"], v["green"], v["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
@@ -221,8 +232,11 @@ def read_mesh_ply(path: str) -> Dict[str, np.ndarray]:
 
     ply = PlyData.read(path)
     v = ply["vertex"].data
-    faces = np.stack([np.asarray(x, dtype=np.int32) for x in ply["face"].data["vertex_indices"]]) \
-        if len(ply["face"].data) else np.zeros((0, 3), np.int32)
+    faces = (
+        np.stack([np.asarray(x, dtype=np.int32) for x in ply["face"].data["vertex_indices"]])
+        if len(ply["face"].data)
+        else np.zeros((0, 3), np.int32)
+    )
     return {
         "verts": np.stack([v["x"], v["y"], v["z"]], axis=1).astype(np.float32),
         "normals": np.stack([v["nx"], v["ny"], v["nz"]], axis=1).astype(np.float32),

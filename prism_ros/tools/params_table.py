@@ -9,6 +9,7 @@ docs/parameters.md keeps its hand-written text; only the table between the two m
 Floats are written so that YAML 1.1 readers (PyYAML, ROS 2's rcl parser) read them
 as floats: ``1e-05`` would be a *string* there, so it is written ``1.0e-05``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -130,8 +131,10 @@ def main(argv=None) -> int:
     ap.add_argument("--yaml", default=os.path.join(root, "config", "prism.yaml"))
     a = ap.parse_args(argv)
     if a.write:
-        for what, fn, path in (("config/prism.yaml", update_config_yaml, a.yaml),
-                               ("docs/parameters.md", update_doc, a.doc)):
+        for what, fn, path in (
+            ("config/prism.yaml", update_config_yaml, a.yaml),
+            ("docs/parameters.md", update_doc, a.doc),
+        ):
             changed = fn(os.path.normpath(path))
             print(f"{what} updated" if changed else f"{what} already up to date")
     else:

@@ -17,6 +17,7 @@
 The evaluation against ground truth (``groundtruth*.tum``, ``metrics.json``,
 ``report.png``) is the harness's: :mod:`prism_ros.eval.evaluate`.
 """
+
 from __future__ import annotations
 
 import os

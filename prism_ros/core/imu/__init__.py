@@ -16,6 +16,7 @@ T_prev_curr with its covariance as the right perturbation xi = (rho, phi)
 * :mod:`.source`: :class:`ImuControlSource`, the online path's control source;
 * :mod:`.monitor`: :class:`ImuStreamMonitor`, the per-sample checks of an IMU stream.
 """
+
 from .alignment import (
     BiasEstimate,
     MotionCheck,

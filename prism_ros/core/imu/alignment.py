@@ -45,6 +45,7 @@ the component along gravity trades against |g|): :class:`BiasEstimate` carries t
 covariances, which say how well each component was seen.  With gravity unknown (a moving
 start) the same least squares estimates it too (:func:`gravity_from_poses`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -82,10 +83,18 @@ def _rstd(x: np.ndarray) -> np.ndarray:
     return 1.4826 * np.median(np.abs(x - np.median(x, 0)), 0)
 
 
-def detect_motion(imu: ImuData, t0: float, t1: float, max_gyro_std_radps: float = 0.1,
-                  max_acc_std_mps2: float = 1.5, max_norm_dev_mps2: float = 0.5,
-                  max_tilt_change_rad: float = 0.02, max_gyro_mean_change_radps: float = 0.02,
-                  gravity_mps2: float = GRAVITY, min_samples: int = 20) -> MotionCheck:
+def detect_motion(
+    imu: ImuData,
+    t0: float,
+    t1: float,
+    max_gyro_std_radps: float = 0.1,
+    max_acc_std_mps2: float = 1.5,
+    max_norm_dev_mps2: float = 0.5,
+    max_tilt_change_rad: float = 0.02,
+    max_gyro_mean_change_radps: float = 0.02,
+    gravity_mps2: float = GRAVITY,
+    min_samples: int = 20,
+) -> MotionCheck:
     """Is the IMU still on [t0, t1]?  (see the module docstring for the tests)."""
     m = (imu.t >= t0) & (imu.t <= t1)
     g, a = imu.gyro[m], imu.acc[m]
@@ -102,15 +111,20 @@ def detect_motion(imu: ImuData, t0: float, t1: float, max_gyro_std_radps: float 
         "tilt_change_rad": float(np.arccos(c)),
         "gyro_mean_change_radps": float(np.linalg.norm(g[:h].mean(0) - g[h:].mean(0))),
     }
-    limits = {"gyro_std_radps": max_gyro_std_radps, "acc_std_mps2": max_acc_std_mps2,
-              "norm_dev_mps2": max_norm_dev_mps2, "tilt_change_rad": max_tilt_change_rad,
-              "gyro_mean_change_radps": max_gyro_mean_change_radps}
+    limits = {
+        "gyro_std_radps": max_gyro_std_radps,
+        "acc_std_mps2": max_acc_std_mps2,
+        "norm_dev_mps2": max_norm_dev_mps2,
+        "tilt_change_rad": max_tilt_change_rad,
+        "gyro_mean_change_radps": max_gyro_mean_change_radps,
+    }
     reasons = [f"{k} = {stats[k]:.3g} > {limits[k]:.3g}" for k in limits if stats[k] > limits[k]]
     return MotionCheck(not reasons, reasons, stats, np.median(g, 0), f)
 
 
-def static_bias_and_gravity(imu: ImuData, t0: float, t1: float, max_acc_std: float = 0.6,
-                            max_gyro_std: float = 0.1) -> Tuple[np.ndarray, np.ndarray, bool]:
+def static_bias_and_gravity(
+    imu: ImuData, t0: float, t1: float, max_acc_std: float = 0.6, max_gyro_std: float = 0.1
+) -> Tuple[np.ndarray, np.ndarray, bool]:
     """(gyro bias, mean specific force in I, static?) over [t0, t1].
 
     The window counts as static when the robust (MAD) standard deviations of the
@@ -122,8 +136,11 @@ def static_bias_and_gravity(imu: ImuData, t0: float, t1: float, max_acc_std: flo
     if len(w) < 2:
         return np.zeros(3), (w.acc.mean(0) if len(w) else np.array([0.0, 0.0, GRAVITY])), False
     f = w.acc.mean(0)
-    static = bool(np.all(_rstd(w.acc) < max_acc_std) and np.all(_rstd(w.gyro) < max_gyro_std)
-                  and abs(np.linalg.norm(f) - GRAVITY) < 0.5)
+    static = bool(
+        np.all(_rstd(w.acc) < max_acc_std)
+        and np.all(_rstd(w.gyro) < max_gyro_std)
+        and abs(np.linalg.norm(f) - GRAVITY) < 0.5
+    )
     bg = np.median(w.gyro, 0) if static else np.zeros(3)
     return bg, f, static
 
@@ -151,9 +168,20 @@ class BiasEstimate:
     applied: Optional[tuple] = None  # (gyro, accel) taken by ImuIntegrator.refine_biases
 
 
-def estimate_biases(imu: ImuData, t: np.ndarray, R_w_I: np.ndarray, p_w: np.ndarray, g_w: Optional[np.ndarray],
-                    noise: Optional[ImuNoise] = None, bg0=None, ba0=None, rot_sigma_rad: float = 1e-3,
-                    pos_sigma_m: float = 5e-3, iterations: int = 2, estimate_ba: bool = True) -> BiasEstimate:
+def estimate_biases(
+    imu: ImuData,
+    t: np.ndarray,
+    R_w_I: np.ndarray,
+    p_w: np.ndarray,
+    g_w: Optional[np.ndarray],
+    noise: Optional[ImuNoise] = None,
+    bg0=None,
+    ba0=None,
+    rot_sigma_rad: float = 1e-3,
+    pos_sigma_m: float = 5e-3,
+    iterations: int = 2,
+    estimate_ba: bool = True,
+) -> BiasEstimate:
     """Gyro and accelerometer biases from a pose track (see the module docstring).
 
     ``t`` (K+1,) pose stamps within the IMU's span, ``R_w_I`` (K+1, 3, 3), ``p_w``
@@ -204,37 +232,48 @@ def estimate_biases(imu: ImuData, t: np.ndarray, R_w_I: np.ndarray, p_w: np.ndar
             dv = pim.dv + pim.J_bg[3:6] @ dbg
             dp = pim.dp + pim.J_bg[6:9] @ dbg
             Av = np.zeros((3, n))
-            Av[:, 3 * (k + 1):3 * (k + 2)] = np.eye(3)
-            Av[:, 3 * k:3 * (k + 1)] = -np.eye(3)
+            Av[:, 3 * (k + 1) : 3 * (k + 2)] = np.eye(3)
+            Av[:, 3 * k : 3 * (k + 1)] = -np.eye(3)
             Ap = np.zeros((3, n))
-            Ap[:, 3 * k:3 * (k + 1)] = dt * np.eye(3)
+            Ap[:, 3 * k : 3 * (k + 1)] = dt * np.eye(3)
             if est_g:
-                Av[:, ig:ig + 3] = -dt * np.eye(3)
-                Ap[:, ig:ig + 3] = 0.5 * dt * dt * np.eye(3)
+                Av[:, ig : ig + 3] = -dt * np.eye(3)
+                Ap[:, ig : ig + 3] = 0.5 * dt * dt * np.eye(3)
             if estimate_ba:
-                Av[:, ia:ia + 3] = -Rk @ pim.J_ba[3:6]
-                Ap[:, ia:ia + 3] = Rk @ pim.J_ba[6:9]
+                Av[:, ia : ia + 3] = -Rk @ pim.J_ba[3:6]
+                Ap[:, ia : ia + 3] = Rk @ pim.J_ba[6:9]
             rows += [Av, Ap]
             rhs += [g_rhs * dt + Rk @ dv, p_w[k + 1] - p_w[k] - 0.5 * g_rhs * dt * dt - Rk @ dp]
-            wts += [1.0 / np.sqrt(np.diag(pim.cov)[3:6] + 1e-18),
-                    1.0 / np.sqrt(np.diag(pim.cov)[6:9] + 2.0 * pos_sigma_m**2)]
+            wts += [
+                1.0 / np.sqrt(np.diag(pim.cov)[3:6] + 1e-18),
+                1.0 / np.sqrt(np.diag(pim.cov)[6:9] + 2.0 * pos_sigma_m**2),
+            ]
         w = np.concatenate(wts)
         Aw = np.vstack(rows) * w[:, None]
         x, *_ = np.linalg.lstsq(Aw, np.concatenate(rhs) * w, rcond=None)
         cov_x = np.linalg.pinv(Aw.T @ Aw)
         v = x[:nv].reshape(K + 1, 3)
         if est_g:
-            g_est, cov_g = x[ig:ig + 3], cov_x[ig:ig + 3, ig:ig + 3]
+            g_est, cov_g = x[ig : ig + 3], cov_x[ig : ig + 3, ig : ig + 3]
         if estimate_ba:
-            ba = ba + x[ia:ia + 3]
-            cov_ba = cov_x[ia:ia + 3, ia:ia + 3]
+            ba = ba + x[ia : ia + 3]
+            cov_ba = cov_x[ia : ia + 3, ia : ia + 3]
     sym = lambda C: None if C is None else 0.5 * (C + C.T)  # noqa: E731
     return BiasEstimate(bg, ba, sym(cov_bg), sym(cov_ba), v, K, None if g_est is None else g_est.copy(), sym(cov_g))
 
 
-def gravity_from_poses(imu: ImuData, t: np.ndarray, R_w_I: np.ndarray, p_w: np.ndarray,
-                       noise: Optional[ImuNoise] = None, bg0=None, ba0=None, rot_sigma_rad: float = 1e-3,
-                       pos_sigma_m: float = 5e-3, estimate_ba: bool = False) -> BiasEstimate:
+def gravity_from_poses(
+    imu: ImuData,
+    t: np.ndarray,
+    R_w_I: np.ndarray,
+    p_w: np.ndarray,
+    noise: Optional[ImuNoise] = None,
+    bg0=None,
+    ba0=None,
+    rot_sigma_rad: float = 1e-3,
+    pos_sigma_m: float = 5e-3,
+    estimate_ba: bool = False,
+) -> BiasEstimate:
     """Gravity in the poses' world (``.g_w``, ``.cov_g``), the gyro bias and the velocities
     from a pose track of a MOVING sensor: the fallback of a moving start (same least
     squares as :func:`estimate_biases`, gravity unknown, ba held at ``ba0``).
@@ -244,5 +283,6 @@ def gravity_from_poses(imu: ImuData, t: np.ndarray, R_w_I: np.ndarray, p_w: np.n
     with that gravity then refines ba.  ``estimate_ba=True`` solves for both, but over
     1-2 s of flight they hardly separate.
     """
-    return estimate_biases(imu, t, R_w_I, p_w, None, noise, bg0, ba0, rot_sigma_rad, pos_sigma_m,
-                           estimate_ba=estimate_ba)
+    return estimate_biases(
+        imu, t, R_w_I, p_w, None, noise, bg0, ba0, rot_sigma_rad, pos_sigma_m, estimate_ba=estimate_ba
+    )

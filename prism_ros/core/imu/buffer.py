@@ -13,6 +13,7 @@ comes from that pose track (:meth:`ImuBuffer.align_from_poses`).
 covariance comes from the noise densities plus the filter's velocity and attitude
 uncertainty.
 """
+
 from __future__ import annotations
 
 import threading
@@ -44,9 +45,15 @@ class ImuBuffer:
 
     COVERAGE_TOL_S = 0.05
 
-    def __init__(self, maxlen: int = 4000, T_I_C: Optional[np.ndarray] = None, noise: Optional[ImuNoise] = None,
-                 init_window_s: float = 1.0,
-                 max_gap_s: Optional[float] = None, pose_alignment_s: Optional[float] = 1.0):
+    def __init__(
+        self,
+        maxlen: int = 4000,
+        T_I_C: Optional[np.ndarray] = None,
+        noise: Optional[ImuNoise] = None,
+        init_window_s: float = 1.0,
+        max_gap_s: Optional[float] = None,
+        pose_alignment_s: Optional[float] = 1.0,
+    ):
         # the samples: rows [_lo, _hi) of arrays twice the bound (appending is O(1), amortised;
         # a window is two searchsorted calls and a slice, not a conversion of every sample)
         if int(maxlen) < 1:
@@ -98,7 +105,7 @@ class ImuBuffer:
             if self._hi == len(self._t):  # at the end of the arrays: move the kept rows to the front
                 n = self._hi - self._lo
                 for arr in (self._t, self._w, self._a):
-                    arr[:n] = arr[self._lo:self._hi]
+                    arr[:n] = arr[self._lo : self._hi]
                 self._lo, self._hi = 0, n
             i = self._hi
             self._t[i] = stamp
@@ -141,7 +148,7 @@ class ImuBuffer:
     def median_period_s(self) -> Optional[float]:
         """The median time between consecutive samples of the buffer (None with fewer than two)."""
         with self._lock:
-            t = self._t[self._lo:self._hi]
+            t = self._t[self._lo : self._hi]
             return float(np.median(np.diff(t))) if len(t) > 1 else None
 
     def covers(self, t0: float, t1: float) -> bool:
@@ -158,8 +165,15 @@ class ImuBuffer:
         d = self.data(t0, t1)  # includes the last sample before t0 and the first after t1
         return float(np.max(np.diff(d.t))) if len(d) > 1 else float("inf")
 
-    def control(self, t0: float, t1: float, T_w_c: np.ndarray, nu_c: np.ndarray,
-                P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
+    def control(
+        self,
+        t0: float,
+        t1: float,
+        T_w_c: np.ndarray,
+        nu_c: np.ndarray,
+        P_nu: Optional[np.ndarray] = None,
+        Sigma: Optional[np.ndarray] = None,
+    ) -> Optional[Control]:
         """Camera increment from ``t0`` (the previous frame, filter pose ``T_w_c`` and camera
         twist ``nu_c`` = (v, w) with covariance ``P_nu``, pose covariance ``Sigma``) to
         ``t1``, by :meth:`prism_ros.core.imu.integrator.ImuIntegrator.control`; None when the
@@ -176,12 +190,14 @@ class ImuBuffer:
             lo = t0 - self.init_window_s
             integ = ImuIntegrator(self.data(lo, t1), self.T_I_C, self.noise)
             integ.rate_hz = rate
-            self.static_start = integ.initialise(np.asarray(T_w_c, float), t0 - 0.5 * self.init_window_s,
-                                                 self.init_window_s, t_end=t0)
+            self.static_start = integ.initialise(
+                np.asarray(T_w_c, float), t0 - 0.5 * self.init_window_s, self.init_window_s, t_end=t0
+            )
             self.init_check = integ.init_check
             if not self.static_start:
-                self._poses, aligned = pose_fallback(self._poses, t0, T_w_c, self.pose_alignment_s,
-                                                     self._align_from_pose_window)
+                self._poses, aligned = pose_fallback(
+                    self._poses, t0, T_w_c, self.pose_alignment_s, self._align_from_pose_window
+                )
                 if not aligned:
                     return None
                 integ = self._integ

@@ -22,6 +22,7 @@ Conventions
   (:meth:`ImuIntegrator.still_between`), the control carries no translation
   (:func:`zero_velocity`).
 """
+
 from __future__ import annotations
 
 from typing import Callable, List, Optional, Tuple
@@ -33,8 +34,7 @@ from ..types import Control
 from .alignment import BiasEstimate, MotionCheck, align_gravity, detect_motion, estimate_biases, gravity_from_poses
 from .preintegration import ImuData, ImuNoise, preintegrate
 
-__all__ = ["ZUPT_WINDOW_S", "ZUPT_SIGMA_MPS", "ZUPT_MAX_RATE_RADPS", "zero_velocity", "pose_fallback",
-           "ImuIntegrator"]
+__all__ = ["ZUPT_WINDOW_S", "ZUPT_SIGMA_MPS", "ZUPT_MAX_RATE_RADPS", "zero_velocity", "pose_fallback", "ImuIntegrator"]
 
 #: Zero-velocity update: the shortest window (s) over which the IMU must be still (:func:`detect_motion`);
 #: set on euroc_MH01_easy_slice (the MAV at rest on its pallet) against its hand-held part and the V1_02 flight.
@@ -66,8 +66,13 @@ def zero_velocity(ctl: Control, dt: float) -> Control:
     return Control(T_prev_curr=T, cov=cov, nu_curr=nu, nu_cov=P, still=True)
 
 
-def pose_fallback(history: List[Tuple[float, np.ndarray]], t: float, T_w_c: np.ndarray, span_s: Optional[float],
-                  align: Callable[[np.ndarray, np.ndarray], bool]) -> Tuple[list, bool]:
+def pose_fallback(
+    history: List[Tuple[float, np.ndarray]],
+    t: float,
+    T_w_c: np.ndarray,
+    span_s: Optional[float],
+    align: Callable[[np.ndarray, np.ndarray], bool],
+) -> Tuple[list, bool]:
     """The moving-start fallback, while gravity is unknown: remember the filter's pose ``T_w_c``
     at ``t`` in ``history`` (appended in place when newer than its last), and once the poses
     (>= 3) span ``span_s`` seconds (None: never), try ``align(stamps, poses)``.
@@ -98,10 +103,19 @@ class ImuIntegrator:
     re-estimates both biases from the filter's recent poses.
     """
 
-    def __init__(self, imu: ImuData, T_I_C: np.ndarray, noise: Optional[ImuNoise] = None,
-                 g_w: Optional[np.ndarray] = None, bg: Optional[np.ndarray] = None, ba: Optional[np.ndarray] = None,
-                 pose_alignment_s: Optional[float] = 1.0, pose_sigma_m: float = 5e-3, pose_sigma_rad: float = 1e-3,
-                 max_gravity_sigma_mps2: float = 0.3):
+    def __init__(
+        self,
+        imu: ImuData,
+        T_I_C: np.ndarray,
+        noise: Optional[ImuNoise] = None,
+        g_w: Optional[np.ndarray] = None,
+        bg: Optional[np.ndarray] = None,
+        ba: Optional[np.ndarray] = None,
+        pose_alignment_s: Optional[float] = 1.0,
+        pose_sigma_m: float = 5e-3,
+        pose_sigma_rad: float = 1e-3,
+        max_gravity_sigma_mps2: float = 0.3,
+    ):
         self.imu = imu
         #: moving start: after this much pose track (the filter's states passed to control()),
         #: gravity from the poses (initialise_from_poses); None disables the fallback
@@ -144,8 +158,9 @@ class ImuIntegrator:
         self.bg = chk.gyro_median
         return True
 
-    def initialise_from_poses(self, stamps, T_w_c, pos_sigma_m: Optional[float] = None,
-                              rot_sigma_rad: Optional[float] = None) -> BiasEstimate:
+    def initialise_from_poses(
+        self, stamps, T_w_c, pos_sigma_m: Optional[float] = None, rot_sigma_rad: Optional[float] = None
+    ) -> BiasEstimate:
         """Moving-start fallback: gravity (and the gyro bias) from the filter's camera poses
         ``T_w_c`` (K+1, 4, 4) at ``stamps`` (:func:`~prism_ros.core.imu.alignment.gravity_from_poses`;
         ~1 s of tracking).  Sets ``g_w`` / ``bg`` unless the gravity sigma exceeds
@@ -153,8 +168,9 @@ class ImuIntegrator:
         ps = self.pose_sigma_m if pos_sigma_m is None else pos_sigma_m
         rs = self.pose_sigma_rad if rot_sigma_rad is None else rot_sigma_rad
         T_w_I = np.asarray(T_w_c, float).reshape(-1, 4, 4) @ self.T_C_I
-        est = gravity_from_poses(self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.noise, self.bg, self.ba,
-                                 rs, ps)
+        est = gravity_from_poses(
+            self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.noise, self.bg, self.ba, rs, ps
+        )
         if np.sqrt(np.max(np.diag(est.cov_g))) <= self.max_gravity_sigma_mps2:
             self.g_w, self.bg = est.g_w, est.bg
             self.static_start = False
@@ -168,8 +184,14 @@ class ImuIntegrator:
         self.initialise_from_poses(stamps, T_w_c)
         return self.g_w is not None
 
-    def refine_biases(self, stamps, T_w_c, pos_sigma_m: Optional[float] = None, rot_sigma_rad: Optional[float] = None,
-                      gate: bool = True) -> BiasEstimate:
+    def refine_biases(
+        self,
+        stamps,
+        T_w_c,
+        pos_sigma_m: Optional[float] = None,
+        rot_sigma_rad: Optional[float] = None,
+        gate: bool = True,
+    ) -> BiasEstimate:
         """Online bias refinement from the filter's recent camera poses (needs gravity):
         :func:`~prism_ros.core.imu.alignment.estimate_biases`.  With ``gate`` each bias is taken
         only when its estimate's sigma (largest axis) is below ``noise.gyro_bias_sigma`` /
@@ -180,8 +202,9 @@ class ImuIntegrator:
         ps = self.pose_sigma_m if pos_sigma_m is None else pos_sigma_m
         rs = self.pose_sigma_rad if rot_sigma_rad is None else rot_sigma_rad
         T_w_I = np.asarray(T_w_c, float).reshape(-1, 4, 4) @ self.T_C_I
-        est = estimate_biases(self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.g_w, self.noise, self.bg,
-                              self.ba, rs, ps)
+        est = estimate_biases(
+            self.imu, stamps, T_w_I[:, :3, :3], T_w_I[:, :3, 3], self.g_w, self.noise, self.bg, self.ba, rs, ps
+        )
         take_g = not gate or np.sqrt(np.max(np.diag(est.cov_bg))) < self.noise.gyro_bias_sigma
         take_a = not gate or np.sqrt(np.max(np.diag(est.cov_ba))) < self.noise.accel_bias_sigma
         if take_g:
@@ -197,9 +220,16 @@ class ImuIntegrator:
         p_I_in_C = self.T_C_I[:3, 3]
         return self.T_I_C[:3, :3] @ (v_c + np.cross(w_c, p_I_in_C))
 
-    def imu_increment(self, t0: float, t1: float, R_w_I: np.ndarray, v_I: np.ndarray,
-                      P_v: Optional[np.ndarray] = None, tilt_cov: Optional[np.ndarray] = None,
-                      with_velocity: bool = False):
+    def imu_increment(
+        self,
+        t0: float,
+        t1: float,
+        R_w_I: np.ndarray,
+        v_I: np.ndarray,
+        P_v: Optional[np.ndarray] = None,
+        tilt_cov: Optional[np.ndarray] = None,
+        with_velocity: bool = False,
+    ):
         """(T_Ia_Ib, 6x6 cov (rho, phi) right perturbation) of the IMU frame; with
         ``with_velocity`` also (nu_Ib, 6x6 cov): the IMU frame's twist at t1 in I_b,
         v_b = dR^T (v_I + g_I dt + dv) and the bias-corrected gyro rate."""
@@ -248,13 +278,21 @@ class ImuIntegrator:
         P[3:, 3:] = np.eye(3) * (n.gyro_noise_density**2 * self.rate_hz + n.gyro_bias_sigma**2)
         return T, cov, np.concatenate([v_b, pi.w_end]), P
 
-    def control(self, t_prev: float, t_curr: float, T_w_c: np.ndarray, nu_c: np.ndarray,
-                P_nu: Optional[np.ndarray] = None, Sigma: Optional[np.ndarray] = None) -> Optional[Control]:
+    def control(
+        self,
+        t_prev: float,
+        t_curr: float,
+        T_w_c: np.ndarray,
+        nu_c: np.ndarray,
+        P_nu: Optional[np.ndarray] = None,
+        Sigma: Optional[np.ndarray] = None,
+    ) -> Optional[Control]:
         """The camera increment, or None while gravity is unknown (moving start, see
         :meth:`initialise`; the pose fallback, ``pose_alignment_s``, runs from here)."""
         if self.g_w is None:
-            self.pose_history, aligned = pose_fallback(self.pose_history, t_prev, T_w_c, self.pose_alignment_s,
-                                                       self._align_from_pose_window)
+            self.pose_history, aligned = pose_fallback(
+                self.pose_history, t_prev, T_w_c, self.pose_alignment_s, self._align_from_pose_window
+            )
             if not aligned:
                 return None
         T_w_c = np.asarray(T_w_c, float)

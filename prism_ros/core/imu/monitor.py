@@ -14,6 +14,7 @@
 
 Pure and ROS-free: the node logs the messages (throttled) and counts the codes.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,11 @@ DROP_CODES = ("nan", "backwards", "duplicate")
 def nonfinite_parts(stamp: float, gyro: Sequence[float], acc: Sequence[float]) -> List[str]:
     """The parts of a sample that are not all finite, among "stamp", "angular velocity" and
     "linear acceleration" (empty: a finite sample)."""
-    return [name for name, values in (("stamp", (stamp,)), ("angular velocity", gyro), ("linear acceleration", acc))
-            if not all(math.isfinite(v) for v in values)]
+    return [
+        name
+        for name, values in (("stamp", (stamp,)), ("angular velocity", gyro), ("linear acceleration", acc))
+        if not all(math.isfinite(v) for v in values)
+    ]
 
 
 @dataclass
@@ -54,8 +58,9 @@ class ImuStreamMonitor:
     is flagged, the jitter of a USB / DDS link at 200 Hz is well inside).
     """
 
-    def __init__(self, declared_rate_hz: float, max_gap_s: Optional[float] = None, rate_tol: float = 0.2,
-                 rate_window: int = 200):
+    def __init__(
+        self, declared_rate_hz: float, max_gap_s: Optional[float] = None, rate_tol: float = 0.2, rate_window: int = 200
+    ):
         if declared_rate_hz <= 0:
             raise ValueError("declared_rate_hz must be > 0")
         self.declared_rate_hz = float(declared_rate_hz)
@@ -83,19 +88,26 @@ class ImuStreamMonitor:
             return ImuVerdict("nan", f"IMU sample at t={stamp} has a non-finite {' and '.join(bad)}: dropped")
         last = self.last
         if last is not None and stamp < last:
-            return ImuVerdict("backwards", f"IMU stamp went backwards by {last - stamp:.6f} s "
-                                           f"({stamp:.6f} after {last:.6f}): dropped")
+            return ImuVerdict(
+                "backwards", f"IMU stamp went backwards by {last - stamp:.6f} s ({stamp:.6f} after {last:.6f}): dropped"
+            )
         if last is not None and stamp == last:
             return ImuVerdict("duplicate", f"IMU stamp {stamp:.6f} repeated: dropped")
         self.last = float(stamp)
         if last is not None and stamp - last > self.max_gap_s:
             self._stamps.clear()
             self._stamps.append(float(stamp))
-            return ImuVerdict("gap", f"IMU gap of {stamp - last:.3f} s (> {self.max_gap_s:.3f} s) before "
-                                     f"t={stamp:.6f}: no IMU control across it")
+            return ImuVerdict(
+                "gap",
+                f"IMU gap of {stamp - last:.3f} s (> {self.max_gap_s:.3f} s) before "
+                f"t={stamp:.6f}: no IMU control across it",
+            )
         self._stamps.append(float(stamp))
         r = self.measured_rate_hz()
         if r is not None and abs(r / self.declared_rate_hz - 1.0) > self.rate_tol:
-            return ImuVerdict("rate", f"IMU runs at {r:.1f} Hz, declared {self.declared_rate_hz:.1f} Hz "
-                                      f"(tolerance {self.rate_tol:.0%}): check imu rate / noise parameters")
+            return ImuVerdict(
+                "rate",
+                f"IMU runs at {r:.1f} Hz, declared {self.declared_rate_hz:.1f} Hz "
+                f"(tolerance {self.rate_tol:.0%}): check imu rate / noise parameters",
+            )
         return ImuVerdict("")

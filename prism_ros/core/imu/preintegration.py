@@ -17,6 +17,7 @@ Conventions
   accelerometer noise densities (discrete sigma^2 = density^2 x the nominal sample rate),
   propagated sub-interval by sub-interval, with the first-order bias Jacobians.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -45,8 +46,11 @@ class ImuNoise:
     def scaled(self, density_scale: float) -> "ImuNoise":
         """The white-noise densities times ``density_scale`` (in flight, rotor vibration raises
         them: 3.87 fitted on the real V1_02 flight, ``prism_ros.eval.imu_check.EUROC_DENSITY_SCALE``)."""
-        return replace(self, gyro_noise_density=self.gyro_noise_density * density_scale,
-                       accel_noise_density=self.accel_noise_density * density_scale)
+        return replace(
+            self,
+            gyro_noise_density=self.gyro_noise_density * density_scale,
+            accel_noise_density=self.accel_noise_density * density_scale,
+        )
 
     @classmethod
     def from_sensor_yaml(cls, doc: dict) -> "ImuNoise":
@@ -84,7 +88,7 @@ class ImuData:
     def window(self, t0: float, t1: float) -> "ImuData":
         i0, i1 = np.searchsorted(self.t, [t0, t1], side="left")
         i1 = max(i1, i0)
-        return ImuData(self.t[i0:i1 + 1], self.gyro[i0:i1 + 1], self.acc[i0:i1 + 1])
+        return ImuData(self.t[i0 : i1 + 1], self.gyro[i0 : i1 + 1], self.acc[i0 : i1 + 1])
 
 
 @dataclass
@@ -122,8 +126,9 @@ def _samples(imu: ImuData, t0: float, t1: float):
     return dts, G[:-1], G[1:], A[:-1], A[1:]
 
 
-def preintegrate(imu: ImuData, t0: float, t1: float, noise: ImuNoise, bg=None, ba=None,
-                 nominal_rate_hz: Optional[float] = None) -> Preintegrated:
+def preintegrate(
+    imu: ImuData, t0: float, t1: float, noise: ImuNoise, bg=None, ba=None, nominal_rate_hz: Optional[float] = None
+) -> Preintegrated:
     """Pre-integrate ``imu`` over [t0, t1] (see the module docstring) at biases ``bg`` (rad/s) and
     ``ba`` (m/s^2) (default zero); ``nominal_rate_hz`` scales the noise densities (default: from
     the median sample period, 200 Hz with a single sample)."""

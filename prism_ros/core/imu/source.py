@@ -9,6 +9,7 @@ aligns gravity from ``pose_alignment_s`` of the filter's poses).  With ``bias_wi
 the biases are refined about once a second from that much of the filter's pose track
 (:meth:`ImuBuffer.refine_biases <prism_ros.core.imu.buffer.ImuBuffer.refine_biases>`).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -50,11 +51,14 @@ class ImuControlSource:
         ctl = self.buffer.control(t0, t1, state.T_w_c, state.nu, state.P, state.Sigma)
         if ctl is None and self.buffer.init_check is not None and self.buffer.static_start is False:
             why = "; ".join(self.buffer.init_check.reasons or ["the sensor moves"])
-            self.note = (f"IMU: moving start, no static gravity alignment ({why}); constant velocity until a "
-                         f"still window or {self.buffer.pose_alignment_s} s of tracked poses give gravity")
+            self.note = (
+                f"IMU: moving start, no static gravity alignment ({why}); constant velocity until a "
+                f"still window or {self.buffer.pose_alignment_s} s of tracked poses give gravity"
+            )
         elif ctl is None:
-            self.note = (f"no IMU data covering [{t0:.3f}, {t1:.3f}] s (or an IMU gap); "
-                         "using the constant-velocity model")
+            self.note = (
+                f"no IMU data covering [{t0:.3f}, {t1:.3f}] s (or an IMU gap); using the constant-velocity model"
+            )
         return ctl
 
     def _refine_biases(self, t: float, T_w_c: np.ndarray) -> None:

@@ -7,6 +7,7 @@
 * :mod:`.grid`: :class:`OccupancyGridBuilder`, the incremental 2-D occupancy grid of the
   height band.
 """
+
 from .free_space import FREE_SUB, FreeSpaceLayer, free_space_probability_table
 from .grid import OccupancyGrid2D, OccupancyGridBuilder
 from .probability import (

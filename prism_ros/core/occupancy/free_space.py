@@ -21,6 +21,7 @@ says nothing about the range).
 Memory is bounded: at most ``max_bricks`` bricks (128 bytes each plus the hash); when
 full, the least recently observed half is forgotten (it reads unknown again).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ __all__ = ["FREE_SUB", "FreeSpaceLayer", "free_space_probability_table", "carve_
 
 #: free-space voxels per map-block edge: a free-space voxel is 2 x 2 x 2 map voxels
 FREE_SUB = 4
-FREE_SUB3 = FREE_SUB ** 3
+FREE_SUB3 = FREE_SUB**3
 FREE_MASK = FREE_SUB - 1  # a free voxel's index within its brick
 _FREE_SHIFT = 1  # map voxel index >> 1 = free-space voxel index
 _COUNT_MAX = 255
@@ -68,8 +69,23 @@ def free_space_probability_table(tsdf_map, n_max: int = _COUNT_MAX) -> np.ndarra
 
 @njit(cache=True, nogil=True)
 def carve_free_space(
-    depth, stride, K, R_wc, t_wc, trunc, vox, min_z, max_z,
-    keys, vals, brick_xyz, count, touched, last_seen, frame_id, n_bricks,
+    depth,
+    stride,
+    K,
+    R_wc,
+    t_wc,
+    trunc,
+    vox,
+    min_z,
+    max_z,
+    keys,
+    vals,
+    brick_xyz,
+    count,
+    touched,
+    last_seen,
+    frame_id,
+    n_bricks,
 ):
     """Mark the free-space voxels that the rays of every ``stride``-th pixel cross in
     the height band, from the camera to depth d - trunc (see the module docstring).
@@ -207,8 +223,16 @@ class FreeSpaceLayer:
     counts, voxel (fx, fy, fz) of the brick at fx + 4 (fy + 4 fz)) and ``last_seen`` (the
     map frame id of its last observation)."""
 
-    def __init__(self, voxel_size_m: float, truncation_m: float, min_z_m: float, max_z_m: float,
-                 stride: int = 8, max_bricks: int = 65536, initial_bricks: int = 1024):
+    def __init__(
+        self,
+        voxel_size_m: float,
+        truncation_m: float,
+        min_z_m: float,
+        max_z_m: float,
+        stride: int = 8,
+        max_bricks: int = 65536,
+        initial_bricks: int = 1024,
+    ):
         check_band(float(min_z_m), float(max_z_m))
         if int(stride) < 1:
             raise ValueError(f"free-space pixel stride must be >= 1, got {stride}")
@@ -278,9 +302,24 @@ class FreeSpaceLayer:
         marked = 0
         for _ in range(64):
             n, m, ok = carve_free_space(
-                depth, self.stride, K, R_wc, t_wc, self.truncation, self.voxel_size, self.min_z,
-                self.max_z, self.keys, self.vals, self.brick_xyz, self.count, self.touched,
-                self.last_seen, int(frame_id), self.n_bricks)
+                depth,
+                self.stride,
+                K,
+                R_wc,
+                t_wc,
+                self.truncation,
+                self.voxel_size,
+                self.min_z,
+                self.max_z,
+                self.keys,
+                self.vals,
+                self.brick_xyz,
+                self.count,
+                self.touched,
+                self.last_seen,
+                int(frame_id),
+                self.n_bricks,
+            )
             self.n_bricks = n
             marked += m
             if ok:
@@ -305,8 +344,13 @@ class FreeSpaceLayer:
     def probability_table(self, tsdf_map) -> np.ndarray:
         """P(occupied) of a free-space voxel by its count (index 0..255) under ``tsdf_map``'s update and
         reported sigma (:func:`free_space_probability_table`); recomputed when the map's parameters change."""
-        key = (tsdf_map.truncation, tsdf_map.prior_var, tsdf_map.min_var, tsdf_map.model_var,
-               tsdf_map.distance_sigma_ratio)
+        key = (
+            tsdf_map.truncation,
+            tsdf_map.prior_var,
+            tsdf_map.min_var,
+            tsdf_map.model_var,
+            tsdf_map.distance_sigma_ratio,
+        )
         if self._table is None or self._table[0] != key:
             self._table = (key, free_space_probability_table(tsdf_map))
         return self._table[1]

@@ -13,6 +13,7 @@ resolution, recomputes only the columns whose map blocks or free-space bricks ch
 most ``max_columns`` per update; the rest wait for the next one) and assembles the grid at
 the requested resolution (max over the voxel columns in each cell).
 """
+
 from __future__ import annotations
 
 import math
@@ -76,15 +77,23 @@ class OccupancyGridBuilder:
     ``max_cells`` bounds the grid: a larger one is cropped to a square window of that
     many cells around ``centre_xy``."""
 
-    def __init__(self, voxel_size_m: float, min_z_m: float, max_z_m: float, resolution_m: float = 0.0,
-                 max_columns: int = 4096, max_cells: int = 4_000_000):
+    def __init__(
+        self,
+        voxel_size_m: float,
+        min_z_m: float,
+        max_z_m: float,
+        resolution_m: float = 0.0,
+        max_columns: int = 4096,
+        max_cells: int = 4_000_000,
+    ):
         check_band(float(min_z_m), float(max_z_m))
         vox = float(voxel_size_m)
         res = float(resolution_m) if resolution_m else vox
         if not (math.isfinite(res) and res >= vox * (1 - 1e-9) and res <= 1000 * vox):
             raise ValueError(
                 f"occupancy resolution {resolution_m} m is out of range: use 0 (the voxel size, {vox} m) "
-                f"or a value in [{vox}, {1000 * vox}] m (finer than a voxel adds no information)")
+                f"or a value in [{vox}, {1000 * vox}] m (finer than a voxel adds no information)"
+            )
         if int(max_columns) < 1 or int(max_cells) < 1:
             raise ValueError("max_columns and max_cells must be positive")
         self.voxel_size = vox
@@ -203,8 +212,12 @@ class OccupancyGridBuilder:
                 self._col_max = np.concatenate([self._col_max, np.full((len(new), BLOCK, BLOCK), np.nan, np.float32)])
             idx = np.array([self._col_index[kk] for kk in keys], dtype=np.int64)
             self._col_max[idx] = vals
-        self.last_stats = {"columns_updated": float(len(keys)), "columns_pending": float(len(self._pending)),
-                           "columns": float(len(self._col_xy)), "update_ms": (time.perf_counter() - t0) * 1e3}
+        self.last_stats = {
+            "columns_updated": float(len(keys)),
+            "columns_pending": float(len(self._pending)),
+            "columns": float(len(self._col_xy)),
+            "update_ms": (time.perf_counter() - t0) * 1e3,
+        }
         return self.last_stats
 
     def grid(self, centre_xy: Optional[Tuple[float, float]] = None) -> OccupancyGrid2D:

@@ -12,6 +12,7 @@ free-space layer (:mod:`prism_ros.core.occupancy.free_space`) saw through a poin
 has not observed, its posterior stands in.  Points are world-frame (N, 3) arrays, read at
 the nearest voxel.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,8 @@ def check_band(min_z_m: float, max_z_m: float) -> None:
     if min_z_m >= max_z_m:
         raise ValueError(
             f"occupancy height band is empty: occupancy_min_z_m = {min_z_m} m must be smaller than "
-            f"occupancy_max_z_m = {max_z_m} m")
+            f"occupancy_max_z_m = {max_z_m} m"
+        )
 
 
 def voxel_occupancy(tsdf_map, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -74,8 +76,9 @@ def _sphere_offsets(radius_vox: float) -> np.ndarray:
     return o[(o * o).sum(axis=1) <= radius_vox * radius_vox]
 
 
-def collision_probability(tsdf_map, path_points_w: np.ndarray, radius_m: float,
-                          per_waypoint: bool = False, max_voxels: int = 2_000_000):
+def collision_probability(
+    tsdf_map, path_points_w: np.ndarray, radius_m: float, per_waypoint: bool = False, max_voxels: int = 2_000_000
+):
     """Risk that a sphere of ``radius_m`` swept along a polyline path hits an obstacle.
 
     The body is swept in steps of at most one voxel; every voxel whose centre is within
@@ -108,7 +111,8 @@ def collision_probability(tsdf_map, path_points_w: np.ndarray, radius_m: float,
         if len(c_idx) * len(offs) > max_voxels:
             raise ValueError(
                 f"collision_probability: segment {i} sweeps {len(c_idx) * len(offs)} voxels "
-                f"(> max_voxels = {max_voxels}); split the path or raise max_voxels")
+                f"(> max_voxels = {max_voxels}); split the path or raise max_voxels"
+            )
         vidx = np.unique((c_idx[:, None, :] + offs[None, :, :]).reshape(-1, 3), axis=0)
         p, _ = occupancy_probability(tsdf_map, vidx.astype(np.float64) * vox)
         risk[i] = float(p.max())

@@ -3,6 +3,7 @@
 Each peer is a module with ``MODULE`` (the package it needs), ``INSTALL_HINT`` and a worker
 function ``spec -> result`` (:mod:`prism_ros.eval.bench_worker`).
 """
+
 from typing import Any, Callable, Dict, Tuple
 
 from prism_ros.eval.peers import open3d_peer

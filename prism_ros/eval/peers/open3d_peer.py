@@ -11,6 +11,7 @@ and ``synthesize_model_frame``; a failed tracking keeps the last pose and counts
 tracking failure.  It needs the optional ``peer`` extra (``pip install 'prism_ros[peer]'``)
 and, on Debian, ``apt-get install libusb-1.0-0``.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,10 @@ OPEN3D_DEFAULTS: Dict[str, Any] = {
 #: the module the peer needs
 MODULE = "open3d"
 #: how to install it
-INSTALL_HINT = ("  pip install 'prism_ros[peer]'     (or: .venv/bin/pip install open3d)\n"
-                "  apt-get install -y libusb-1.0-0   (Debian/Ubuntu: the Open3D wheel links against libusb-1.0)")
+INSTALL_HINT = (
+    "  pip install 'prism_ros[peer]'     (or: .venv/bin/pip install open3d)\n"
+    "  apt-get install -y libusb-1.0-0   (Debian/Ubuntu: the Open3D wheel links against libusb-1.0)"
+)
 
 
 def run_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
@@ -93,8 +96,9 @@ def run_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
         if first:
             T0 = np.eye(4) if gt is None else gt
             T_cur = o3c.Tensor(T0)  # float64, camera-to-world (frame-to-model)
-            model = o3d.t.pipelines.slam.Model(float(p["voxel_size"]), int(p["block_resolution"]),
-                                               int(p["block_count"]), T_cur, device)
+            model = o3d.t.pipelines.slam.Model(
+                float(p["voxel_size"]), int(p["block_resolution"]), int(p["block_count"]), T_cur, device
+            )
             input_frame = o3d.t.pipelines.slam.Frame(cam.height, cam.width, K, device)
             raycast_frame = o3d.t.pipelines.slam.Frame(cam.height, cam.width, K, device)
             run.setup_done(t1)
@@ -106,8 +110,9 @@ def run_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
         if not first:
             t = time.perf_counter()
             try:
-                result = model.track_frame_to_model(input_frame, raycast_frame, scale, float(p["depth_max"]),
-                                                    float(p["odometry_distance_thr"]))
+                result = model.track_frame_to_model(
+                    input_frame, raycast_frame, scale, float(p["depth_max"]), float(p["odometry_distance_thr"])
+                )
                 T_cur = T_cur @ result.transformation
             except RuntimeError as e:  # e.g. too few correspondences: keep the last pose
                 ok = False
@@ -119,8 +124,14 @@ def run_open3d(spec: Dict[str, Any]) -> Dict[str, Any]:
         model.integrate(input_frame, scale, float(p["depth_max"]), float(p["trunc_voxel_multiplier"]))
         tm["integrate"] = (time.perf_counter() - t) * 1e3
         t = time.perf_counter()
-        model.synthesize_model_frame(raycast_frame, scale, float(p["depth_min"]), float(p["depth_max"]),
-                                     float(p["trunc_voxel_multiplier"]), False)
+        model.synthesize_model_frame(
+            raycast_frame,
+            scale,
+            float(p["depth_min"]),
+            float(p["depth_max"]),
+            float(p["trunc_voxel_multiplier"]),
+            False,
+        )
         tm["raycast"] = (time.perf_counter() - t) * 1e3
         dt = time.perf_counter() - ts
         tm["total"] = dt * 1e3

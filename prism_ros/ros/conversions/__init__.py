@@ -14,6 +14,7 @@
 The array maths (colormap, point packing) is in :mod:`prism_ros.core.cloud_kernels`; the
 names of every module are re-exported here (``from prism_ros.ros import conversions as cv``).
 """
+
 from prism_ros.core.cloud_kernels import map_colors, sigma_colormap, unpack_rgb_float
 from prism_ros.ros.conversions.cloud import make_map_cloud, read_cloud, surface_cloud, warm_up_kernels
 from prism_ros.ros.conversions.common import InputError

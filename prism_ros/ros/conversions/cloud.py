@@ -4,6 +4,7 @@ The map cloud is unordered (height 1), little endian, 24-byte points with the fl
 ``x y z rgb sigma weight`` (:data:`prism_ros.core.cloud_kernels.CLOUD_FIELDS`; ``rgb`` is the
 PCL / RViz packing).  Colours and point rows come from :mod:`prism_ros.core.cloud_kernels`.
 """
+
 from __future__ import annotations
 
 from typing import Dict
@@ -33,8 +34,7 @@ def make_map_cloud(
     msg.height = 1
     msg.width = int(pts.shape[0])
     msg.fields = [
-        PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
-        for i, name in enumerate(CLOUD_FIELDS)
+        PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, name in enumerate(CLOUD_FIELDS)
     ]
     msg.is_bigendian = False
     msg.point_step = 4 * len(CLOUD_FIELDS)
@@ -44,8 +44,9 @@ def make_map_cloud(
     return msg
 
 
-def surface_cloud(header: Header, surface: Dict[str, np.ndarray], color_mode: str,
-                  min_sigma_m: float, truncation_m: float) -> PointCloud2:
+def surface_cloud(
+    header: Header, surface: Dict[str, np.ndarray], color_mode: str, min_sigma_m: float, truncation_m: float
+) -> PointCloud2:
     """The map's surface voxels (``TsdfMap.extract_surface``) as ~/map_cloud, coloured by
     :func:`~prism_ros.core.cloud_kernels.map_colors`."""
     rgb = map_colors(surface["rgb"], surface["sigma"], color_mode, min_sigma_m, truncation_m)
@@ -56,8 +57,13 @@ def warm_up_kernels() -> None:
     """Compile (or load from the cache) the Numba kernels of the map outputs (colours, cloud
     packing), so that the first ~/map_cloud or ~/mesh does not hold the filter thread."""
     sigma_colormap(np.ones(1, np.float64), 1e-3, 1e-2)  # (the mesh's sigma)
-    make_map_cloud(Header(), np.zeros((1, 3), np.float32), sigma_colormap(np.ones(1, np.float32), 1e-3, 1e-2),
-                   np.ones(1, np.float32), np.ones(1, np.float32))
+    make_map_cloud(
+        Header(),
+        np.zeros((1, 3), np.float32),
+        sigma_colormap(np.ones(1, np.float32), 1e-3, 1e-2),
+        np.ones(1, np.float32),
+        np.ones(1, np.float32),
+    )
 
 
 _PF_DTYPES = {

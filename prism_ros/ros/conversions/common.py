@@ -3,6 +3,7 @@
 :func:`big_message` and :func:`set_data` fill a message's byte array (images, clouds, grids)
 with one copy of a numpy array's bytes, in the ``array.array`` that rclpy serialises.
 """
+
 from __future__ import annotations
 
 import array

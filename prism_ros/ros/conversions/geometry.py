@@ -9,6 +9,7 @@ Conventions:
     (:func:`prism_ros.core.se3.cov_body_to_world`).
   * ROS TwistWithCovariance is in the child (body) frame, order (vx vy vz wx wy wz).
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Tuple

@@ -5,6 +5,7 @@ No cv_bridge: images are decoded with numpy, honouring ``step`` (row padding) an
 Every decoder raises :class:`~prism_ros.ros.conversions.common.InputError` with a clear
 message on a malformed message, so the node can log it and keep running.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,9 +71,7 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     """Colour image message -> HxWx3 uint8 RGB (rgb8, bgr8, mono8; also rgba8, bgra8)."""
     enc = msg.encoding.strip().lower()
     if enc not in COLOR_ENCODINGS:
-        raise InputError(
-            f"unsupported colour encoding '{msg.encoding}' (expected rgb8, bgr8 or mono8)"
-        )
+        raise InputError(f"unsupported colour encoding '{msg.encoding}' (expected rgb8, bgr8 or mono8)")
     ch = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}[enc]
     a = _image_array(msg, ch, np.uint8)
     if enc == "mono8":

@@ -1,4 +1,5 @@
 """visualization_msgs Marker / MarkerArray of the map's mesh (``~/mesh``, one TRIANGLE_LIST a block)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -9,8 +10,9 @@ from std_msgs.msg import Header
 __all__ = ["mesh_block_marker", "mesh_marker_array"]
 
 
-def mesh_block_marker(header: Header, verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray,
-                      marker_id: int, ns: str = "prism_mesh"):
+def mesh_block_marker(
+    header: Header, verts: np.ndarray, faces: np.ndarray, rgb: np.ndarray, marker_id: int, ns: str = "prism_mesh"
+):
     """One block's mesh -> visualization_msgs/Marker TRIANGLE_LIST (3 points per face, one
     colour per point; ``rgb`` (V, 3) uint8 per vertex)."""
     from geometry_msgs.msg import Point

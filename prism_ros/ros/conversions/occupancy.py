@@ -1,4 +1,5 @@
 """nav_msgs/OccupancyGrid (``~/occupancy``) from a 2-D int8 grid."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,8 +12,9 @@ from prism_ros.ros.conversions.common import big_message, set_data
 __all__ = ["occupancy_grid_to_msg"]
 
 
-def occupancy_grid_to_msg(header: Header, data: np.ndarray, origin_xy: Sequence[float], resolution: float,
-                          origin_z: float = 0.0):
+def occupancy_grid_to_msg(
+    header: Header, data: np.ndarray, origin_xy: Sequence[float], resolution: float, origin_z: float = 0.0
+):
     """(H, W) int8 grid (row = y, column = x; 0..100, -1 unknown) -> nav_msgs/OccupancyGrid.
 
     Cell (0, 0) is at ``origin_xy`` (its corner, in ``header.frame_id``); the data are row

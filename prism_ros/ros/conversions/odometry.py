@@ -1,5 +1,6 @@
 """The per-step state messages: PoseWithCovarianceStamped, TwistWithCovarianceStamped,
 nav_msgs/Odometry, the TF and nav_msgs/Path (conventions: :mod:`.geometry`)."""
+
 from __future__ import annotations
 
 from typing import NamedTuple, Optional, Sequence
@@ -49,8 +50,9 @@ def state_messages(
     ``pose_cov_c`` (the pose given the map) goes into ``~/pose``; the Odometry message
     carries ``odom_cov_c`` (the per-step covariances compounded since the last reset,
     REP-105: it grows with motion) when given, else the same covariance as ``~/pose``."""
-    T_w_b, pose_cov, twist, twist_cov = camera_state_to_base(T_w_c, pose_cov_c, velocity_c, velocity_cov_c,
-                                                             T_base_camera)
+    T_w_b, pose_cov, twist, twist_cov = camera_state_to_base(
+        T_w_c, pose_cov_c, velocity_c, velocity_cov_c, T_base_camera
+    )
     header = Header(stamp=stamp, frame_id=world_frame)
     pm = PoseWithCovarianceStamped(header=header)
     pm.pose.pose = T_to_pose(T_w_b)
@@ -62,10 +64,19 @@ def state_messages(
     tm.twist.covariance = cov_to_msg(twist_cov)
     om = Odometry(header=header, child_frame_id=base_frame, pose=pm.pose, twist=tm.twist)
     if odom_cov_c is not None:
-        om.pose = PoseWithCovariance(pose=pm.pose.pose, covariance=cov_to_msg(
-            camera_state_to_base(T_w_c, odom_cov_c, velocity_c, velocity_cov_c, T_base_camera)[1]))
-    return StateMessages(pm, tm, om, transform_stamped(stamp, world_frame, base_frame, T_w_b),
-                         PoseStamped(header=header, pose=pm.pose.pose))
+        om.pose = PoseWithCovariance(
+            pose=pm.pose.pose,
+            covariance=cov_to_msg(
+                camera_state_to_base(T_w_c, odom_cov_c, velocity_c, velocity_cov_c, T_base_camera)[1]
+            ),
+        )
+    return StateMessages(
+        pm,
+        tm,
+        om,
+        transform_stamped(stamp, world_frame, base_frame, T_w_b),
+        PoseStamped(header=header, pose=pm.pose.pose),
+    )
 
 
 def path_message(poses: Sequence[PoseStamped]) -> Path:

@@ -1,4 +1,5 @@
 """builtin_interfaces/Time <-> seconds (float) and nanoseconds (int)."""
+
 from __future__ import annotations
 
 from builtin_interfaces.msg import Time

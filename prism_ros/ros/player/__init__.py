@@ -21,6 +21,7 @@ recording.  Bags are republished topic by topic (without ``--calib``, a EuRoC ba
   /clock, publishers, frames prepared ahead, bad frames skipped, lateness
 * :mod:`~prism_ros.ros.player.cli`      the arguments and :func:`main`
 """
+
 from .cli import build_parser, main
 from .euroc import _xyz_rpy, euroc_node_hint, euroc_node_params
 from .euroc import euroc_node_hint as _euroc_node_hint

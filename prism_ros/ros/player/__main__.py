@@ -1,4 +1,5 @@
 """``python -m prism_ros.ros.player``: the player (:func:`prism_ros.ros.player.cli.main`)."""
+
 import sys
 
 from .cli import main

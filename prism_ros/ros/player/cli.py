@@ -4,6 +4,7 @@ Exit codes: 0 played to the end (or interrupted), 1 nothing to play (an unrecogn
 bad ``--start`` / ``--frames``, a bag without playable topics).  A path that does not exist and
 a non-positive ``--rate`` end the program with a message (SystemExit).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,32 +24,65 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="prism-ros play",
         description="Publish a dataset folder (TUM, 7-Scenes, EuRoC, synthetic) or a ROS 1/2 bag "
-                    "as the prism node's inputs.",
+        "as the prism node's inputs.",
         epilog="ROS arguments go after --ros-args, e.g. --ros-args -r camera/color/image_raw:=/cam/rgb",
     )
     ap.add_argument("path", help="dataset folder, 'synthetic[:N]', a ROS 1 .bag file or a ROS 2 bag folder")
     ap.add_argument("--rate", type=float, default=1.0, help="playback speed relative to real time (default 1.0)")
     ap.add_argument("--start", type=int, default=0, help="first frame (datasets) or seconds to skip (bags)")
-    ap.add_argument("--frames", type=int, default=None, help="number of frames (datasets) or colour images (bags) to play")
-    ap.add_argument("--loop", action="store_true", help="start again at the end (stamps jump back; the node then resets)")
-    ap.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default=None,
-                    help="depth image encoding (datasets; default 16UC1, EuRoC 32FC1)")
-    ap.add_argument("--color-encoding", choices=("rgb8", "bgr8", "mono8"), default=None,
-                    help="colour image encoding (datasets; default rgb8, EuRoC mono8)")
+    ap.add_argument(
+        "--frames", type=int, default=None, help="number of frames (datasets) or colour images (bags) to play"
+    )
+    ap.add_argument(
+        "--loop", action="store_true", help="start again at the end (stamps jump back; the node then resets)"
+    )
+    ap.add_argument(
+        "--depth-encoding",
+        choices=("16UC1", "32FC1"),
+        default=None,
+        help="depth image encoding (datasets; default 16UC1, EuRoC 32FC1)",
+    )
+    ap.add_argument(
+        "--color-encoding",
+        choices=("rgb8", "bgr8", "mono8"),
+        default=None,
+        help="colour image encoding (datasets; default rgb8, EuRoC mono8)",
+    )
     ap.add_argument("--imu-frame-id", default="imu_link", help="header.frame_id of the Imu messages (EuRoC)")
-    ap.add_argument("--imu-preroll", type=float, default=1.0, metavar="SECONDS",
-                    help="IMU published from this long before the first frame (EuRoC; default 1.0)")
+    ap.add_argument(
+        "--imu-preroll",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="IMU published from this long before the first frame (EuRoC; default 1.0)",
+    )
     ap.add_argument("--no-imu", action="store_true", help="do not publish the IMU (EuRoC)")
-    ap.add_argument("--frame-id", default="camera_color_optical_frame", help="header.frame_id of images and camera_info (datasets)")
-    ap.add_argument("--calib", metavar="PATH", default=None,
-                    help="EuRoC ROS 1 bags: calibration folder (EuRoC ASL folder or its mav0); the bag is then "
-                         "played like an EuRoC folder (rectified image + depth + camera_info + IMU)")
-    ap.add_argument("--stereo-matcher", choices=("sgbm", "bm"), default=None,
-                    help="EuRoC stereo depth: StereoSGBM (default) or StereoBM (about half the time; the node's "
-                         "depth noise then follows its sigma_d, see the printed parameters)")
-    ap.add_argument("--topic-map", action="append", default=[], metavar="SRC:=DST", help="bag topic mapping (repeatable)")
-    ap.add_argument("--qos", choices=("reliable", "sensor_data"), default="reliable", help="publisher QoS (default reliable)")
-    ap.add_argument("--clock-hz", type=float, default=50.0, help="/clock publication rate between frames (0: only at frames)")
+    ap.add_argument(
+        "--frame-id", default="camera_color_optical_frame", help="header.frame_id of images and camera_info (datasets)"
+    )
+    ap.add_argument(
+        "--calib",
+        metavar="PATH",
+        default=None,
+        help="EuRoC ROS 1 bags: calibration folder (EuRoC ASL folder or its mav0); the bag is then "
+        "played like an EuRoC folder (rectified image + depth + camera_info + IMU)",
+    )
+    ap.add_argument(
+        "--stereo-matcher",
+        choices=("sgbm", "bm"),
+        default=None,
+        help="EuRoC stereo depth: StereoSGBM (default) or StereoBM (about half the time; the node's "
+        "depth noise then follows its sigma_d, see the printed parameters)",
+    )
+    ap.add_argument(
+        "--topic-map", action="append", default=[], metavar="SRC:=DST", help="bag topic mapping (repeatable)"
+    )
+    ap.add_argument(
+        "--qos", choices=("reliable", "sensor_data"), default="reliable", help="publisher QoS (default reliable)"
+    )
+    ap.add_argument(
+        "--clock-hz", type=float, default=50.0, help="/clock publication rate between frames (0: only at frames)"
+    )
     ap.add_argument(
         "--wait-for-subscribers",
         type=float,
@@ -56,13 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="wait up to this long for a subscriber on the colour topic before playing (0: do not wait)",
     )
-    ap.add_argument("--preload", action="store_true",
-                    help="decode every frame into messages before playing (datasets), so that playing costs "
-                         "only publishing, like a camera driver; needs ~1.5 MB of memory a frame at 640x480")
-    ap.add_argument("--prefetch", type=int, default=2, metavar="K",
-                    help="datasets: prepare frames (decoding, EuRoC stereo matching, messages) up to K frames ahead "
-                         "in a background thread below the publishing thread's priority, as the offline runner "
-                         "loads them (default 2; 0: in the publishing thread, between publications)")
+    ap.add_argument(
+        "--preload",
+        action="store_true",
+        help="decode every frame into messages before playing (datasets), so that playing costs "
+        "only publishing, like a camera driver; needs ~1.5 MB of memory a frame at 640x480",
+    )
+    ap.add_argument(
+        "--prefetch",
+        type=int,
+        default=2,
+        metavar="K",
+        help="datasets: prepare frames (decoding, EuRoC stereo matching, messages) up to K frames ahead "
+        "in a background thread below the publishing thread's priority, as the offline runner "
+        "loads them (default 2; 0: in the publishing thread, between publications)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress output")
     return ap
 
@@ -94,8 +136,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             from prism_ros.datasets.euroc_bag import is_euroc_bag
 
             if not is_euroc_bag(a.path):
-                raise ValueError(f"--calib applies only to EuRoC ROS 1 bags (/cam0/image_raw, /cam1/image_raw); "
-                                 f"{a.path} is not one")
+                raise ValueError(
+                    f"--calib applies only to EuRoC ROS 1 bags (/cam0/image_raw, /cam1/image_raw); {a.path} is not one"
+                )
             rc = player.play_dataset()
         else:
             rc = player.play_bag() if is_bag(a.path) else player.play_dataset()
@@ -114,7 +157,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"prism-ros play: {late}", flush=True)
         if player.skipped:  # always said, even with --quiet
             kinds = ", ".join(f"{k} {v}" for k, v in sorted(player.skipped.items()))
-            print(f"prism-ros play: skipped {sum(player.skipped.values())} frames ({kinds})", file=sys.stderr, flush=True)
+            print(
+                f"prism-ros play: skipped {sum(player.skipped.values())} frames ({kinds})", file=sys.stderr, flush=True
+            )
         try:
             node.destroy_node()
         except Exception:

@@ -8,6 +8,7 @@ sigma_z = c0 + c2 (z - z0)^2 with c0 = z0 = 0 and c2 = sigma_d / (f b) is exactl
 reader's per-pixel z^2 sigma_d / (f b) (what ``prism-ros run`` uses offline).  The player
 prints them (:func:`euroc_node_hint`) with ``control_mode:=imu``.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Tuple
@@ -62,6 +63,8 @@ def _param_float(v: float) -> str:
 def euroc_node_hint(ds) -> str:
     """The lines the player prints for a EuRoC recording: how to run the node on it."""
     p = euroc_node_params(ds)
-    args = " ".join(f"-p {k}:=\"{v}\"" if isinstance(v, list) else f"-p {k}:={_param_float(v)}" for k, v in p.items())
-    return ("prism-ros play: EuRoC: the rectified left camera in the body (IMU) frame; run the node with\n"
-            f"  --ros-args -p use_sim_time:=true -p control_mode:=imu {args}")
+    args = " ".join(f'-p {k}:="{v}"' if isinstance(v, list) else f"-p {k}:={_param_float(v)}" for k, v in p.items())
+    return (
+        "prism-ros play: EuRoC: the rectified left camera in the body (IMU) frame; run the node with\n"
+        f"  --ros-args -p use_sim_time:=true -p control_mode:=imu {args}"
+    )

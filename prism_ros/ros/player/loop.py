@@ -24,6 +24,7 @@ time, paced by the dataset's stamps or the bag's record time, and publishes ``/c
   the player waits (``--wait-for-subscribers``) until the colour topic has a subscriber, so
   frames are not published before a warming-up node listens.
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,8 +35,18 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .euroc import euroc_node_hint
-from .sources import (BAG_TYPES, COLOR_TOPIC, DEPTH_TOPIC, IMU_TOPIC, INFO_TOPIC, DatasetSource, default_topic_map,
-                      parse_topic_map, rclpy_classes, to_rclpy)
+from .sources import (
+    BAG_TYPES,
+    COLOR_TOPIC,
+    DEPTH_TOPIC,
+    IMU_TOPIC,
+    INFO_TOPIC,
+    DatasetSource,
+    default_topic_map,
+    parse_topic_map,
+    rclpy_classes,
+    to_rclpy,
+)
 
 __all__ = ["Player", "Lateness", "BAD_FRAME_LOG_PERIOD_S"]
 
@@ -63,8 +74,9 @@ class Lateness:
         v = np.asarray(self.values) * 1e3
         text = f"frames late by median {np.median(v):.1f} / p95 {np.percentile(v, 95):.1f} / max {v.max():.1f} ms"
         if period_s:
-            text += (f" ({int(np.sum(v > period_s * 1e3))} of {len(v)} by more than a frame period, "
-                     f"{period_s * 1e3:.0f} ms)")
+            text += (
+                f" ({int(np.sum(v > period_s * 1e3))} of {len(v)} by more than a frame period, {period_s * 1e3:.0f} ms)"
+            )
         return text
 
 
@@ -180,7 +192,8 @@ class Player:
         t_end = time.monotonic() + 3.0
         while time.monotonic() < t_end and rclpy.ok(context=self.node.context):
             if not [
-                q for q in self._pubs.values()
+                q
+                for q in self._pubs.values()
                 if q.get_subscription_count() == 0 and self.node.count_subscribers(q.topic_name) > 0
             ]:
                 break
@@ -276,8 +289,9 @@ class Player:
         kind = e.kind
         self.skipped[kind] = self.skipped.get(kind, 0) + 1
         n = sum(self.skipped.values())
-        line = self._throttle.admit(kind, f"prism-ros play: error: skipping {e} "
-                                          f"[{kind}: {self.skipped[kind]}, {n} frames skipped so far]")
+        line = self._throttle.admit(
+            kind, f"prism-ros play: error: skipping {e} [{kind}: {self.skipped[kind]}, {n} frames skipped so far]"
+        )
         if line is not None:
             print(line, file=sys.stderr, flush=True)
 
@@ -296,18 +310,27 @@ class Player:
             mapping = explicit or default_topic_map(topics)
             unknown = [t for t in mapping if t not in topics]
             if unknown:
-                print(f"prism-ros play: topics not in the bag: {unknown}; bag topics: {sorted(topics)}", file=sys.stderr)
+                print(
+                    f"prism-ros play: topics not in the bag: {unknown}; bag topics: {sorted(topics)}", file=sys.stderr
+                )
                 return 1
             bad = [t for t in mapping if topics[t] not in BAG_TYPES]
             if bad:
                 print(f"prism-ros play: unsupported message types {[(t, topics[t]) for t in bad]}", file=sys.stderr)
                 return 1
             if not mapping:
-                print(f"prism-ros play: no Image/CameraInfo/Imu/Odometry topics to play in {sorted(topics)}", file=sys.stderr)
+                print(
+                    f"prism-ros play: no Image/CameraInfo/Imu/Odometry topics to play in {sorted(topics)}",
+                    file=sys.stderr,
+                )
                 return 1
             skipped = sorted((t, ty) for t, ty in topics.items() if t not in mapping)
             for t, ty in skipped:  # always said, even with --quiet: the user may expect them
-                why = "unsupported message type" if ty not in BAG_TYPES else "not mapped (another topic of this type is played)"
+                why = (
+                    "unsupported message type"
+                    if ty not in BAG_TYPES
+                    else "not mapped (another topic of this type is played)"
+                )
                 print(f"prism-ros play: warning: skipping topic {t} [{ty}]: {why}", file=sys.stderr, flush=True)
             if not a.quiet:
                 for src, dst in mapping.items():
@@ -342,4 +365,3 @@ class Player:
                             break
                 if not a.loop:
                     return 0
-

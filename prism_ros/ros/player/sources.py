@@ -28,6 +28,7 @@ header stamps.  Topics are mapped to the node's inputs by :func:`default_topic_m
 explicitly with ``--topic-map SRC:=DST`` (:func:`parse_topic_map`; then only mapped topics
 are played).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -152,9 +153,11 @@ class DatasetSource:
             return e
         stamp = ns_to_stamp(self.frame_ns[i]) if self.euroc else cv.sec_to_stamp(float(self.stamps[i]))
         header = Header(stamp=stamp, frame_id=self.args.frame_id)
-        return (cv.camera_to_camera_info(self.ds.camera, header),
-                cv.depth_to_image(fr.depth, header, self.depth_encoding),
-                cv.rgb_to_image(fr.rgb, header, self.color_encoding))
+        return (
+            cv.camera_to_camera_info(self.ds.camera, header),
+            cv.depth_to_image(fr.depth, header, self.depth_encoding),
+            cv.rgb_to_image(fr.rgb, header, self.color_encoding),
+        )
 
 
 class EurocImuStream:
