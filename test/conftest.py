@@ -15,8 +15,25 @@ def prism_data_dir() -> _Path:
     return _Path(env) if env else PRISM_ROOT.parent / "shared" / "data"
 
 
+#: The fixtures that hand out ../shared/data (each skips its test when the data is absent).
+REALDATA_FIXTURES = {"data_dir", "redkitchen_dir", "euroc_micro_dir", "euroc_mh01_dir"}
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: end-to-end acceptance run on real or synthetic data (long; runs in CI)")
+    config.addinivalue_line("markers", "ros: needs the ROS 2 Python packages (rclpy or ROS messages)")
+    config.addinivalue_line("markers", "realdata: reads ../shared/data (skipped when it is absent)")
+    config.addinivalue_line("markers", "slow: takes seconds or more (a whole run, a replay, a soak)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that uses one of the real-data fixtures (directly or through another) is ``realdata``;
+    ``e2e`` tests are ``slow``."""
+    for item in items:
+        if REALDATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(_pytest.mark.realdata)
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(_pytest.mark.slow)
 
 
 @_pytest.fixture(scope="session")

@@ -62,6 +62,7 @@ def test_peer_open3d_missing_exits_2_with_install_hint(tmp_path, monkeypatch, ca
     assert not out.exists()  # nothing was run
 
 
+@pytest.mark.slow
 def test_bench_prism_on_real_frames(redkitchen_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
     rc = bench.main([str(redkitchen_dir), "--frames", "15", "--json", str(out), "--no-progress"])
@@ -89,6 +90,7 @@ def test_bench_prism_on_real_frames(redkitchen_dir, tmp_path, capsys):
     assert len(p["per_frame"]["step_ms"]) == 15
 
 
+@pytest.mark.slow
 def test_bench_on_euroc_uses_the_imu_as_run_does(euroc_micro_dir, tmp_path, capsys):
     """bench and run drive the same pipeline: on a EuRoC folder both feed the IMU as controls
     (every step after the first) and track the same poses."""

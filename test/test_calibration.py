@@ -26,6 +26,7 @@ def _spd(rng, scale_t, scale_r):
     return D @ S @ D
 
 
+@pytest.mark.slow
 def test_compounded_covariance_matches_monte_carlo_of_perturbed_steps():
     rng = np.random.default_rng(3)
     n, k = 12, 10
@@ -146,6 +147,7 @@ def test_odom_covariance_grows_with_motion_restarts_and_inflates_when_lost():
     assert np.allclose(np.diag(bad - ok), 0.05**2)
 
 
+@pytest.mark.slow
 def test_synthetic_spec_with_seed_opens_that_sequence():
     from prism_ros.datasets import open_dataset
 
@@ -159,6 +161,7 @@ def test_synthetic_spec_with_seed_opens_that_sequence():
         open_dataset("synthetic:5@64x48,sed=3")
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
     """Seed 4, which no parameter was fitted on (laplace_patch_px: seed 0; the model-error
@@ -197,6 +200,7 @@ def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
     assert nees_band[0] <= cal["velocity_nees_median"] <= nees_band[1]
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_redkitchen_0_299_lag_1_and_10_coverage(redkitchen_dir, tmp_path):
     from prism_ros.config import PrismConfig

@@ -94,6 +94,7 @@ def test_lazy_commands_forward_argv_and_report_missing_ros(monkeypatch, capsys):
     assert "pip install '.[ros]'" in capsys.readouterr().err
 
 
+@pytest.mark.ros
 def test_lazy_command_targets_exist():
     """node/play point at real functions once the ROS layer is there (needs rclpy to import)."""
     pytest.importorskip("rclpy", reason="rclpy not installed (pip install '.[ros]')")
@@ -110,6 +111,7 @@ def test_lazy_command_targets_exist():
         assert callable(getattr(m, fn)), f"{mod}.{fn}"
 
 
+@pytest.mark.slow
 def test_run_on_7scenes_writes_all_outputs(redkitchen_dir, tmp_path):
     out = tmp_path / "run"
     r = run_prism_cli(["run", redkitchen_dir, "--frames", 30, "--start", 0, "--out", out, "--no-progress"], timeout=900)

@@ -14,11 +14,14 @@ from prism_ros.core.dynamics import MotionState  # noqa: E402
 DATA_DIR = Path(os.environ.get("PRISM_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 MICRO = DATA_DIR / "euroc_V1_01_easy_micro"
 
-pytestmark = pytest.mark.skipif(
-    not (MICRO / "mav0" / "cam0" / "data.csv").is_file(),
-    reason=f"EuRoC micro dataset not found at {MICRO} "
-    "(set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (MICRO / "mav0" / "cam0" / "data.csv").is_file(),
+        reason=f"EuRoC micro dataset not found at {MICRO} "
+        "(set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
+    ),
+    pytest.mark.realdata,
+]
 
 
 @pytest.fixture(scope="module")

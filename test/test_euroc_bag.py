@@ -14,11 +14,14 @@ DATA_DIR = Path(os.environ.get("PRISM_DATA_DIR", Path(__file__).resolve().parent
 MICRO = DATA_DIR / "euroc_V1_01_easy_micro"
 N_PAIRS = 12
 
-pytestmark = pytest.mark.skipif(
-    not (MICRO / "mav0" / "cam0" / "data.csv").is_file(),
-    reason=f"EuRoC micro dataset not found at {MICRO} "
-    "(set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (MICRO / "mav0" / "cam0" / "data.csv").is_file(),
+        reason=f"EuRoC micro dataset not found at {MICRO} "
+        "(set PRISM_DATA_DIR to the folder holding euroc_V1_01_easy_micro)",
+    ),
+    pytest.mark.realdata,
+]
 
 
 def _csv(path):
@@ -186,6 +189,7 @@ def test_pairing_tolerance(tmp_path):
         open_dataset(str(p2), calib=str(MICRO))
 
 
+@pytest.mark.slow
 def test_cli_run_bag(bag, tmp_path):
     from conftest import run_prism_cli
 
@@ -206,6 +210,8 @@ def test_cli_run_bag(bag, tmp_path):
     assert r.returncode == 2 and "--calib" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.ros
 def test_player_bag_with_calib(bag, tmp_path):
     """`prism-ros play <bag> --calib` publishes like an EuRoC folder: rectified left mono8,
     32FC1 depth, camera_info and the bag's IMU, with the bag's exact stamps."""

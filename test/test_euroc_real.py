@@ -52,6 +52,7 @@ def test_stereo_search_reaches_the_nearest_depth_the_filter_uses(euroc_mh01_dir)
     assert z[z > 0].min() >= st.depth_min_m - 1e-6  # nothing nearer than the search reaches
 
 
+@pytest.mark.slow
 def test_real_slice_tracks_through_the_pallet(slice_run):
     """The whole slice, the near pallet included (the stereo search reaches depth_min_m), tracks
     with at most 1 % of the frames lost and sub-centimetre ATE."""
@@ -65,6 +66,7 @@ def test_real_slice_tracks_through_the_pallet(slice_run):
     assert 0.88 <= m["depth_predictive_coverage_2sigma"] <= 0.99, m["depth_predictive_coverage_2sigma"]
 
 
+@pytest.mark.slow
 def test_stereo_sigma_fitted_on_the_first_half_covers_the_second(euroc_mh01_dir):
     from prism_ros.datasets.euroc import stereo_sigma_d
     from prism_ros.eval.stereo_eval import evaluate_stereo_two_view
@@ -118,6 +120,7 @@ def _covered(lo, hi):
     return alter
 
 
+@pytest.mark.slow
 def test_lost_at_rest_holds_still_and_comes_back_at_once(euroc_mh01_dir):
     """Frames 175-184 covered while the MAV rests on the pallet (the IMU says still from 167 on):
     the zero-velocity update holds the pose (without it the IMU dead reckoning ran away at ~8 cm/s),
@@ -149,6 +152,7 @@ def test_lost_at_rest_holds_still_and_comes_back_at_once(euroc_mh01_dir):
     assert sig[hi - 1] > 5 * sig[lo - 1] and sig[hi + 5] < sig[hi - 1]
 
 
+@pytest.mark.slow
 def test_bag_replay_gives_the_folder_figures(euroc_mh01_dir, slice_run, tmp_path):
     """The slice as a EuRoC ROS 1 bag (the official bags' topics /cam0/image_raw, /cam1/image_raw,
     /imu0) gives the folder's trajectory."""

@@ -174,6 +174,7 @@ def test_imu_buffer_moving_start(flight):
     assert buf.refine_biases(stamps, np.stack([se3.make_T(a, b) for a, b in zip(Rs, ps)]), 5e-5, 5e-5) is not None
 
 
+@pytest.mark.slow
 def test_stored_noise_model_is_the_fit_blocks_fit(flight, windows):
     """EUROC_DENSITY_SCALE / EUROC_GT_NOISE are what fit_noise_model gives on the fit blocks."""
     t0, terms = windows

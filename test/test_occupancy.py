@@ -98,6 +98,7 @@ def seen(seq, frames, centres, zs):
     return free.reshape(len(zs), H, W), anyv.reshape(len(zs), H, W)
 
 
+@pytest.mark.slow
 def test_grid_walls_free_and_unknown(scene):
     seq, m, frames, g = scene
     assert g.resolution == VOX

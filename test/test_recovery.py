@@ -80,6 +80,7 @@ def reference(frames):
     return _run(ds, fr)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["blank_depth", "unrelated_frames"])
 def test_recovers_after_a_2s_fault(frames, reference, kind):
     ds, fr, other = frames

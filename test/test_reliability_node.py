@@ -31,6 +31,8 @@ from prism_ros.ros.qos import reliable_qos  # noqa: E402
 from prism_ros.ros.env import claim_domain_id  # noqa: E402
 from ros_harness import FakeFilter, RosHarness  # noqa: E402
 
+pytestmark = [pytest.mark.ros]
+
 DOMAIN_ID = claim_domain_id(61)
 W, H = 64, 48
 CAM = Camera(50.0, 50.0, 31.5, 23.5, W, H)
@@ -177,6 +179,7 @@ def test_gap_of_several_seconds_accepted(ros):
         ros.detach(node)
 
 
+@pytest.mark.slow
 def test_colour_without_depth_for_a_long_time(ros):
     node = _start(ros, [Parameter("queue_size", value=20)])
     try:

@@ -120,6 +120,7 @@ _SAVER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_kill_9_during_save_keeps_previous_map(tmp_path):
     cfg = PrismConfig.from_yaml()
     path = tmp_path / "map.npz"

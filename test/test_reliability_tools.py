@@ -28,6 +28,7 @@ def _img(h, w, enc, payload: bytes, step, bigendian=0):
     return m
 
 
+@pytest.mark.ros
 @_FAST
 @given(
     h=st.integers(1, 6),
@@ -48,6 +49,7 @@ def test_colour_roundtrip_any_size_and_padding(h, w, pad, enc, seed):
     np.testing.assert_array_equal(out, exp)
 
 
+@pytest.mark.ros
 @_FAST
 @given(
     h=st.integers(0, 5),
@@ -77,6 +79,7 @@ def test_any_image_message_decodes_or_raises_input_error(h, w, step, n, enc, big
         assert out.shape == (h, w, 3) and out.dtype == np.uint8
 
 
+@pytest.mark.ros
 @_FAST
 @given(
     d=st.lists(
@@ -96,6 +99,7 @@ def test_depth_32fc1_invalid_values_become_zero(d):
     assert np.all(out[~ok] == 0)
 
 
+@pytest.mark.ros
 @_FAST
 @given(n=st.integers(0, 40), seed=st.integers(0, 2**31 - 1))
 def test_pointcloud2_roundtrip(n, seed):
@@ -198,6 +202,7 @@ def _write_bag(path, ts):
             w.write(c_v, ns + 3, ts.serialize_cdr(Vec(x=1.0, y=2.0, z=3.0), "geometry_msgs/msg/Vector3"))
 
 
+@pytest.mark.ros
 def test_player_skips_unknown_message_types_with_a_warning(tmp_path):
     pytest.importorskip("rclpy")
     pytest.importorskip("rosbags")
@@ -259,6 +264,8 @@ def test_gap_of_several_seconds_keeps_tracking(redkitchen_dir):
 
 
 # ------------------------------------------------------------------ soak (short)
+@pytest.mark.slow
+@pytest.mark.ros
 @pytest.mark.timeout(120)
 def test_soak_short_run_reports_sane_json(redkitchen_dir, tmp_path):
     pytest.importorskip("rclpy")

@@ -17,6 +17,8 @@ from prism_ros.core.camera import Camera  # noqa: E402
 from prism_ros.ros import conversions as cv  # noqa: E402
 from prism_ros.core.controls import OdomBuffer  # noqa: E402
 
+pytestmark = [pytest.mark.ros]
+
 RNG = np.random.default_rng(7)
 
 

@@ -11,6 +11,8 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from prism_ros.ros.diagnostics import NodeStats, Throttle, throttle_key  # noqa: E402
 from prism_ros.stats import LatencyHistogram  # noqa: E402
 
+pytestmark = [pytest.mark.ros]
+
 
 def _values(status):
     return {kv.key: kv.value for kv in status.values}

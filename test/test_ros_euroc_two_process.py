@@ -45,6 +45,8 @@ from prism_ros.stats import MachineMeter  # noqa: E402
 from prism_ros.ros.env import claim_domain_id, ros_env  # noqa: E402
 from ros_harness import Proc, RosHarness, cli_command  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.realdata, pytest.mark.slow]
+
 DOMAIN_ID = claim_domain_id(47)  # exclusive on this machine while the tests run
 ROOT = Path(__file__).resolve().parents[1]
 RATE = float(os.environ.get("PRISM_EUROC_RATE", "0.25"))

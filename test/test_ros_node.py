@@ -26,6 +26,8 @@ from prism_ros.ros.qos import latched_qos, reliable_qos  # noqa: E402
 from prism_ros.ros.env import claim_domain_id  # noqa: E402
 from ros_harness import FakeFilter, FakeMap, RosHarness  # noqa: E402
 
+pytestmark = [pytest.mark.ros]
+
 DOMAIN_ID = claim_domain_id(43)  # exclusive on this machine while the tests run
 W, H = 64, 48
 CAM = Camera(50.0, 50.0, 31.5, 23.5, W, H)
@@ -420,6 +422,7 @@ def test_timed_out_command_cancelled_not_run_later(ros):
 
 
 # --------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_real_filter_on_synthetic_sequence(ros):
     pytest.importorskip("prism_ros.core.filter")
     datasets = pytest.importorskip("prism_ros.datasets")

@@ -14,6 +14,8 @@ from prism_ros.ros.params import yaml_disagreements  # noqa: E402
 from prism_ros.ros.env import claim_domain_id  # noqa: E402
 from ros_harness import FakeFilter, RosHarness  # noqa: E402
 
+pytestmark = [pytest.mark.ros]
+
 DOMAIN_ID = claim_domain_id(42)  # exclusive on this machine while the tests run
 
 

@@ -21,6 +21,8 @@ from prism_ros.ros import conversions as cv  # noqa: E402
 
 from test_occupancy import VOX, ZMAX, ZMIN, fuse, new_map  # noqa: E402
 
+pytestmark = [pytest.mark.ros]
+
 HDR = Header(stamp=Time(sec=12, nanosec=5), frame_id="odom")
 
 
@@ -75,6 +77,7 @@ def test_grid_and_mesh_messages_from_a_map():
     print(f"marker of {len(mesh['faces'])} triangles: {(time.perf_counter() - t0) * 1e3:.1f} ms")
 
 
+@pytest.mark.slow
 def test_node_publishes_occupancy_and_mesh():
     """The real filter in the node on the synthetic room; base frame = the room's world frame
     (T_base_camera = the first ground-truth pose), so the default band sees the room."""

@@ -18,6 +18,8 @@ from prism_ros.ros.qos import reliable_qos, sensor_qos  # noqa: E402
 from prism_ros.ros.env import claim_domain_id, ros_env  # noqa: E402
 from ros_harness import RosHarness  # noqa: E402
 
+pytestmark = [pytest.mark.ros]
+
 DOMAIN_ID = claim_domain_id(44)  # exclusive on this machine while the tests run
 
 
@@ -49,6 +51,7 @@ def _play(ros, args, n_expected, timeout=90):
     return p
 
 
+@pytest.mark.slow
 def test_synthetic_dataset_stamps_encodings_clock(ros):
     datasets = pytest.importorskip("prism_ros.datasets")
     ds = datasets.open_dataset("synthetic:6@320x240")  # small frames: the best-effort check below
@@ -77,14 +80,9 @@ def test_synthetic_dataset_stamps_encodings_clock(ros):
         assert any(abs(c - (1 + i / 30)) < 1e-9 for c in clk)
 
 
-def test_7scenes_start_and_16uc1(ros):
-    from pathlib import Path
-    import os
-
-    data = Path(os.environ.get("PRISM_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    folder = data / "7scenes_redkitchen"
-    if not folder.is_dir():
-        pytest.skip(f"real data not found at {folder} (set PRISM_DATA_DIR)")
+@pytest.mark.slow
+def test_7scenes_start_and_16uc1(ros, redkitchen_dir):
+    folder = redkitchen_dir
     _play(ros, [str(folder), "--start", "10", "--frames", "3", "--rate", "5"], 3)
     assert [m.header.stamp for m in ros.color] == [cv.sec_to_stamp(1.0 + i / 30.0) for i in (10, 11, 12)]
     assert ros.depth[0].encoding == "16UC1"
@@ -181,6 +179,7 @@ def _bag_messages(ts, ros1):
     return out, rgbs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["ros2", "ros1"])
 def test_bag_playback(ros, tmp_path, version):
     from rosbags.typesys import Stores, get_typestore
@@ -255,23 +254,18 @@ def test_bad_path_fails_clearly():
     assert p.returncode != 0 and "does not exist" in p.stderr
 
 
-EUROC_MICRO = "/work/shared/data/euroc_V1_01_easy_micro"
-
-
-def test_euroc_folder_mono8_depth_info_imu(ros):
+@pytest.mark.slow
+def test_euroc_folder_mono8_depth_info_imu(ros, euroc_micro_dir):
     """EuRoC folder: rectified left mono8, stereo depth 32FC1 (metres), the rectified
     camera's camera_info and the IMU at its own rate, all with EuRoC's nanosecond stamps."""
-    import os
-
-    if not os.path.isdir(os.path.join(EUROC_MICRO, "mav0")):
-        pytest.skip(f"EuRoC micro sequence not found at {EUROC_MICRO}")
+    micro = str(euroc_micro_dir)
     from prism_ros.datasets import EurocDataset
     from prism_ros.ros.player import euroc_node_params
 
     n = 5
-    ds = EurocDataset(EUROC_MICRO, frames=n)
+    ds = EurocDataset(micro, frames=n)
     frame_ns = [int(x) for x in ds.frame_ns]
-    p = _play(ros, [EUROC_MICRO, "--frames", str(n), "--rate", "2"], n)
+    p = _play(ros, [micro, "--frames", str(n), "--rate", "2"], n)
     assert f"published {n} frames and" in p.stdout, p.stdout
     assert "control_mode:=imu" in p.stdout and "T_base_camera_xyz_m" in p.stdout
     assert len(ros.color) == n and len(ros.depth) == n
@@ -312,6 +306,7 @@ def test_euroc_folder_mono8_depth_info_imu(ros):
     )
 
 
+@pytest.mark.slow
 def test_euroc_bad_pairs_skipped_throttled_good_frames_published(ros, euroc_bad_pairs):
     """Bad stereo pairs (cam1 image deleted, black / saturated cam0 images, see
     conftest.EUROC_BAD_PAIRS): one error line per kind of problem (throttled: frames 4 and
@@ -342,21 +337,18 @@ def test_euroc_bad_pairs_skipped_throttled_good_frames_published(ros, euroc_bad_
     assert np.count_nonzero(d) > 0.3 * d.size  # a good frame after the bad ones has its stereo depth
 
 
-def test_euroc_node_noise_model_is_the_stereo_sigma():
+def test_euroc_node_noise_model_is_the_stereo_sigma(euroc_micro_dir):
     """The player publishes no depth sigma: the node parameters it prints make the node's
     parametric depth noise (c0 + c2 (z - z0)^2 on the received depth) equal the reader's
     per-pixel stereo sigma z^2 sigma_d / (f b), which the offline run uses."""
-    import os
-
-    if not os.path.isdir(os.path.join(EUROC_MICRO, "mav0")):
-        pytest.skip(f"EuRoC micro sequence not found at {EUROC_MICRO}")
+    micro = str(euroc_micro_dir)
     from prism_ros.config import PrismConfig
     from prism_ros.core.image import sigma_z
     from prism_ros.datasets import EurocDataset
     from prism_ros.datasets.euroc import stereo_sigma_d
     from prism_ros.ros.player import _euroc_node_hint, euroc_node_params
 
-    ds = EurocDataset(EUROC_MICRO, frames=1)
+    ds = EurocDataset(micro, frames=1)
     params = euroc_node_params(ds)
     assert params["depth_noise_c0_m"] == 0.0 and params["depth_noise_z0_m"] == 0.0
     assert params["depth_noise_c2_per_m"] == pytest.approx(stereo_sigma_d(2) / (ds.stereo.f * ds.stereo.baseline))

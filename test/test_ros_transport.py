@@ -200,6 +200,7 @@ def _probe(profile_env):
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm (Linux)")
+@pytest.mark.ros
 def test_fastdds_accepts_the_profile_and_maps_a_32_mib_segment():
     sizes, out = _probe({"FASTDDS_DEFAULT_PROFILES_FILE": str(XML)})
     # ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST: rmw_fastrtps adds its own default shared-memory

@@ -40,6 +40,7 @@ def flight_seed1(v102, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_folder_is_a_euroc_recording(flight, v102):
     from prism_ros.datasets import EurocDataset, detect_format, open_dataset
 
@@ -97,6 +98,7 @@ def test_exact_depth_lies_on_the_scene(flight):
     assert np.median(d) < 5e-4 and np.quantile(d, 0.95) < 2e-3  # mm quantisation of the PNG
 
 
+@pytest.mark.slow
 def test_seeds_give_different_scenes(flight, flight_seed1):
     from prism_ros.datasets import EurocDataset
 
@@ -183,6 +185,7 @@ def flight_turn(v102, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_turning_into_unmapped_space_keeps_the_track(flight_turn):
     """Turning from the mapped floor to unseen far walls keeps the track: the inlier ratio
     counts only the pixels the map covers, and the association gate follows the stereo depth
