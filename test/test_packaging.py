@@ -117,3 +117,11 @@ def test_readme_is_a_short_guide_without_work_history():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(text.splitlines()) <= 350, "README.md is the user guide; measurements and notes go to docs/"
     assert not re.search(r"\b(stop|round|issue)\s+\d", text, re.I), "no work-item numbers in the README"
+
+
+def test_layout_doc_names_every_module():
+    """docs/layout.md lists every module of the package (it is the map a newcomer reads first)."""
+    text = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    names = {p.stem if p.name != "__init__.py" else p.parent.name for p in (ROOT / "prism_ros").rglob("*.py")}
+    missing = sorted(n for n in names if not re.search(rf"\b{re.escape(n)}\b", text))
+    assert not missing, f"docs/layout.md does not name: {missing}"

@@ -18,7 +18,7 @@ frame (ground-truth v_RS_R rotated into B; far closer than in the camera's axes)
 Defaults: play rate 0.25 (5 frames/s: beside the player's stereo matching the node runs at
 5-8 frames/s on 2 cores, and here this test and DDS share them too), the
 player's --preload, the node's queue_size 30 (CPU contention on a shared machine must not pass
-for losses; the real-time figure is measured with the launch file's queue, see the README).
+for losses; the real-time figure is measured with the launch file's queue, see docs/results-euroc.md).
 Environment: PRISM_EUROC_FLIGHT (an existing EuRoC folder instead of the simulated one),
 PRISM_EUROC_RATE, PRISM_EUROC_FRAMES, PRISM_EUROC_QUEUE ("" = config/euroc.yaml's),
 PRISM_EUROC_PRELOAD (0: the player computes the stereo depth while it plays, as the launch

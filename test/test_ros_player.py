@@ -27,7 +27,7 @@ DOMAIN_ID = claim_domain_id(44)  # exclusive on this machine while the tests run
 def ros():
     h = RosHarness(DOMAIN_ID)
     # Exact checks use reliable subscriptions: best-effort delivery of 640x480 images over
-    # UDP loopback loses fragments when socket buffers are small (see README).
+    # UDP loopback loses fragments when socket buffers are small (see docs/transport.md).
     h.color = h.collect(Image, "/camera/color/image_raw", reliable_qos(100))
     h.depth = h.collect(Image, "/camera/depth/image_raw", reliable_qos(100))
     h.info = h.collect(CameraInfo, "/camera/color/camera_info", reliable_qos(100))

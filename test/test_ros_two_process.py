@@ -4,7 +4,7 @@ as two separate processes, observed by a subscriber in this (third) process.
 Run twice: with the node's default input QoS (sensor_data: best effort) and with
 sensor_qos:=reliable; the player publishes reliably (KEEP_LAST 10), and both processes use
 the shipped Fast DDS profile config/fastdds.xml (prism_ros.ros.transport; without it, at
-sensor_data, only about half the frames arrived: README, "Image transport").
+sensor_data, only about half the frames arrived: docs/transport.md).
 
 Checks: >= 98% of the played frames on /prism/odometry, ATE <= 4 cm against the dataset
 poses (Umeyama SE(3) alignment), /prism/map_cloud with fields x y z rgb sigma weight,
