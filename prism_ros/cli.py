@@ -1,19 +1,12 @@
 """``prism-ros``: the command-line entry point.
 
-Subcommands
-  demo   run the filter on the built-in synthetic sequence and print a summary
-  run    run the filter on a dataset (TUM RGB-D, 7-Scenes, EuRoC folder or ROS 1 bag + --calib)
-  node, play, bench, soak, simulate, stereo-eval: see :data:`LAZY_COMMANDS`
-
-``demo`` and ``run`` compose the product and the harness: run
-(:func:`prism_ros.tools.runner.run`) -> evaluate (:func:`prism_ros.eval.evaluate.evaluate`)
--> write (:func:`prism_ros.tools.runner.write_outputs`, then
-:func:`prism_ros.eval.evaluate.write_evaluation`), then print :func:`print_summary`.
-
-Commands that live in other modules are registered in :data:`LAZY_COMMANDS`
-and imported only when used, so the CLI works without ROS installed.  To add
-one, add ``name: ("module.path", "function", "help")``; the function takes the
-remaining argument list and returns an exit code.
+Subcommands: ``demo`` (the filter on the built-in synthetic sequence, with a summary), ``run`` (a dataset:
+TUM RGB-D, 7-Scenes, EuRoC folder or ROS 1 bag + --calib), and ``node``, ``play``, ``bench``, ``soak``,
+``simulate``, ``stereo-eval`` (:data:`LAZY_COMMANDS`, imported only when used so the CLI works without
+ROS; an entry is ``name: ("module.path", "function", "help")``, the function taking the remaining
+arguments and returning an exit code).  ``demo`` and ``run`` compose run
+(:func:`prism_ros.tools.runner.run`) -> evaluate (:func:`prism_ros.eval.evaluate.evaluate`) -> write
+(:func:`prism_ros.tools.runner.write_outputs`, :func:`prism_ros.eval.evaluate.write_evaluation`).
 
 Exit codes: 0 success, 1 runtime failure, 2 bad arguments or configuration.
 """

@@ -1,21 +1,11 @@
 """The package's one declared parameter table, :data:`PARAMS`, and :class:`PrismConfig`.
 
-Every parameter is declared once, with its default, a description, a range and the
-layer it belongs to (``ParamSpec.scope``):
-
-* ``core``: the filter's own (:data:`prism_ros.core.config.FILTER_PARAMS`, read
-  into :class:`prism_ros.core.config.FilterConfig`);
-* ``pipeline``: the motion controls the pipeline feeds the filter (IMU noise, the
-  control source);
-* ``node``: the ROS node's wiring (frames, QoS, TF, services, publishing); only the
-  node reads them.
-
-The offline CLI builds a :class:`PrismConfig` from ``config/prism.yaml`` (the
-``/**: ros__parameters:`` layout), the ROS node declares exactly these parameters
-(descriptions, ranges and the ``runtime`` flag included: see
-:mod:`prism_ros.ros.params`), and a test checks that the YAML file and the table agree.
-``python -m prism_ros.tools.params_table --write`` regenerates ``config/prism.yaml`` and the
-table in ``docs/parameters.md`` from these declarations.
+Every parameter is declared once with its default, description, range and layer (``ParamSpec.scope``):
+``core`` (:data:`prism_ros.core.config.FILTER_PARAMS`, read into
+:class:`prism_ros.core.config.FilterConfig`), ``pipeline`` (the motion controls) or ``node`` (the ROS node's
+wiring).  The offline CLI builds a :class:`PrismConfig` from ``config/prism.yaml`` (``/**: ros__parameters:``),
+the node declares exactly these parameters (:mod:`prism_ros.ros.params`), and
+``python -m prism_ros.tools.params_table --write`` regenerates ``config/prism.yaml`` and docs/parameters.md.
 """
 
 from __future__ import annotations

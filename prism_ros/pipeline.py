@@ -1,23 +1,16 @@
 """The one ROS-free pipeline that drives the filter: frames -> controls -> filter -> sinks.
 
-``prism-ros run``, ``prism-ros bench``, the soak (through the node) and the node's
-worker all drive :class:`Pipeline`; only where the frames come from (a dataset, the
-node's bounded queue) and where the results go (writers, metrics, publishers) differ.
+``prism-ros run``, ``bench`` and the node's worker all drive :class:`Pipeline`; only the frames' source
+and the results' sinks differ.  Per frame, :meth:`Pipeline.process`:
 
-Per frame, :meth:`Pipeline.process`:
-
-    1. order     a frame older than the last by more than ``jump_back_s`` means the
-                 input's time jumped back (a replay restarted): the filter is reset;
-                 a frame not newer than the last is skipped
-    2. control   the motion control since the previous frame from the control source
-                 (IMU or odometry), or None (constant velocity)
-    3. step      one :meth:`PrismFilter.step <prism_ros.core.filter.PrismFilter.step>`;
-                 a frame the filter refuses (InvalidFrameError) is skipped, state and
-                 map untouched
+    1. order     a frame older than the last by more than ``jump_back_s`` (a replay restarted)
+                 resets the filter; a frame not newer than the last is skipped
+    2. control   the motion control since the previous frame (IMU or odometry), or None
+    3. step      one :meth:`PrismFilter.step <prism_ros.core.filter.PrismFilter.step>`; a refused
+                 frame (InvalidFrameError) is skipped, state and map untouched
     4. record    per-stage timings into :attr:`Pipeline.stats`; every sink's ``on_step``
 
-:func:`run_dataset` is the offline loop over a dataset (start at the first frame's
-ground truth, warm-up off the clock, unreadable frames skipped, a progress bar).
+:func:`run_dataset` is the offline loop over a dataset.
 """
 
 from __future__ import annotations
@@ -190,10 +183,9 @@ def _default_filter_factory(cfg, camera: Camera, T_w_c0):
 
 
 class Pipeline:
-    """Controls -> filter -> sinks for one camera.  See the module docstring for the sequence.
-
-    ``filter_factory(cfg, camera, T_w_c0)`` builds the filter (default: PrismFilter;
-    tests pass a fake).  ``stats_maxlen`` bounds the per-stage statistics."""
+    """Controls -> filter -> sinks for one camera (module docstring).  ``filter_factory(cfg, camera, T_w_c0)``
+    builds the filter (default: PrismFilter); ``stats_maxlen`` bounds the per-stage statistics.
+    """
 
     def __init__(
         self,
@@ -369,10 +361,8 @@ def _load(dataset, i: int):
     return frame, time.perf_counter() - t0
 
 
-#: How much nicer than the caller's thread the loading thread runs (Linux nice, capped at 19).
-#: The filter's Numba kernels split each image statically over the cores; a loader at the
-#: same priority would take part of one, so every kernel would wait for its slower part.  Below
-#: the filter, the loader runs in the filter's serial gaps.
+#: How much nicer than the caller's thread the loading thread runs (Linux nice, capped at 19), so it runs
+#: in the filter's serial gaps (docs/design.md, "Implementation notes").
 LOADER_NICE = 10
 
 
@@ -391,11 +381,10 @@ def _loader_thread_init() -> None:
 
 
 def prefetched(load: Callable[[int], Any], n: int, ahead: int) -> Iterator[Any]:
-    """``load(0) .. load(n - 1)`` in order, computed up to ``ahead`` items in advance by one
-    background thread below the caller's priority (:data:`LOADER_NICE`, OpenCV single-threaded:
-    decoding and OpenCV's stereo release the GIL, so loading overlaps the caller's work, as a
-    camera driver would); ``ahead`` 0 loads in the caller's thread.  The offline runner's frames
-    and the player's messages come through here."""
+    """``load(0) .. load(n - 1)`` in order, computed up to ``ahead`` items in advance by one background thread
+    below the caller's priority (:data:`LOADER_NICE`, OpenCV single-threaded); ``ahead`` 0 loads in the
+    caller's thread.  The offline runner's frames and the player's messages come through here.
+    """
     if ahead <= 0:
         for i in range(n):
             yield load(i)
@@ -430,12 +419,10 @@ def run_dataset(
 ):
     """Drive a :class:`Pipeline` over ``dataset``; returns (pipeline, RunStats).
 
-    The filter starts at the first readable frame's ground-truth pose (identity without
-    one); its Numba kernels are compiled by a warm-up off the clock.  A dataset with
-    ``control_between`` (EuRoC's IMU) supplies the controls unless ``controls`` is given
-    or ``dataset_controls`` is False (then the constant-velocity model runs).  Frames are
-    loaded ``prefetch`` ahead in a background thread (at most that many wait in memory);
-    ``RunStats.load_ms`` is each frame's loading time, overlapped with the steps."""
+    The filter starts at the first readable frame's ground-truth pose (identity without), kernels compiled off
+    the clock.  A dataset with ``control_between`` supplies the controls unless ``controls`` is given or
+    ``dataset_controls`` is False.  Frames are loaded ``prefetch`` ahead in a background thread.
+    """
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover

@@ -1,16 +1,11 @@
 """Statistics the pipeline keeps: per-stage step timings and latency histograms.
 
-:class:`StageStats` -- per-stage milliseconds of every step (bounded), with
-median / p95 / mean / max summaries (``prism-ros run``, ``bench`` and the node's
-diagnostics read the same figures).
-
-:class:`LatencyHistogram` -- a cumulative latency histogram that travels in a diagnostics ``KeyValue``.
-
-The node counts every frame's latency in 1 ms bins (the last bin collects everything
-from :data:`MAX_MS` up) and publishes the counts since start as a compact string; a
-consumer (``prism-ros soak``) subtracts two snapshots to get the exact distribution of
-the frames in between, e.g. after a settling time, and reads percentiles from it.
-Percentiles are the upper edge of the bin that holds them: at most 1 ms high.
+* :class:`StageStats`: per-stage milliseconds of every step (bounded), with median / p95 / mean / max
+  summaries (``prism-ros run``, ``bench`` and the node's diagnostics read the same figures).
+* :class:`LatencyHistogram`: cumulative counts in 1 ms bins (the last collects everything from
+  :data:`MAX_MS` up), encoded for a diagnostics ``KeyValue``; a consumer subtracts two snapshots for the
+  exact distribution in between.  Percentiles are the upper edge of their bin (at most 1 ms high).
+* :class:`CpuMeter`, :class:`MachineMeter`: CPU time and hypervisor steal over an interval.
 """
 
 from __future__ import annotations
@@ -94,10 +89,9 @@ def _machine_times(path: str = "/proc/stat") -> Optional[Tuple[float, float, flo
 
 
 class MachineMeter:
-    """How busy the whole machine was over an interval (from :meth:`reset`): the share of
-    its CPU capacity that ran processes (all of them: e.g. a player and the node), sat idle,
-    or was stolen by the hypervisor.  For runs of several processes, where :class:`CpuMeter`
-    sees only its own."""
+    """How busy the whole machine was since :meth:`reset`: the shares of its CPU capacity that ran processes (all
+    of them), sat idle, or were stolen by the hypervisor.
+    """
 
     def __init__(self, path: str = "/proc/stat"):
         self.path = path
@@ -120,13 +114,9 @@ class MachineMeter:
 
 
 class CpuMeter:
-    """CPU time of this process and the hypervisor's steal over an interval (from
-    :meth:`reset`): what a frame costs on the machine, whatever else shares it.
-
-    On a virtual machine the host may run other guests on the same cores ("steal"); the
-    wall clock then slows down while the process's CPU time per frame does not, so
-    ``cpu_ms_per_frame`` compares runs across a noisy machine and bounds the frame rate
-    any number of cores can reach: ``1000 * cores / cpu_ms_per_frame``."""
+    """CPU time of this process and the hypervisor's steal since :meth:`reset`; ``cpu_ms_per_frame`` does not grow when
+    other guests steal the cores and bounds the rate any number of cores reaches (``1000 * cores / cpu_ms_per_frame``).
+    """
 
     def __init__(self):
         self.reset()

@@ -11,9 +11,7 @@ __all__ = ["Camera"]
 
 @dataclass(frozen=True)
 class Camera:
-    """Pinhole intrinsics (pixels) of an image of ``width`` x ``height``.
-
-    Pixel centres are at integer coordinates (OpenCV / ROS convention): a point
+    """Pinhole intrinsics (pixels) of a ``width`` x ``height`` image; pixel centres at integer coordinates:
     (x, y, z) in the optical frame projects to u = fx x / z + cx, v = fy y / z + cy.
     """
 

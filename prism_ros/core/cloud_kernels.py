@@ -1,14 +1,10 @@
-"""Colours and packed point rows of the map's outputs (cloud, mesh): Numba kernels on arrays.
+"""Colours and packed point rows of the map's outputs (cloud, mesh): Numba kernels on arrays (no ROS).
 
-* :func:`sigma_colormap` / :func:`map_colors`: a point's colour, true colour or its sigma on a
-  log-scale jet colormap;
-* :func:`pack_cloud_points`: the rows of a point cloud with the float32 fields
-  :data:`CLOUD_FIELDS` (``x y z rgb sigma weight``, 24 bytes a point, little endian), the
-  ``rgb`` field holding the PCL / RViz packing (bits ``0x00RRGGBB`` of the float);
-  :func:`unpack_rgb_float` is its inverse for the colour.
+* :func:`sigma_colormap` / :func:`map_colors`: true colour, or sigma on a log-scale jet colormap;
+* :func:`pack_cloud_points`: point rows of the float32 fields :data:`CLOUD_FIELDS` (``x y z rgb sigma weight``,
+  24 bytes, little endian; ``rgb`` holds the PCL / RViz packing ``0x00RRGGBB``); :func:`unpack_rgb_float`.
 
-No ROS: the message side is :mod:`prism_ros.ros.conversions.cloud`.  The colormap kernel runs
-in parallel (Numba's threading layer): call it from one thread at a time.
+The colormap kernel runs in parallel (Numba's threading layer): call it from one thread at a time.
 """
 
 from __future__ import annotations
@@ -87,10 +83,9 @@ def _pack_cloud(xyz, rgb, sigma, weight, out, out_bits):
 def pack_cloud_points(
     xyz: np.ndarray, rgb: np.ndarray, sigma: np.ndarray, weight: np.ndarray
 ) -> Tuple[np.ndarray, bool]:
-    """(N, 6) little-endian float32 rows of :data:`CLOUD_FIELDS` and whether every xyz is finite.
-
-    ``xyz`` (N, 3) metres; ``rgb`` (N, 3) uint8; ``sigma``, ``weight`` (N,); a single colour,
-    sigma or weight is spread over every point."""
+    """(N, 6) little-endian float32 rows of :data:`CLOUD_FIELDS` and whether every xyz is finite; ``xyz`` (N, 3)
+    m, ``rgb`` (N, 3) uint8, ``sigma`` and ``weight`` (N,) (a single value is spread over every point).
+    """
     xyz = np.ascontiguousarray(np.asarray(xyz, dtype=np.float32).reshape(-1, 3))
     n = xyz.shape[0]
     pts = np.empty((n, len(CLOUD_FIELDS)), "<f4")  # the points' bytes, one row a point

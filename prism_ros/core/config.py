@@ -1,18 +1,10 @@
-"""The filter's own configuration: declared parameters and the immutable :class:`FilterConfig`.
+"""The filter's own configuration: declared parameters (:data:`FILTER_PARAMS`) and the immutable :class:`FilterConfig`.
 
-The core stands alone: it declares the parameters the filter needs here
-(:data:`FILTER_PARAMS`, each with its default, description, range and unit suffix)
-and knows nothing of the ROS node's frames, QoS or services.  The package's one
-declared table, :data:`prism_ros.config.PARAMS`, is these specs followed by the
-pipeline's and the node's; YAML, node and CLI all read that table.
-
-Units are in the names: ``_m`` metres, ``_s`` seconds, ``_hz`` hertz, ``_deg``
-degrees, ``_rad`` radians, ``_mps`` m/s, ``_mps2`` m/s^2, ``_radps`` rad/s, ``_radps2``
-rad/s^2, ``_per_m`` 1/m, ``_px`` pixels.
-
-A description says what the parameter does, its unit and at most a short provenance (at
-most 200 characters: ``ros2 param describe`` prints it); measurements and tuning stories
-belong in docs/design.md ("Parameters: provenance") and docs/results*.md.
+The core knows nothing of the node's frames, QoS or services; :data:`prism_ros.config.PARAMS` is these specs followed by
+the pipeline's and the node's.  Units are in the names: ``_m`` metres, ``_s`` seconds, ``_hz``, ``_deg``, ``_rad``,
+``_mps`` m/s, ``_mps2`` m/s^2, ``_radps`` rad/s, ``_radps2`` rad/s^2, ``_per_m`` 1/m, ``_px`` pixels.  A description
+says what the parameter does, its unit and at most a short provenance (at most 200 characters: ``ros2 param describe``
+prints it); measurements belong in docs/ (docs/design.md, "Parameters: provenance").
 """
 
 from __future__ import annotations
@@ -30,12 +22,9 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One declared parameter.
-
-    ``scope`` says where it belongs: ``core`` (the filter, :class:`FilterConfig`),
-    ``pipeline`` (controls, offline tools and node alike) or ``node`` (the ROS node's
-    wiring: frames, QoS, TF, services, publishing).  ``runtime``: it may change while
-    the node runs (everything else is read-only there)."""
+    """One declared parameter.  ``scope``: ``core`` (the filter, :class:`FilterConfig`), ``pipeline`` (controls,
+    offline tools and node alike) or ``node`` (the ROS node's wiring); ``runtime``: it may change while the node runs.
+    """
 
     name: str
     default: Any
@@ -492,10 +481,9 @@ FILTER_PARAMS: Tuple[ParamSpec, ...] = (
 
 
 class ConfigBase:
-    """Validation, (de)serialisation and copying shared by the configuration dataclasses.
-
-    Subclasses set ``SPECS`` (their parameter specs) and ``IGNORED`` (names accepted
-    and dropped, e.g. ``use_sim_time`` or another layer's parameters)."""
+    """Validation, (de)serialisation and copying of the configuration dataclasses; subclasses set ``SPECS`` and
+    ``IGNORED`` (names accepted and dropped, e.g. ``use_sim_time`` or another layer's parameters).
+    """
 
     SPECS: Tuple[ParamSpec, ...] = ()
     IGNORED: frozenset = frozenset({"use_sim_time"})

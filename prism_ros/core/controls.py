@@ -1,11 +1,8 @@
-"""Odometry controls for the filter's dynamics (``control_mode: odometry``).
+"""Odometry controls for the filter's dynamics (``control_mode: odometry``); the IMU's are in :mod:`prism_ros.core.imu`.
 
-:class:`OdomBuffer` gives a :class:`prism_ros.core.types.Control`: the camera's motion
-``T_prev_curr`` between two filter steps and its covariance in the right perturbation
-convention (xi = (rho, phi), translation first), from the relative pose of the
-odometry's child frame (assumed to be the base frame) between the two stamps, linearly
-interpolated, moved into the camera frame with ``T_base_camera``.  The IMU's controls
-are in :mod:`prism_ros.core.imu` (:class:`~prism_ros.core.imu.ImuBuffer`).
+:class:`OdomBuffer` gives a :class:`prism_ros.core.types.Control`: the camera's motion ``T_prev_curr`` between
+two filter steps and its covariance (right perturbation, (rho, phi)), from the odometry child frame's (taken as
+the base frame) relative pose between the two stamps, interpolated, moved into the camera with ``T_base_camera``.
 """
 
 from __future__ import annotations
@@ -26,11 +23,9 @@ __all__ = ["OdomBuffer"]
 class OdomBuffer:
     """Thread-safe bounded buffer of odometry poses (stamp, T_odom_base, 6x6 twist covariance).
 
-    The increment's covariance comes from the messages' own twist covariance when they carry
-    one (nav_msgs/Odometry ``twist.covariance``, child frame: sigma_v^2 integrated over the
-    interval as sigma_v^2 dt^2, a velocity error that persists over the interval), floored
-    at ``min_sigma_m`` / ``min_sigma_rad``; without one (all zeros, as many drivers send),
-    it is ``rel_sigma`` of the motion plus the floors."""
+    The increment's covariance is the messages' twist covariance (child frame, sigma_v^2 dt^2 over the interval) floored
+    at ``min_sigma_m`` / ``min_sigma_rad``; without one (all zeros) ``rel_sigma`` of the motion plus the floors.
+    """
 
     def __init__(
         self, maxlen: int = 2000, rel_sigma: float = 0.05, min_sigma_m: float = 0.002, min_sigma_rad: float = 0.002

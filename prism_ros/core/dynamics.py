@@ -1,34 +1,20 @@
 """Agent dynamics: constant body velocity with white-noise acceleration, or a control.
 
-State: pose T_w_c (right-perturbation covariance Sigma) and body velocity
-nu = (v, w) with covariance P.  Pose and velocity are kept as two Gaussians
-(their cross-covariance is dropped after each step), as in PRISM's factorised
-filter q(pose) q(velocity).
+State: pose T_w_c (right-perturbation covariance Sigma) and body velocity nu = (v, w) with covariance P,
+kept as two Gaussians (the cross-covariance is dropped after each step: PRISM's factorised filter).
 
-Velocity update (:meth:`MotionModel.velocity_update`)
------------------------------------------------------
-Write the tracked pose as a perturbation of the prediction, ``T = T_pred Exp(delta)``,
-and the velocity as ``nu = nu_pred + n``, ``n ~ N(0, P_pred)``.  The frame is tracked
-against the map, which already holds the previous pose, so the step since the previous
-frame is what the frame measures (the contract of ``pose_cov``: the covariance of the step
-t-1 -> t given the map); to first order the constant-velocity step is ``delta = dt n``
-(``T_pred = T_prev Exp(dt nu_pred)``).  The tracker maximised prior(delta) x
-likelihood(data | delta) with the Gaussian data term
-``0.5 (delta - delta_d)^T H_data (delta - delta_d)`` (its data-only Hessian, the
-model-error inflation included) and returned ``delta_hat = Log(T_pred^-1 T_new)`` with
-``Sigma_new^-1 = H_data + Sigma_pred^-1``.  The data-only estimate follows from the
-information form, ``H_data delta_d = Sigma_new^-1 delta_hat`` (the prior's mean is
-delta = 0), and is a measurement of n that contains no prior::
+Velocity update (:meth:`MotionModel.velocity_update`): write the tracked pose as ``T = T_pred Exp(delta)``
+and ``nu = nu_pred + n``, ``n ~ N(0, P_pred)``; to first order the step is ``delta = dt n``.  The tracker
+returned ``delta_hat = Log(T_pred^-1 T_new)`` with ``Sigma_new^-1 = H_data + Sigma_pred^-1`` (``H_data``:
+its data-only Hessian, model-error inflation included), so the data-only estimate
+``H_data delta_d = Sigma_new^-1 delta_hat`` measures n without the prior::
 
     z = delta_d / dt = n + w,    w ~ N(0, H_data^-1 / dt^2),
     K = P_pred (P_pred + H_data^-1 / dt^2)^-1,
     nu = nu_pred + K z,   P = (I - K) P_pred.
 
-The prior enters once (P_pred) and the data once (H_data).  Feeding the posterior pose
-and ``Sigma_new`` as a measurement instead would count the velocity prior twice (Sigma_new
-contains it through Sigma_pred) and the previous pose's map-relative error, which the
-step does not carry, as step noise.  The pose-velocity cross-covariance after the update
-is dropped (factorised filter).
+The prior enters once (P_pred) and the data once (H_data); using ``Sigma_new`` as the measurement's
+covariance would count the prior twice (docs/design.md, "Dynamics and velocity").
 """
 
 from __future__ import annotations
@@ -68,11 +54,9 @@ class MotionModel:
     def predict(
         self, s: MotionState, dt: float, control: Optional[Control] = None
     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One-step prediction: (T_pred, Sigma_pred, nu_pred, P_pred).
-
-        Constant velocity: T_pred = T Exp(dt nu); Sigma_pred = Ad(Exp(dt nu)^-1) Sigma Ad^T
-        + dt^2 P_pred, with P_pred = P + Q dt (white-noise acceleration).
-        With a control increment U: T_pred = T U; Sigma_pred = Ad(U^-1) Sigma Ad^T + Sigma_U.
+        """One-step prediction (T_pred, Sigma_pred, nu_pred, P_pred).  Constant velocity: T_pred = T Exp(dt nu),
+        Sigma_pred = Ad(Exp(dt nu)^-1) Sigma Ad^T + dt^2 P_pred, P_pred = P + Q dt; with a control U: T_pred = T U,
+        Sigma_pred = Ad(U^-1) Sigma Ad^T + Sigma_U.
         """
         P_pred = s.P + np.diag(self.q) * dt
         if control is None:
@@ -98,14 +82,12 @@ class MotionModel:
         T_pred: Optional[np.ndarray] = None,
         H_data: Optional[np.ndarray] = None,
     ) -> Tuple[np.ndarray, np.ndarray]:
-        """Velocity posterior (nu, P) given the tracked pose ``T_new`` (covariance ``Sigma_new``), with
-        the velocity prior N(``nu_pred``, ``P_pred``) counted once (module docstring).
+        """Velocity posterior (nu, P) given the tracked pose ``T_new`` (covariance ``Sigma_new``), with the velocity
+        prior N(``nu_pred``, ``P_pred``) counted once (module docstring).
 
-        With the tracker's prediction ``T_pred`` and data-only Hessian ``H_data``: the data-only
-        step estimate is a measurement of the velocity.  Without them (e.g. a control made the
-        prediction, so the pose carries no prior information on nu): y = Log(T_prev^-1 T_new) / dt
-        as an independent measurement with Cov = (Ad(dT^-1) Sigma_prev Ad^T + Sigma_new) / dt^2.
-        ``dt`` in seconds; nu = (v, w) in the camera frame (m/s, rad/s).
+        With the tracker's prediction ``T_pred`` and data-only Hessian ``H_data``, the data-only step estimate is
+        the measurement.  Without them (a control made the prediction): y = Log(T_prev^-1 T_new) / dt with
+        Cov = (Ad(dT^-1) Sigma_prev Ad^T + Sigma_new) / dt^2.  ``dt`` in s; nu = (v, w), camera frame (m/s, rad/s).
         """
         if T_pred is not None and H_data is not None:
             delta_hat = se3.log(se3.inv(T_pred) @ T_new)

@@ -9,9 +9,8 @@
     6. fuse      closed-form Gaussian fusion of the frame into the TSDF at the new pose
                  (at most integrate_rate_hz: the frames between are tracked, not fused)
 
-In a map given with :meth:`PrismFilter.set_map` (e.g. loaded from disk) the filter
-starts in *relocalisation* mode: the first frames are tracked from the given prior
-pose and from all recovery starts, and nothing is fused until one of them tracks.
+In a map given with :meth:`PrismFilter.set_map` the filter starts in *relocalisation* mode: nothing is
+fused until a frame tracks from the prior pose or one of the recovery starts.
 """
 
 from __future__ import annotations
@@ -60,10 +59,9 @@ class _Stages(dict):
 
 
 class PrismFilter:
-    """Probabilistic dense RGB-D filter over a TSDF map and the agent state.
-
-    ``config`` is a :class:`~prism_ros.core.config.FilterConfig` (or any object with its
-    fields, e.g. a :class:`prism_ros.config.PrismConfig`)."""
+    """Probabilistic dense RGB-D filter over a TSDF map and the agent state; ``config`` is a
+    :class:`~prism_ros.core.config.FilterConfig` (or any object with its fields, e.g. a PrismConfig).
+    """
 
     def __init__(self, config, camera: Camera, T_w_c0: Optional[np.ndarray] = None):
         c = self.cfg = config if isinstance(config, FilterConfig) else _filter_config(config)
@@ -109,7 +107,7 @@ class PrismFilter:
         """Forget the map and the state; the next frame starts a new map at T_w_c0."""
         c = self.cfg
         if self.map is not None and self.map.voxel_size == c.voxel_size_m and self.map.truncation == c.truncation_m:
-            self.map.clear()  # reuse the buffers: no fresh 100 MB allocation per reset
+            self.map.clear()  # reuse the buffers: no fresh allocation per reset
         else:
             self.map = TsdfMap(
                 c.voxel_size_m,
@@ -135,10 +133,9 @@ class PrismFilter:
         self.renders_reused = 0
 
     def set_map(self, tsdf_map: TsdfMap, T_w_c0: Optional[np.ndarray] = None) -> None:
-        """Track against ``tsdf_map`` (e.g. loaded from disk): the state is reset and the
-        filter relocalises in the map, from ``T_w_c0`` (a prior: the pose at which the map
-        was saved, or an external guess) and all recovery starts around it, until a frame
-        tracks; nothing is fused before."""
+        """Track against ``tsdf_map`` (e.g. loaded from disk): the state is reset and the filter relocalises from
+        ``T_w_c0`` (a prior) and all recovery starts around it; nothing is fused before a frame tracks.
+        """
         self.reset(T_w_c0)
         self.map = tsdf_map
         self.relocalising = self._all_starts_pending = True
@@ -170,11 +167,8 @@ class PrismFilter:
         control: Optional[Control] = None,
         depth_sigma: Optional[np.ndarray] = None,
     ) -> StepResult:
-        """One filter step on an RGB-D frame (rgb uint8 HxWx3, depth float32 metres, 0 = invalid;
-        ``depth_sigma`` optional per-pixel depth sigma in metres).
-
-        Raises InvalidFrameError for frames that cannot be used; the filter state and the
-        map are untouched in that case.
+        """One filter step on an RGB-D frame (rgb uint8 HxWx3, depth float32 m, 0 = invalid; ``depth_sigma``: optional
+        per-pixel sigma, m).  Raises InvalidFrameError for an unusable frame, leaving state and map untouched.
         """
         st = _Stages()
         with st("preprocess"):
@@ -275,10 +269,9 @@ class PrismFilter:
         return render_map(self.map, camera, T_w_c, c.depth_min_m, c.depth_max_m, guide, c.render_guide_margin_m)
 
     def _tracking_render(self, frame, T_pred: np.ndarray, gap: bool):
-        """The render to track this frame against: the last one when ``render_reuse`` is on,
-        the map is unchanged since it was made (no frame fused in between), the previous frame
-        tracked (the outcome OK, not recovered) and there is no gap; else a new raycast at
-        ``T_pred``.  The tracker associates into a render from the render's own pose."""
+        """The render to track against: the last one when ``render_reuse`` is on, the map is unchanged since, the
+        previous frame tracked OK and there is no gap; else a new raycast at ``T_pred``.
+        """
         last = self._last_render
         if (
             self.cfg.render_reuse
@@ -312,18 +305,13 @@ class PrismFilter:
     def _velocity(
         self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, outcome: StepOutcome, gap: bool
     ):
-        """The closed-form velocity update given the new pose (a tracked frame, no gap).
-        Without one: on a lost frame the IMU's velocity at this frame, when the control carries
-        one and the predicted pose is still within ``recovery_prior_sigma_m`` (the IMU bridges a
-        short loss; a longer dead reckoning, e.g. with the attitude wrong, would run away); on a
-        frame recovered right after a tracked one, without a gap (the prediction was wrong, both
-        poses are trusted), the step between the two poses under the broad initial prior (a
-        restart at rest would lose the next frames of a fast turn); otherwise (a gap, a loss
-        before) a restart at rest.  Under the constant-velocity model it uses the tracker's
-        data-only information, so the prior (built from the velocity) counts once
-        (:meth:`MotionModel.velocity_update`).  After a gap longer than ``max_dt_s`` that an IMU
-        control bridged, the IMU's velocity at this frame.  While the IMU says the camera stands
-        still (``control.still``, tracked or not), the zero velocity of that update."""
+        """The velocity after this step (docs/design.md, "Tracking loss and recovery").
+
+        * Tracked, no gap: :meth:`MotionModel.velocity_update` (the prior counted once).
+        * Lost: the IMU control's velocity while the prediction is within ``recovery_prior_sigma_m``; recovered right
+          after a tracked frame, no gap: the step between the two poses; otherwise a restart at rest.
+        * A gap over ``max_dt_s`` bridged by an IMU control: the IMU's velocity; ``control.still``: zero.
+        """
         if control is not None and control.still:
             return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
         if outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0:
@@ -386,12 +374,12 @@ class PrismFilter:
     def _recover(
         self, frame, tr, quality: Quality, why: str, T_pred: np.ndarray, Sigma_gate: Optional[np.ndarray], gap: bool
     ):
-        """Re-track from bounded starting poses; a doubtful track keeps whichever of the two has
-        more inliers.  With ``Sigma_gate`` (a trusted prediction's covariance) a recovered track
-        further than ``recovery_max_control_mahalanobis2`` from ``T_pred`` is refused (a wrong
-        match, e.g. repetitive structure, that explains the frame well at the wrong place): a
-        lost frame stays lost and is not fused, a doubtful one keeps its plain track.  Returns
-        (track, outcome, reason)."""
+        """Re-track from bounded starting poses; a doubtful track keeps whichever of the two has more inliers.
+
+        With ``Sigma_gate`` (a trusted prediction's covariance) a recovered track further than
+        ``recovery_max_control_mahalanobis2`` from ``T_pred`` is refused: a lost frame stays lost and unfused, a
+        doubtful one keeps its plain track.  Returns (track, outcome, reason).
+        """
         T_last = self.state.T_w_c if self.state is not None else self.T_w_c0
         starts = self.recovery.starts(T_last, T_pred, all_starts=self._all_starts_pending)
         self._all_starts_pending = False

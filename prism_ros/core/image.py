@@ -86,10 +86,8 @@ def downsample_gray(g, out):
 
 @njit(cache=True, parallel=True, nogil=True)
 def depth_normals(depth, K, max_rel_jump, min_cos, out):
-    """Camera-frame unit normals from central differences, oriented toward the camera.
-
-    Zero where a neighbour is invalid, across a depth discontinuity, or where the
-    surface is seen at a grazing angle (|cos| < min_cos).
+    """Camera-frame unit normals from central differences, oriented toward the camera; zero where a neighbour is
+    invalid, across a depth discontinuity, or at a grazing angle (|cos| < min_cos).
     """
     H, W = depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
@@ -199,12 +197,9 @@ def build_frame(
     normal_levels: Optional[range] = None,
     gray: bool = True,
 ) -> FramePyramid:
-    """Validate and preprocess one RGB-D frame into a pyramid of ``levels`` levels.
-
-    Normals are computed for ``normal_levels`` (default: all) plus the fusion level
-    (level 1, the half-resolution depth, whose normals are less noisy; level 0 for a
-    single-level pyramid).  ``gray=False`` skips the intensity pyramid (no
-    photometric term)."""
+    """Validate and preprocess one RGB-D frame into a pyramid of ``levels`` levels.  Normals for ``normal_levels``
+    (default all) plus the fusion level (1; 0 for a single level); ``gray=False`` skips the intensity pyramid.
+    """
     H, W = camera.height, camera.width
     if rgb.ndim == 2:
         rgb = np.repeat(rgb[:, :, None], 3, axis=2)

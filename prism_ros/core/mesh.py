@@ -1,23 +1,13 @@
 """Triangle mesh of the map's zero level set, per voxel block, incrementally (no ROS).
 
-Each 8^3 block is meshed on its own with scikit-image's
-:func:`skimage.measure.marching_cubes` (Lewiner) on a 9^3 volume: the block's voxels
-plus one voxel of overlap from its +x / +y / +z neighbours, so a block owns the cubes
-between its voxel centres and the next block's first ones, and neighbouring block
-meshes meet exactly (their shared vertices coincide).  A cube is meshed only where
-all 8 of its corner voxels are observed and |mu| < 0.95 tau at each (a clipped
-+-tau value carries no zero crossing: a sign change between +tau and -tau is a depth
-discontinuity, not a surface).
+Each 8^3 block is meshed on its own by :func:`skimage.measure.marching_cubes` (Lewiner) on a 9^3 volume
+(its voxels plus one voxel of its +x / +y / +z neighbours), so neighbouring block meshes share their
+vertices.  A cube is meshed only where all 8 corner voxels are observed and |mu| < 0.95 tau (a clipped
+value carries no zero crossing).  Faces are wound counter-clockwise seen from free space (normals point up
+the SDF); vertices carry the reported SDF sigma and the colour of the nearest voxel.
 
-Faces are wound counter-clockwise seen from free space (right-hand normals and the
-vertex ``normals`` point out of the surface, up the SDF).  Vertices carry the reported SDF
-sigma and the colour of the voxel nearest to them.
-
-Incremental: a block is re-meshed when it, or a +x/+y/+z neighbour whose voxels it
-reads, was updated since it was last meshed (``TsdfMap.last_seen`` holds the frame
-of a block's last update); at most ``max_blocks`` blocks are meshed per
-:meth:`BlockMesher.update`, the rest wait (oldest change first), so the cost of an
-update is bounded whatever the map size.  Meshes are cached per block slot.
+:meth:`BlockMesher.update` re-meshes a block when it or a +x/+y/+z neighbour changed since it was meshed
+(``TsdfMap.last_seen``), at most ``max_blocks`` per call (oldest change first); meshes are cached per slot.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
 """The odom-frame pose covariance (REP-105): per-step covariances compounded along the path.
 
-A pose in the odom frame is continuous and drifts: its uncertainty relative to where
-odometry started grows with the motion.  The filter's ``pose_cov`` is the covariance of
-one step (frame t-1 -> t, given the map; see :mod:`prism_ros.eval.calibration`), so the
-odom-frame covariance compounds them to first order, exactly like the k-frame
-covariance of the calibration report with k = the whole path since the last reset:
+The filter's ``pose_cov`` is the covariance of one step (frame t-1 -> t, given the map), so the odom-frame
+covariance compounds them to first order since the last reset (right perturbation, camera frame)::
 
-    C_t = Ad(dT_t^-1) C_{t-1} Ad(dT_t^-1)^T + S_t,     dT_t = T_{t-1}^-1 T_t,
+    C_t = Ad(dT_t^-1) C_{t-1} Ad(dT_t^-1)^T + S_t,     dT_t = T_{t-1}^-1 T_t
 
-right perturbation ``T = T_hat Exp(xi)``, camera (body) frame, ``xi = (rho, phi)``.
-While tracking is lost the step covariance is the filter's (prediction plus its lost
-inflation), so C keeps growing; after a reset it restarts from ``C0``.
+While tracking is lost the step covariance is the filter's inflated prediction, so C grows faster.
 """
 
 from __future__ import annotations
@@ -27,12 +22,9 @@ __all__ = ["OdomCovarianceAccumulator"]
 class OdomCovarianceAccumulator:
     """Compounds per-step pose covariances into the odom-frame pose covariance.
 
-    ``update(T_w_c, step_cov)`` once per filter step (any status); ``reset(T_w_c)`` when
-    the filter or the odom frame is reset.  ``covariance`` is the body-frame (right
-    perturbation) covariance of the current pose relative to the odom origin; convert
-    it with :func:`prism_ros.core.se3.cov_body_to_world` for a ROS message.
-    ``lost_sigma`` (m, rad per step) is added while tracking is lost, on top of the
-    step covariance passed in.
+    ``update(T_w_c, step_cov)`` once per filter step; ``reset(T_w_c)`` when the filter or the odom frame restarts.
+    ``covariance``: the right-perturbation covariance of the pose relative to the odom origin (for ROS:
+    :func:`prism_ros.core.se3.cov_body_to_world`).  ``lost_sigma`` (m, rad per step) is added while lost.
     """
 
     def __init__(self, C0: Optional[np.ndarray] = None, lost_sigma: Optional[np.ndarray] = None):
@@ -49,11 +41,9 @@ class OdomCovarianceAccumulator:
     def update(
         self, T_w_c: np.ndarray, step_cov: np.ndarray, tracking_ok: bool = True, origin_cov: Optional[np.ndarray] = None
     ) -> np.ndarray:
-        """Compound the step to ``T_w_c`` with covariance ``step_cov``; returns the new C.
-
-        The first pose after a reset is the origin: its covariance is ``origin_cov`` (e.g. the
-        filter's initial pose covariance, so that no message carries a singular covariance),
-        default ``C0``."""
+        """Compound the step to ``T_w_c`` with covariance ``step_cov``; returns the new C.  The first pose after a reset
+        is the origin, with covariance ``origin_cov`` (default ``C0``; never singular).
+        """
         T = np.asarray(T_w_c, dtype=np.float64)
         if self.T_last is None:  # the first pose after a reset is the origin
             self.T_last = T.copy()

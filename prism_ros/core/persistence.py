@@ -1,22 +1,11 @@
-"""Crash-safe map persistence: atomic writes, versioned maps, compatibility checks.
+"""Crash-safe map persistence: atomic writes, versioned maps, compatibility checks (no ROS).
 
-* :func:`atomic_write` writes a file through a temporary file in the same
-  directory (flush + fsync, ``os.replace``, fsync of the directory), so a crash or a
-  ``kill -9`` during a save leaves either the previous file or the new one, never a
-  torn file.
-* :func:`save_map` writes a :class:`~prism_ros.core.tsdf.TsdfMap` (versioned header:
-  format, version, voxel size, truncation, frames) atomically, adding the filter
-  configuration and a few provenance fields to the header.
-* :func:`load_map` reads a map back and refuses, with a clear message, one whose
-  voxel size or truncation differ from the running configuration
-  (:class:`MapCompatibilityError`).
-* :func:`safe_map_path` resolves a map file name inside a directory and refuses
-  anything that would land outside it (``..``, absolute paths, separators,
-  symlinks pointing out).
-* :func:`install_map` puts a loaded map into a :class:`~prism_ros.core.filter.PrismFilter`
-  so that the next frame is tracked against it (relocalisation in a known map).
-
-No ROS import here: usable offline and from the node.
+* :func:`atomic_write`: a crash or ``kill -9`` during a save leaves the previous file or the new one.
+* :func:`save_map` / :func:`load_map`: a :class:`~prism_ros.core.tsdf.TsdfMap` with a versioned header
+  (format, version, voxel size, truncation, frames, the configuration); a map whose voxel size or
+  truncation differ from the running configuration is refused (:class:`MapCompatibilityError`).
+* :func:`safe_map_path`: a map file name inside a directory, refusing anything that leaves it.
+* :func:`install_map`: make a :class:`~prism_ros.core.filter.PrismFilter` relocalise in a loaded map.
 """
 
 from __future__ import annotations
@@ -63,12 +52,9 @@ def _fsync_dir(d: str) -> None:
 
 
 def atomic_write(path: str, write: Callable[[str], Any]) -> str:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then make it ``path``.
-
-    The temporary file is flushed and fsync'ed, renamed over ``path`` with
-    ``os.replace`` (atomic on POSIX within one filesystem) and the directory is
-    fsync'ed so the rename itself is durable.  On any error the temporary file
-    is removed and ``path`` is left as it was.  Returns ``path``.
+    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then make it ``path``: flushed, fsync'ed,
+    ``os.replace``'d, the directory fsync'ed.  On any error the temporary is removed and ``path`` left as it was.
+    Returns ``path``.
     """
     path = os.path.abspath(path)
     d = os.path.dirname(path)

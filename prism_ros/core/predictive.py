@@ -1,30 +1,15 @@
 """Depth-predictive check of the map: a calibration figure that needs no ground truth.
 
-Before frame t is fused, each of its depth pixels (at the render level) is compared
-with the map's prediction at the tracked pose ``T_w_c``.  The map's surface is the
-render's (made at the predicted pose) local plane at the projectively associated
-render pixel, world vertex ``v`` and normal ``n``, exactly as the tracker's ICP term
-associates.  Along the pixel's ray ``p(s) = T_w_c (s x_bar)``, ``x_bar = K^-1 (u, v, 1)``
-(s = depth), the plane is hit at ``s_hat``; the residual in depth is
+Before frame t is fused, each depth pixel (render level) is compared with the map's plane (world vertex
+``v``, normal ``n``) at its projectively associated render pixel, as the tracker's ICP associates.  With
+``x_bar = K^-1 (u, v, 1)`` the residual along the ray and its predicted variance are::
 
     r = d - s_hat = n^T (T_w_c p_c - v) / c,     c = n^T R_w_c x_bar,
+    sigma^2 = sigma_z(d)^2 + sigma_map^2 / c^2 + J Sigma J^T / c^2,   J = [a, p_c x a], a = R_w_c^T n
 
-and its predicted variance combines, as independent terms,
-
-    sigma^2 = sigma_z(d)^2                               (sensor, along the ray)
-            + sigma_map^2 / c^2                          (map SDF sigma along the normal -> ray)
-            + J Sigma J^T / c^2,   J = [a, p_c x a], a = R_w_c^T n   (pose, right perturbation).
-
-Compared pixels (a fixed rule, the same on every dataset):
-
-* valid measured depth and a rendered surface at the associated pixel;
-* the rendered surface observed at least ``min_count`` times (nearest voxel of ``v``);
-* the association in the truncation band: ``|n^T (T p_c - v)| < band`` (band =
-  truncation_m: beyond it the map says nothing about the surface);
-* a ray not grazing the surface: ``|n^T R x_bar| / |x_bar| >= min_cos``.
-
-The figure is ``inside / compared`` with ``|r| <= 2 sigma`` (ideal 0.954 for a
-calibrated Gaussian).  The kernel is one pass over the render-level pixels.
+Compared pixels (a fixed rule): valid depth and a rendered surface whose nearest voxel has at least ``min_count``
+observations, ``|n^T (T p_c - v)| < band`` (truncation_m), and ``|n^T R x_bar| / |x_bar| >= min_cos``.  The figure is
+the fraction with ``|r| <= 2 sigma`` (ideal 0.954); docs/uncertainty.md, "What is measured".
 """
 
 from __future__ import annotations
@@ -38,12 +23,10 @@ from .voxel_hash import BLOCK, find_block
 
 __all__ = ["depth_predictive_counts", "PREDICTIVE_MIN_COUNT", "PREDICTIVE_MIN_COS"]
 
-#: A rendered surface counts as "observed enough" from this many fused observations of
-#: its nearest voxel on (a fixed rule; the running mean of fewer is still dominated by
-#: the first frames' pose errors).
+#: A rendered surface counts as "observed enough" from this many fused observations of its nearest voxel on
+#: (fewer are dominated by the first frames' pose errors).
 PREDICTIVE_MIN_COUNT = 10
-#: Rays within 60 degrees of the surface normal are compared; more grazing rays turn
-#: small normal errors into large depth errors that the plane model does not describe.
+#: Rays within 60 degrees of the surface normal are compared (grazing rays turn normal errors into depth errors).
 PREDICTIVE_MIN_COS = 0.5
 
 
@@ -169,13 +152,9 @@ def depth_predictive_counts(
     min_count: int = PREDICTIVE_MIN_COUNT,
     min_cos: float = PREDICTIVE_MIN_COS,
 ) -> Tuple[int, int]:
-    """(compared, inside 2 sigma) for one frame; see the module docstring.
-
-    ``depth`` (H, W) metres at the render level with intrinsics ``K`` = (fx, fy, cx, cy);
-    ``T_w_c`` the tracked pose and ``Sigma`` its covariance (right perturbation);
-    ``render`` the map's raycast (any pose: association is projective into it);
-    ``tsdf`` the map (observation counts); ``noise`` = (c0, c2, z0) of sigma_z(z);
-    ``depth_sigma`` an optional full-resolution sigma image read with stride ``ds_step``.
+    """(compared, inside 2 sigma) for one frame (module docstring).  ``depth`` (H, W) m at the render level,
+    ``K`` = (fx, fy, cx, cy); ``T_w_c``, ``Sigma`` the tracked pose and its covariance; ``render`` any raycast of
+    ``tsdf``; ``noise`` = (c0, c2, z0); ``depth_sigma`` an optional full-resolution sigma image (stride ``ds_step``).
     """
     T = np.asarray(T_w_c, dtype=np.float64)
     T_rw = np.linalg.inv(np.asarray(render.T_w_c, dtype=np.float64))

@@ -1,22 +1,15 @@
 """Tracking quality and recovery: is a track ok, doubtful or lost, and re-tracking when it is not.
 
-* :func:`failure` -- why a track failed (too few inliers, too little of the map in view,
-  a degenerate Hessian, a jump the dynamics cannot explain), or None.
-* :meth:`Recovery.assess` -- :class:`Quality`: ``LOST`` on a failure; ``DOUBTFUL`` when
-  the inlier ratio is low (below ``gap_trust_inlier_ratio``) right after a gap, in a
-  relocalisation, or well below the recent average (``doubt_inlier_drop``; typically
-  ICP settled in a wrong basin after a large unpredicted motion); ``OK`` otherwise.
-* :meth:`Recovery.starts` -- bounded starting poses: the last good pose, then the next
-  ``recovery_max_starts - 1`` of (the prediction, 6 perturbations of the last good pose)
-  in turn over the following lost frames; all of them when relocalising in a loaded map.
-* :meth:`Recovery.recover` -- re-track from each start under a broad prior with the
-  association distance annealed from wide to normal, one level coarser (render and
-  tracking) than normal tracking, re-rendering at each stage; the best (most inliers)
-  is refined with the normal settings and must have inliers on at least
-  ``tracking_min_inlier_ratio`` of all valid pixels (:func:`failure` with ``of_all``).
+* :func:`failure`: why a track failed, or None.
+* :meth:`Recovery.assess`: :class:`Quality` ``LOST`` on a failure; ``DOUBTFUL`` when the inlier ratio is
+  below ``gap_trust_inlier_ratio`` after a gap, in a relocalisation, or well below the recent average
+  (``doubt_inlier_drop``); ``OK`` otherwise.
+* :meth:`Recovery.starts`: bounded starting poses, the last good pose first (all when relocalising).
+* :meth:`Recovery.recover`: re-track from each start under a broad prior, wide to normal association, one level coarser;
+  the best is refined normally and must have inliers on ``tracking_min_inlier_ratio`` of all valid pixels.
 
-The constants are declared parameters (:data:`prism_ros.core.config.FILTER_PARAMS`,
-section "recovery"), each saying what it was measured on.
+Design: docs/design.md, "Tracking loss and recovery"; the constants are declared parameters
+(:data:`prism_ros.core.config.FILTER_PARAMS`, section "recovery").
 """
 
 from __future__ import annotations
@@ -38,12 +31,9 @@ class Quality(enum.Enum):
 
 
 def failure(tr, render, cfg, of_all: bool = False) -> Optional[str]:
-    """The reason ``tr`` (a TrackResult against ``render``) counts as a tracking failure, or None.
-
-    The inlier ratio is of the pixels the map covers (``tr.inlier_ratio``): a camera turning
-    into unmapped space keeps its track while the map grows.  A recovered track, which has
-    no reliable prior, must explain the frame itself: ``of_all`` counts the inliers among all
-    valid pixels (a few inliers on a sliver of overlap do not make a relocalisation)."""
+    """Why ``tr`` (a TrackResult against ``render``) counts as a tracking failure, or None.  The inlier ratio is of
+    the pixels the map covers; ``of_all`` (a recovered track) counts the inliers among all valid pixels.
+    """
     if render.valid_fraction <= 0.02:
         return f"map covers {100 * render.valid_fraction:.1f}% of the view"
     ratio = _inliers_of_all(tr) if of_all else tr.inlier_ratio
@@ -67,8 +57,9 @@ def _diag_sigma(sigma_m: float, sigma_rad: float) -> np.ndarray:
 class Recovery:
     """Recovery state of one filter: the running inlier average and the round robin of starts.
 
-    ``render(frame, T_w_c, coarse)`` raycasts the map; ``track(frame, render, T, prior,
-    finest_level, max_iterations, params)`` runs the Gauss-Newton tracker."""
+    ``render(frame, T_w_c, coarse)`` raycasts; ``track(frame, render, T, prior, finest_level, max_iterations, params)``
+    tracks.
+    """
 
     def __init__(
         self, cfg, render: Callable, track: Callable, track_params: dict, finest_level: int, coarse_finest_level: int

@@ -18,10 +18,8 @@ __all__ = ["Render", "render_map"]
 
 @njit(cache=True, fastmath=FASTMATH)
 def trilinear(keys, vals, mu, var, rgb, cnt, vox, model_var, px, py, pz, out):
-    """Trilinear SDF mean, its gradient, sigma and colour at world point p.
-
-    out = [mu, gx, gy, gz, sigma, r, g, b].  Returns False if any of the eight
-    corner voxels is unobserved.
+    """Trilinear SDF mean, gradient, sigma and colour at world point p into out = [mu, gx, gy, gz, sigma, r, g, b];
+    False if any of the eight corner voxels is unobserved.
     """
     fx_ = px / vox
     fy_ = py / vox
@@ -334,9 +332,9 @@ def render_map(
     guide: Optional[np.ndarray] = None,
     guide_margin: float = 0.3,
 ) -> Render:
-    """Raycast ``tsdf`` from ``T_w_c``.  ``guide`` (a depth image of this camera, e.g. the
-    current frame's) lets each ray start near the surface: much faster, same result
-    wherever the map's first surface lies within ``guide_margin`` of it."""
+    """Raycast ``tsdf`` from ``T_w_c``.  ``guide`` (a depth image of this camera) starts each ray near the surface:
+    the same result wherever the map's first surface lies within ``guide_margin`` of it.
+    """
     H, W = camera.height, camera.width
     depth = np.empty((H, W), np.float32)
     vert = np.empty((H, W, 3), np.float32)

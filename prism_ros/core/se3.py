@@ -143,12 +143,9 @@ def R_from_quat_xyzw(q: np.ndarray) -> np.ndarray:
 
 
 def cov_body_to_world(T: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Right-perturbation covariance of T -> ROS PoseWithCovariance covariance.
-
-    ROS orders (x, y, z, rot_x, rot_y, rot_z), position error and fixed-axis
-    rotation error both in the parent frame.  With T = T_bar Exp(xi):
-    delta_p = R rho and delta_theta = R phi (to first order), so
-    Sigma_ros = J Sigma J^T with J = blkdiag(R, R).
+    """Right-perturbation covariance of T -> ROS PoseWithCovariance covariance ((x, y, z, rot_x, rot_y, rot_z) in
+    the parent frame): with T = T_bar Exp(xi), delta_p = R rho and delta_theta = R phi, so Sigma_ros = J Sigma J^T,
+    J = blkdiag(R, R).
     """
     R = T[:3, :3]
     J = np.zeros((6, 6))

@@ -1,23 +1,18 @@
 """Stereo depth front end: rectification, dense disparity, depth and its sigma.
 
-Conventions
------------
-* Calibration per camera (EuRoC ``sensor.yaml``): pinhole intrinsics K, radial-
-  tangential distortion D = (k1, k2, p1, p2), and ``T_BS`` (camera-to-body, maps
-  camera points into the body/IMU frame).
-* The stereo extrinsic fed to OpenCV is ``T_c1_c0 = T_BS1^-1 T_BS0`` (maps cam0
-  points into cam1: p1 = R p0 + t), as :func:`cv2.stereoRectify` expects.
-* Output depth lives in the RECTIFIED LEFT camera (REP-103 optical axes).  Its
-  pose in the body frame is ``T_B_rect = T_BS0 [R0^T | 0]`` where R0 is the
-  rectifying rotation of cam0 (p_rect = R0 p_c0).
-* depth z = f b / d (f: rectified focal length in px, b: baseline in m, d:
-  disparity in px); sigma_z = z^2 sigma_d / (f b) (first-order propagation of a
-  disparity noise sigma_d).  Invalid pixels have depth 0 and sigma 0.
+Conventions:
 
-Pure functions plus :class:`StereoRectifier`, which caches the rectification maps
-and the matcher for one calibration.  :func:`check_stereo_pair` / :func:`check_exposure`
-say whether a raw pair is usable at all (an image missing or of the wrong size, black
-or saturated images): the readers skip such a pair instead of computing its depth.
+* Calibration per camera (EuRoC ``sensor.yaml``): pinhole K, radial-tangential D = (k1, k2, p1, p2),
+  and ``T_BS`` (camera-to-body: maps camera points into the body/IMU frame).
+* The stereo extrinsic fed to OpenCV is ``T_c1_c0 = T_BS1^-1 T_BS0`` (p1 = R p0 + t), as
+  :func:`cv2.stereoRectify` expects.
+* Output depth lives in the RECTIFIED LEFT camera (REP-103 optical axes), whose body pose is
+  ``T_B_rect = T_BS0 [R0^T | 0]`` (R0: cam0's rectifying rotation, p_rect = R0 p_c0).
+* depth z = f b / d (f: rectified focal length, px; b: baseline, m; d: disparity, px);
+  sigma_z = z^2 sigma_d / (f b).  Invalid pixels have depth 0 and sigma 0.
+
+:class:`StereoRectifier` caches the maps and the matcher of one calibration; :func:`check_stereo_pair` /
+:func:`check_exposure` say whether a raw pair is usable at all (the readers skip an unusable pair).
 """
 
 from __future__ import annotations
@@ -54,10 +49,8 @@ class CameraCalib:
 
 
 def stereo_rectify(left: CameraCalib, right: CameraCalib, alpha: float = 0.0):
-    """cv2.stereoRectify on two calibrations; returns (R0, R1, P0, P1, Q, roi0, roi1).
-
-    ``alpha=0`` keeps only valid pixels (no black border); the principal points are
-    made equal (CALIB_ZERO_DISPARITY) so that disparity = f b / z exactly.
+    """cv2.stereoRectify on two calibrations: (R0, R1, P0, P1, Q, roi0, roi1); ``alpha=0`` keeps only valid pixels,
+    and equal principal points (CALIB_ZERO_DISPARITY) make disparity = f b / z exactly.
     """
     import cv2
 
@@ -78,13 +71,12 @@ def stereo_rectify(left: CameraCalib, right: CameraCalib, alpha: float = 0.0):
 
 
 def disparities_for_depth(f: float, baseline: float, depth_min_m: float, downscale: int = 1) -> int:
-    """The number of disparities (full-resolution px, a multiple of ``16 * downscale`` as the
-    matchers need) that reaches depth ``depth_min_m``: ``f b / depth_min_m``, rounded up, with
-    one pixel of slack (EuRoC: 0.3 m -> f b / z = 160.07 px -> 160, z >= 0.3001 m).
+    """The number of disparities (full-resolution px, a multiple of ``16 * downscale``) that reaches depth
+    ``depth_min_m``: ``f b / depth_min_m`` rounded up, with one pixel of slack.
 
-    A matcher searching fewer disparities than a near surface has does not leave it empty:
-    it matches the surface somewhere inside its range (a wrong, far depth), so the search
-    must cover the nearest depth the filter uses."""
+    The search must cover the nearest depth the filter uses: a matcher matches a nearer surface somewhere
+    inside its range (a wrong, far depth) rather than leaving it empty.
+    """
     if depth_min_m <= 0:
         raise ValueError(f"depth_min_m must be positive, got {depth_min_m}")
     step = 16 * int(downscale)
@@ -103,10 +95,9 @@ def disparity_sgbm(
     speckle_range: int = 2,
     matcher=None,
 ) -> np.ndarray:
-    """Dense disparity (float32 px, left image) of a rectified 8-bit pair; invalid = 0 (never NaN).
-
-    ``matcher``: any OpenCV stereo matcher with 1/16 px fixed-point output (StereoSGBM,
-    StereoBM); default a StereoSGBM with the given settings."""
+    """Dense disparity (float32 px, left image; invalid 0, never NaN) of a rectified 8-bit pair; ``matcher``: any
+    OpenCV matcher with 1/16 px output (default a StereoSGBM with the given settings).
+    """
     if matcher is None:
         matcher = _make_sgbm(num_disparities, block_size, min_disparity, uniqueness, speckle_window, speckle_range)
     d = matcher.compute(np.ascontiguousarray(left), np.ascontiguousarray(right)).astype(np.float32) / 16.0
@@ -142,9 +133,8 @@ def _make_sgbm(
     )
 
 
-#: StereoBM's block (half-resolution px) and filters for ``matcher="bm"`` (block 9 chosen on the
-#: simulated V1_02 flight against blocks 11 / 15).  BM is an option, not the default: its
-#: disparity errors are heavier-tailed than SGBM's, and the pose covariance is fitted with SGBM's.
+#: StereoBM's block (half-resolution px, chosen on the simulated V1_02 flight) and filters for ``matcher="bm"``;
+#: an option, not the default (docs/results-euroc.md, "StereoBM: an option, not the default").
 BM_BLOCK_SIZE = 9
 BM_TEXTURE_THRESHOLD = 10
 BM_UNIQUENESS = 15
@@ -165,10 +155,8 @@ def _make_bm(num_disparities=48, block_size=BM_BLOCK_SIZE, disp12_max_diff=1, sp
 
 
 def left_right_check(disp_left: np.ndarray, disp_right: np.ndarray, max_diff: float = 1.0) -> np.ndarray:
-    """Boolean mask of left disparities consistent with the right image's disparities.
-
-    ``disp_right`` is the right image's disparity (positive, x_left = x_right + d).
-    A left pixel (x, y) with disparity d passes when |d - disp_right(y, round(x - d))| <= max_diff.
+    """Mask of left disparities d consistent with the right image's (``disp_right``, x_left = x_right + d):
+    |d - disp_right(y, round(x - d))| <= max_diff.
     """
     h, w = disp_left.shape
     xs = np.arange(w, dtype=np.float32)[None, :]
@@ -196,20 +184,13 @@ def depth_from_disparity(
 class StereoRectifier:
     """Rectification maps, rectified camera and a disparity matcher for one stereo rig.
 
-    ``compute(left_raw, right_raw)`` -> (left_rect uint8, depth float32, sigma float32).
-
-    ``downscale=1``: StereoSGBM on the full-resolution pair, left-right checked by
-    matching the mirrored pair a second time (:func:`left_right_check`).
-    ``downscale=2`` (camera rate): ``cv2.pyrDown`` of both rectified images, then
-    ``matcher="sgbm"`` (StereoSGBM in 3-way mode) or ``"bm"`` (StereoBM, :data:`BM_BLOCK_SIZE`,
-    about twice as fast), with ``num_disparities / 2`` (the same depth range) and the matcher's
-    built-in left-right check (``disp12MaxDiff``: within ``lr_max_diff`` half-resolution px),
-    sub-pixel disparities doubled and upsampled to full resolution by nearest neighbour (no
-    mixing across depth edges), rectification with fixed-point maps.  ``downscale=1`` runs
-    SGBM only.  ``sigma_d`` is always in full-resolution pixels.  ``depth_min_m`` (when given,
-    instead of ``num_disparities``): search the disparities that reach that depth
-    (:func:`disparities_for_depth`); nothing nearer gets depth.  The matcher cannot reach the
-    ``num_disparities`` leftmost columns (:attr:`match_region`).
+    ``compute(left_raw, right_raw)`` -> (left_rect uint8, depth float32, sigma float32).  ``downscale=1``: StereoSGBM on
+    the full-resolution pair, left-right checked on the mirrored pair (``matcher`` must be ``"sgbm"``); ``downscale=2``:
+    ``cv2.pyrDown`` of both rectified images, ``matcher="sgbm"`` (3-way) or ``"bm"`` (:data:`BM_BLOCK_SIZE`) over
+    ``num_disparities / 2`` with the matcher's left-right check (``lr_max_diff`` half-resolution px), disparities
+    doubled and upsampled by nearest neighbour.  ``sigma_d``: full-resolution px.  ``depth_min_m`` (instead of
+    ``num_disparities``): search down to that depth (:func:`disparities_for_depth`).  The ``num_disparities`` leftmost
+    columns get no depth (:attr:`match_region`).
     """
 
     def __init__(
@@ -348,10 +329,8 @@ def _grey(img: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- bad pairs
-#: :func:`check_exposure` defaults, set on the V1_01 micro clip: its frames scaled 16x darker or
-#: 3x brighter still give mostly correct StereoSGBM depth and are accepted; 24x darker (8 grey
-#: levels left) or 4x brighter are refused.  A black left image with a good right one is not
-#: harmless: StereoSGBM still returns wrong "valid" depth for it.
+#: :func:`check_exposure` defaults, set on the real V1_01 clip (it stays accepted 16x darker or 3x brighter).
+#: A black left image is refused even with a good right one: StereoSGBM returns wrong "valid" depth for it.
 EXPOSURE_DARK_LEVEL = 10
 EXPOSURE_BRIGHT_LEVEL = 245
 EXPOSURE_MAX_FRACTION = 0.95
@@ -363,12 +342,8 @@ def check_exposure(
     bright_level: int = EXPOSURE_BRIGHT_LEVEL,
     max_fraction: float = EXPOSURE_MAX_FRACTION,
 ) -> str:
-    """'' for a usable 8-bit grey image; else why not ('black ...' / 'saturated ...' / 'empty').
-
-    Black: more than ``max_fraction`` of the pixels <= ``dark_level``; saturated: more
-    than that >= ``bright_level``.  A lens cap, a camera that stopped exposing or a
-    blown-out exposure puts > 95 % of the pixels there; real EuRoC frames, and frames
-    16x darker or 3x brighter than them, are accepted (:data:`EXPOSURE_DARK_LEVEL`).
+    """'' for a usable 8-bit grey image, else why not ('black ...', 'saturated ...', 'empty'): more than
+    ``max_fraction`` of the pixels <= ``dark_level`` (black) or >= ``bright_level`` (saturated).
     """
     a = np.asarray(img)
     if a.size == 0:
@@ -397,11 +372,9 @@ class StereoPairProblem(NamedTuple):
 def check_stereo_pair(
     left: Optional[np.ndarray], right: Optional[np.ndarray], size: Optional[Tuple[int, int]] = None, **exposure
 ) -> List[StereoPairProblem]:
-    """Problems of a raw stereo pair (empty: usable), see :class:`StereoPairProblem`.
-
-    ``missing_<side>``: None or empty (no file, no partner within the sync slop);
-    ``size``: not ``size`` = (width, height), or left and right differ; ``black`` /
-    ``saturated``: :func:`check_exposure` (``exposure``: its keyword arguments), per image.
+    """Problems of a raw stereo pair (empty: usable), :class:`StereoPairProblem`: ``missing_<side>`` (None or
+    empty), ``size`` (not ``size`` = (width, height), or left and right differ), ``black`` / ``saturated``
+    (:func:`check_exposure` with ``exposure``, per image).
     """
     out: List[StereoPairProblem] = []
     for side, img in (("left", left), ("right", right)):

@@ -1,6 +1,6 @@
 """Pose MAP estimate and Laplace covariance.
 
-Coarse-to-fine Gauss-Newton on SE(3) over
+Coarse-to-fine Gauss-Newton on SE(3), right perturbation T <- T Exp(xi), xi = (rho, phi), over
 
   * point-to-plane ICP residuals   r = n^T (T p_c - v)          (projective association
     with the render's world vertex v and normal n), variance sigma_z(d)^2 + sigma_map^2;
@@ -8,25 +8,15 @@ Coarse-to-fine Gauss-Newton on SE(3) over
     sigma_I^2 (T_r: the render's pose, normally T_pred);
   * the dynamics prior             r = Log(T_pred^-1 T), information Sigma_pred^-1,
 
-with Huber weights on the noise-normalised residuals.  The perturbation is on the
-right, T <- T Exp(xi), xi = (rho, phi).  Neighbouring pixels' errors are correlated,
-so each pixel at pyramid level l counts as 4^l / laplace_patch_px independent
-measurements; the same scaled objective is minimised and its Gauss-Newton Hessian
-at the optimum is inverted for the Laplace covariance (prior included).
+with Huber weights on the noise-normalised residuals.  Each pixel at pyramid level l counts as
+4^l / laplace_patch_px independent measurements; the Gauss-Newton Hessian of that objective at the
+optimum (prior included) is inverted for the Laplace covariance.
 
-Model error (see :func:`effective_patch_px`).  The Hessian knows only the noise
-model.  Real sensors add errors that are correlated over large parts of the image
-(depth distortion, rolling shutter, unregistered colour, map errors), which averaging
-over pixels does not remove; they show as residuals beyond the noise model.  The
-residual level ``s2 = sum w r^2 / sigma^2 / (n c_k)`` at the optimum (``c_k = 2 Phi(k)
-- 1`` is its expectation for noise that the model describes, with Huber threshold
-k) measures them: the excess ``max(0, s2 - s2_0)`` is taken as a model-error variance
-(in units of the noise variance) whose samples are correlated over
-``model_error_patch_px`` pixels, so each pixel counts as 4^l / (laplace_patch_px +
-model_error_patch_px * excess) independent measurements in the Laplace covariance.
-On data the noise model describes (the synthetic sequence, s2 ~ 0.3 - 0.46) nothing
-changes; on real data (7-Scenes depth-only tracking: s2 median 1.03) the covariance grows
-with the excess (fit and validation: docs/uncertainty.md).
+Model error (:func:`effective_patch_px`): the residual level ``s2 = sum w r^2 / sigma^2 / (n c_k)``
+(``c_k = 2 Phi(k) - 1``, Huber threshold k) is 1 for noise the model describes; the excess
+``max(0, s2 - s2_0)`` is a model-error variance correlated over ``model_error_patch_px`` pixels, so each
+pixel counts as 4^l / (laplace_patch_px + model_error_patch_px * excess) measurements (docs/design.md,
+"Laplace covariance"; the fit: docs/uncertainty.md, "The pose covariance model and its fit").
 """
 
 from __future__ import annotations
@@ -44,8 +34,7 @@ from .render import Render
 __all__ = ["TrackResult", "track", "accumulate", "objective", "effective_patch_px", "huber_residual_level"]
 
 _NSTAT = 21 + 6 + 6  # upper-triangular H, g, [cost, n_valid, n_icp_inliers, n_photo, sum w, n_overlap]
-# (n_valid and n_overlap count the valid pixels with a normal: the ones ICP can take as inliers;
-# noisy far stereo depth has none on a third of its pixels, Kinect depth on 7 %)
+# (n_valid and n_overlap count the valid pixels with a normal: the ones ICP can take as inliers)
 
 
 @njit(cache=True, inline="always")
@@ -90,11 +79,8 @@ def accumulate(
     ds_step,
     out,
 ):
-    """Per-row sums of J^T W J, J^T W r and counts for the current pose T = (R, t).
-
-    (R_rw, t_rw) maps world points into the render camera (T_r^-1, the render pose inverted).  ``out`` is
-    (H, _NSTAT).  ``depth_sigma`` is a full-resolution sigma image (or 0x0) read
-    with stride ``ds_step``.
+    """Per-row sums of J^T W J, J^T W r and counts at pose T = (R, t) into ``out`` (H, _NSTAT); (R_rw, t_rw) maps
+    world points into the render camera; ``depth_sigma``: a full-resolution sigma image (or 0x0), stride ``ds_step``.
     """
     H, W = depth.shape
     Hr, Wr = r_depth.shape
@@ -322,10 +308,8 @@ def objective(
     params: dict,
     patch_px: float,
 ) -> float:
-    """The tracker's (scaled) negative log posterior at T, 0.5 (sum w r^2 / sigma^2 + r_p^T Lambda r_p).
-
-    With Huber weights equal to one (inliers), its Hessian is what :func:`track`
-    inverts for the Laplace covariance (up to the Gauss-Newton approximation).
+    """The tracker's (scaled) negative log posterior at T, 0.5 (sum w r^2 / sigma^2 + r_p^T Lambda r_p); with unit
+    Huber weights its Hessian is what :func:`track` inverts for the Laplace covariance.
     """
     T_pw = se3.inv(T_pred)
     out = np.empty((frame.depth[lvl].shape[0], _NSTAT))
@@ -348,10 +332,9 @@ def track(
     params: dict,
     patch_px: float,
 ) -> TrackResult:
-    """Gauss-Newton MAP of the pose against ``render`` plus the prior N(T_pred, Sigma_pred).
-
-    The render may come from any pose near T_pred (its own ``T_w_c``: the prediction, or an
-    earlier frame's prediction while the map is unchanged); association is projective into it."""
+    """Gauss-Newton MAP of the pose against ``render`` plus the prior N(T_pred, Sigma_pred); the render may come
+    from any pose near T_pred (association is projective into it).
+    """
     Lambda = np.linalg.inv(Sigma_pred)
     Lambda = 0.5 * (Lambda + Lambda.T)
     T_pw = se3.inv(T_pred)

@@ -1,21 +1,15 @@
 """Probabilistic TSDF on a sparse voxel-block hash.
 
-Every voxel holds a Gaussian belief over its signed distance, N(mu, var), a
-colour estimate and an observation count.  An observation s with variance
-var_obs is fused in closed form as the product of two Gaussians::
+Every voxel holds a Gaussian belief N(mu, var) over its signed distance, a colour and an observation
+count; an observation s with variance var_obs is fused as the product of two Gaussians::
 
     1/var' = 1/var + 1/var_obs,       mu' = var' (mu/var + s/var_obs)
 
-Unobserved voxels carry the broad prior N(0, map_prior_sigma_m^2) and count 0.
-Voxel centres sit at integer multiples of the voxel size (world frame, metres); blocks
-of 8^3 voxels are allocated on demand through an open-addressing hash from block
-coordinates to a slot (:mod:`prism_ros.core.voxel_hash`), so memory grows with the
-observed surface, not with a bounding box.
-
-The Numba kernels (:mod:`prism_ros.core.tsdf_kernels`) are pure functions on arrays;
-:class:`TsdfMap` owns the arrays and grows them when the hash fills up.  A map may
-carry a free-space layer (:class:`prism_ros.core.occupancy.FreeSpaceLayer`), fed by
-:meth:`TsdfMap.integrate` and cleared with the map.
+Unobserved voxels carry the prior N(0, map_prior_sigma_m^2) and count 0.  Voxel centres sit at integer
+multiples of the voxel size (world frame, m); blocks of 8^3 voxels are allocated on demand through an
+open-addressing hash (:mod:`prism_ros.core.voxel_hash`).  :class:`TsdfMap` owns the arrays of the kernels
+(:mod:`prism_ros.core.tsdf_kernels`) and may carry a free-space layer
+(:class:`prism_ros.core.occupancy.FreeSpaceLayer`), fed by :meth:`TsdfMap.integrate`.
 """
 
 from __future__ import annotations
@@ -36,12 +30,10 @@ MAP_FORMAT_VERSION = 1
 
 
 class TsdfMap:
-    """Sparse probabilistic TSDF (see module docstring).
-
-    Lengths in metres; ``max_observations`` saturates the per-voxel count;
-    ``initial_blocks`` is the first capacity (doubled whenever the hash fills);
-    ``model_sigma_m`` and ``distance_sigma_ratio`` are the systematic terms of
-    :meth:`reported_sigma`; ``free_space``: the free-space layer fed by :meth:`integrate`."""
+    """Sparse probabilistic TSDF (module docstring); lengths in metres.  ``max_observations`` saturates the count;
+    ``initial_blocks``: the first capacity (doubled when the hash fills); ``model_sigma_m``, ``distance_sigma_ratio``:
+    :meth:`reported_sigma`'s systematic terms; ``free_space``: the layer fed by :meth:`integrate`.
+    """
 
     #: bumped by :meth:`clear`: block slots are reused, so caches keyed by slot must reset
     epoch: int
@@ -149,14 +141,12 @@ class TsdfMap:
         aux_level: int = 0,
         alloc_stride: int = 4,
     ) -> int:
-        """Fuse a frame (depth in metres, 0 invalid; normals in the camera frame, 0 where unusable).
+        """Fuse a frame (depth m, 0 invalid; normals in the camera frame, 0 where unusable); returns the blocks updated.
 
-        ``K`` = (fx, fy, cx, cy) pixels; ``T_w_c`` the camera-to-world pose (4x4); ``noise`` =
-        (c0, c2, z0) of the depth model sigma_z(d) = c0 + c2 (d - z0)^2 (m), replaced by the
-        per-pixel ``depth_sigma`` where given; ``pose_var`` (m^2) is added to every observation.
-        ``normals`` and ``edges`` (occlusion-boundary mask) are images of pyramid level
-        ``aux_level`` (0 = the depth's resolution); blocks are allocated from every
-        ``alloc_stride``-th pixel.  Feeds :attr:`free_space` too.  Returns the number of blocks updated.
+        ``K`` = (fx, fy, cx, cy) px; ``T_w_c`` camera-to-world; ``noise`` = (c0, c2, z0) of sigma_z(d) = c0 + c2 (d -
+        z0)^2, replaced by ``depth_sigma`` where given; ``pose_var`` (m^2) is added to every observation.  ``normals``
+        and ``edges`` are at level ``aux_level``; blocks are allocated from every ``alloc_stride``-th pixel.  Feeds
+        :attr:`free_space` too.
         """
         self._frame_id += 1
         R_wc = np.ascontiguousarray(T_w_c[:3, :3])
@@ -284,18 +274,15 @@ class TsdfMap:
         }
 
     def query(self, points_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Posterior SDF at world points (N, 3), nearest voxel (centres at integer multiples
-        of the voxel size): returns ``(mu, sigma, count)``, each (N,) float64.
+        """Posterior SDF at world points (N, 3), nearest voxel: ``(mu, sigma, count)``, each (N,) float64.
 
-        * ``mu``: posterior mean signed distance (m, positive in free space, negative inside);
-          NaN where the voxel was never observed.
-        * ``sigma``: its standard deviation as reported (:meth:`reported_sigma`: fused
-          variance plus the systematic model and distance terms); the prior sigma
+        * ``mu``: posterior mean signed distance (m, positive in free space); NaN where never observed.
+        * ``sigma``: its standard deviation as reported (:meth:`reported_sigma`); the prior sigma
           (``map_prior_sigma_m``) where unobserved.
-        * ``count``: observations fused into the voxel (saturating at ``max_observations``);
-          ``count > 0`` is the observed flag.
+        * ``count``: observations fused (saturating at ``max_observations``); ``count > 0`` is the observed flag.
 
-        P(the point is inside) = Phi(-mu / sigma): :meth:`occupancy_probability`."""
+        P(the point is inside) = Phi(-mu / sigma): :meth:`occupancy_probability`.
+        """
         pts = np.ascontiguousarray(points_w, dtype=np.float64).reshape(-1, 3)
         n = pts.shape[0]
         out_mu = np.empty(n, np.float64)
@@ -332,10 +319,9 @@ class TsdfMap:
         return collision_probability(self, path_points_w, radius_m, per_waypoint=per_waypoint)
 
     def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
-        """Voxel SDF sigma as reported: the fused variance plus the systematic terms that
-        averaging over frames cannot remove -- a constant model error and an error
-        proportional to the distance from the surface (the projective / planar SDF
-        approximation is biased away from it, identically in every frame)."""
+        """Voxel SDF sigma as reported: the fused variance plus the systematic terms that averaging over frames
+        cannot remove (a constant model error, and an error proportional to the distance from the surface).
+        """
         mu = np.asarray(mu, dtype=np.float64)
         return np.sqrt(np.asarray(var, dtype=np.float64) + self.model_var + (self.distance_sigma_ratio * mu) ** 2)
 

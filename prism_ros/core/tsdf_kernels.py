@@ -1,20 +1,11 @@
-"""Numba kernels of the probabilistic TSDF (:mod:`prism_ros.core.tsdf`): block allocation,
-per-frame fusion, point queries and surface extraction.
+"""Numba kernels of the probabilistic TSDF (:mod:`prism_ros.core.tsdf`): allocation, fusion, queries, extraction.
 
-Pure functions on the map's arrays (:class:`prism_ros.core.tsdf.TsdfMap` owns them and grows
-them when the hash fills up):
-
-* ``keys``, ``vals``: the block hash (:mod:`prism_ros.core.voxel_hash`);
-* ``block_xyz`` (cap, 3) int64 block coordinates, per slot;
-* ``mu``, ``var`` (cap, 512) float32: the Gaussian belief N(mu, var) over each voxel's signed
-  distance (m, positive in free space); ``rgb`` (cap, 512, 3) uint8; ``cnt`` (cap, 512) uint16
-  observations fused;
-* ``last_seen`` (cap,) int64: the frame id of each block's last update.
-
-Voxel ``l`` of a block is (l & 7, (l >> 3) & 7, l >> 6) within it; the voxel of integer index
-(ix, iy, iz) has its centre at (ix, iy, iz) times the voxel size, in the world frame.  Poses
-are 4x4 rigid transforms (``R_wc``, ``t_wc``: camera to world); ``K`` = (fx, fy, cx, cy) in
-pixels; depth in metres, 0 where invalid.
+Pure functions on the arrays :class:`prism_ros.core.tsdf.TsdfMap` owns: ``keys``, ``vals`` (the block hash,
+:mod:`prism_ros.core.voxel_hash`); per slot ``block_xyz`` (cap, 3) int64, ``mu``, ``var`` (cap, 512) float32 (the
+belief N(mu, var) of each voxel's signed distance, m, positive in free space), ``rgb`` (cap, 512, 3) uint8,
+``cnt`` (cap, 512) uint16, ``last_seen`` (cap,) int64 frame id.  Voxel ``l`` of a block is (l & 7, (l >> 3) & 7,
+l >> 6); voxel (ix, iy, iz) has its centre at (ix, iy, iz) x voxel size (world).  ``R_wc``, ``t_wc``: camera to
+world; ``K`` = (fx, fy, cx, cy) px; depth m, 0 invalid.
 """
 
 from __future__ import annotations
@@ -51,11 +42,8 @@ def allocate_blocks(
     prior_var,
     visible,
 ):
-    """Allocate every block within +-trunc of a depth sample and list the blocks
-    this frame touches (each once) in ``visible``.
-
-    Returns (n_blocks, n_visible, ok); ok is False when the arrays are full
-    (the caller grows them and calls again; the work already done is kept).
+    """Allocate every block within +-trunc of a depth sample and list the frame's blocks once in ``visible``:
+    (n_blocks, n_visible, ok); ok False when the arrays are full (the caller grows them and calls again).
     """
     H, W = depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
@@ -146,18 +134,12 @@ def integrate_blocks(
 ):
     """Fuse one depth frame into the listed blocks (product of Gaussians per voxel).
 
-    The observation of a voxel at camera point p is the point-to-plane signed
-    distance to the surface seen at its pixel, n . (p - x_surface) (the
-    projective distance d - z where the normal is unusable), clipped to +-trunc.
-    Its variance is sigma_z(d)^2 (or the given per-pixel depth_sigma^2) plus
-    (dist_ratio * s)^2 -- the planar / projective approximation degrades with the
-    distance to the surface -- plus the pose variance.  A clipped observation
-    (s >= trunc) only says "free space, at least about trunc from a surface": it is
-    fused as N(trunc, trunc^2) and cannot push the variance below free_var_floor.
-    ``normals`` and ``edges`` may be at a coarser pyramid level: they are read at pixel
-    (v >> aux_shift, u >> aux_shift).  Near an occlusion boundary (``edges``) the voxel may
-    be closer to the occluder than to the surface its pixel sees, so the observation
-    variance grows by max(|s|, 2 voxels)^2.
+    The observation of a voxel at camera point p is the point-to-plane distance n . (p - x_surface) to the
+    surface at its pixel (projective d - z where the normal is unusable), clipped to +-trunc.  Its variance:
+    sigma_z(d)^2 (or ``depth_sigma``^2) + (dist_ratio * s)^2 + the pose variance; near an occlusion boundary
+    (``edges``) it grows by max(|s|, 2 voxels)^2.  A clipped observation (s >= trunc) is free-space evidence,
+    fused as N(trunc, trunc^2), and cannot push the variance below free_var_floor.  ``normals`` and ``edges``
+    may be at a coarser level: read at pixel (v >> aux_shift, u >> aux_shift).
     """
     H, W = depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]

@@ -31,14 +31,10 @@ class StepOutcome(enum.Enum):
 class Control:
     """A motion increment used as a control in the dynamics (IMU or odometry).
 
-    ``T_prev_curr`` maps the current camera frame into the previous one (the camera's
-    motion since the previous filter step).  ``cov`` is its 6x6 covariance in the
-    right-perturbation convention T = T_prev_curr * Exp(xi), xi = (rho, phi),
-    translation first.  An IMU control also gives the camera twist at the current
-    frame, ``nu_curr`` = (v, w) in the current camera frame, with covariance ``nu_cov``:
-    the velocity a lost frame keeps (the IMU carries it through a short loss).  ``still``:
-    the IMU says the sensor stands still at the current frame (a zero-velocity update:
-    ``nu_curr`` is then zero and the increment has no translation).
+    ``T_prev_curr`` maps the current camera frame into the previous one; ``cov``: its 6x6 covariance, right
+    perturbation T = T_prev_curr Exp(xi), xi = (rho, phi).  An IMU control also gives ``nu_curr`` = (v, w), the
+    camera twist at the current frame (current camera frame), with ``nu_cov``; ``still``: the IMU stands still (a
+    zero-velocity update: ``nu_curr`` zero, no translation).
     """
 
     T_prev_curr: np.ndarray
@@ -50,19 +46,14 @@ class Control:
 
 @dataclass
 class StepResult:
-    """What one filter step returns.
+    """What one filter step returns (conventions: docs/design.md, "Conventions").
 
-    Conventions (see docs/design.md, "Conventions"):
-      * ``T_w_c``: 4x4 camera-to-world pose (maps camera points into the world frame).
-      * ``pose_cov``: 6x6 covariance of xi in T = T_w_c * Exp(xi), xi = (rho, phi)
-        (right / body perturbation, translation first).  Convert to a ROS
-        PoseWithCovariance (parent frame, x y z roll pitch yaw) with
-        :func:`prism_ros.core.se3.cov_body_to_world`.
-      * ``velocity``: (vx, vy, vz, wx, wy, wz) in the camera (body) frame, m/s and rad/s.
-      * ``velocity_cov``: its 6x6 covariance (same order, body frame, as ROS twists).
-      * ``outcome``: a :class:`StepOutcome`; ``tracking_ok`` is ``outcome.tracked``
-        (the frame was fused exactly then).
-      * ``status``: human-readable text, the outcome's value and the reason (for logs).
+    * ``T_w_c``: 4x4 camera-to-world pose; ``pose_cov``: 6x6 covariance of xi in T = T_w_c Exp(xi), xi = (rho, phi)
+      (right perturbation; to ROS with :func:`prism_ros.core.se3.cov_body_to_world`).
+    * ``velocity``: (vx, vy, vz, wx, wy, wz) in the camera (body) frame, m/s and rad/s; ``velocity_cov``: its 6x6
+      covariance (same order and frame, as ROS twists).
+    * ``outcome``: a :class:`StepOutcome`; ``tracking_ok`` is ``outcome.tracked`` (the frame was fused exactly then);
+      ``status``: human-readable outcome and reason (for logs).
     """
 
     stamp: float

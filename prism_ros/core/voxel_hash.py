@@ -1,20 +1,11 @@
-"""The sparse voxel-block hash shared by the TSDF map and the free-space layer.
+"""The sparse voxel-block hash shared by the TSDF map and the free-space layer (pure Numba kernels).
 
-Space is cut into cubic blocks of ``BLOCK`` = 8 voxels a side; a voxel of integer index
-(ix, iy, iz) (its centre at index times the voxel size) lies in block
-(ix >> BLOCK_SHIFT, iy >> BLOCK_SHIFT, iz >> BLOCK_SHIFT), at position
-(ix & BLOCK_MASK) + BLOCK ((iy & BLOCK_MASK) + BLOCK (iz & BLOCK_MASK)) within it.
-
-A layer stores its blocks in dense arrays indexed by *slot* (0 .. n_blocks - 1, in
-allocation order) and finds a block's slot through an open-addressing hash table with
-linear probing: ``keys`` (int64, -1 = empty) holds the packed block coordinates
-(:func:`pack_key`, each coordinate within +-2^20 blocks), ``vals`` (int32) the slot.  The
-table's length is a power of two at least twice the slot capacity plus two
-(:func:`new_table`), and a layer keeps it at most half full, so probing always ends.
-Slots are never freed one by one: a layer that drops blocks rebuilds the table from the
-blocks it keeps (:func:`rebuild_hash`).
-
-All kernels are pure Numba functions on these arrays.
+Blocks are ``BLOCK`` = 8 voxels a side: voxel (ix, iy, iz) (centre at index times the voxel size) lies in
+block (ix >> BLOCK_SHIFT, ...) at position (ix & BLOCK_MASK) + BLOCK ((iy & BLOCK_MASK) + BLOCK (iz &
+BLOCK_MASK)).  A layer stores its blocks in dense arrays by *slot* (allocation order) and finds a slot
+through an open-addressing, linear-probing table: ``keys`` (int64, -1 empty; :func:`pack_key`, each
+coordinate within +-2^20 blocks) and ``vals`` (int32 slot).  The table (:func:`new_table`) is kept at most
+half full; slots are never freed one by one (a layer that drops blocks calls :func:`rebuild_hash`).
 """
 
 from __future__ import annotations

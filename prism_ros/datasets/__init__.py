@@ -2,24 +2,16 @@
 
 ``open_dataset(path, start=0, frames=None, **kw)`` picks the reader:
 
-* a named sequence (``"synthetic"`` or ``"synthetic:<n_frames>"``, see :func:`register_sequence`):
-  ``prism_ros.sim.synthetic.SyntheticSequence``
-  (``kw`` go to its constructor, e.g. ``width=640, height=480, seed=1``).  Plain
-  ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None), at
-  640x480 unless ``width``/``height`` are given (or ``"synthetic:<n>@<w>x<h>"``);
-  ``start``/``frames`` then select a window, frame i being at (start + i) / fps;
-  ``",seed=<s>"`` and ``",clean"`` may follow, so the name a sequence prints
-  (``synthetic:150@640x480,seed=3``) opens that sequence again;
-* a folder recognised by one of the entries of :data:`DETECTORS`, tried in order
-  (TUM RGB-D: ``rgb.txt`` + ``depth.txt``; 7-Scenes: ``frame-XXXXXX.depth.png``;
-  EuRoC ASL folders; EuRoC ROS 1 ``.bag`` files, which need ``calib=<ASL folder>``).
+* a named sequence (:func:`register_sequence`; ``"synthetic"`` comes from ``prism_ros.sim.synthetic`` through an entry
+  point, ``kw`` going to its constructor): ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None)
+  at 640x480; ``"synthetic:<n>@<w>x<h>"`` with ``",seed=<s>"`` and ``",clean"`` suffixes (the name a sequence prints
+  opens it again); ``start``/``frames`` select a window, frame i at (start + i) / fps;
+* a folder accepted by one of :data:`DETECTORS`, tried in order (TUM RGB-D: ``rgb.txt`` + ``depth.txt``;
+  7-Scenes: ``frame-XXXXXX.depth.png``; EuRoC ASL folders; EuRoC ROS 1 ``.bag`` files with
+  ``calib=<ASL folder>``).  New formats: :func:`register_dataset`; ``cls(path, start=, frames=, **kw)``.
 
-New formats register with :func:`register_dataset` or by appending
-``(name, detect_fn, cls)`` to :data:`DETECTORS`; ``cls(path, start=, frames=, **kw)``.
-
-Every reader implements the :class:`Dataset` protocol (``name``, ``camera``, frames,
-``stamps()``, ``gt_poses()``); what else it can do (a body frame, an IMU, stereo, an
-exact SDF...) it declares through the protocols of :mod:`prism_ros.datasets.capabilities`.
+Every reader implements the :class:`Dataset` protocol (``name``, ``camera``, frames, ``stamps()``,
+``gt_poses()``) and declares more through :mod:`prism_ros.datasets.capabilities`.
 """
 
 from __future__ import annotations

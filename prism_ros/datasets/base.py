@@ -1,15 +1,10 @@
-"""Common types of the dataset layer: :class:`Frame`, the :class:`Dataset` protocol,
-:class:`FrameLoadError` and small shared helpers (image loading, slicing).
+"""Common types of the dataset layer: :class:`Frame`, the :class:`Dataset` protocol, :class:`FrameLoadError`
+and shared helpers (image loading, slicing).
 
-Conventions
------------
-* ``rgb``: HxWx3 uint8 in RGB order.
-* ``depth``: HxW float32 in metres along the optical axis (z of the REP-103
-  optical frame: z forward, x right, y down); 0 marks an invalid pixel, never NaN.
-* ``T_w_c_gt``: 4x4 float64 camera-to-world pose (p_w = T_w_c p_c) of the optical
-  frame, or None where the source has no ground truth for that frame.
-* ``index``: 0-based position in the dataset *after* ``start`` was applied.
-* ``stamp``: seconds; each reader documents its time origin.
+* ``rgb``: HxWx3 uint8, RGB order; ``depth``: HxW float32 m along the optical axis (REP-103 optical frame),
+  0 invalid, never NaN;
+* ``T_w_c_gt``: 4x4 float64 camera-to-world pose of the optical frame, or None without ground truth;
+* ``index``: 0-based position *after* ``start``; ``stamp``: seconds (each reader documents its origin).
 """
 
 from __future__ import annotations
@@ -59,14 +54,11 @@ class Dataset(Protocol):
 
 
 class FrameLoadError(RuntimeError):
-    """A frame's image file is missing, corrupt or truncated, or has the wrong size.
+    """A frame's image file is missing, corrupt or truncated, or has the wrong size; or a stereo pair gives no
+    depth (:func:`prism_ros.core.stereo.check_stereo_pair`).  The offline runner and the player skip the frame.
 
-    Also raised for a stereo pair that gives no depth (an image missing, black or
-    saturated: :func:`prism_ros.core.stereo.check_stereo_pair`).  The offline runner
-    catches this, warns and skips the frame; the player skips it too.  Attributes:
-    ``index`` (dataset index after start), ``path`` (the offending file), ``reason``
-    (a short human-readable cause) and ``kind`` (what went wrong, for counting and
-    throttling: "load" by default, the stereo checks' codes ``missing_left``,
+    Attributes: ``index`` (dataset index after start), ``path`` (the offending file), ``reason`` (short,
+    human-readable) and ``kind`` ("load" by default, or the stereo checks' ``missing_left``,
     ``missing_right``, ``size``, ``black``, ``saturated``).
     """
 
@@ -82,15 +74,11 @@ class FrameLoadError(RuntimeError):
 
 
 class DatasetBase:
-    """Shared behaviour of the readers: iteration, bounds checks, stamps/gt arrays.
+    """Shared behaviour of the readers: iteration, bounds checks, stamps / ground-truth arrays.
 
-    Subclasses set ``name``, ``camera``, ``_stamps`` ((N,) float64) and ``_gt``
-    (list of 4x4 arrays or None per frame, or None for no ground truth at all),
-    and implement ``_load(i) -> Frame`` for an already bounds-checked ``i``.
-
-    Every reader implements :class:`~prism_ros.datasets.capabilities.HasConfigHints` (none by
-    default) and :class:`~prism_ros.datasets.capabilities.HasStampOrigin` (its own clock by
-    default).
+    Subclasses set ``name``, ``camera``, ``_stamps`` ((N,) float64) and ``_gt`` (a 4x4 or None per frame, or None)
+    and implement ``_load(i) -> Frame`` for a bounds-checked ``i``.  Every reader implements ``HasConfigHints``
+    (none by default) and ``HasStampOrigin`` (its own clock by default).
     """
 
     name: str = "dataset"
@@ -222,11 +210,8 @@ def image_size(path: str) -> Optional[Tuple[int, int]]:
 
 
 def check_pose(T, tol: float = 1e-2) -> Optional[np.ndarray]:
-    """4x4 float64 rigid transform, or None if ``T`` is not finite / not nearly rigid.
-
-    The rotation block is projected onto SO(3) (SVD) when it is within ``tol`` of
-    orthonormal: recorded poses (e.g. 7-Scenes, ~3e-4 off) are then exactly rigid,
-    which the SE(3) maths downstream expects.  The change is far below their accuracy.
+    """4x4 float64 rigid transform, or None if ``T`` is not finite / not nearly rigid; a rotation within ``tol`` of
+    orthonormal is projected onto SO(3), as the SE(3) maths downstream expects.
     """
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):

@@ -1,10 +1,8 @@
 """What a dataset can do beyond the :class:`~prism_ros.datasets.base.Dataset` protocol.
 
-Each capability is a small runtime-checkable :class:`typing.Protocol`.  A reader declares
-one by defining its members (its class docstring lists which it implements); tools ask
-with ``isinstance(ds, HasX)`` and then use the members directly.  A wrapper (e.g.
-:class:`~prism_ros.datasets.stride.StridedDataset`) implements those of its base that it
-can keep true.
+Each capability is a runtime-checkable :class:`typing.Protocol`: a reader declares one by defining its members, tools
+ask ``isinstance(ds, HasX)``; a wrapper (e.g. :class:`~prism_ros.datasets.stride.StridedDataset`) keeps those of its
+base that stay true.
 
 =====================  =================================================  ==========================
 capability             members                                            readers

@@ -7,42 +7,26 @@ Layout (``path`` is the sequence folder holding ``mav0/``, or ``mav0`` itself)::
     mav0/imu0/data.csv, sensor.yaml                  IMU (ns, w xyz, a xyz), noise densities
     mav0/state_groundtruth_estimate0/data.csv        ground truth (ns, p xyz, q wxyz, ...), body frame
 
-* Frames are the stereo pairs with identical cam0/cam1 stamps (:attr:`frame_ns`: the
-  integer nanoseconds; ``stamps()`` in seconds).  Each frame is rectified
-  (:mod:`prism_ros.core.stereo`), its depth comes from StereoSGBM with a left-right check
-  over the disparities that reach ``depth_min_m`` (0.3 m: 160 px;
-  :func:`prism_ros.core.stereo.disparities_for_depth`), at half resolution
-  (``stereo_downscale=2``, the default; 1: full resolution; ``stereo_matcher="bm"``: StereoBM
-  at half resolution, see :data:`prism_ros.core.stereo.BM_BLOCK_SIZE`),
-  ``depth_sigma`` = z^2 sigma_d / (f b) from the disparity noise ``sigma_d``
-  (default :data:`STEREO_SIGMA_D_PX`), and ``rgb`` repeats the rectified grey left image
-  in three channels.
-* Bad pairs raise :class:`~prism_ros.datasets.base.FrameLoadError` (the offline runner
-  and the player skip the frame) naming the frame, the camera and the problem, with
-  ``kind`` the code of :func:`prism_ros.core.stereo.check_stereo_pair`: an image
-  missing or unreadable (``missing_left`` / ``missing_right``), of the wrong size
-  (``size``), black or saturated (``black`` / ``saturated``: the matcher would return
-  no depth, or some wrong depth, for them; thresholds in :mod:`prism_ros.core.stereo`).
-  Stamps in only one camera's ``data.csv`` are not frames (only identical stamps pair).
-* Poses (``T_w_c_gt``) are those of the RECTIFIED LEFT camera:
-  ``T_w_c = T_w_B T_B_rect``.  :attr:`T_body_cam` (= T_B_rect) turns any camera
-  trajectory back into the body frame: ``T_w_B = T_w_c T_body_cam^-1``
-  (:meth:`to_body`); :meth:`gt_body_poses` gives the body-frame ground truth.
-* Ground truth, first found of: ``gt_path=`` (a TUM file ``t tx ty tz qx qy qz qw``
-  or an ASL ``data.csv``); ``mav0/state_groundtruth_estimate0/data.csv``; a TUM
-  ``*.txt`` in a ``groundtruth*`` folder next to ``mav0`` (the one covering the most
-  frames).  ``gt_path=False`` disables ground truth.  It is interpolated at the
-  frame stamps (within ``gt_max_difference``, 0.02 s).  ``require_gt=False``
-  (default) keeps frames without ground truth (``T_w_c_gt=None``).
-* IMU: :attr:`imu` (``mav0/imu0/data.csv``), :attr:`imu_ns` (its exact stamps),
-  :attr:`imu_noise` and :attr:`T_imu_cam` (``imu0/sensor.yaml``).
-  :meth:`control_between` (i_prev, i, filter_state) integrates the IMU between
-  two frames into a :class:`prism_ros.core.types.Control` for the filter; gravity and
-  the gyro bias are estimated from the first second around frame 0 (static start)
-  at the first call.  ``use_imu=False`` disables it (constant-velocity fallback).
+* Frames are the stereo pairs with identical cam0/cam1 stamps (:attr:`frame_ns`, int ns; ``stamps()``
+  in s).  Each is rectified (:mod:`prism_ros.core.stereo`); depth from StereoSGBM with a left-right check
+  over the disparities that reach ``depth_min_m``, at ``stereo_downscale=2`` by default (1: full
+  resolution; ``stereo_matcher="bm"``: StereoBM); ``depth_sigma`` = z^2 sigma_d / (f b) (default sigma_d:
+  :data:`STEREO_SIGMA_D_PX`); ``rgb`` repeats the rectified grey left image in three channels.
+* Bad pairs raise :class:`~prism_ros.datasets.base.FrameLoadError` naming the frame, the camera and the
+  problem, ``kind`` a code of :func:`prism_ros.core.stereo.check_stereo_pair` (``missing_left`` /
+  ``missing_right``, ``size``, ``black`` / ``saturated``).
+* Poses (``T_w_c_gt``) are those of the RECTIFIED LEFT camera, ``T_w_c = T_w_B T_B_rect``; :attr:`T_body_cam` (=
+  T_B_rect) maps back: ``T_w_B = T_w_c T_body_cam^-1`` (:meth:`to_body`, :meth:`gt_body_poses`).
+* Ground truth, first found of: ``gt_path=`` (TUM ``t tx ty tz qx qy qz qw`` or ASL ``data.csv``);
+  ``mav0/state_groundtruth_estimate0/data.csv``; a TUM ``*.txt`` in a ``groundtruth*`` folder next to
+  ``mav0`` (the one covering most frames).  ``gt_path=False`` disables it.  Interpolated at the frame
+  stamps (within ``gt_max_difference``, 0.02 s); ``require_gt=False`` (default) keeps frames without it.
+* IMU: :attr:`imu`, :attr:`imu_ns`, :attr:`imu_noise`, :attr:`T_imu_cam` (``imu0/``). :meth:`control_between` integrates
+  it between two frames into a :class:`prism_ros.core.types.Control`, aligning gravity and the gyro bias at the first
+  call (static start).  ``use_imu=False``: no controls (constant velocity).
 
-Capabilities (:mod:`prism_ros.datasets.capabilities`): config hints, body frame, controls,
-IMU, stereo, exact frame stamps.
+Capabilities (:mod:`prism_ros.datasets.capabilities`): config hints, body frame, controls, IMU, stereo,
+exact frame stamps.
 """
 
 from __future__ import annotations
@@ -102,11 +86,9 @@ def read_gt_file(path):
     return a[:, 0], a[:, 1:4], a[:, 4:8]
 
 
-#: disparity noise sigma_d (full-resolution px) of StereoRectifier per (matcher, downscale),
-#: the default of ``sigma_d``: the sigma for which 2 sigma_z covers 95.4 % of the errors.
-#: ("sgbm", 2) fitted on real images (the first 100 pairs of euroc_MH01_easy_slice, two-view
-#: check at the ground-truth poses, docs/euroc-real.md); ("bm", 2) and ("sgbm", 1) fitted on
-#: the simulated V1_02 flight, seed 0 (``prism-ros stereo-eval``).
+#: disparity noise sigma_d (full-resolution px) of StereoRectifier per (matcher, downscale), the default of
+#: ``sigma_d`` (2 sigma_z covers 95.4 % of the errors).  ("sgbm", 2) fitted on the real MH_01 slice (two-view
+#: check, docs/euroc-real.md); the others on the simulated V1_02 flight (``prism-ros stereo-eval``).
 STEREO_SIGMA_D_PX = {("bm", 2): 0.25, ("sgbm", 2): 0.58, ("sgbm", 1): 0.27}
 
 
@@ -117,11 +99,8 @@ def stereo_sigma_d(downscale: int = 2, matcher: Optional[str] = None) -> float:
 
 
 class EurocDataset(DatasetBase):
-    """A EuRoC ASL folder (module docstring).
-
-    Declared attributes: ``root`` (the sequence folder), ``mav0`` (the folder holding
-    cam0/, cam1/, imu0/ and their sensor.yaml), :attr:`frame_ns`, ``stereo``,
-    ``T_body_cam``, ``imu``, ``imu_ns``, ``imu_noise``, ``T_imu_cam``, ``gt_source``.
+    """A EuRoC ASL folder (module docstring).  Attributes: ``root`` (the sequence folder), ``mav0``, :attr:`frame_ns`,
+    ``stereo``, ``T_body_cam``, ``imu``, ``imu_ns``, ``imu_noise``, ``T_imu_cam``, ``gt_source``.
     """
 
     config_hints = {
@@ -371,11 +350,9 @@ class EurocDataset(DatasetBase):
         return self._integrator
 
     def control_between(self, i_prev: int, i: int, state):
-        """IMU control from frame ``i_prev`` to ``i`` given the filter's state at ``i_prev`` (or None).
-
-        ``state`` needs ``T_w_c``, ``nu`` and optionally ``P`` and ``Sigma`` (a
-        :class:`prism_ros.core.dynamics.MotionState`).  The first call aligns gravity
-        with the filter's world from the static window at the start.
+        """IMU control from frame ``i_prev`` to ``i`` given the filter's state at ``i_prev`` (a
+        :class:`prism_ros.core.dynamics.MotionState`: ``T_w_c``, ``nu``, optionally ``P``, ``Sigma``), or None; the
+        first call aligns gravity with the filter's world from the static window at the start.
         """
         integ = self.integrator()
         if integ is None or state is None:

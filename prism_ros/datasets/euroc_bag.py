@@ -1,20 +1,11 @@
 """EuRoC MAV sequences as ROS 1 bags (the ``V1_01_easy.bag`` downloads), read with ``rosbags``.
 
-A EuRoC bag holds ``/cam0/image_raw`` and ``/cam1/image_raw`` (sensor_msgs/Image,
-mono8 752x480, 20 Hz) and ``/imu0`` (sensor_msgs/Imu, 200 Hz), but no calibration:
-``calib=`` names a EuRoC ASL folder (or its ``mav0``) holding ``cam0/sensor.yaml``,
-``cam1/sensor.yaml`` and ``imu0/sensor.yaml`` (the CLI's ``--calib``).
-
-Everything else is :class:`~prism_ros.datasets.euroc.EurocDataset`'s: frames are the
-cam0/cam1 pairs with the same header stamp (or the nearest within ``pair_tolerance_s``,
-1 ms; the frame takes the left stamp), rectified, with stereo depth and ``depth_sigma``;
-the IMU samples come from ``/imu0`` (header stamps) into the same arrays as the folder
-reader's, for :meth:`control_between`.  Ground truth only from ``gt_path=`` (a TUM
-file or an ASL ``data.csv``); none by default.
-
-Opening reads the bag once to index the image messages (header stamps and record
-times; images are not decoded) and the IMU; frames are then read lazily, cheaply
-in sequence (one iterator is kept), with a re-seek for random access.
+A EuRoC bag holds ``/cam0/image_raw`` and ``/cam1/image_raw`` (mono8 752x480, 20 Hz) and ``/imu0`` (200 Hz) but no
+calibration: ``calib=`` (the CLI's ``--calib``) names a EuRoC ASL folder (or its ``mav0``) with ``cam0/``, ``cam1/`` and
+``imu0/sensor.yaml``.  Otherwise as :class:`~prism_ros.datasets.euroc.EurocDataset`: frames are the cam0/cam1 pairs with
+the same header stamp (or the nearest within ``pair_tolerance_s``; the frame takes the left stamp); IMU from ``/imu0``
+header stamps; ground truth only from ``gt_path=``.  Opening indexes the bag once (no image decoding); frames are read
+lazily, cheaply in sequence, with a re-seek for random access.
 """
 
 from __future__ import annotations

@@ -85,10 +85,8 @@ def _matrix(doc: dict, key: str, path) -> np.ndarray:
 
 
 def read_euroc_sensor_yaml(path) -> dict:
-    """Parse an EuRoC/ASL ``sensor.yaml`` (camera or IMU) into a dict.
-
-    Camera: ``{"type": "camera", "calib": CameraCalib, "rate_hz": ...}``.
-    IMU: ``{"type": "imu", "T_BS": 4x4, "rate_hz", "gyroscope_noise_density", ...}``.
+    """An EuRoC/ASL ``sensor.yaml`` as a dict: camera ``{"type": "camera", "calib": CameraCalib, "rate_hz": ...}``,
+    IMU ``{"type": "imu", "T_BS": 4x4, "rate_hz", "gyroscope_noise_density", ...}``.
     """
     doc = _load_yaml(path)
     kind = str(doc.get("sensor_type", "")).lower()

@@ -7,17 +7,11 @@ Layout of one sequence folder (e.g. ``redkitchen/seq-01``)::
     frame-000000.pose.txt                 4x4 camera-to-world, metres
     camera-intrinsics.txt                 optional 3x3 K (else fx = fy = 585, cx = 320, cy = 240)
 
-Timing: 7-Scenes has no timestamps; it was recorded at 30 Hz, so the stamp of a
-frame is ``(frame_number - first_frame_number) / 30`` seconds, counted from the
-first frame present in the folder (``start`` does not move the origin: with
-``start=10`` the first stamp is 10/30 s).  ``start``/``frames`` count frames
-present in the folder, starting at the first one, whatever its number.
-
-A pose file that is missing or not a finite rigid transform gives
-``T_w_c_gt = None`` for that frame (and :meth:`gt_poses` then returns None).
-Rotations are projected onto SO(3) (the files are ~3e-4 off orthonormal).
-Colour and depth come from different sensors and are not registered; the reader
-does not try to fix that.
+* Stamps: none are recorded; frame stamp = ``(frame_number - first_frame_number) / 30`` s from the first
+  frame present (``start`` does not move the origin).  ``start``/``frames`` count frames present.
+* A pose file that is missing or not a finite rigid transform gives ``T_w_c_gt = None`` (rotations are
+  projected onto SO(3)).
+* Colour and depth come from different sensors and are not registered; the reader does not fix that.
 """
 
 from __future__ import annotations
@@ -83,12 +77,9 @@ def _read_intrinsics(path: Path):
 
 
 class SevenScenesDataset(DatasetBase):
-    """Lazily loaded 7-Scenes sequence folder.
-
-    Parameters: ``path`` to the folder; ``start``/``frames`` select a window of the
-    frames present; ``camera`` overrides the intrinsics; ``depth_scale`` converts
-    raw depth units to metres (1000: millimetres).  Capabilities: config hints (no
-    photometric term); its stamps are made up at 30 Hz (``has_timestamps`` False).
+    """Lazily loaded 7-Scenes sequence folder: ``start``/``frames`` select frames present; ``camera`` overrides the
+    intrinsics; ``depth_scale`` converts raw depth to m (1000: mm).  Config hints: no photometric term; stamps
+    made up at 30 Hz (``has_timestamps`` False).
     """
 
     config_hints = {"use_photometric": False}

@@ -15,12 +15,10 @@ __all__ = ["StridedDataset"]
 class StridedDataset:
     """Frames 0, k, 2k, ... of ``base`` re-indexed 0, 1, 2, ...
 
-    Frame ``index`` is the view's index; ``stamps``, ``gt_pose(s)`` and ``gt_twists`` are the
-    base's at the selected frames, and ``control_between(i_prev, i, state)`` (IMU increments)
-    maps back to the base indices, so the control spans the whole skipped interval.  The
-    view has the base's ``camera`` and those of its capabilities
-    (:mod:`prism_ros.datasets.capabilities`) that do not depend on the frame list: config
-    hints, stamp origin, body frame, exact SDF; plus controls and ground-truth twists, mapped.
+    ``stamps``, ``gt_pose(s)``, ``gt_twists`` are the base's at the selected frames; ``control_between`` maps back
+    to the base indices (the control spans the skipped interval).  The view keeps the base's ``camera`` and the
+    capabilities that do not depend on the frame list (config hints, stamp origin, body frame, exact SDF) plus
+    controls and ground-truth twists, mapped.
     """
 
     def __init__(self, base, stride: int):

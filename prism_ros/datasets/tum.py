@@ -6,20 +6,12 @@ Layout::
     depth.txt        same, for the 16-bit depth PNGs (value / 5000 = metres, 0 invalid)
     groundtruth.txt  "timestamp tx ty tz qx qy qz qw" (camera-to-world, optional)
 
-* Colour and depth are paired one-to-one like TUM's ``associate.py``: all pairs
-  closer than ``max_difference`` (0.02 s) are sorted by time difference and taken
-  greedily; unpaired images are dropped.  Frames are in colour-stamp order and
-  the frame stamp is the colour stamp.
-* Ground truth is interpolated at the colour stamp: linear in translation, slerp
-  in rotation, between the two bracketing samples.  It is used only when the
-  nearer of them is within ``max_difference``; a stamp outside the ground-truth
-  time span but within ``max_difference`` of its end takes the end sample.  When a
-  ground-truth file exists, frames without ground truth are dropped
-  (``require_gt=True``, the default) or kept with ``T_w_c_gt = None``
-  (``require_gt=False``).  Without the file every frame has ``T_w_c_gt = None``.
-* Intrinsics follow the folder name (``freiburg1``/``fr1``, ``freiburg2``,
-  ``freiburg3``; default 525/525/319.5/239.5) and can be overridden with
-  ``camera=``.  The images are used as recorded (no undistortion).
+* Colour and depth pair one-to-one as TUM's ``associate.py`` (:func:`associate`, ``max_difference``
+  0.02 s); unpaired images are dropped; frames in colour-stamp order, stamped with the colour stamp.
+* Ground truth is interpolated at the colour stamp (:func:`interpolate_poses`).  With a ground-truth file,
+  frames without it are dropped (``require_gt=True``, default) or kept with ``T_w_c_gt = None``.
+* Intrinsics follow the folder name (``freiburg1``/``fr1``, ``freiburg2``, ``freiburg3``; default
+  525/525/319.5/239.5), ``camera=`` overrides; the images are used as recorded (no undistortion).
 """
 
 from __future__ import annotations
@@ -72,10 +64,7 @@ def tum_intrinsics(path, width: int = 640, height: int = 480) -> Camera:
 
 
 def read_file_list(path) -> List[Tuple[float, List[str]]]:
-    """Parse a TUM list file: [(stamp, [fields...])], comments and blank lines skipped.
-
-    Commas are accepted as separators too (as in TUM's associate.py).
-    """
+    """Parse a TUM list file: [(stamp, [fields...])]; comments and blank lines skipped, commas accepted."""
     out = []
     for ln, line in data_lines(path):
         parts = line.replace(",", " ").split()
@@ -88,10 +77,8 @@ def read_file_list(path) -> List[Tuple[float, List[str]]]:
 
 
 def associate(a: Sequence[float], b: Sequence[float], max_difference: float = 0.02, offset: float = 0.0):
-    """One-to-one association of two stamp lists (TUM associate.py logic).
-
-    Returns a list of index pairs (ia, ib), sorted by a's stamp: candidate pairs with
-    |a - (b + offset)| < max_difference, taken greedily by increasing difference.
+    """One-to-one association of two stamp lists (TUM associate.py): index pairs (ia, ib) sorted by a's stamp,
+    candidates |a - (b + offset)| < max_difference taken greedily by increasing difference.
     """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64) + offset
@@ -120,12 +107,9 @@ def associate(a: Sequence[float], b: Sequence[float], max_difference: float = 0.
 def interpolate_poses(
     gt_t: np.ndarray, gt_xyz: np.ndarray, gt_quat_xyzw: np.ndarray, query: np.ndarray, max_difference: float = 0.02
 ):
-    """Interpolate TUM ground truth at ``query`` stamps.
-
-    Linear translation, slerp rotation between the bracketing samples; a query is
-    served only if the nearer bracketing sample is within ``max_difference`` (a
-    query outside the span but that close to an end takes the end sample).
-    Returns a list of 4x4 arrays or None per query.
+    """TUM ground truth at ``query`` stamps (a 4x4 or None each): linear translation and slerp between the
+    bracketing samples, served only when the nearer one is within ``max_difference`` (a query that close
+    outside the span takes the end sample).
     """
     from scipy.spatial.transform import Rotation
 
@@ -243,10 +227,9 @@ def write_tum_folder(
 ) -> Path:
     """Write frames (iterable of :class:`Frame`) as a TUM folder (rgb/, depth/, lists).
 
-    Colour is stamped with ``frame.stamp``, depth with ``frame.stamp + depth_stamp_offset``.
-    Ground truth is written from ``gt_stamps``/``gt_poses`` ((M,), (M,4,4)) when given,
-    else from the frames' own ``T_w_c_gt`` (frames without one are skipped).  Useful
-    for tests and for exporting the synthetic sequence to other tools.
+    Colour is stamped with ``frame.stamp``, depth with ``frame.stamp + depth_stamp_offset``.  Ground truth
+    from ``gt_stamps``/``gt_poses`` ((M,), (M,4,4)) when given, else from the frames' ``T_w_c_gt`` (frames
+    without one are skipped).
     """
     from PIL import Image
     from scipy.spatial.transform import Rotation

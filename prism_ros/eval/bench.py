@@ -5,37 +5,18 @@
     prism-ros bench PATH [--frames N] [--start K] [--config YAML] [--set NAME=VALUE ...]
                          [--peer open3d] [--json OUT] [--no-progress]
 
-Each system runs in a **child process of its own** (``python -m
-prism_ros.eval.bench --worker prism|open3d SPEC RESULT``) so that its peak
-resident set size (``ru_maxrss`` of the child, read after its run: Numba
-compilation, the map and all frames) is its own and not the parent's, nor the
-other system's.  Both children read the same frames through the same
-:func:`prism_ros.datasets.open_dataset` reader and start at the ground-truth pose
-of the first frame.
+Each system runs in a child process of its own
+(``python -m prism_ros.eval.bench --worker prism|open3d SPEC RESULT``, :mod:`prism_ros.eval.bench_worker`) so that its
+peak RSS is its own; both read the same frames through :func:`prism_ros.datasets.open_dataset` and start at the first
+frame's ground-truth pose.
 
-Figures (per system, also written with ``--json``):
+Figures per system (also written with ``--json``): ``fps`` (frames / summed wall time of the per-frame SLAM calls,
+loading excluded), ``fps_total`` (frames / wall clock of the frame loop from the first step, loading included),
+``cpu_ms_per_frame``, ``cpu_cores_used``, ``cpu_steal_fraction`` (:class:`prism_ros.stats.CpuMeter`), per-stage median
+and p95 ms, ``peak_rss_mb`` (the child's ``ru_maxrss``, MiB) and ``ate_rmse_m`` (SE(3)-aligned).  ``--peer open3d`` adds
+Open3D's tensor dense SLAM (:mod:`prism_ros.eval.peers.open3d_peer`) and the ratios.  Definitions: docs/benchmarks.md.
 
-* ``fps``: frames / the summed wall time of the per-frame SLAM calls
-  (``PrismFilter.step``; for Open3D ``track_frame_to_model`` + ``integrate`` +
-  ``synthesize_model_frame``), image loading excluded;
-* ``fps_total``: frames / wall clock of the whole frame loop, loading included,
-  from the first step on (the first frame's loading and the set-up, Numba
-  warm-up included, are excluded, as in ``metrics.json`` of ``prism-ros run``).
-  PRISM's loop (:func:`prism_ros.pipeline.run_dataset`) loads two frames ahead in a
-  background thread, as ``prism-ros run`` does; the peer loads in its loop;
-* ``cpu_ms_per_frame`` (user + system CPU of the child over the same loop, all threads),
-  ``cpu_cores_used``, ``cpu_steal_fraction`` (:class:`prism_ros.stats.CpuMeter`): on a
-  shared virtual machine the FPS fall while the hypervisor runs other guests, the CPU
-  time per frame does not;
-* per-stage median and p95 milliseconds (``StepResult.timings_ms`` for PRISM);
-* ``peak_rss_mb``: the child's peak RSS in MiB (``ru_maxrss``);
-* ``ate_rmse_m``: ATE RMSE after SE(3) (Umeyama) alignment, like ``evo_ape -a``.
-
-``--peer open3d`` runs Open3D's tensor dense SLAM (:mod:`prism_ros.eval.peers.open3d_peer`)
-and prints the ratios; without the optional ``peer`` extra it exits with code 2.
-The workers' side (what a child records) is :mod:`prism_ros.eval.bench_worker`.
-
-Exit codes: 0 success, 1 a child failed, 2 bad arguments or a missing peer.
+Exit codes: 0 success, 1 a child failed, 2 bad arguments or a missing peer (the optional ``peer`` extra).
 """
 
 from __future__ import annotations

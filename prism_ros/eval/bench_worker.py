@@ -1,10 +1,8 @@
-"""The worker side of ``prism-ros bench``: what a child process records while it runs one
-system over the frames, and the PRISM worker.
+"""The worker side of ``prism-ros bench``: what a child process records over the frames, and the PRISM worker.
 
-A worker gets a spec (``path``, ``start``, ``frames``, ``config_path``, ``progress``,
-optionally ``peer_params``) and returns the result dict of :meth:`WorkerRun.result`, whose
-figures :mod:`prism_ros.eval.bench` documents.  Peers' workers live in
-:mod:`prism_ros.eval.peers`.
+A worker takes a spec (``path``, ``start``, ``frames``, ``config_path``, ``progress``, optionally
+``peer_params``) and returns :meth:`WorkerRun.result` (figures: :mod:`prism_ros.eval.bench`); peers' workers
+live in :mod:`prism_ros.eval.peers`.
 """
 
 from __future__ import annotations
@@ -86,11 +84,9 @@ def _accuracy(T_est: List[np.ndarray], T_gt: List[Optional[np.ndarray]]) -> Dict
 
 
 class WorkerRun:
-    """What a worker records while it runs a system over the frames, and the result dict.
-
-    ``setup_done()`` after the first frame's setup (kernel warm-up, model allocation: off
-    the clock), then per frame ``loaded(t0, t1)`` and ``stepped(...)``; ``skip(i)`` for
-    frames that could not be used."""
+    """What a worker records over the frames, and the result dict: ``setup_done()`` after the first frame's set-up
+    (off the clock), then per frame ``loaded(t0, t1)`` and ``stepped(...)``; ``skip(i)`` for unusable frames.
+    """
 
     def __init__(self, name: str, n_total: int, progress: bool):
         self.name = name

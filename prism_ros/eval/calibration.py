@@ -1,40 +1,18 @@
 """Calibration of the filter's pose and velocity covariances against ground truth (offline).
 
-The contract of ``covariances.npz`` (written by the runner, read by this module)
--------------------------------------------------------------------------------
-* ``pose_cov[t]`` is the covariance of the **step from frame t-1 to t**: the pose
-  of frame t is tracked against the map, which already holds frame t-1, so the
-  filter's posterior ``Sigma_t`` is (to first order) the uncertainty of
-  ``dT_t = T_{t-1}^-1 T_t`` given the map.  Right perturbation
-  ``dT = dT_hat Exp(e_t)``, camera (body) frame, ``e = (rho, phi)``.
-* The covariance of the k-frame relative motion ``dT = T_{t-k}^-1 T_t`` compounds
-  the steps to first order:  with ``D_j = T_{j-1}^-1 T_j`` and
-  ``R_j = T_j^-1 T_t`` (the estimated motion after step j up to t),
-  ``D_{t-k+1} Exp(e_{t-k+1}) ... D_t Exp(e_t) = dT_hat Exp(sum_j Ad(R_j^-1) e_j)``
-  (moving each ``Exp(e_j)`` to the right end through ``R_j``), so with independent
-  steps ``C_k(t) = sum_{j=t-k+1..t} Ad(R_j^-1) C_j Ad(R_j^-1)^T``.
+Contract of ``covariances.npz`` (written by the runner, read here): ``pose_cov[t]`` is the covariance of
+the step ``dT_t = T_{t-1}^-1 T_t`` given the map (right perturbation ``dT = dT_hat Exp(e_t)``, camera
+frame, ``e = (rho, phi)``).  A k-frame motion compounds the steps to first order:
+``C_k(t) = sum_{j=t-k+1..t} Ad(R_j^-1) C_j Ad(R_j^-1)^T`` with ``R_j = T_j^-1 T_t``.
 
-Figures (per lag k)
--------------------
-``xi = Log(dT_gt^-1 dT_est)`` for every t >= k whose k + 1 frames were all
-tracked; ``d2 = xi^T C_k^-1 xi``:
+Figures per lag k, over ``xi = Log(dT_gt^-1 dT_est)`` of every window whose k + 1 frames were tracked,
+``d2 = xi^T C_k^-1 xi``: ``coverage95`` (``d2 <= 12.59``, ideal 0.95), ``nees_median`` (ideal 5.35),
+``trans_err_rms_m`` / ``rot_err_rms_deg`` (RMS of |rho|, |phi|) against ``trans_sigma_rms_m`` /
+``rot_sigma_rms_deg`` (``sqrt(mean tr C_k)`` of each block).  ``velocity_coverage_95``: the body twist
+``nu = (v, w)`` against the ground truth's interval twist (:func:`interval_twists`);
+``velocity_coverage_95_instantaneous`` against the exact twist at the frame time.
 
-* ``coverage95``: fraction with ``d2 <= chi2_6(0.95) = 12.59`` (ideal 0.95);
-* ``nees_median``: median of d2 (ideal chi2_6 median 5.35);
-* ``trans_err_rms_m`` / ``rot_err_rms_deg``: RMS of |rho| and |phi| of xi;
-* ``trans_sigma_rms_m`` / ``rot_sigma_rms_deg``: RMS predicted error of the same,
-  ``sqrt(mean(trace C_k[:3, :3]))`` and ``sqrt(mean(trace C_k[3:, 3:]))``.
-
-Velocity
---------
-``velocity_coverage_95``: the body twist ``nu = (v, w)`` against the ground-truth
-twist, ``(nu - nu_gt)^T P^-1 (nu - nu_gt) <= chi2_6(0.95)``.  The filter's state after
-step t is the constant body velocity of the last frame interval, so the reference is
-the ground truth's mean twist over that interval, :func:`interval_twists`: exact on
-the synthetic sequence (exact poses), a finite difference of the ground-truth poses
-elsewhere.  Against the instantaneous twist at the frame time (the synthetic
-sequence's ``gt_twists``) the estimate lags by half an interval (acceleration x
-dt / 2, not in P): ``velocity_coverage_95_instantaneous`` reports that too.
+Definitions and their rationale: docs/uncertainty.md, "What is measured".
 """
 
 from __future__ import annotations
@@ -91,10 +69,7 @@ def _adjoint_many(T: np.ndarray) -> np.ndarray:
 
 
 def compound_step_covariances(T_est, step_covs, k: int) -> np.ndarray:
-    """C_k(t) for t = k .. N-1 (shape (N-k, 6, 6)); see the module docstring.
-
-    ``step_covs[t]`` is the covariance of the step t-1 -> t (``step_covs[0]`` unused).
-    """
+    """C_k(t) for t = k .. N-1 (shape (N-k, 6, 6), module docstring); ``step_covs[t]``: the step t-1 -> t."""
     T = metrics._as_poses(T_est)
     C = np.asarray(step_covs, dtype=np.float64)
     n = len(T)
@@ -121,10 +96,8 @@ def lag_errors(T_est, T_gt, k: int) -> np.ndarray:
 
 
 def lag_calibration(T_est, T_gt, step_covs, k: int, valid: Optional[Sequence[bool]] = None) -> Dict[str, float]:
-    """Calibration figures at lag k (see the module docstring).
-
-    ``valid`` (N,): frames that were tracked; a k-frame motion counts only when all of
-    its k + 1 frames are valid.
+    """Calibration figures at lag k (module docstring); ``valid`` (N,): tracked frames (a window counts only when
+    all k + 1 of its frames are).
     """
     xi = lag_errors(T_est, T_gt, k)
     C = compound_step_covariances(T_est, step_covs, k)
@@ -184,10 +157,9 @@ def calibration_report(
     velocity_cov=None,
     twists_instantaneous=None,
 ) -> Dict[str, object]:
-    """The ``calibration`` object of ``metrics.json``: per-lag figures; with ``stamps``,
-    ``velocity`` and ``velocity_cov`` also the velocity coverage against
-    :func:`interval_twists` of the ground truth (and against ``twists_instantaneous``,
-    exact twists at the frame times, when given)."""
+    """The ``calibration`` object of ``metrics.json``: per-lag figures and, with ``stamps``, ``velocity`` and
+    ``velocity_cov``, the velocity coverage against :func:`interval_twists` (and ``twists_instantaneous``).
+    """
     out: Dict[str, object] = {
         "lags": {str(k): lag_calibration(T_est, T_gt, step_covs, k, valid) for k in lags},
         "definition": (
@@ -215,12 +187,8 @@ def calibration_report(
 
 
 def interval_twists(stamps, T) -> np.ndarray:
-    """The mean body twist over each frame interval, ``nu_t = Log(T_{t-1}^-1 T_t) / (s_t - s_{t-1})``
-    (row 0 is NaN): what the filter's constant-velocity state estimates after step t.
-
-    From exact poses (the synthetic sequence) it is exact; from measured ground truth
-    (7-Scenes) it is a finite difference whose error is the ground truth's frame-to-frame
-    error divided by the frame interval.
+    """The mean body twist over each frame interval, ``nu_t = Log(T_{t-1}^-1 T_t) / (s_t - s_{t-1})`` (row 0 NaN):
+    what the filter's constant-velocity state estimates after step t.
     """
     T = metrics._as_poses(T)
     s = np.asarray(stamps, dtype=np.float64)

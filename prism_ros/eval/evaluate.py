@@ -1,28 +1,16 @@
 """Evaluation of an offline run against the dataset's ground truth: ``metrics.json``,
 ``groundtruth*.tum`` and ``report.png``.
 
-``prism-ros run`` / ``demo`` compose run -> evaluate -> write::
+``prism-ros run`` / ``demo`` compose run -> evaluate -> write (:func:`run_offline` does all four)::
 
-    run = runner.run(dataset, cfg)                       # the product (prism_ros.tools.runner)
-    ev = evaluate(run)                                   # the figures below, no files
-    written = runner.write_outputs(run, out_dir)         # trajectory*.tum, covariances.npz, map/mesh.ply, config.yaml
+    run = runner.run(dataset, cfg)                         # the product (prism_ros.tools.runner)
+    ev = evaluate(run)                                     # the figures, no files
+    written = runner.write_outputs(run, out_dir)           # trajectory*.tum, covariances.npz, map/mesh.ply, config.yaml
     metrics = write_evaluation(run, ev, out_dir, written)  # groundtruth*.tum, metrics.json, report.png
 
-(:func:`run_offline` does all four.)  ``metrics.json`` holds, in this order: the run's figures
-(:meth:`OfflineRun.run_figures <prism_ros.tools.runner.OfflineRun.run_figures>`); with ground
-truth the trajectory's (``ate_rmse_m`` after SE(3) Umeyama alignment, like ``evo_ape -a``,
-``ate_max_m``, ``ate_frames``, ``rpe_trans_rmse_m`` / ``rpe_rot_rmse_deg`` frame to frame;
-with ground truth on every frame also ``calibration``,
-:func:`prism_ros.eval.calibration.calibration_report`: per-lag coverage95, NEES, RMS error
-vs sigma, velocity coverage; for a dataset with a body frame ``calibration_body``, the same
-in the body frame); the map's own figures
-(:meth:`OfflineRun.map_figures <prism_ros.tools.runner.OfflineRun.map_figures>`) and those of
-writing it (:func:`prism_ros.tools.runner.write_outputs`); for a dataset with an exact SDF
-(the synthetic one) the map's accuracy (``map_sdf_rmse_m``, ``map_coverage_2sigma`` with
-``map_eval_band_m`` and ``map_eval_voxels``: band |sdf_true| < truncation_m / 2,
-``map_eval_by_band``: the same two figures for bands of half a voxel, one voxel and
-truncation_m / 2) and ``pose_coverage_95``; last the process (``peak_rss_mb``, ``python``,
-``cpu_count``, ``cpu_model``).
+``metrics.json`` holds, in this order: the run's figures; the trajectory's against ground truth (``ate_*``, ``rpe_*``,
+``calibration``, ``calibration_body``); the map's own and those of writing it; the map's against an exact SDF
+(``map_*``, ``pose_coverage_95``); the process's.  Keys: docs/offline.md, "Outputs".
 """
 
 from __future__ import annotations
@@ -47,11 +35,10 @@ __all__ = ["Evaluation", "evaluate", "metrics_document", "write_evaluation", "ru
 
 @dataclass
 class Evaluation:
-    """The figures of :func:`evaluate`: ``trajectory`` (against the ground-truth poses) and
-    ``map`` (against the exact SDF), each {} where the dataset cannot give them; ``gt_index``
-    the processed frames with ground truth, ``T_gt`` their ground truth ((M,4,4), None
-    without any) and ``T_gt_all`` the ground truth of every processed frame (None unless
-    every one has it)."""
+    """The figures of :func:`evaluate`: ``trajectory`` (against the ground-truth poses) and ``map`` (against the
+    exact SDF), each {} where the dataset cannot give them; ``gt_index`` the processed frames with ground
+    truth, ``T_gt`` their ground truth ((M,4,4) or None), ``T_gt_all`` every processed frame's (None unless all).
+    """
 
     trajectory: Dict[str, Any] = field(default_factory=dict)
     map: Dict[str, Any] = field(default_factory=dict)
@@ -188,11 +175,11 @@ def metrics_document(run: OfflineRun, ev: Evaluation, written: Optional[Dict[str
 def write_evaluation(
     run: OfflineRun, ev: Evaluation, out_dir: str, written: Optional[Dict[str, Any]] = None, report: bool = True
 ) -> Dict[str, Any]:
-    """Write the harness's outputs into ``out_dir``: ``groundtruth.tum`` (the ground truth of the
-    frames that have one, so ``evo_ape tum groundtruth.tum trajectory.tum -a`` reproduces
-    ``ate_rmse_m``) and, with a body frame, ``groundtruth_body.tum``; ``metrics.json``
-    (:func:`metrics_document`); ``report.png`` unless ``report`` is False
-    (:func:`prism_ros.eval.report.make_report`).  Returns the metrics, JSON-safe (NaN: None)."""
+    """Write the harness's outputs into ``out_dir``: ``groundtruth.tum`` (the frames with ground truth, so
+    ``evo_ape tum groundtruth.tum trajectory.tum -a`` reproduces ``ate_rmse_m``) and ``groundtruth_body.tum``
+    with a body frame; ``metrics.json`` (:func:`metrics_document`); ``report.png`` unless ``report`` is False.
+    Returns the metrics, JSON-safe (NaN: None).
+    """
     os.makedirs(out_dir, exist_ok=True)
     dataset = run.dataset
     if ev.T_gt is not None:

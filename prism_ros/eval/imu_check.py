@@ -1,31 +1,15 @@
 """IMU pre-integration against a ground-truth state track (EuRoC ``state_groundtruth_estimate0``).
 
-:func:`preintegration_check` (built on :func:`window_terms` and :func:`coverage`) gives
-the residuals and their coverage; ``python -m prism_ros.eval.imu_check SEQ`` refits the
-constants below and prints the coverage of the fit and validation blocks.
-
-Reference increments over a window [t_i, t_j] from the ground truth (R_wI, p, v in the
-world, z up, gravity ``g_w``; slerp / linear interpolation between its 40 Hz samples,
-exact when the window ends fall on them, as :func:`window_starts` from the first ground
-truth stamp makes them)::
+:func:`preintegration_check` gives the residuals and their coverage over non-overlapping windows;
+``python -m prism_ros.eval.imu_check SEQ`` refits the constants below and prints the coverage of the fit and validation
+blocks (:func:`split_blocks`).  Reference increments over [t_i, t_j] (R_wI, p, v in the world, gravity ``g_w``)::
 
     dR = R_i^T R_j,   dv = R_i^T (v_j - v_i - g dt),   dp = R_i^T (p_j - p_i - v_i dt - 1/2 g dt^2)
 
-The measured increments come from :func:`prism_ros.core.imu.preintegrate` with the
-ground truth's biases at t_i.  Residual r = (Log(dR_ref^T dR_imu), dv_imu - dv_ref,
-dp_imu - dp_ref); its 9x9 covariance is the sum of
-
-* the IMU's white noise (sensor.yaml densities times ``density_scale``) and bias random
-  walk over the window, and
-* the ground truth's own error (:class:`GtNoise`): errors of its bias columns (constant
-  over a window, through the pre-integration's bias Jacobians) and independent errors
-  at the two window ends of the attitude, position and velocity, through their Jacobians.
-
-:data:`EUROC_DENSITY_SCALE`, :data:`EUROC_GT_NOISE` and :data:`EUROC_GRAVITY` were fitted
-on half of the V1_02 flight (interleaved 5 s blocks, :func:`split_blocks`) and are
-validated on the other half.  Coverage95 of a block is the share of windows whose
-Mahalanobis distance lies below the chi2 95 % quantile of its dof (rotation 3,
-velocity 3, position 3, joint 9).
+Residual r = (Log(dR_ref^T dR_imu), dv_imu - dv_ref, dp_imu - dp_ref) with :func:`prism_ros.core.imu.preintegrate`
+at the ground truth's biases; its 9x9 covariance sums the IMU's white noise (x ``density_scale``), bias random walk
+and the ground truth's own error (:class:`GtNoise`).  Coverage95 of a block (rot, vel, pos: 3 dof; joint: 9): the
+share of windows below the chi2 95 % quantile.
 """
 
 from __future__ import annotations
@@ -101,25 +85,17 @@ class GtNoise:
     sigma_ba_mps2: float = 0.0
 
 
-#: Error of EuRoC's ground truth (state_groundtruth_estimate0 at 40 Hz, its bias columns
-#: included), fitted by :func:`fit_noise_model` on the FIT blocks of the V1_02 flight
-#: (:func:`split_blocks`: even 5 s blocks from the ground truth's start), 50 ms and 0.5 s
-#: windows together; the odd blocks validate it (test/test_imu_flight.py).  What the fit
-#: keeps: the bias columns' error (1.25e-3 rad/s, 0.031 m/s^2: they are a batch estimate,
-#: and they are held constant over each window) and 45 um of position noise per sample;
-#: the attitude and velocity terms fitted to zero (< 1e-11).
+#: Error of EuRoC's ground truth (40 Hz, its bias columns included), fitted by :func:`fit_noise_model` on
+#: the fit blocks of the V1_02 flight (50 ms and 0.5 s windows); the other blocks validate it.
 EUROC_GT_NOISE = GtNoise(
     sigma_rot_rad=0.0, sigma_pos_m=4.5e-5, sigma_vel_mps=0.0, sigma_bg_radps=1.25e-3, sigma_ba_mps2=3.08e-2
 )
-#: Multiplier on sensor.yaml's white-noise densities (the node's imu_noise_density_scale),
-#: fitted with EUROC_GT_NOISE: the ADIS16448 densities come from a static Allan analysis,
-#: and rotor vibration in flight raises the effective white noise.
+#: Multiplier on sensor.yaml's white-noise densities (the node's imu_noise_density_scale), fitted with
+#: EUROC_GT_NOISE (rotor vibration in flight raises the effective noise above the static Allan densities).
 EUROC_DENSITY_SCALE = 3.87
-#: Gravity in the EuRoC Vicon world, :func:`fit_gravity` on the fit blocks' 0.5 s windows of
-#: V1_02 (|g| = 9.816 m/s^2, 3.2 mrad off -z: the Vicon z axis is not exactly vertical).
+#: Gravity in the EuRoC Vicon world (m/s^2), :func:`fit_gravity` on V1_02's fit blocks (0.5 s windows).
 EUROC_GRAVITY = np.array([-0.0196, -0.0242, -9.8163])
-#: Length of the interleaved fit / validation blocks (s): both halves then hold calm and
-#: aggressive parts of the flight.
+#: Length of the interleaved fit / validation blocks (s).
 SPLIT_BLOCK_S = 5.0
 
 
@@ -149,10 +125,9 @@ def window_starts(t0: float, t1: float, window_s: float) -> np.ndarray:
 
 
 def _gt_jacobians(Ri: np.ndarray, dR: np.ndarray, dv: np.ndarray, dp: np.ndarray, dt: float):
-    """d(reference residual) / d(theta, dp, dv) of the ground truth at the start (Ji) and end (Jj).
-
-    theta is the right perturbation of R_w_I, dp / dv world-frame errors; the residual is
-    (Log(dR_ref^T dR_imu), dv_imu - dv_ref, dp_imu - dp_ref)."""
+    """d(reference residual) / d(theta, dp, dv) of the ground truth at the window's start (Ji) and end (Jj); theta
+    the right perturbation of R_w_I, dp / dv world-frame errors.
+    """
     Rt = Ri.T
     Ji = np.zeros((9, 9))
     Jj = np.zeros((9, 9))
@@ -180,12 +155,9 @@ def window_terms(
     t0: Optional[float] = None,
     t1: Optional[float] = None,
 ) -> Dict[str, np.ndarray]:
-    """Residuals and the covariance terms (each linear in one noise variance) of the windows.
-
-    Windows of ``window_s`` tile [t0, t1] (default: where both the IMU and the ground
-    truth exist), without overlap.  Returns ``t`` (N,) window starts, ``res`` (N, 9) and
-    (N, 9, 9) terms: ``gyro`` / ``acc`` (white noise at unit density, rad/s/sqrt(Hz) and
-    m/s^2/sqrt(Hz)), ``rw`` (``noise``'s bias random walk over the window), ``rot`` /
+    """Residuals and covariance terms (each linear in one noise variance) of windows of ``window_s`` tiling
+    [t0, t1] (default: where IMU and ground truth exist).  Returns ``t`` (N,) starts, ``res`` (N, 9) and (N, 9, 9)
+    terms: ``gyro`` / ``acc`` (white noise at unit density), ``rw`` (``noise``'s bias random walk), ``rot`` /
     ``pos`` / ``vel`` (the ground truth's per-sample error at unit sigma).
     """
     lo = max(float(imu.t[0]), float(gt.t[0])) if t0 is None else float(t0)
@@ -274,12 +246,10 @@ def preintegration_check(
 
 
 def fit_noise_model(terms_list, noise: ImuNoise, blocks=("rot", "vel", "pos", "joint")) -> Tuple[float, GtNoise]:
-    """(density_scale, GtNoise) that put the 95 % quantile of the Mahalanobis distances of
-    each block in ``blocks`` of each window set in ``terms_list`` (outputs of
-    :func:`window_terms`, e.g. 50 ms and 0.5 s windows) on the chi2 95 % quantile of its
-    dof: least squares on the log ratios (Nelder-Mead on the log sigmas, from x0 below).
-    Matching the quantile rather than maximising the Gaussian likelihood keeps the fit
-    honest about heavy tails."""
+    """(density_scale, GtNoise) that put each block's 95 % Mahalanobis quantile, in each window set of
+    ``terms_list``, on the chi2 95 % quantile of its dof: least squares on the log ratios (Nelder-Mead on the log
+    sigmas); matching the quantile keeps the fit honest about heavy tails.
+    """
     from scipy.optimize import minimize
     from scipy.stats import chi2
 

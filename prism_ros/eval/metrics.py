@@ -1,40 +1,16 @@
 """Trajectory, calibration and resource metrics (numpy only, no ROS).
 
-Conventions
------------
-* Poses are 4x4 camera-to-world matrices ``T_w_c`` (docs/design.md, "Conventions").
-* Pose covariances are 6x6 in the right (body) perturbation
-  ``T = T_hat * Exp(xi)``, ``xi = (rho, phi)``, translation first.
+Poses are 4x4 camera-to-world ``T_w_c`` (docs/design.md, "Conventions"); pose covariances are 6x6 in the
+right (body) perturbation ``T = T_hat Exp(xi)``, ``xi = (rho, phi)``, translation first.
 
-ATE
----
-:func:`ate_rmse` aligns the estimated positions onto the ground truth with the
-closed-form least-squares SE(3) transform of Umeyama (1991) (``with_scale=True``
-gives Sim(3)), then takes the RMSE of the position residuals.  This is what
-``evo_ape tum groundtruth.tum trajectory.tum -a`` reports (translation part,
-RMSE); a test checks the two agree.
+* :func:`ate_rmse`: position RMSE after the Umeyama (1991) SE(3) alignment (Sim(3) with ``with_scale``),
+  what ``evo_ape tum groundtruth.tum trajectory.tum -a`` reports.
+* :func:`pose_coverage_95`: fraction of consecutive pairs whose error ``xi = Log(dT_gt^-1 dT_est)``,
+  ``dT = T_{t-1}^-1 T_t``, satisfies ``xi^T C^-1 xi <= chi2_6(0.95) = 12.59`` (ideal 0.95).
+* :func:`map_coverage_2sigma`: fraction of observed voxels in the band ``|sdf_true| < band`` (default
+  ``truncation / 2``) with ``|mu - sdf_true| <= 2 sigma`` (ideal 0.954).
 
-Calibration figures
--------------------
-``pose_coverage_95``: for each consecutive pair (t-1, t) the relative motion
-``dT = T_{t-1}^-1 T_t`` is compared with ground truth through
-``xi = Log(dT_gt^-1 dT_est)``.  With right perturbations on both poses,
-``T_t = T_hat_t Exp(e_t)``, to first order
-``dT = dT_hat Exp(e_t - Ad(dT_hat^-1) e_{t-1})``.  The filter tracks each frame
-against the map, which already holds the previous pose, and its covariance
-Sigma_t is conditioned on that map; so the predicted covariance of ``xi`` is
-``C = Sigma_t`` (``independent=True`` in :func:`relative_motion_mahalanobis`
-gives ``Ad(dT_est^-1) Sigma_{t-1} Ad^T + Sigma_t`` instead, which treats
-consecutive errors as independent -- pessimistic, since frame-to-model errors
-are strongly correlated from frame to frame).  The pair counts as covered
-when ``xi^T C^-1 xi <= chi2.ppf(0.95, 6)`` (12.59).  A well calibrated filter
-gives about 0.95; much lower is over-confident, 1.0 is (probably) pessimistic.
-
-``map_coverage_2sigma``: fraction of observed voxels in the near-surface band
-``|sdf_true| < band`` whose SDF mean lies within two standard deviations of the
-exact SDF, ``|mu - sdf_true| <= 2 sigma``.  For a calibrated Gaussian this is
-0.954.  The band defaults to ``truncation / 2`` because a projective SDF is not
-the Euclidean SDF further from the surface (docs/design.md, "Map: a Gaussian TSDF").
+Definitions and their rationale: docs/uncertainty.md, "What is measured".
 """
 
 from __future__ import annotations
@@ -117,10 +93,8 @@ def _as_poses(T) -> np.ndarray:
 
 # --------------------------------------------------------------------------- ATE
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> Tuple[np.ndarray, np.ndarray, float]:
-    """Least-squares (s, R, t) minimising sum ||dst_i - (s R src_i + t)||^2 (Umeyama 1991).
-
-    ``src``, ``dst``: (N, 3) corresponding points, N >= 3 (non-collinear for a
-    unique rotation).  Returns ``(R, t, s)``; ``s`` is 1 unless ``with_scale``.
+    """Least-squares (s, R, t) minimising sum ||dst_i - (s R src_i + t)||^2 (Umeyama 1991) for (N, 3) ``src``,
+    ``dst`` (N >= 3, non-collinear); returns ``(R, t, s)``, ``s`` 1 unless ``with_scale``.
     """
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -146,11 +120,8 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> Tuple
 
 
 def align_trajectory(T_est, T_gt, with_scale: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Align ``T_est`` onto ``T_gt`` by Umeyama on the positions.
-
-    Returns ``(T_est_aligned (N,4,4), S (4,4))`` with ``T_est_aligned = S @ T_est``
-    (for Sim(3), the rotation block of S carries the scale and the aligned
-    poses' rotation blocks are renormalised).
+    """Align ``T_est`` onto ``T_gt`` by Umeyama on the positions: ``(T_est_aligned (N,4,4), S (4,4))``,
+    ``T_est_aligned = S @ T_est`` (Sim(3): the aligned rotation blocks are renormalised).
     """
     T_est, T_gt = _as_poses(T_est), _as_poses(T_gt)
     if len(T_est) != len(T_gt):
@@ -194,11 +165,9 @@ def relative_motions(T, delta: int = 1) -> np.ndarray:
 
 
 def rpe(T_est, T_gt, delta: int = 1) -> Dict[str, np.ndarray]:
-    """Relative pose error over ``delta`` frames.
-
-    ``E_i = dT_gt_i^-1 dT_est_i``; returns per-pair ``trans`` (m, |t(E)|) and
-    ``rot_deg`` (rotation angle of E) plus their RMSEs (``trans_rmse``,
-    ``rot_rmse_deg``), like ``evo_rpe`` with ``--delta delta --delta_unit f``.
+    """Relative pose error over ``delta`` frames, ``E_i = dT_gt_i^-1 dT_est_i`` (as
+    ``evo_rpe --delta delta --delta_unit f``): per-pair ``trans`` (m) and ``rot_deg``, and ``trans_rmse``,
+    ``rot_rmse_deg``.
     """
     dE = relative_motions(T_est, delta)
     dG = relative_motions(T_gt, delta)
@@ -214,13 +183,9 @@ def rpe(T_est, T_gt, delta: int = 1) -> Dict[str, np.ndarray]:
 def relative_motion_mahalanobis(T_est, T_gt, covs, independent: bool = False) -> np.ndarray:
     """Squared Mahalanobis distance of each consecutive relative-motion error.
 
-    ``d2_t = xi^T C^-1 xi`` with ``xi = Log(dT_gt^-1 dT_est)`` and, by default,
-    ``C = Sigma_t``: the filter's pose covariance is conditioned on the map, which
-    already holds the previous pose, so the uncertainty of the motion since then is
-    that of T_t given the map (T_t = T_{t-1} dT, right perturbation: the same tangent
-    space).  ``independent=True`` uses ``C = Ad(dT_est^-1) Sigma_{t-1} Ad^T + Sigma_t``
-    instead, which treats consecutive errors as independent (they are strongly
-    correlated in frame-to-model tracking, so that is pessimistic).
+    ``d2_t = xi^T C^-1 xi`` with ``xi = Log(dT_gt^-1 dT_est)``; by default ``C = Sigma_t`` (the pose
+    covariance is conditioned on the map, which already holds the previous pose).  ``independent=True``
+    uses ``C = Ad(dT_est^-1) Sigma_{t-1} Ad^T + Sigma_t`` (pessimistic for frame-to-model tracking).
     ``covs``: (N,6,6) right-perturbation pose covariances; t = 1 .. N-1.
     """
     T_est, T_gt = _as_poses(T_est), _as_poses(T_gt)
@@ -247,10 +212,8 @@ def relative_motion_mahalanobis(T_est, T_gt, covs, independent: bool = False) ->
 
 
 def pose_coverage_95(T_est, T_gt, covs, valid: Optional[Sequence[bool]] = None) -> float:
-    """Fraction of consecutive pairs whose relative-motion error lies in the 95% ellipsoid.
-
-    See the module docstring for the definition.  ``valid`` (N,) optionally
-    excludes frames (a pair counts only when both of its frames are valid).
+    """Fraction of consecutive pairs whose relative-motion error lies in the 95 % ellipsoid (module docstring);
+    ``valid`` (N,) excludes frames (a pair counts only when both are valid).
     """
     d2 = relative_motion_mahalanobis(T_est, T_gt, covs)
     if valid is not None:
@@ -270,9 +233,8 @@ def _band_mask(mu, sigma, sdf_true, band) -> np.ndarray:
 
 
 def map_coverage_2sigma(mu, sigma, sdf_true, band: float) -> float:
-    """Fraction of observed voxels with |sdf_true| < band and |mu - sdf_true| <= 2 sigma.
-
-    Unobserved voxels (``mu`` NaN) are ignored.  Returns NaN for an empty band.
+    """Fraction of observed voxels (``mu`` not NaN) with |sdf_true| < band and |mu - sdf_true| <= 2 sigma; NaN for
+    an empty band.
     """
     m = _band_mask(mu, sigma, sdf_true, band)
     if not m.any():
@@ -282,11 +244,8 @@ def map_coverage_2sigma(mu, sigma, sdf_true, band: float) -> float:
 
 
 def map_sdf_rmse(mu, sdf_true, band: float, max_abs_mu: Optional[float] = None) -> float:
-    """RMSE of the SDF mean against the exact SDF over observed voxels with |sdf_true| < band.
-
-    With ``max_abs_mu`` (e.g. 0.95 * truncation), voxels whose mean is truncated are left
-    out: a truncated TSDF value says "free space, at least about tau from the surface
-    along the ray", not a distance (their sigma says so too; they stay in the coverage).
+    """RMSE of the SDF mean against the exact SDF over observed voxels with |sdf_true| < band; ``max_abs_mu``
+    (e.g. 0.95 * truncation) leaves out truncated means (free-space evidence, not distances).
     """
     m = _band_mask(mu, None, sdf_true, band)
     if max_abs_mu is not None:

@@ -1,14 +1,8 @@
 """``report.png``: a one-page picture of an offline run (matplotlib, Agg backend).
 
-Panels
-  (a) trajectory, top view: estimate (SE(3)-aligned to ground truth) against
-      ground truth, projected on the plane of the two largest GT extents;
-  (b) position error over time (aligned) with the filter's 2-sigma position
-      band, 2 sqrt(trace Sigma_pos) (a radial scale; it is the Laplace
-      covariance of the current pose given the map, not accumulated drift);
-  (c) per-stage timings (box plot, ms per frame);
-  (d) tracking inlier ratio and the pose standard deviations over time, with
-      tracking failures marked.
+Panels: (a) trajectory top view, SE(3)-aligned estimate against ground truth; (b) position error over time
+with the filter's 2-sigma band 2 sqrt(trace Sigma_pos) (the covariance given the map, not drift); (c)
+per-stage timings (ms); (d) inlier ratio and pose sigmas, tracking failures marked.
 """
 
 from __future__ import annotations

@@ -1,48 +1,25 @@
 """``prism-ros soak PATH``: overload soak test of the prism node.
 
-Starts ``prism-ros node`` and ``prism-ros play PATH --loop --rate R`` as two separate
-processes on a private ROS domain (loopback discovery, ``use_sim_time``, reliable
-sensor QoS as in the replay launch), samples the node's resident memory (RSS) and
-reads its ``/diagnostics`` (processed frames, queue drops, latency p95 per window)
-for ``--duration-s`` seconds, prints RSS over time and ends with ONE JSON line::
+Starts ``prism-ros node`` and ``prism-ros play PATH --loop --rate R`` as two processes on a private ROS
+domain (loopback discovery, ``use_sim_time``, reliable sensor QoS), samples the node's RSS and reads its
+``/diagnostics`` for ``--duration-s`` seconds, prints RSS over time and ends with ONE JSON line::
 
   {"rss_growth_pct": ..., "latency_p95_ms": ..., "drop_rate": ..., "frames_processed": ..., ...}
 
-* ``rss_growth_pct``: RSS at the end relative to RSS at ``--settle-s`` (30 s) after
-  the player started (``rss_max_growth_pct``: the largest sample instead of the last).
-  Looping playback makes the node rebuild its map every loop, so RSS is a sawtooth;
-  ``rss_trend_pct`` compares the medians of the first and the last quarter of the
-  samples after settling (robust to where the two single samples fall).
-* ``latency_p95_ms`` (and ``_p50_``, ``_p99_``): the 95th percentile of the node's latency
-  (frame pair complete -> pose published; queue wait included) over every frame processed
-  after the settle time, from the node's cumulative 1 ms histogram (diagnostics key
-  ``latency_hist_total``; exact to 1 ms). ``latency_over_100ms_frac``: those frames' share
-  over 100 ms. ``latency_frames``: how many frames that is.
-* ``latency_e2e_p95_ms`` / ``latency_e2e_over_100ms_frac``: the same from the player's send
-  time of the later image of the pair (DDS source timestamp; same machine clock) -> pose
-  published: also counts the transport and the time the images waited in the node's
-  executor / reader history.
-* ``latency_worst_window_p95_ms``: the largest p95 of a single diagnostics window (2 s)
-  after settling: how bad the worst moment was (e.g. a recovery episode).
-* ``drop_rate``: 1 - processed / published colour frames (frames dropped by the
-  bounded queue, the synchroniser or transport); ``queue_drop_rate``: the queue's
-  share (drops / (processed + drops)).
+* ``rss_growth_pct``: RSS at the end against RSS ``--settle-s`` after the player started
+  (``rss_max_growth_pct``: the largest sample; ``rss_trend_pct``: medians of the first and last quarter
+  of the settled samples, since looping rebuilds the map and RSS is a sawtooth).
+* ``latency_p95_ms`` (``_p50_``, ``_p99_``, ``latency_over_100ms_frac``, ``latency_frames``): node latency
+  (pair complete -> pose published, queue wait included) of every frame after settling, from the
+  cumulative 1 ms histogram ``latency_hist_total``; ``latency_e2e_*``: the same from the player's send
+  time; ``latency_worst_window_p95_ms``: the worst 2 s diagnostics window.
+* ``drop_rate``: 1 - processed / published colour frames; ``queue_drop_rate``: drops / (processed + drops).
 
-Defaults, chosen so that the soak measures the node and not the harness:
+The player preloads (``--no-preload`` to decode while playing; ``--frames 300`` per loop by default); the node gets
+``use_sim_time:=true``, ``sensor_qos:=reliable``, ``queue_size:=1`` (``--queue-size``) and the dataset's
+``config_hints`` (``--no-dataset-hints`` to skip; ``-p`` overrides).  See docs/node.md, "Overload and soak".
 
-* the player preloads the messages (``--preload``; ``--no-preload`` to decode while
-  playing), so that it costs only publishing, like a camera driver, on a machine the node
-  shares with it; it holds about 1.5 MB per 640x480 frame, so the loop is ``--frames 300``
-  (``--frames 0``: all).  A shorter loop also exercises the reset on the time jump back
-  more often.
-* the node gets ``use_sim_time:=true``, ``sensor_qos:=reliable``, the dataset's
-  ``config_hints`` as ``-p`` parameters (``use_photometric:=false`` for 7-Scenes, as
-  ``prism-ros run`` applies them; ``--no-dataset-hints`` to skip, ``-p`` overrides) and
-  ``queue_size:=1`` (``--queue-size``): latency = queue wait + step, and the wait is up to
-  one step with 1, up to two with 2.
-
-Exit status 0 when both processes ran to the end, 1 otherwise (the JSON line is
-printed in both cases when figures exist).
+Exit status 0 when both processes ran to the end, 1 otherwise (the JSON line is printed whenever figures exist).
 """
 
 from __future__ import annotations

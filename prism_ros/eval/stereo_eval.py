@@ -1,29 +1,17 @@
 """``prism-ros stereo-eval DIR``: stereo depth accuracy, sigma calibration and speed.
 
-For a EuRoC folder (a simulated one has the exact cam0 depth in
-``mav0/cam0_depth_exact/``, :mod:`prism_ros.sim.flight`), every ``--every``-th
-stereo pair goes through :meth:`StereoRectifier.compute` (rectify + disparity +
-depth + sigma, timed) and, where the exact depth exists, is compared with it in the
-rectified left camera (:func:`exact_depth_rectified`):
+Every ``--every``-th stereo pair of a EuRoC folder goes through :meth:`StereoRectifier.compute` (timed:
+``ms_per_pair_median``).  Against the exact cam0 depth of a simulated folder (:mod:`prism_ros.sim.flight`,
+compared in the rectified left camera): ``disp_err_q50/q68/q954/q99_px`` (|d - d_exact|, full-resolution
+px), ``sigma_d_fit_px`` = q954 / 2, ``coverage_2sigma`` (|z - z_exact| <= 2 sigma_z with the dataset's
+sigma_d), ``valid_fraction`` (within ``match_region``), ``depth_rel_err_median`` and ``gross_fraction``
+(|d - d_exact| > 2 px).
 
-* ``disp_err_q50/q68/q954/q99_px``: quantiles of |d - d_exact| (full-resolution px,
-  d_exact = f b / z_exact) over the pixels valid in both;
-* ``sigma_d_fit_px`` = q954 / 2: the sigma_d for which 2 sigma_z covers 95.4 %;
-* ``coverage_2sigma``: the fraction of those pixels with |z - z_exact| <= 2 sigma_z
-  (the sigma the frames carry, from the dataset's sigma_d);
-* ``valid_fraction``: stereo-valid pixels / exactly known pixels the matcher can
-  reach (``match_region``); ``depth_rel_err_median``; ``gross_fraction`` (|d - d_exact| > 2 px);
-* ``ms_per_pair_median``: wall clock of :meth:`StereoRectifier.compute`.
-
-For a real recording (no exact depth) with ground-truth poses, ``--two-view LAG`` needs no
-depth ground truth: :func:`evaluate_stereo_two_view` carries each pair's depth into the pair
-LAG frames later at the ground-truth relative pose and compares disparities there:
-
-* ``e = f b / z_j(u_j) - f b / z_i->j``, over the pixels valid in both and away from depth
-  edges in both (3x3 neighbourhood within 1 px of disparity), is the difference
-  of two independent disparity errors, so ``sigma_d_fit_px = q954(|e|) / (2 sqrt 2)``;
-* ``coverage_2sigma``: the fraction with ``|e| <= 2 sqrt 2 sigma_d`` (the dataset's sigma_d);
-* ``two_view_disp_err_q50/q954_px``: quantiles of |e| (full-resolution px).
+``--two-view LAG`` (real recordings with ground-truth poses, :func:`evaluate_stereo_two_view`): each
+pair's depth is carried LAG frames later at the ground-truth relative pose; ``e = f b / z_j(u_j) - f b / z_i->j``
+over pixels valid and away from depth edges in both is the difference of two independent disparity errors, so
+``sigma_d_fit_px = q954(|e|) / (2 sqrt 2)``, ``coverage_2sigma`` counts ``|e| <= 2 sqrt 2 sigma_d``, plus
+``two_view_disp_err_q50/q954_px``.  See docs/offline.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
 """ROS 2 side of prism_ros: the ``prism`` node, the dataset/bag player and message helpers.
 
-* :mod:`.node`: the node (topics and services in its docstring); :mod:`.params` its
-  parameters, :mod:`.outputs` its publishers, :mod:`.diagnostics` its statistics,
-  :mod:`.work_queue` the hand-over to its worker thread;
-* :mod:`.frames`, :mod:`.sync`, :mod:`.inputs`, :mod:`.imu_inputs`: pairing and checking inputs;
-* :mod:`.conversions`: message <-> numpy, one module per message family;
-* :mod:`.qos`, :mod:`.transport`, :mod:`.env`: QoS profiles, the Fast DDS profile, process
-  environments; :mod:`.player`: the player.
-
-Importing this package does not import rclpy; the submodules do.
+:mod:`.node` (topics and services in its docstring) with :mod:`.params`, :mod:`.outputs`, :mod:`.diagnostics`,
+:mod:`.work_queue`; input pairing and checks in :mod:`.frames`, :mod:`.sync`, :mod:`.inputs`, :mod:`.imu_inputs`;
+:mod:`.conversions`; :mod:`.qos`, :mod:`.transport`, :mod:`.env`; :mod:`.player`.  Importing this package does
+not import rclpy; the submodules do.
 """

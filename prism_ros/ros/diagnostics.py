@@ -1,11 +1,9 @@
 """The node's bookkeeping: log throttling, frame statistics and the /diagnostics status.
 
-:class:`NodeStats` counts and times frames over a reporting window (reset by each
-report) and in totals since start, from any thread (the filter's per-stage timings
-come from :attr:`prism_ros.pipeline.Pipeline.stats`).  :meth:`NodeStats.report` turns
-a window into the one-line log summary and the ``DiagnosticStatus`` whose keys the
-soak tool reads (``latency_hist_total``: every frame's receive-to-publish latency
-since start, 1 ms bins, :mod:`prism_ros.stats`).
+:class:`NodeStats` counts and times frames per reporting window and in totals since start, from any thread;
+:meth:`NodeStats.report` turns a window into the one-line log summary and the ``DiagnosticStatus`` whose keys
+the soak tool reads (``latency_hist_total``: every frame's receive-to-publish latency since start, 1 ms bins,
+:mod:`prism_ros.stats`).
 """
 
 from __future__ import annotations
@@ -36,10 +34,9 @@ def throttle_key(key: str, text: str) -> str:
 
 
 class Throttle:
-    """Per-key wall-clock throttle for log messages (works under sim time too).
-
-    :meth:`admit` says whether to log; the caller logs at its own call site (rclpy
-    refuses a second severity from one call site, and raises)."""
+    """Per-key wall-clock throttle for log messages (works under sim time too); :meth:`admit` says whether to log,
+    and the caller logs at its own call site (rclpy refuses a second severity from one call site).
+    """
 
     def __init__(self, period_s: float = 2.0):
         self.period_s = period_s

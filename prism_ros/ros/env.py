@@ -17,10 +17,8 @@ _DOMAIN_LOCKS: List[Any] = []  # the open lock files: a claim lasts as long as t
 def claim_domain_id(preferred: int) -> int:
     """A ROS_DOMAIN_ID no other process on this machine has claimed through this function.
 
-    Test runs from several sessions (or pytest invocations) on one machine would otherwise
-    talk to each other on the same domain.  The claim is an exclusive ``flock`` on
-    ``$TMPDIR/prism_ros_domain_<id>.lock``, held until the process exits.  Tries
-    ``preferred`` first, then other ids in 1..101 (the range safe with default ports).
+    The claim is an exclusive ``flock`` on ``$TMPDIR/prism_ros_domain_<id>.lock``, held until the process
+    exits.  Tries ``preferred`` first, then other ids in 1..101 (the range safe with default ports).
     """
     import fcntl
     import tempfile

@@ -1,15 +1,10 @@
-"""RGB-D frames from the node's colour, depth and camera_info messages.
+"""RGB-D frames from the node's colour, depth and camera_info messages (no rclpy).
 
-:class:`RgbdAssembler` is what the node's sensor callbacks call, one message at a
-time: it checks each image's stamp (:class:`~prism_ros.ros.inputs.StreamMonitor`),
-pairs colour and depth by stamp (:class:`~prism_ros.ros.sync.ApproxTimePairer`),
-keeps the newest pair until a valid camera_info has arrived and checks the sizes the
-messages declare (:func:`~prism_ros.ros.inputs.frame_refusal`).  A usable pair goes to
-``deliver`` still encoded: :meth:`RgbdAssembler.decode` (:mod:`prism_ros.ros.conversions.image`)
-runs where the frame is processed, so the frames a full queue drops are never decoded.
-Everything else goes to ``report(level, key, text)`` with level ``bad`` (a refused frame),
-``error`` or ``warn``.  No rclpy: it works on messages only.  Not thread-safe: the sensor
-callbacks call it from one thread; :meth:`RgbdAssembler.decode` runs on the worker.
+:class:`RgbdAssembler` checks each image's stamp (:class:`~prism_ros.ros.inputs.StreamMonitor`), pairs colour and depth
+(:class:`~prism_ros.ros.sync.ApproxTimePairer`), holds the newest pair until a valid camera_info has arrived and checks
+the declared sizes.  A usable pair goes to ``deliver`` still encoded (:meth:`RgbdAssembler.decode` runs on the worker,
+so dropped frames are never decoded); everything else goes to ``report(level, key, text)``, level ``bad``, ``error`` or
+``warn``.  Not thread-safe: the sensor callbacks call it from one thread.
 """
 
 from __future__ import annotations

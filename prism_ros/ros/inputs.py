@@ -1,18 +1,9 @@
-"""The checks the node makes on its inputs before a frame reaches the pipeline.
+"""The checks the node makes on its inputs before a frame reaches the pipeline (no ROS import).
 
-Pure functions and one small class on plain values (floats, numpy shapes, a
-:class:`~prism_ros.core.camera.Camera`): no ROS import, unit-tested without rclpy.
-Each check answers ``None`` (usable) or a :class:`Refusal`; the node counts a refused
-frame as a bad input, logs its text throttled per ``key`` and leaves the filter alone.
-
-What is checked where:
-
-* message decoding (encoding, step, data length, intrinsics):
-  :mod:`prism_ros.ros.conversions.image`, which raises ``InputError``;
-* stream stamps and liveness, colour / depth / camera_info agreement: here;
-* IMU samples (finite, in order): :meth:`prism_ros.core.imu.ImuBuffer.add`;
-* the frame's content (too little valid depth): the filter, which raises
-  ``InvalidFrameError`` from its step without touching its state; one definition.
+Each check answers ``None`` (usable) or a :class:`Refusal`; the node counts a refused frame as a bad input, logs its
+text throttled per ``key`` and leaves the filter alone.  Checked here: stream stamps and liveness, colour / depth /
+camera_info agreement.  Elsewhere: message decoding (:mod:`prism_ros.ros.conversions.image`, ``InputError``), IMU
+samples (:meth:`prism_ros.core.imu.ImuBuffer.add`), too little valid depth (the filter's ``InvalidFrameError``).
 """
 
 from __future__ import annotations
@@ -27,8 +18,7 @@ __all__ = ["Refusal", "StreamMonitor", "frame_refusal", "source_stamp_ns", "STRE
 
 STREAM_NAMES = ("colour", "depth")
 
-#: Warn when one image stream arrives without the other for this long (a driver that
-#: died; nothing can be paired).  Chosen as ~60 frames at 30 Hz: far above jitter.
+#: Warn when one image stream arrives without the other for this long (s; a driver that died): far above jitter.
 STREAM_SILENCE_S = 2.0
 
 
@@ -41,11 +31,8 @@ class Refusal:
 
 
 class StreamMonitor:
-    """Stamp order and liveness of the colour (stream 0) and depth (stream 1) images.
-
-    A stamp that is not finite, repeats the stream's newest one or goes back by up to
-    ``jump_back_s`` is refused; a larger jump back is a new timeline (a restarted
-    bag) and is accepted (the pairer and the pipeline reset on it).
+    """Stamp order and liveness of the colour (stream 0) and depth (stream 1) images: a stamp not finite, repeating
+    the newest or going back by up to ``jump_back_s`` is refused; a larger jump back is a new timeline (accepted).
     """
 
     def __init__(self, topics: Tuple[str, str], jump_back_s: float, silence_s: float = STREAM_SILENCE_S):

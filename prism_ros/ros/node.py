@@ -1,45 +1,30 @@
 """The ``prism`` ROS 2 node: live PRISM filtering on synchronised RGB-D images.
 
-Callbacks decode, check and pair the images and push them onto a bounded queue
-(oldest dropped, drops counted); one worker thread owns the
-:class:`~prism_ros.pipeline.Pipeline` (Numba's default threading layer must not
-launch parallel kernels from two threads at once), runs each frame through it and
-publishes.  Map extraction, saving, loading and resets are commands the worker
-executes between frames.  Services reply asynchronously (coroutine callbacks: the
-command waits for the worker in a thread of its own), so a service waiting for a long
-save never starves the image and IMU callbacks of the (single-threaded) executor; a
-command that times out before the worker starts it is cancelled, never run later.
+Callbacks decode, check and pair the images and push them onto a bounded queue (oldest dropped, counted);
+one worker thread owns the :class:`~prism_ros.pipeline.Pipeline` (Numba's threading layer must not run
+parallel kernels from two threads), runs each frame and publishes.  Map extraction, saving, loading and
+resets are commands the worker runs between frames; services reply asynchronously, so a long save never
+starves the single-threaded executor, and a command that times out before it starts is cancelled.
+Start: ``ros2 run prism_ros prism_node`` or ``prism-ros node --ros-args --params-file config/prism.yaml``.
 
-Start it with ``ros2 run prism_ros prism_node`` (colcon install) or
-``prism-ros node --ros-args --params-file config/prism.yaml`` (pip install).
-
-Topics (relative input names are remappable; outputs are node-private):
+Topics (relative inputs are remappable; outputs are node-private; details: docs/node.md):
 
   in   camera/color/image_raw    sensor_msgs/Image (rgb8, bgr8, mono8)
   in   camera/depth/image_raw    sensor_msgs/Image (16UC1 mm, 32FC1 m), same size as colour
   in   camera/color/camera_info  sensor_msgs/CameraInfo
-  in   imu                       sensor_msgs/Imu        (control_mode: imu)
-  in   odom                      nav_msgs/Odometry      (control_mode: odometry; its twist covariance is used)
-  out  ~/pose                    geometry_msgs/PoseWithCovarianceStamped
-  out  ~/twist                   geometry_msgs/TwistWithCovarianceStamped
-  out  ~/odometry                nav_msgs/Odometry
-  out  ~/path                    nav_msgs/Path
+  in   imu / odom                sensor_msgs/Imu (control_mode: imu) / nav_msgs/Odometry (control_mode: odometry)
+  out  ~/pose, ~/twist           geometry_msgs/PoseWithCovarianceStamped, TwistWithCovarianceStamped
+  out  ~/odometry, ~/path        nav_msgs/Odometry, nav_msgs/Path
   out  ~/map_cloud               sensor_msgs/PointCloud2 (x y z rgb sigma weight), transient_local
-  out  ~/occupancy               nav_msgs/OccupancyGrid (height band of the posterior), transient_local
-  out  ~/mesh                    visualization_msgs/MarkerArray (TRIANGLE_LIST per block), transient_local
+  out  ~/occupancy, ~/mesh       nav_msgs/OccupancyGrid, visualization_msgs/MarkerArray, transient_local
   out  /tf, /tf_static           when tf2_msgs is importable
   out  /diagnostics              diagnostic_msgs/DiagnosticArray (prism_ros.ros.diagnostics)
   srv  ~/save_map, ~/load_map, ~/reset   std_srvs/Trigger
 
-Parameters: :mod:`prism_ros.ros.params`.  Bad input never stops the node: every
-unusable message is refused with a throttled error naming the reason
-(:mod:`prism_ros.ros.inputs`; encoding, sizes, step, camera_info, stamps,
-non-finite IMU; too little valid depth is the filter's refusal), counted in the
-diagnostics, and the map is not touched.  Maps are saved atomically
-(prism_ros.core.persistence) into ``save_map_dir`` under ``save_map_name`` (a plain
-file name: paths leaving the directory are refused); ``load_map_path`` is loaded
-when the filter starts and by ``~/load_map``; a map of another voxel size /
-truncation is refused clearly.
+Parameters: :mod:`prism_ros.ros.params`.  Bad input never stops the node: an unusable message is refused
+with a throttled error (:mod:`prism_ros.ros.inputs`), counted in the diagnostics, and the map is not
+touched.  Maps are saved atomically into ``save_map_dir`` as ``save_map_name``; ``load_map_path`` is
+loaded at start and by ``~/load_map``; a map of another voxel size / truncation is refused.
 """
 
 from __future__ import annotations
@@ -97,10 +82,8 @@ class _Yield:
 
 
 class PrismNode(Node):
-    """The ``prism`` node.  See the module docstring for topics and services.
-
-    ``filter_factory(cfg, camera, T_w_c0)`` builds the filter (default: PrismFilter);
-    tests pass a fake.  ``warmup=False`` skips the kernel warm-up.  A service waits
+    """The ``prism`` node (topics and services: the module docstring).  ``filter_factory(cfg, camera, T_w_c0)``
+    builds the filter (default: PrismFilter); ``warmup=False`` skips the kernel warm-up; a service waits
     ``command_timeout_s`` for the worker without holding up the executor.
     """
 
@@ -495,10 +478,10 @@ class PrismNode(Node):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``prism_node`` and ``prism-ros node``.
+    """Entry point of ``prism_node`` and ``prism-ros node``; returns the exit status.
 
-    ``argv`` may hold ROS arguments (``--ros-args -p name:=value --params-file f.yaml``,
-    remaps ``-r camera/color/image_raw:=/my/topic``).  Returns the exit status.
+    ``argv`` may hold ROS arguments (``--ros-args -p name:=value --params-file f.yaml``, remaps
+    ``-r camera/color/image_raw:=/my/topic``).
     """
     args = list(sys.argv) if argv is None else ["prism_node"] + list(argv)
     user_args = rclpy.utilities.remove_ros_args(args)[1:]

@@ -1,12 +1,9 @@
-"""The node's outputs, each owning its publishers (no filter logic):
+"""The node's outputs, each owning its publishers (no filter logic).
 
 * :class:`StateOutputs`: ~/pose, ~/twist, ~/odometry, ~/path and /tf of each step;
-* :class:`MapOutputs`: ~/map_cloud, ~/occupancy (nav_msgs/OccupancyGrid) and ~/mesh
-  (visualization_msgs/MarkerArray), with the incremental builders
-  (:class:`prism_ros.core.occupancy.OccupancyGridBuilder`, :class:`prism_ros.core.mesh.BlockMesher`),
-  the per-block Marker cache and the cost figures for the diagnostics.  The node calls
-  :meth:`MapOutputs.publish` from its filter thread (which owns the map) when the rate
-  timers ask for an output.
+* :class:`MapOutputs`: ~/map_cloud, ~/occupancy and ~/mesh with their incremental builders
+  (:class:`prism_ros.core.occupancy.OccupancyGridBuilder`, :class:`prism_ros.core.mesh.BlockMesher`) and the
+  per-block Marker cache; :meth:`MapOutputs.publish` runs on the filter thread (which owns the map).
 """
 
 from __future__ import annotations
@@ -156,11 +153,10 @@ class MapOutputs:
 class StateOutputs:
     """~/pose, ~/twist, ~/odometry, ~/path and /tf of each step.
 
-    ``~/pose`` carries the pose covariance given the map; ``~/odometry`` the per-step
-    covariances compounded since the last :meth:`reset` (REP-105: it grows with motion; a
-    lost step carries the filter's inflated prediction, so it grows faster then).  ~/path
-    holds the last ``path_max_length`` poses and goes out at most every 0.2 s: call
-    :meth:`publish_path` when idle so the last poses always go out."""
+    ``~/pose`` carries the pose covariance given the map; ``~/odometry`` the per-step covariances compounded since
+    the last :meth:`reset` (REP-105: grows with motion, faster while lost).  ~/path holds the last
+    ``path_max_length`` poses, at most every 0.2 s: call :meth:`publish_path` when idle.
+    """
 
     def __init__(self, node, cfg, T_base_camera: np.ndarray, tf_type=None):
         out_qos = reliable_qos(10)

@@ -1,12 +1,10 @@
 """The node's ROS parameters: declared from :data:`prism_ros.config.PARAMS`, nothing else.
 
-Each :class:`~prism_ros.config.ParamSpec` becomes one declared parameter with its
-description, range and read-only flag (``ParamSpec.runtime``), so ``ros2 param
-describe`` shows exactly the table that ``config/prism.yaml`` and the offline CLI use.
-:func:`yaml_disagreements` says where a params file and the table differ (the test of
-the shipped YAML uses it).  A change while the node runs goes through
-:func:`updated_config`: read-only parameters and invalid values are refused with the
-reason, and the result is a complete, validated :class:`~prism_ros.config.PrismConfig`.
+Each :class:`~prism_ros.config.ParamSpec` becomes one declared parameter with its description, range and read-only flag
+(``ParamSpec.runtime``), so ``ros2 param describe`` shows exactly the table that ``config/prism.yaml`` and the offline
+CLI use. :func:`yaml_disagreements` says where a params file and the table differ (the test of the shipped YAML uses
+it).  A change while the node runs goes through :func:`updated_config`: read-only parameters and invalid values are
+refused with the reason, and the result is a complete, validated :class:`~prism_ros.config.PrismConfig`.
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
 """QoS profiles used by the prism node and the player.
 
-* Inputs (images, camera_info, IMU, odometry) use ``sensor_data`` (best effort,
-  keep last 5; the node asks 200 for the IMU and 50 for odometry) by default, or
-  ``reliable`` by parameter.  The node subscribes to the images with keep last
-  max(2, queue_size) (either profile): a deep reader history would be a hidden backlog
-  in front of its bounded queue.  A best-effort subscription matches a reliable
-  publisher, so the player (which publishes reliably) works with either.
-* ``~/map_cloud``, ``~/occupancy`` and ``~/mesh`` are reliable + transient_local (depth 1)
-  so a late RViz gets the last one.
-* Pose, twist, odometry and path are reliable, volatile.
+* Inputs: ``sensor_data`` (best effort, keep last 5; the node asks 200 for the IMU, 50 for odometry) by
+  default, or ``reliable`` by parameter; the images with keep last max(2, queue_size), so no deep reader
+  history hides a backlog.  Best effort matches the player's reliable publishers.
+* ``~/map_cloud``, ``~/occupancy``, ``~/mesh``: reliable + transient_local (depth 1).
+* Pose, twist, odometry and path: reliable, volatile.
 """
 
 from __future__ import annotations

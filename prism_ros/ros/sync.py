@@ -1,22 +1,11 @@
-"""Approximate-time pairing of two message streams (colour and depth).
+"""Approximate-time pairing of two message streams (colour and depth); ``message_filters`` is not on PyPI.
 
-``message_filters`` is not on PyPI, so this is a small, bounded replacement.
-
-Rule: each stream's stamps are assumed to increase.  The oldest pending message
-of stream A is paired with the closest pending message of stream B when
-
-  * their stamps differ by at most ``slop_s``;
-  * no *pending* message of A is closer to that B message (else the older A
-    message can never be paired and is dropped);
-  * no *future* message can be closer: the newest stamp seen on each stream is at
-    least as far from the partner as the pair's own difference.  Equal stamps
-    (the usual case for registered RGB-D drivers) therefore pair immediately;
-    a constant offset between the streams delays a pair until the next message
-    of the earlier stream arrives.
-
-Messages that can no longer be paired are dropped and counted; each pending
-queue is bounded (``max_pending``, oldest dropped).  Not thread-safe: call it from
-one thread (the node's executor).
+Each stream's stamps are assumed to increase.  The oldest pending message of stream A pairs with the
+closest pending message of stream B when their stamps differ by at most ``slop_s``, no pending A message
+is closer to that B (else the older A is dropped), and no future message can be closer (the newest stamp
+seen on each stream is at least as far).  Equal stamps pair immediately; a constant offset waits for the
+next message of the earlier stream.  Unpairable messages are dropped and counted; each pending queue is
+bounded (``max_pending``, oldest dropped).  Not thread-safe: call it from one thread.
 """
 
 from __future__ import annotations

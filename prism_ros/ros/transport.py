@@ -1,26 +1,14 @@
 """The shipped Fast DDS profile (``config/fastdds.xml``), used unless the user has their own.
 
-A 640x480 colour + depth pair (0.9 + 1.2 MB) does not fit Fast DDS's default 512 KiB
-shared-memory segment, and best-effort delivery loses most such frames between two
-processes on one machine (figures: ``docs/transport.md``).  ``config/fastdds.xml`` gives the
-shared-memory transport a 32 MiB segment (plus UDPv4 for other hosts).
+A 640x480 colour + depth pair does not fit Fast DDS's default shared-memory segment; ``config/fastdds.xml`` gives the
+shared-memory transport a 32 MiB segment (plus UDPv4 for other hosts).  See docs/transport.md, "Why it is needed".
 
-:func:`use_default_profile` points ``FASTDDS_DEFAULT_PROFILES_FILE`` at that file in an
-environment mapping (``os.environ`` by default, so call it before ``rclpy.init``), unless
-
-* the RMW is not Fast DDS (``RMW_IMPLEMENTATION`` set to something other than
-  ``rmw_fastrtps_*``): nothing else reads the variable, and the profile would not apply;
-* ``PRISM_FASTDDS_PROFILE=off``: Fast DDS's built-in defaults (for comparisons);
-* the user chose a profile: ``FASTDDS_DEFAULT_PROFILES_FILE`` is set, or the deprecated
-  ``FASTRTPS_DEFAULT_PROFILES_FILE``
-  (rmw_fastrtps in Kilted still loads it, with a deprecation warning), or
-  ``FASTDDS_BUILTIN_TRANSPORTS`` (Fast DDS's own transport presets), or a
-  ``DEFAULT_FASTDDS_PROFILES.xml`` in the working directory that Fast DDS loads by itself
-  (unless ``SKIP_DEFAULT_XML_FILE=1``).
-
-No rclpy import here: the node and the player (at the top of ``main``), ``prism-ros soak``
-(for its children's environment) and the launch files (:func:`fastdds_launch_actions`)
-share it.
+:func:`use_default_profile` points ``FASTDDS_DEFAULT_PROFILES_FILE`` at that file in an environment mapping
+(``os.environ`` by default: call it before ``rclpy.init``), unless the RMW is not Fast DDS,
+``PRISM_FASTDDS_PROFILE=off``, or the user chose a profile (``FASTDDS_DEFAULT_PROFILES_FILE``, the deprecated
+``FASTRTPS_DEFAULT_PROFILES_FILE``, ``FASTDDS_BUILTIN_TRANSPORTS``, or a ``DEFAULT_FASTDDS_PROFILES.xml`` in the working
+directory unless ``SKIP_DEFAULT_XML_FILE=1``).  No rclpy import: the node, the player, ``prism-ros soak`` and the launch
+files (:func:`fastdds_launch_actions`) share it.
 """
 
 from __future__ import annotations
@@ -54,13 +42,9 @@ OPT_OUT_ENV = "PRISM_FASTDDS_PROFILE"  # "off": leave Fast DDS's built-in defaul
 
 @dataclass(frozen=True)
 class ProfileChoice:
-    """What :func:`choose_profile` decided.
-
-    ``path``: the Fast DDS profile file in use (None: Fast DDS's built-in defaults or a
-    non-Fast DDS RMW); ``source``: ``"prism_ros"`` (the shipped file, set by us),
-    ``"user"`` (the user's choice, left alone), ``"off"`` (``PRISM_FASTDDS_PROFILE=off``),
-    ``"other-rmw"`` or ``"missing"`` (the shipped file was not found); ``message``: one line
-    for the log.
+    """What :func:`choose_profile` decided: ``path`` (the Fast DDS profile in use; None: built-in defaults or
+    another RMW), ``source`` (``"prism_ros"``: the shipped file, set by us; ``"user"``; ``"off"``; ``"other-rmw"``;
+    ``"missing"``: the shipped file was not found) and ``message`` (one line for the log).
     """
 
     path: Optional[str]
@@ -105,10 +89,8 @@ def choose_profile(
     env: MutableMapping[str, str], profile_path: Optional[str] = None, cwd: Optional[str] = None
 ) -> ProfileChoice:
     """Decide which Fast DDS profile applies and, when it is the shipped one, set
-    ``env[FASTDDS_DEFAULT_PROFILES_FILE]`` to it (the only change made to ``env``).
-
-    ``profile_path``: the shipped file (default :func:`default_profile_path`); ``cwd``: the
-    working directory the process runs in (default ``os.getcwd()``).
+    ``env[FASTDDS_DEFAULT_PROFILES_FILE]`` (the only change to ``env``).  ``profile_path``: the shipped file
+    (default :func:`default_profile_path`); ``cwd``: the process's working directory (default ``os.getcwd()``).
     """
     if not is_fastdds_rmw(env):
         return ProfileChoice(

@@ -1,14 +1,9 @@
 """The hand-over between the node's ROS callbacks and its one worker thread (no ROS).
 
-Frames wait in a bounded queue, the oldest dropped when it is full.  Output requests
-(``cloud``, ``occupancy``, ``mesh``, ...: from timers) are a set, so a slow worker serves
-each at most once however many timer ticks it missed.  Commands
-(save, load, reset) wait in their own queue and are taken before frames.  A caller
-waits for its command's outcome at most a timeout: a command still queued then is
-cancelled (removed, never run later); one the worker is running finishes and its
-outcome is marked abandoned for the worker to log.  After :meth:`WorkQueue.stop`
-nothing is taken, commands still queued fail with "node shutting down" and new
-ones fail at once.
+Frames wait in a bounded queue (oldest dropped).  Output requests (``cloud``, ``occupancy``, ``mesh``, ...) are a set: a
+slow worker serves each once.  Commands (save, load, reset) have their own queue, taken before frames; a caller waits at
+most a timeout: a command still queued then is cancelled (never run later), a running one finishes and its outcome is
+marked abandoned.  After :meth:`WorkQueue.stop` queued and new commands fail ("node shutting down").
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """EuRoC flight simulator: a synthetic indoor scene flown along a real EuRoC trajectory.
 
-:func:`simulate_euroc` (CLI: ``prism-ros simulate SOURCE --out DIR``) reads a EuRoC
-ASL folder with ground truth, IMU and camera calibration (images are not needed:
-``euroc_V1_02_medium_imu_gt`` has none) and writes a complete ASL folder that every
-EuRoC reader treats as a real recording::
+:func:`simulate_euroc` (``prism-ros simulate SOURCE --out DIR``) reads a EuRoC ASL folder with ground truth, IMU and
+camera calibration (no images needed) and writes an ASL folder every EuRoC reader takes as a real recording::
 
     DIR/mav0/cam0/data.csv, data/<ns>.png, sensor.yaml    rendered left camera (752x480 mono8, 20 Hz)
     DIR/mav0/cam1/...                                      rendered right camera
@@ -13,35 +11,16 @@ EuRoC reader treats as a real recording::
     DIR/mav0/cam0_depth_exact/data.csv, data/<ns>.png, sensor.yaml
                                                            exact cam0 depth (side folder, readers ignore it)
 
-The scene is :func:`prism_ros.sim.flight_scene.make_flight_scene` (a room around the
-whole flight, seeded clutter, exact SDF); the cameras' rays and the motion blur are
-:mod:`prism_ros.sim.imaging`'s; the Numba renderer is :mod:`prism_ros.sim.render`.
-
-Cameras
--------
-Camera poses are ``T_w_cam = T_w_B(t) T_BS_cam`` with ``T_w_B`` the ground truth
-interpolated at t (linear / slerp).  Frame stamps are every other 40 Hz ground-truth
-stamp (20 Hz) where the IMU covers [t - 1 s, t + 0.1 s] (the IMU initialisation window).
-
-Image effects (per frame, seeded by ``seed`` and the frame index)
------------------------------------------------------------------
-* Exposure: the exposure time drifts smoothly in [2.6, 6.2] ms
-  (``EXPOSURE_MS`` x exp(0.4 s(t)), s a seeded sum of sines); the auto-exposure
-  leaves a brightness change of up to +-20 % (x exp(0.18 s'(t))).  Both cameras
-  share the exposure (synchronised rig); cam1's gain is ``CAM1_GAIN`` of cam0's.
-* Motion blur: one render at mid-exposure, blurred along each pixel's image motion over
-  the exposure (:mod:`prism_ros.sim.imaging`).
-* Vignetting (1 - ``VIGNETTE`` r^2, r = distance to the principal point over the
-  half diagonal), then sensor noise N(0, ``READ_NOISE_DN``^2 + ``SHOT_NOISE_GAIN``
-  I) in 8-bit counts, rounded and clipped (mono8).
-
-Exact depth
------------
-``cam0_depth_exact/data/<ns>.png``: uint16, millimetres (``depth_scale: 1000.0``
-in its ``sensor.yaml``), the optical z of cam0's (distorted, raw) pixel grid at
-mid-exposure; 0 = no hit.  :func:`exact_depth_rectified` resamples it into the
-rectified left camera of a :class:`prism_ros.core.stereo.StereoRectifier` (what
-:class:`EurocDataset` frames hold) for checks.
+* Scene: :func:`prism_ros.sim.flight_scene.make_flight_scene`; rays and motion blur:
+  :mod:`prism_ros.sim.imaging`; renderer: :mod:`prism_ros.sim.render`.
+* Cameras: ``T_w_cam = T_w_B(t) T_BS_cam``, ``T_w_B`` the ground truth interpolated at t; frames at every
+  other 40 Hz ground-truth stamp where the IMU covers [t - 1 s, t + 0.1 s].
+* Image effects, seeded by ``seed`` and the frame index: a smoothly drifting exposure time
+  (``EXPOSURE_MS`` x exp(0.4 s(t))) and brightness (x exp(0.18 s'(t))), shared by both cameras (cam1's
+  gain ``CAM1_GAIN``); motion blur over the exposure; vignetting 1 - ``VIGNETTE`` r^2 (r over the half
+  diagonal); noise N(0, ``READ_NOISE_DN``^2 + ``SHOT_NOISE_GAIN`` I) in 8-bit counts, rounded and clipped.
+* Exact depth: ``cam0_depth_exact/data/<ns>.png``, uint16 mm (``depth_scale: 1000.0``), the optical z of cam0's raw
+  pixel grid at mid-exposure, 0 = no hit; :func:`exact_depth_rectified` resamples it into the rectified left camera.
 """
 
 from __future__ import annotations
@@ -101,11 +80,8 @@ def read_exact_depth(mav0, ns: int) -> np.ndarray:
 
 
 def exact_depth_rectified(depth_raw: np.ndarray, stereo: StereoRectifier, max_rel_step: float = 0.02) -> np.ndarray:
-    """Exact cam0 depth resampled into ``stereo``'s rectified left camera (float32 m, 0 = none).
-
-    Bilinear on the raw grid at the rectification map; pixels whose 2x2 raw neighbours
-    differ by more than ``max_rel_step`` of the depth (a depth edge) are 0.  The optical
-    z is converted to the rectified frame: z_rect = z_c0 / (R0^T K_rect^-1 [u, v, 1])_z.
+    """Exact cam0 depth resampled into ``stereo``'s rectified left camera (float32 m, 0 = none): bilinear on the raw
+    grid, 0 across a depth edge (``max_rel_step``), z_rect = z_c0 / (R0^T K_rect^-1 [u, v, 1])_z.
     """
     import cv2
 
@@ -130,11 +106,9 @@ def exact_depth_rectified(depth_raw: np.ndarray, stereo: StereoRectifier, max_re
 def simulate_euroc(
     source, out, seed: int = 0, seconds: Optional[float] = None, progress: bool = True, log=print, start_s: float = 0.0
 ) -> Dict[str, float]:
-    """Write a simulated EuRoC ASL folder into ``out`` (module docstring); returns a summary.
-
-    ``start_s`` / ``seconds``: the frames from ``start_s`` after the first usable stamp, for
-    ``seconds``.  The room is always built around the whole flight, so a piece of the flight
-    sees the same scene as the whole one; the IMU and ground truth are copied whole."""
+    """Write a simulated EuRoC ASL folder into ``out`` (module docstring); returns a summary.  ``start_s`` / ``seconds``
+    select the frames; the room is built around the whole flight and the IMU and ground truth are copied whole.
+    """
     import cv2
 
     from prism_ros.datasets.euroc import _mav0

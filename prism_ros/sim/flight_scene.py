@@ -1,14 +1,9 @@
 """The scene of a simulated EuRoC flight (:mod:`prism_ros.sim.flight`).
 
-A closed room around the trajectory, like the Vicon room (the trajectory's x-y box
-grown by ``ROOM_MARGIN_M`` on each side), holding seeded clutter: boxes on the floor,
-pillars, spheres, tori and panels on the walls, none closer than ``CLEARANCE_M`` to the
-flown path.  Every surface carries a multi-scale noise texture with sharp-edged blobs
-(``_TEX_NOISE`` of :mod:`prism_ros.sim.scene`; a seeded tileable texture,
-:func:`make_texture`, of 4-10 mm texels) which repeats only every 3-10 m, so a stereo
-matcher finds no repeating pattern in its search range.  A different ``seed`` gives a
-different layout, sizes, colours and texture.  The SDF is exact
-(:func:`prism_ros.sim.scene.scene_sdf`).
+A closed room around the trajectory (its x-y box grown by ``ROOM_MARGIN_M``) with seeded clutter (boxes, pillars,
+spheres, tori, wall panels), none closer than ``CLEARANCE_M`` to the flown path.  Every surface carries a seeded
+tileable noise texture (:func:`make_texture`) that does not repeat within a stereo matcher's search range.  ``seed``
+sets layout, sizes, colours and texture; the SDF is exact (:func:`prism_ros.sim.scene.scene_sdf`).
 """
 
 from __future__ import annotations

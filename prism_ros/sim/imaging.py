@@ -1,17 +1,11 @@
 """The cameras and image effects of a simulated EuRoC flight (:mod:`prism_ros.sim.flight`).
 
-* Rays: each pixel's ray comes from the real calibration: the radtan-distorted pixel
-  centres are undistorted once with ``cv2.undistortPoints`` (iterated to convergence;
-  :func:`distorted_rays` checks the re-projection to < 1e-3 px).
-* Exposure: a seeded smooth signal (:func:`_smooth_signal`) drives the exposure time and
-  the brightness.
-* Motion blur: each pixel's image motion over the exposure (its 3D point, from the exact
-  depth, projected at the exposure's start and end poses with the distorted model,
-  :func:`_exposure_flow`) is integrated by averaging the sharp image at N points along
-  that motion (:func:`_motion_blur`, cv2.remap, N = ceil(motion) + 1, at most
-  ``MAX_BLUR_TAPS``).  This is exact for a static scene away from depth edges; at an
-  occluding edge it smears the background with the foreground's motion (a few pixels at
-  most).
+* Rays: the radtan-distorted pixel centres of the real calibration, undistorted once with
+  ``cv2.undistortPoints`` (:func:`distorted_rays`).
+* Exposure: a seeded smooth signal (:func:`_smooth_signal`) drives exposure time and brightness.
+* Motion blur: the sharp image averaged at N = ceil(motion) + 1 (at most ``MAX_BLUR_TAPS``) points along
+  each pixel's image motion over the exposure (:func:`_exposure_flow`, :func:`_motion_blur`); exact for a
+  static scene away from depth edges.
 """
 
 from __future__ import annotations

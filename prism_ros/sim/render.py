@@ -1,16 +1,9 @@
 """Ray casting of a packed scene (:mod:`prism_ros.sim.scene`): depth, normals, colour.
 
-Per pixel (REP-103 optical frame: z forward, x right, y down; pixel centres at
-integer coordinates) the room's walls are intersected analytically, and the
-objects whose bounding spheres the ray crosses before the wall are sphere traced
-(Numba, parallel over rows) with their exact SDFs, so no surface is skipped, to
-sdf < 2e-5 m; a point where the ray only grazes past an edge (the surface normal
-faces away) is stepped over, and a hit is refined by one Newton step along the
-ray.  ``depth`` is the z coordinate of the hit in the optical frame.  Colour is
-view-independent: a procedural albedo (checkers and smooth sine "noise" on the
-room, stripes / rings / sine patterns on the objects, so photometric tracking
-has gradients almost everywhere; or a tiled image texture) times Lambertian shading
-from two fixed directional lights plus ambient.
+Per pixel (REP-103 optical frame, pixel centres at integer coordinates) the room's walls are intersected analytically
+and the objects whose bounding spheres the ray crosses first are sphere traced with their exact SDFs (Numba, parallel
+over rows), then refined by a Newton step.  ``depth`` is the optical z of the hit.  Colour is view-independent: a
+procedural albedo (or a tiled texture) times Lambertian shading from two fixed directional lights plus ambient.
 """
 
 from __future__ import annotations
@@ -168,12 +161,9 @@ def _room_exit(k, ox, oy, oz, dx, dy, dz, centre, R_ow, prm):
 
 @njit(cache=True, parallel=True)
 def _render_kernel(T_w_c, rays, ptype, centre, R_ow, prm, bound, albedo, tex, texk, texture, light1, light2):
-    """Per pixel: the room (inverted box) is intersected analytically; the objects whose
-    bounding spheres the ray crosses before the wall are sphere traced (exact SDFs,
-    so no surface is skipped), to sdf < _TRACE_EPS, then refined by a Newton step.
-
-    ``rays`` (H, W, 2): the pixel's ray in the optical frame as (x/z, y/z) (a pinhole
-    camera: ((u - cx) / fx, (v - cy) / fy); a distorted one: its undistorted points)."""
+    """Per pixel: the room intersected analytically, the objects whose bounding spheres the ray crosses first sphere
+    traced to sdf < _TRACE_EPS and refined by a Newton step.  ``rays`` (H, W, 2): each pixel's (x/z, y/z).
+    """
     height = rays.shape[0]
     width = rays.shape[1]
     depth = np.zeros((height, width), dtype=np.float32)
@@ -321,13 +311,9 @@ _L2 = np.array([-0.6, -0.7, 0.4]) / np.linalg.norm([-0.6, -0.7, 0.4])
 
 
 def render_scene(T_w_c: np.ndarray, camera: Camera, scene: Optional[dict] = None):
-    """Noise-free render at pose ``T_w_c``.
-
-    Returns a dict: ``depth`` HxW float32 (optical z, 0 where no hit), ``normal``
-    HxWx3 float32 (world frame), ``color`` HxWx3 float32 in [0, 1], ``cos_incidence``
-    HxW float32 (cosine between the viewing ray and the surface normal), ``ids``
-    HxW int32 (primitive index into :func:`make_scene`, 0 = room, -1 where no hit)
-    and ``steps`` HxW int32 (sphere-tracing steps, a diagnostic).
+    """Noise-free render at pose ``T_w_c``: a dict of ``depth`` HxW float32 (optical z, 0 = no hit), ``normal`` HxWx3
+    (world), ``color`` HxWx3 in [0, 1], ``cos_incidence`` HxW, ``ids`` HxW int32 (primitive index, 0 = room, -1 no
+    hit) and ``steps`` HxW int32 (sphere-tracing steps).
     """
     return render_rays(T_w_c, pinhole_rays(camera), scene)
 

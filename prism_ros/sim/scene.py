@@ -1,23 +1,9 @@
 """The synthetic scene: exact primitive SDFs packed into arrays, and their union.
 
-The scene of the synthetic sequence (:func:`make_scene`)
---------------------------------------------------------
-A closed room (4 m x 3 m x 2.5 m, seen from inside) holding a table (box), spheres,
-a standing cylinder, a tilted torus, small boxes, a corner cabinet, a wall panel
-and a pillar.  World frame: z up, the floor is z = 0, the room spans
-x in [-2, 2], y in [-1.5, 1.5].  Other scenes (the simulated flights' rooms,
-:mod:`prism_ros.sim.flight_scene`) are packed from primitives by :func:`pack_scene`.
-
-The SDF
--------
-:func:`scene_sdf` (metres, positive in free space) is the union (``min``) of *exact*
-primitive SDFs (inverted box for the room, boxes, spheres, capped cylinder, torus).
-The min of exact SDFs is exact wherever it is positive (free space, where the camera
-and every TSDF band in front of a surface lie) and within ~1e-12 of the surface;
-inside the solids it is only a bound (|value| <= true distance) where primitives
-overlap or touch.  Objects are axis-aligned or rotated rigidly; a bounding-sphere
-test skips far primitives without changing the result.  The renderer
-(:mod:`prism_ros.sim.render`) uses the same primitive kernels.
+:func:`make_scene` is the synthetic sequence's room (4 m x 3 m x 2.5 m, seen from inside: world z up, floor z = 0, x in
+[-2, 2], y in [-1.5, 1.5]) with furniture; other scenes are packed by :func:`pack_scene`. :func:`scene_sdf` (m, positive
+in free space) is the union (``min``) of exact primitive SDFs: exact where positive (free space) and at the surface,
+only a bound inside overlapping solids.  The renderer (:mod:`prism_ros.sim.render`) uses the same primitive kernels.
 """
 
 from __future__ import annotations
@@ -52,12 +38,9 @@ def _rot_x(a):
 
 
 def make_scene():
-    """Arrays describing the scene (see the module docstring).
-
-    Returns a dict with ``ptype`` (N,) int64, ``centre`` (N,3), ``R_ow`` (N,3,3)
-    world-to-object rotations, ``prm`` (N,4) sizes, ``bound`` (N,) bounding radii
-    (inf for the room), ``albedo`` (N,3), ``tex`` (N,) int64, ``texk`` (N,) float64
-    (texture spatial frequency, rad/m) and ``names``.
+    """Arrays describing the scene (module docstring): ``ptype`` (N,) int64, ``centre`` (N,3), ``R_ow`` (N,3,3)
+    world-to-object, ``prm`` (N,4) sizes, ``bound`` (N,) radii (inf for the room), ``albedo`` (N,3), ``tex`` (N,)
+    int64, ``texk`` (N,) (texture frequency, rad/m) and ``names``.
     """
     prims = []
 
@@ -118,11 +101,10 @@ def make_scene():
 
 
 def pack_scene(prims, texture: Optional[np.ndarray] = None) -> dict:
-    """Scene arrays (as :func:`make_scene` returns) from a list of primitives
-    ``(name, ptype, centre (3,), R_wo (3,3), prm (4,), albedo (3,), tex, texk)``.
-
-    ``texture``: a tileable 2D float32 image in [0, 1] for ``_TEX_NOISE`` primitives
-    (their ``texk`` is then its texels per metre)."""
+    """Scene arrays (as :func:`make_scene`) from primitives
+    ``(name, ptype, centre (3,), R_wo (3,3), prm (4,), albedo (3,), tex, texk)``; ``texture``: a tileable float32
+    image in [0, 1] for ``_TEX_NOISE`` (``texk``: texels/m).
+    """
     n = len(prims)
     ptype = np.array([p[1] for p in prims], dtype=np.int64)
     centre = np.stack([p[2] for p in prims])

@@ -1,34 +1,21 @@
 """A procedural, exactly known RGB-D sequence for tests and benchmarks.
 
-The scene is :func:`prism_ros.sim.scene.make_scene` (a furnished room, exact SDF) and
-each frame is rendered by :mod:`prism_ros.sim.render`; :meth:`SyntheticSequence.sdf`
-is the scene's exact SDF.  ``open_dataset("synthetic[:<n>...]")`` opens it through the
+The scene is :func:`prism_ros.sim.scene.make_scene` rendered by :mod:`prism_ros.sim.render`;
+:meth:`SyntheticSequence.sdf` is its exact SDF.  ``open_dataset("synthetic[:<n>...]")`` opens it through the
 ``prism_ros.sequences`` entry point (:func:`open_synthetic`).
 
-Noise (``noise=True``)
-----------------------
-* depth: z + N(0, sigma_z(z)^2) with the Kinect v1 model of :class:`PrismConfig`,
-  sigma_z(z) = c0 + c2 (z - z0)^2 (defaults 0.0012 + 0.0019 (z - 0.4)^2), evaluated
-  at the true depth; optional rounding to ``depth_quantum`` metres.  The noise is
-  spatially correlated like a block-matching sensor's: one draw per
-  ``noise_corr_px`` x ``noise_corr_px`` block (default 4 x 4 = 16 pixels, the
-  filter's default ``laplace_patch_px``), so pixels are not independent;
-* holes (``holes``, default = ``noise``): random dropout (``dropout``, 2 %), rays
-  meeting the surface at more than ``grazing_deg`` (80 deg) from its normal, and
-  noisy depths outside [``depth_min``, ``depth_max``] = [0.3, 4.0] m;
-* colour: N(0, ``color_noise``^2) in uint8 counts (default 2), then rounded/clipped.
+Noise (``noise=True``):
 
-Noise is drawn from ``numpy.random.default_rng([seed, 7, global_frame_index])``, so
-a frame is the same whatever ``start`` or the access order.
+* depth: z + N(0, sigma_z(z)^2) with the Kinect v1 model of :class:`PrismConfig` at the true depth,
+  drawn once per ``noise_corr_px`` x ``noise_corr_px`` block (spatially correlated like a block-matching
+  sensor); optional rounding to ``depth_quantum`` m;
+* holes (``holes``, default ``noise``): random ``dropout``, rays more than ``grazing_deg`` from the normal,
+  noisy depths outside [``depth_min``, ``depth_max``];
+* colour: N(0, ``color_noise``^2) in uint8 counts, rounded and clipped.
 
-Trajectory
-----------
-The camera orbits the room centre on an ellipse (semi-axes ~1.2 m x 0.9 m, 1.2-1.5 m
-high) with a varying angular rate, radial/height wobble, and looks at a point
-wandering around the table, with a small roll wobble: sums of sinusoids, so
-every derivative is smooth.  ``seed`` sets the phases.  Typical speeds are
-0.2-0.5 m/s and 10-50 deg/s (see :meth:`SyntheticSequence.gt_twists`).  Frame ``i`` is at
-t = (start + i) / fps and ``T_w_c_gt`` is exact.
+Noise is drawn from ``numpy.random.default_rng([seed, 7, global_frame_index])``: a frame is the same whatever ``start``
+or the access order.  The camera orbits the room centre on a seeded smooth trajectory (sums of sinusoids) looking around
+the table; frame ``i`` is at t = (start + i) / fps and ``T_w_c_gt`` is exact.
 """
 
 from __future__ import annotations
@@ -122,16 +109,11 @@ def _log_so3(R: np.ndarray) -> np.ndarray:
 class SyntheticSequence(DatasetBase):
     """Procedural RGB-D sequence with exact geometry and ground truth (module docstring).
 
-    Capabilities (:mod:`prism_ros.datasets.capabilities`): exact SDF (:meth:`sdf`),
-    ground-truth twists (:meth:`gt_twists`); its stamps are made up at ``fps``
-    (``has_timestamps`` False).
-
-    ``fx``/``fy``/``cx``/``cy`` default to a Kinect-like camera scaled to the image:
-    fx = fy = 525 * width / 640, cx = (width - 1) / 2, cy = (height - 1) / 2.
-    ``config`` (a PrismConfig) supplies the depth noise model (defaults otherwise).
-    ``start`` shifts the trajectory: frame i is at t = (start + i) / fps and uses the
-    noise of global frame start + i.  ``speed`` scales the trajectory's time (2 = twice
-    as fast).  ``cache`` keeps the last ``cache`` rendered frames.
+    Capabilities (:mod:`prism_ros.datasets.capabilities`): exact SDF (:meth:`sdf`), ground-truth twists
+    (:meth:`gt_twists`); its stamps are made up at ``fps`` (``has_timestamps`` False).  ``fx``/``fy``/``cx``/``cy``
+    default to fx = fy = 525 * width / 640, cx = (width - 1) / 2, cy = (height - 1) / 2.  ``config`` (a
+    PrismConfig) supplies the depth noise model.  Frame i is at t = (start + i) / fps with the noise of
+    global frame start + i; ``speed`` scales the trajectory's time; ``cache`` keeps that many rendered frames.
     """
 
     has_timestamps = False
@@ -206,9 +188,7 @@ class SyntheticSequence(DatasetBase):
 
     # --- geometry / ground truth ------------------------------------------------
     def sdf(self, points: np.ndarray) -> np.ndarray:
-        """Signed distance (metres, float64, positive in free space) at (N,3) world points.
-
-        Exact outside the solids; inside it is a bound (:mod:`prism_ros.sim.scene`)."""
+        """Signed distance (m, float64, positive in free space) at (N,3) world points; a bound inside solids."""
         return scene_sdf(points, self.scene)
 
     def sigma_z(self, z) -> np.ndarray:
@@ -290,10 +270,8 @@ class SyntheticSequence(DatasetBase):
 
 
 def open_synthetic(name: str, start: int = 0, frames: Optional[int] = None, **kw) -> SyntheticSequence:
-    """Open ``"synthetic"`` or ``"synthetic:<n_frames>[@<w>x<h>][,seed=<s>][,clean]"`` (the name a sequence prints).
-
-    Plain ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None); ``start``/``frames``
-    then select a window, frame i being at (start + i) / fps.  640x480 unless ``width``/``height`` are given.
+    """Open ``"synthetic"`` or ``"synthetic:<n_frames>[@<w>x<h>][,seed=<s>][,clean]"`` (the name a sequence prints);
+    plain ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None), 640x480 by default.
     """
     p = str(name)
     if p == "synthetic" or p.startswith("synthetic:"):

@@ -1,24 +1,15 @@
-"""Writers (and readers) for the offline runner's outputs.
+"""Writers (and readers) for the offline runner's outputs (the table: docs/offline.md, "Outputs").
 
-* ``trajectory.tum`` / ``groundtruth.tum``: one line per frame,
-  ``t tx ty tz qx qy qz qw`` (camera-to-world ``T_w_c``, quaternion Hamilton
-  x y z w), readable by ``evo_ape tum``.
-* ``covariances.npz``: ``stamps`` (N,), ``pose_cov`` (N,6,6) in the right/body
-  perturbation ``T = T_w_c Exp(xi)``, ``xi = (rho, phi)``; ``pose_cov_ros``
-  (N,6,6) the same covariance in the world frame in ROS order
-  (x y z, rotation about fixed x y z), ``J Sigma J^T`` with ``J = blkdiag(R, R)``;
-  ``velocity`` (N,6) and ``velocity_cov`` (N,6,6) body-frame twist
-  (vx vy vz wx wy wz), as in a ROS ``TwistWithCovariance`` in the child frame;
-  ``T_w_c`` (N,4,4) for convenience.
-* ``map.ply``: binary little-endian point cloud of the observed near-surface
-  voxels, vertex properties ``x y z`` (float32, world, m), ``red green blue``
-  (uint8), ``sigma`` (float32, SDF std, m), ``sdf`` (float32, SDF mean, m),
-  ``count`` (float32, observation count).
-* ``mesh.ply``: binary little-endian triangle mesh of the map's zero level set
-  (:class:`prism_ros.core.mesh.BlockMesher`, scikit-image marching cubes per block):
-  vertex ``x y z`` (float32, world, m), ``nx ny nz`` (float32, unit normal towards free
-  space), ``red green blue`` (uint8), ``sigma`` (float32, SDF std at the nearest voxel,
-  m); face ``vertex_indices`` (int32 list, counter-clockwise seen from free space).
+* ``trajectory.tum`` / ``groundtruth.tum``: ``t tx ty tz qx qy qz qw`` per frame (camera-to-world
+  ``T_w_c``, Hamilton quaternion x y z w), readable by ``evo_ape tum``.
+* ``covariances.npz``: ``stamps`` (N,), ``T_w_c`` (N,4,4), ``pose_cov`` (N,6,6) of the right perturbation
+  ``T = T_w_c Exp(xi)``, ``xi = (rho, phi)``; ``pose_cov_ros`` (N,6,6) the same in the world frame, ROS
+  order; ``velocity`` (N,6) and ``velocity_cov`` (N,6,6): the body twist (vx vy vz wx wy wz), child frame.
+* ``map.ply``: binary little-endian near-surface voxels: ``x y z`` (float32, world, m), ``red green blue``
+  (uint8), ``sigma``, ``sdf`` (float32, m), ``count`` (float32).
+* ``mesh.ply``: binary little-endian mesh of the zero level set (:class:`prism_ros.core.mesh.BlockMesher`):
+  vertex ``x y z``, ``nx ny nz`` (towards free space), ``red green blue``, ``sigma``; face
+  ``vertex_indices`` (int32 list, counter-clockwise seen from free space).
 """
 
 from __future__ import annotations
@@ -97,11 +88,8 @@ def read_tum(path: str) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def cov_body_to_world(T_w_c: np.ndarray, cov: np.ndarray) -> np.ndarray:
-    """Right-perturbation (body) pose covariance -> ROS world-frame order.
-
-    A right perturbation gives ``dp_w = R rho`` and ``dtheta_w = R phi``, so
-    ``Sigma_ros = J Sigma J^T`` with ``J = blkdiag(R, R)``.  Works on (6,6) or
-    batched (N,6,6) with (N,4,4) poses.
+    """Right-perturbation (body) pose covariance -> ROS world-frame order: ``Sigma_ros = J Sigma J^T``,
+    ``J = blkdiag(R, R)``.  Works on (6,6) or batched (N,6,6) with (N,4,4) poses.
     """
     T = np.asarray(T_w_c, dtype=np.float64)
     C = np.asarray(cov, dtype=np.float64)
@@ -143,10 +131,8 @@ def read_covariances(path: str) -> Dict[str, np.ndarray]:
 
 
 def write_ply(path: str, surface: Dict[str, np.ndarray], text: bool = False) -> int:
-    """Write a map surface dict (``Map.extract_surface`` output) as ``map.ply``.
-
-    Missing ``rgb`` / ``sigma`` / ``sdf`` / ``count`` entries are filled with
-    grey / NaN / NaN / 0.  Returns the number of vertices written.
+    """Write a map surface dict (``Map.extract_surface`` output) as ``map.ply``; missing ``rgb`` / ``sigma`` /
+    ``sdf`` / ``count`` are grey / NaN / NaN / 0.  Returns the number of vertices written.
     """
     from plyfile import PlyData, PlyElement
 

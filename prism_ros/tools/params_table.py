@@ -3,11 +3,9 @@
     python -m prism_ros.tools.params_table          # print the table
     python -m prism_ros.tools.params_table --write  # rewrite config/prism.yaml and docs/parameters.md
 
-docs/parameters.md keeps its hand-written text; only the table between the two markers
-(:data:`BEGIN`, :data:`END`) is replaced (the file is created when it is missing).
+docs/parameters.md keeps its hand-written text; only the table between :data:`BEGIN` and :data:`END` is replaced.
 
-Floats are written so that YAML 1.1 readers (PyYAML, ROS 2's rcl parser) read them
-as floats: ``1e-05`` would be a *string* there, so it is written ``1.0e-05``.
+Floats are YAML 1.1-safe (PyYAML, ROS 2's rcl parser): ``1e-05`` would be a *string* there, so it is ``1.0e-05``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,14 @@
 """Offline runner: feed a dataset through the pipeline and write the product's outputs.
 
-:func:`run` drives :func:`prism_ros.pipeline.run_dataset` over a dataset and returns an
-:class:`OfflineRun` (what was recorded, the final map and the run's own figures);
-:func:`write_outputs` writes into ``out_dir``:
+:func:`run` drives :func:`prism_ros.pipeline.run_dataset` and returns an :class:`OfflineRun`;
+:func:`write_outputs` writes into ``out_dir`` (formats: :mod:`prism_ros.tools.export`):
 
-* ``trajectory.tum``       estimated camera-to-world poses (``evo_ape tum`` format);
-* ``trajectory_body.tum``  the same in the body frame, for datasets with a body frame
-  (:class:`~prism_ros.datasets.capabilities.HasBodyFrame`; EuRoC: the IMU frame of its
-  ground truth);
-* ``covariances.npz``      per-frame pose / velocity means and covariances
-  (see :mod:`prism_ros.tools.export` for the conventions);
-* ``map.ply``              near-surface voxels with colour, SDF mean, SDF sigma, count;
-* ``mesh.ply``             triangle mesh of the zero level set (marching cubes per block), colour and sigma;
-* ``config.yaml``          the exact parameters used (``ros__parameters`` layout).
+* ``trajectory.tum`` (``trajectory_body.tum`` too for a dataset with a body frame);
+* ``covariances.npz``: per-frame pose / velocity means and covariances;
+* ``map.ply`` (near-surface voxels) and ``mesh.ply`` (the zero level set);
+* ``config.yaml``: the exact parameters used (``ros__parameters`` layout).
 
-The evaluation against ground truth (``groundtruth*.tum``, ``metrics.json``,
-``report.png``) is the harness's: :mod:`prism_ros.eval.evaluate`.
+The evaluation against ground truth is the harness's (:mod:`prism_ros.eval.evaluate`).
 """
 
 from __future__ import annotations
@@ -46,12 +39,9 @@ def write_config_yaml(path: str, cfg: PrismConfig) -> None:
 
 @dataclass
 class OfflineRun:
-    """One offline run of the filter over a dataset (:func:`run`).
-
-    ``recorder`` holds every processed frame's result (:class:`prism_ros.pipeline.Recorder`),
-    ``pipeline.filter.map`` the final map, ``stats`` the loop's timing
-    (:class:`prism_ros.pipeline.RunStats`).  The arrays below are over the processed frames,
-    in order; the figures are plain Python and NumPy values (not yet JSON-safe).
+    """One offline run over a dataset (:func:`run`): ``recorder`` (:class:`prism_ros.pipeline.Recorder`),
+    ``pipeline.filter.map`` the final map, ``stats`` (:class:`prism_ros.pipeline.RunStats`).  The arrays are over
+    the processed frames; the figures are plain Python / NumPy values (not yet JSON-safe).
     """
 
     dataset: Any
@@ -90,14 +80,12 @@ class OfflineRun:
         return np.stack(self.recorder.velocity_cov)
 
     def run_figures(self) -> Dict[str, Any]:
-        """The run's counts and timing: ``dataset``, ``frames`` processed, ``frames_skipped``
-        (unreadable) and ``skipped_indices``, ``fps`` (filter steps only), ``fps_total``
-        (loading, two frames ahead in a background thread, + steps, wall clock from the first
-        step on: the first frame's loading is set-up like the warm-up), ``step_ms_mean``,
-        ``warmup_s`` (the set-up), ``load_ms_mean``, ``tracking_failures``,
-        ``inlier_ratio_median``, ``iterations_median``, ``controls_used``, the loop's CPU
-        figures (:meth:`prism_ros.stats.CpuMeter.figures`: ``cpu_ms_per_frame``,
-        ``cpu_cores_used``, ``cpu_steal_fraction``) and ``stage_ms`` (median per stage)."""
+        """The run's counts and timing: ``dataset``, ``frames``, ``frames_skipped``, ``skipped_indices``, ``fps``
+        (filter steps only), ``fps_total`` (loading + steps, wall clock from the first step), ``step_ms_mean``,
+        ``warmup_s``, ``load_ms_mean``, ``tracking_failures``, ``inlier_ratio_median``, ``iterations_median``,
+        ``controls_used``, the CPU figures (:meth:`prism_ros.stats.CpuMeter.figures`) and ``stage_ms`` (median per
+        stage).
+        """
         rec, rs, n = self.recorder, self.stats, self.n
         m: Dict[str, Any] = {
             "dataset": self.dataset.name,
@@ -119,10 +107,9 @@ class OfflineRun:
         return m
 
     def map_figures(self) -> Dict[str, Any]:
-        """The map's own figures: ``depth_predictive_coverage_2sigma`` and
-        ``depth_predictive_pixels`` (the map's prediction of each fused frame's depth,
-        :mod:`prism_ros.core.predictive`; no ground truth needed), ``map_blocks`` and
-        ``map_memory_mb``."""
+        """The map's own figures: ``depth_predictive_coverage_2sigma``, ``depth_predictive_pixels``
+        (:mod:`prism_ros.core.predictive`), ``map_blocks`` and ``map_memory_mb``.
+        """
         m: Dict[str, Any] = {}
         if self.recorder.depth_checks:
             dc = np.asarray(self.recorder.depth_checks, dtype=np.float64).sum(axis=0)
@@ -137,12 +124,9 @@ class OfflineRun:
 def run(dataset, cfg: Optional[PrismConfig] = None, progress: bool = True, dataset_controls: bool = True) -> OfflineRun:
     """Run the filter over ``dataset`` (:func:`prism_ros.pipeline.run_dataset`).
 
-    The filter starts at the dataset's ground-truth pose of the first frame (identity
-    without ground truth).  A dataset with controls
-    (:class:`~prism_ros.datasets.capabilities.HasControls`; EuRoC: IMU integration) provides
-    the dynamics' control for each step (None: constant velocity) unless
-    ``dataset_controls`` is False.  Numba kernels are compiled by ``PrismFilter.warmup()``
-    before any timing starts; unreadable frames are skipped with a warning.
+    The filter starts at the first frame's ground-truth pose (identity without).  A dataset with controls
+    (:class:`~prism_ros.datasets.capabilities.HasControls`) supplies them unless ``dataset_controls`` is False.
+    Kernels are compiled by ``PrismFilter.warmup()`` before timing; unreadable frames are skipped with a warning.
     """
     from prism_ros.pipeline import Recorder, run_dataset
 

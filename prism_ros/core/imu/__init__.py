@@ -1,19 +1,13 @@
 """The IMU: pre-integration, gravity and bias alignment, the camera-motion control, the online buffer.
 
-Conventions (all modules): stamps in seconds; angular rate (rad/s) and specific force
-(m/s^2, about +9.81 up at rest) in the IMU frame I; gravity ``g_w`` in the filter's world
-frame; ``T_I_C`` maps camera points into I; a control is the camera increment
-T_prev_curr with its covariance as the right perturbation xi = (rho, phi)
-(:class:`prism_ros.core.types.Control`).
+Conventions (all modules): stamps in s; angular rate (rad/s) and specific force (m/s^2, about +9.81 up at rest) in the
+IMU frame I; gravity ``g_w`` in the filter's world frame; ``T_I_C`` maps camera points into I; a control is the camera
+increment T_prev_curr with its right-perturbation covariance (:class:`prism_ros.core.types.Control`).
 
 * :mod:`.preintegration`: :class:`ImuData`, :class:`ImuNoise`, :func:`preintegrate`;
-* :mod:`.alignment`: the static alignment and its motion check (:func:`detect_motion`),
-  biases and gravity from a pose track (:func:`estimate_biases`, :func:`gravity_from_poses`);
-* :mod:`.integrator`: :class:`ImuIntegrator`, the camera increment between two stamps
-  (with the zero-velocity update and the moving-start fallback); the offline path
-  (a dataset's IMU) uses it directly;
-* :mod:`.buffer`: :class:`ImuBuffer`, the samples of an IMU topic and their control;
-* :mod:`.source`: :class:`ImuControlSource`, the online path's control source;
+* :mod:`.alignment`: static alignment (:func:`detect_motion`), biases and gravity from a pose track;
+* :mod:`.integrator`: :class:`ImuIntegrator`, the camera increment between two stamps (offline path);
+* :mod:`.buffer`, :mod:`.source`: :class:`ImuBuffer` and :class:`ImuControlSource`, the online path;
 * :mod:`.monitor`: :class:`ImuStreamMonitor`, the per-sample checks of an IMU stream.
 """
 

@@ -1,49 +1,26 @@
 """Gravity and biases: the static alignment, the moving-start check and the biases from a pose track.
 
-Static alignment (:func:`detect_motion`, :func:`align_gravity`)
-----------------------------------------------------------------
-While the sensor is still, gravity is the negated mean specific force rotated into the
-world (``g_w`` in the filter's world frame, m/s^2) and the gyro bias the median rate.  A
-window [t0, t1] counts as moving when any of
+Static alignment (:func:`detect_motion`, :func:`align_gravity`): while the sensor is still, gravity
+``g_w`` (filter's world frame, m/s^2) is the negated mean specific force rotated into the world and the
+gyro bias the median rate.  A window [t0, t1] is moving when any test fails: the robust (MAD) std of a
+gyro or accelerometer axis, the departure of |mean specific force| from gravity, the turn of the mean
+specific force between the window's halves, or the change of the mean gyro rate between them (thresholds:
+:func:`detect_motion`'s arguments, set on real EuRoC V1_01 / V1_02 at rest with rotors running and in
+flight).  A constant rotation about gravity slower than the gyro bias range cannot be told from a bias.
 
-* the robust (MAD) std of any gyro axis exceeds ``max_gyro_std_radps`` (0.1 rad/s);
-* the robust std of any accelerometer axis exceeds ``max_acc_std_mps2`` (1.5 m/s^2:
-  rotor vibration of a MAV standing still reaches 1.0 m/s^2, so this only catches
-  violent motion; the mean-based tests below catch flight);
-* |mean specific force| departs from ``gravity_mps2`` by more than ``max_norm_dev_mps2``
-  (0.5 m/s^2: a sustained linear acceleration);
-* the mean specific force turns by more than ``max_tilt_change_rad`` (0.02 rad) between
-  the window's first and second half (a slow rotation that keeps the dispersion low);
-* the gyro rates' mean differs between the two halves by more than
-  ``max_gyro_mean_change_radps`` (0.02 rad/s: a changing rotation rate).
+Biases from a pose track (:func:`estimate_biases`, :func:`gravity_from_poses`): given IMU-frame poses
+(``R_w_I``, ``p_w``) and ``g_w``, linear least squares on the pre-integration residuals of consecutive
+pairs (Forster et al. 2017's bias Jacobians), iterated Gauss-Newton:
 
-The thresholds were set on real EuRoC data (V1_01 and V1_02 at rest with rotors running,
-and V1_02 in flight).  A constant rotation purely about gravity slower than the gyro bias
-range (EuRoC's ADIS16448: up to 0.08 rad/s) cannot be told from a bias by any IMU-only
-test; it is not detected.
-
-Biases from a pose track (:func:`estimate_biases`, :func:`gravity_from_poses`)
-------------------------------------------------------------------------------
-Given poses of the IMU frame (``R_w_I``, ``p_w`` at stamps t_0 < ... < t_K: the filter's
-track, or the ground truth in a test) and gravity ``g_w`` in the same world, the biases
-are refined by linear least squares on the pre-integration residuals of the consecutive
-pairs (a small sliding-window estimator; Forster et al. 2017's bias Jacobians, the same
-linearisation as VINS-Mono's visual-inertial initialisation):
-
-1. gyro: Log(dR_imu(bg0)^T R_k^T R_k+1) = J_bg^rot (bg - bg0), weighted by the rotation
-   block of the pre-integration covariance plus the poses' rotation noise;
-2. accelerometer, with the velocities v_k (world) as nuisance unknowns::
+1. gyro: Log(dR_imu(bg0)^T R_k^T R_k+1) = J_bg^rot (bg - bg0);
+2. accelerometer, with the world velocities v_k as nuisance unknowns::
 
        v_k+1 - v_k - R_k J_ba^v (ba - ba0)     = g dt + R_k dv_imu
        v_k dt      + R_k J_ba^p (ba - ba0)     = p_k+1 - p_k - 1/2 g dt^2 - R_k dp_imu
 
-   weighted by the velocity / position blocks plus the poses' position noise.
-
-Both steps are iterated (Gauss-Newton, re-preintegrating at the new biases).  The
-accelerometer bias needs rotation about at least two axes within the window (otherwise
-the component along gravity trades against |g|): :class:`BiasEstimate` carries the
-covariances, which say how well each component was seen.  With gravity unknown (a moving
-start) the same least squares estimates it too (:func:`gravity_from_poses`).
+Each is weighted by the pre-integration covariance plus the poses' noise.  The accelerometer bias needs
+rotation about two axes (else it trades against |g|): :class:`BiasEstimate`'s covariances say how well
+each component was seen.
 """
 
 from __future__ import annotations
@@ -95,7 +72,7 @@ def detect_motion(
     gravity_mps2: float = GRAVITY,
     min_samples: int = 20,
 ) -> MotionCheck:
-    """Is the IMU still on [t0, t1]?  (see the module docstring for the tests)."""
+    """Is the IMU still on [t0, t1]?  (the tests: the module docstring; the thresholds: the arguments)."""
     m = (imu.t >= t0) & (imu.t <= t1)
     g, a = imu.gyro[m], imu.acc[m]
     if len(g) < min_samples:
@@ -125,12 +102,9 @@ def detect_motion(
 def static_bias_and_gravity(
     imu: ImuData, t0: float, t1: float, max_acc_std: float = 0.6, max_gyro_std: float = 0.1
 ) -> Tuple[np.ndarray, np.ndarray, bool]:
-    """(gyro bias, mean specific force in I, static?) over [t0, t1].
-
-    The window counts as static when the robust (MAD) standard deviations of the
-    accelerometer and gyro stay below the thresholds (rotor vibration and short
-    bumps are tolerated) and |mean f| is within 0.5 m/s^2 of g; the gyro bias is then
-    the median rate (zero otherwise).
+    """(gyro bias, mean specific force in I, static?) over [t0, t1]: static when the robust (MAD) standard deviations of
+    accelerometer and gyro stay below the thresholds and |mean f| is within 0.5 m/s^2 of g; the gyro bias is then the
+    median rate (zero otherwise).
     """
     w = imu.window(t0, t1)
     if len(w) < 2:
@@ -184,10 +158,9 @@ def estimate_biases(
 ) -> BiasEstimate:
     """Gyro and accelerometer biases from a pose track (see the module docstring).
 
-    ``t`` (K+1,) pose stamps within the IMU's span, ``R_w_I`` (K+1, 3, 3), ``p_w``
-    (K+1, 3) the IMU frame's poses; ``rot_sigma_rad`` / ``pos_sigma_m`` the poses' own
-    noise (independent per pose).  ``bg0`` / ``ba0``: the linearisation point (zero).
-    ``g_w=None`` estimates gravity too (:func:`gravity_from_poses`); ``estimate_ba=False``
+    ``t`` (K+1,) pose stamps within the IMU's span, ``R_w_I`` (K+1, 3, 3), ``p_w`` (K+1, 3) the IMU frame's poses;
+    ``rot_sigma_rad`` / ``pos_sigma_m`` the poses' own noise (independent per pose).  ``bg0`` / ``ba0``: the
+    linearisation point (zero). ``g_w=None`` estimates gravity too (:func:`gravity_from_poses`); ``estimate_ba=False``
     keeps ba at ``ba0``.  The covariances follow from ``noise`` and the pose sigmas.
     """
     noise = noise or ImuNoise()
@@ -274,14 +247,10 @@ def gravity_from_poses(
     pos_sigma_m: float = 5e-3,
     estimate_ba: bool = False,
 ) -> BiasEstimate:
-    """Gravity in the poses' world (``.g_w``, ``.cov_g``), the gyro bias and the velocities
-    from a pose track of a MOVING sensor: the fallback of a moving start (same least
-    squares as :func:`estimate_biases`, gravity unknown, ba held at ``ba0``).
-
-    The accelerometer bias then leaks into gravity (on the real V1_02 flight, |ba| = 0.14
-    m/s^2, about 0.15 m/s^2 of gravity error over 1-2 s tracks); :func:`estimate_biases`
-    with that gravity then refines ba.  ``estimate_ba=True`` solves for both, but over
-    1-2 s of flight they hardly separate.
+    """Gravity in the poses' world (``.g_w``, ``.cov_g``), the gyro bias and the velocities from a pose track of a
+    MOVING sensor: the moving-start fallback (:func:`estimate_biases`'s least squares, gravity unknown, ba held at
+    ``ba0``).  The accelerometer bias then leaks into gravity (:func:`estimate_biases` with that gravity refines ba);
+    ``estimate_ba=True`` solves for both, but over a short track they hardly separate.
     """
     return estimate_biases(
         imu, t, R_w_I, p_w, None, noise, bg0, ba0, rot_sigma_rad, pos_sigma_m, estimate_ba=estimate_ba

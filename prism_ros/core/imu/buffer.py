@@ -1,17 +1,10 @@
 """The online IMU path: a bounded buffer of the IMU topic's samples and the control between two frames.
 
-:class:`ImuBuffer` stores samples as they arrive (any thread) and computes the camera
-increment between two frame stamps with the offline path's integration
-(:meth:`prism_ros.core.imu.integrator.ImuIntegrator.control`), the IMU's initial velocity
-taken from the filter's velocity estimate.  Gravity (in the filter's world) and the gyro
-bias are estimated at the first control from the ``init_window_s`` before the previous
-frame when it is still (:func:`prism_ros.core.imu.alignment.detect_motion`).  A moving
-start is refused: no control (constant velocity) until a later window is still or, once
-the filter's poses passed to :meth:`ImuBuffer.control` span ``pose_alignment_s``, gravity
-comes from that pose track (:meth:`ImuBuffer.align_from_poses`).
-:meth:`ImuBuffer.refine_biases` re-estimates both biases from a recent pose track.  The
-covariance comes from the noise densities plus the filter's velocity and attitude
-uncertainty.
+:class:`ImuBuffer` stores samples as they arrive (any thread) and computes the camera increment between two frame stamps
+with the offline path's integration (:meth:`prism_ros.core.imu.integrator.ImuIntegrator.control`).  Gravity and the gyro
+bias are estimated at the first control from a still ``init_window_s`` window, or, on a moving start, from
+``pose_alignment_s`` of the filter's poses (:meth:`ImuBuffer.align_from_poses`); until then there is no control.
+:meth:`ImuBuffer.refine_biases` re-estimates both biases from a recent pose track.
 """
 
 from __future__ import annotations
@@ -34,13 +27,10 @@ TIMELINE_JUMP_S = 1.0
 
 
 class ImuBuffer:
-    """Thread-safe bounded buffer of IMU samples (stamp, gyro (3,), specific force (3,)),
-    and the IMU control between two frames (:meth:`control`).
-
-    ``T_I_C`` (camera -> IMU frame, i.e. ``inv(T_base_imu) T_base_camera``) and the
-    noise densities are fixed at construction.  Gravity and the gyro bias are
-    estimated at the first :meth:`control` and forgotten by :meth:`clear` /
-    :meth:`reset_alignment` (call it whenever the filter restarts: its world moves).
+    """Thread-safe bounded buffer of IMU samples (stamp, gyro (3,), specific force (3,)) and the IMU control
+    between two frames (:meth:`control`).  ``T_I_C`` (camera -> IMU, ``inv(T_base_imu) T_base_camera``) and the
+    noise densities are fixed; gravity and the gyro bias are estimated at the first :meth:`control` and
+    forgotten by :meth:`clear` / :meth:`reset_alignment` (call it whenever the filter's world restarts).
     """
 
     COVERAGE_TOL_S = 0.05
@@ -80,13 +70,9 @@ class ImuBuffer:
         self.init_check: Optional[MotionCheck] = None
 
     def add(self, stamp: float, gyro, acc=None) -> bool:
-        """Store one sample; False (not stored) for a non-finite one or one not newer than the last
-        (a sample more than :data:`TIMELINE_JUMP_S` older starts a new timeline: the samples and
-        the alignment are dropped, the sample stored).
-
-        ``acc`` is the specific force (m/s^2, sensor_msgs/Imu ``linear_acceleration``:
-        about +9.81 up at rest); the noise densities, not the message's covariance, set the
-        control's covariance.
+        """Store one sample; False (not stored) for a non-finite one or one not newer than the last (one more than
+        :data:`TIMELINE_JUMP_S` older starts a new timeline: samples and alignment dropped, the sample stored).
+        ``acc``: specific force (m/s^2, ``linear_acceleration``); the noise densities set the control's covariance.
         """
         wx, wy, wz = (float(v) for v in gyro)
         ax, ay, az = (0.0, 0.0, 0.0) if acc is None else (float(v) for v in acc)
@@ -174,10 +160,9 @@ class ImuBuffer:
         P_nu: Optional[np.ndarray] = None,
         Sigma: Optional[np.ndarray] = None,
     ) -> Optional[Control]:
-        """Camera increment from ``t0`` (the previous frame, filter pose ``T_w_c`` and camera
-        twist ``nu_c`` = (v, w) with covariance ``P_nu``, pose covariance ``Sigma``) to
-        ``t1``, by :meth:`prism_ros.core.imu.integrator.ImuIntegrator.control`; None when the
-        buffer does not cover [t0, t1]."""
+        """Camera increment from ``t0`` (filter pose ``T_w_c``, camera twist ``nu_c`` = (v, w) with covariance ``P_nu``,
+        pose covariance ``Sigma``) to ``t1`` (:meth:`ImuIntegrator.control`); None when [t0, t1] is not covered.
+        """
         if not self.covers(t0, t1):
             return None
         period = self.median_period_s()
@@ -209,10 +194,9 @@ class ImuBuffer:
         return integ.control(t0, t1, T_w_c, nu_c, P_nu, Sigma)
 
     def align_from_poses(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
-        """Moving-start fallback: gravity and the gyro bias from the filter's camera poses
-        ``T_w_c`` (K+1, 4, 4) at ``stamps`` (>= 3 poses, ~1 s of tracking); later controls use
-        it.  Returns the :class:`~prism_ros.core.imu.alignment.BiasEstimate`, or None when the
-        buffer does not cover the stamps."""
+        """Moving-start fallback: gravity and the gyro bias from the filter's camera poses ``T_w_c`` (K+1, 4, 4) at
+        ``stamps`` (>= 3); the :class:`~prism_ros.core.imu.alignment.BiasEstimate`, or None when not covered.
+        """
         stamps = np.asarray(stamps, float)
         if len(stamps) < 3 or not self.covers(float(stamps[0]), float(stamps[-1])):
             return None
@@ -233,11 +217,10 @@ class ImuBuffer:
         return self._integ is not None
 
     def refine_biases(self, stamps, T_w_c, pos_sigma_m: float = 5e-3, rot_sigma_rad: float = 1e-3):
-        """Re-estimate both biases from the filter's recent camera poses (sliding window, see
-        :func:`~prism_ros.core.imu.alignment.estimate_biases`); None before the alignment or when
-        the buffer does not cover the stamps.  Each bias is applied only when its estimate's
-        sigma (largest axis) is below the noise model's ``gyro_bias_sigma`` /
-        ``accel_bias_sigma``; the result's ``applied`` says which were."""
+        """Re-estimate both biases from the filter's recent camera poses
+        (:func:`~prism_ros.core.imu.alignment.estimate_biases`); None before the alignment or when not covered.  A bias
+        is applied only when its sigma is below ``gyro_bias_sigma`` / ``accel_bias_sigma`` (``applied`` says which).
+        """
         stamps = np.asarray(stamps, float)
         integ = self._integ
         if integ is None or len(stamps) < 3 or not self.covers(float(stamps[0]), float(stamps[-1])):

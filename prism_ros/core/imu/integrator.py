@@ -1,26 +1,16 @@
 """The IMU's camera-motion control: pre-integrated IMU motion moved to the camera, with gravity.
 
-Conventions
------------
-* Gravity ``g_w`` is expressed in the FILTER's world frame (whatever that is: the first
-  ground-truth pose or the identity), estimated by the static alignment or from the
-  filter's poses (:mod:`prism_ros.core.imu.alignment`).
-* Extrinsic ``T_I_C`` maps camera points into the IMU frame (EuRoC: T_BS_imu^-1 T_BS_cam).
-* The IMU's motion in its own frame at t_a, from the pre-integration (dR, dv, dp) of
-  :func:`prism_ros.core.imu.preintegration.preintegrate`::
+* Gravity ``g_w`` is in the FILTER's world frame, from the static alignment or the filter's poses
+  (:mod:`prism_ros.core.imu.alignment`).  ``T_I_C`` maps camera points into the IMU frame (EuRoC: T_BS_imu^-1 T_BS_cam).
+* The IMU's motion from the pre-integration (dR, dv, dp) of
+  :func:`prism_ros.core.imu.preintegration.preintegrate`, with v_a its velocity in I at t_a::
 
-      T_Ia_Ib = [ dR | v_a dt_ab + 1/2 R_wIa^T g_w dt_ab^2 + dp ]
+      T_Ia_Ib = [ dR | v_a dt_ab + 1/2 R_wIa^T g_w dt_ab^2 + dp ],   T_Ca_Cb = T_I_C^-1 T_Ia_Ib T_I_C
 
-  with v_a the IMU's velocity expressed in I at t_a.  The camera increment is
-  ``T_Ca_Cb = T_I_C^-1 T_Ia_Ib T_I_C``.
-* Covariance: the pre-integration's (dphi, dv, dp) covariance plus the velocity
-  uncertainty (dt_ab^2 P_v), the tilt uncertainty of R_wIa (it rotates gravity) and a
-  bias-uncertainty term (random walk over dt_ab and an initial bias sigma).  Expressed as
-  the right perturbation xi = (rho, phi) of T_Ia_Ib (rho = dR^T dp_err), then moved to the
-  camera with Ad(T_I_C^-1).
-* Zero-velocity update: over an interval where the IMU stands still
-  (:meth:`ImuIntegrator.still_between`), the control carries no translation
-  (:func:`zero_velocity`).
+* Covariance: the pre-integration's plus the velocity (dt_ab^2 P_v), tilt (it rotates gravity) and bias uncertainty, as
+  the right perturbation (rho, phi) of T_Ia_Ib (rho = dR^T dp_err), moved to the camera with Ad(T_I_C^-1).
+* Where the IMU stands still (:meth:`ImuIntegrator.still_between`) the control is a zero-velocity update
+  (:func:`zero_velocity`).  Design: docs/design.md, "Dynamics and velocity".
 """
 
 from __future__ import annotations
@@ -37,13 +27,11 @@ from .preintegration import ImuData, ImuNoise, preintegrate
 __all__ = ["ZUPT_WINDOW_S", "ZUPT_SIGMA_MPS", "ZUPT_MAX_RATE_RADPS", "zero_velocity", "pose_fallback", "ImuIntegrator"]
 
 #: Zero-velocity update: the shortest window (s) over which the IMU must be still (:func:`detect_motion`);
-#: set on euroc_MH01_easy_slice (the MAV at rest on its pallet) against its hand-held part and the V1_02 flight.
+#: set on euroc_MH01_easy_slice (at rest and hand-held) and the V1_02 flight.
 ZUPT_WINDOW_S = 0.5
-#: The velocity sigma (m/s) of a zero-velocity update: above the MAV's ground-truth speed at rest
-#: on euroc_MH01_easy_slice (< 6 mm/s, its tracker's jitter included).
+#: The velocity sigma (m/s) of a zero-velocity update: above the ground-truth speed at rest on euroc_MH01_easy_slice.
 ZUPT_SIGMA_MPS = 0.01
-#: The largest bias-corrected median gyro rate (rad/s) of a still window (0.002-0.003 rad/s at rest
-#: on euroc_MH01_easy_slice).
+#: The largest bias-corrected median gyro rate (rad/s) of a still window (set on euroc_MH01_easy_slice at rest).
 ZUPT_MAX_RATE_RADPS = 0.02
 
 
@@ -73,12 +61,10 @@ def pose_fallback(
     span_s: Optional[float],
     align: Callable[[np.ndarray, np.ndarray], bool],
 ) -> Tuple[list, bool]:
-    """The moving-start fallback, while gravity is unknown: remember the filter's pose ``T_w_c``
-    at ``t`` in ``history`` (appended in place when newer than its last), and once the poses
-    (>= 3) span ``span_s`` seconds (None: never), try ``align(stamps, poses)``.
-
-    Returns (the history to keep, aligned): empty once aligned, without its oldest pose
-    when the alignment failed (the window slides on)."""
+    """The moving-start fallback: append the filter's pose ``T_w_c`` at ``t`` to ``history`` (when newer), and once
+    >= 3 poses span ``span_s`` (None: never) try ``align(stamps, poses)``.  Returns (the history to keep,
+    aligned): empty once aligned, without its oldest pose when the alignment failed.
+    """
     if span_s is None:
         return history, False
     if not history or t > history[-1][0]:
@@ -93,14 +79,10 @@ def pose_fallback(
 class ImuIntegrator:
     """Turns an IMU stream into :class:`Control` increments of the camera.
 
-    ``control(t_prev, t_curr, T_w_c, nu_c, P_nu=None, Sigma=None)``: the camera
-    increment T_prev_curr and its covariance (right perturbation, (rho, phi)), from
-    the filter's pose T_w_c and body velocity nu_c = (v, w) (camera frame) at t_prev.
-
-    Gravity and the gyro bias are set by :meth:`initialise` (static start only; a
-    moving window is refused), :meth:`initialise_from_poses` (moving start, from the
-    filter's poses), or explicitly through ``g_w`` / ``bg``; :meth:`refine_biases`
-    re-estimates both biases from the filter's recent poses.
+    ``control(t_prev, t_curr, T_w_c, nu_c, P_nu=None, Sigma=None)``: the camera increment T_prev_curr and its
+    right-perturbation covariance, from the filter's pose and body velocity nu_c = (v, w) (camera frame) at
+    t_prev.  Gravity and the gyro bias: :meth:`initialise` (static start), :meth:`initialise_from_poses` (moving
+    start) or ``g_w`` / ``bg``; :meth:`refine_biases` re-estimates both from the filter's recent poses.
     """
 
     def __init__(
@@ -136,14 +118,9 @@ class ImuIntegrator:
         self.rate_hz = 1.0 / float(np.median(np.diff(imu.t))) if len(imu.t) > 1 else 200.0
 
     def initialise(self, T_w_c: np.ndarray, t0: float, window_s: float = 1.0, t_end: Optional[float] = None) -> bool:
-        """Static alignment: gravity in the filter's world and the gyro bias from the samples
-        within ``window_s`` around ``t0`` (clipped to ``t_end``).
-
-        Returns whether the window was still (:func:`~prism_ros.core.imu.alignment.detect_motion`,
-        outcome in :attr:`init_check`).  A moving window is REFUSED: gravity stays unknown
-        (``g_w`` None, :meth:`control` returns None: the caller keeps its constant-velocity
-        prior) and the caller retries with a later window, or aligns from the filter's
-        poses with :meth:`initialise_from_poses` once it has tracked ~1 s.
+        """Static alignment: gravity and the gyro bias from the samples within ``window_s`` around ``t0`` (clipped to
+        ``t_end``).  Returns whether the window was still (:attr:`init_check`); a moving window is REFUSED: ``g_w``
+        stays None and :meth:`control` returns None.
         """
         lo = max(t0 - 0.5 * window_s, float(self.imu.t[0]))
         hi = lo + window_s if t_end is None else min(lo + window_s, t_end)
@@ -161,10 +138,10 @@ class ImuIntegrator:
     def initialise_from_poses(
         self, stamps, T_w_c, pos_sigma_m: Optional[float] = None, rot_sigma_rad: Optional[float] = None
     ) -> BiasEstimate:
-        """Moving-start fallback: gravity (and the gyro bias) from the filter's camera poses
-        ``T_w_c`` (K+1, 4, 4) at ``stamps`` (:func:`~prism_ros.core.imu.alignment.gravity_from_poses`;
-        ~1 s of tracking).  Sets ``g_w`` / ``bg`` unless the gravity sigma exceeds
-        ``max_gravity_sigma_mps2``; returns the :class:`BiasEstimate`."""
+        """Moving-start fallback: gravity and the gyro bias from the filter's camera poses ``T_w_c`` (K+1, 4, 4) at
+        ``stamps`` (:func:`~prism_ros.core.imu.alignment.gravity_from_poses`); sets ``g_w`` / ``bg`` unless the gravity
+        sigma exceeds ``max_gravity_sigma_mps2``.  Returns the :class:`BiasEstimate`.
+        """
         ps = self.pose_sigma_m if pos_sigma_m is None else pos_sigma_m
         rs = self.pose_sigma_rad if rot_sigma_rad is None else rot_sigma_rad
         T_w_I = np.asarray(T_w_c, float).reshape(-1, 4, 4) @ self.T_C_I
@@ -192,11 +169,10 @@ class ImuIntegrator:
         rot_sigma_rad: Optional[float] = None,
         gate: bool = True,
     ) -> BiasEstimate:
-        """Online bias refinement from the filter's recent camera poses (needs gravity):
-        :func:`~prism_ros.core.imu.alignment.estimate_biases`.  With ``gate`` each bias is taken
-        only when its estimate's sigma (largest axis) is below ``noise.gyro_bias_sigma`` /
-        ``noise.accel_bias_sigma`` (a noisy pose track must not make it worse);
-        ``est.applied`` = (gyro taken, accel taken)."""
+        """Online bias refinement from the filter's recent camera poses (needs gravity,
+        :func:`~prism_ros.core.imu.alignment.estimate_biases`); with ``gate`` a bias is taken only when its sigma is
+        below ``noise.gyro_bias_sigma`` / ``noise.accel_bias_sigma``; ``est.applied`` = (gyro taken, accel taken).
+        """
         if self.g_w is None:
             raise RuntimeError("ImuIntegrator.refine_biases: gravity unknown")
         ps = self.pose_sigma_m if pos_sigma_m is None else pos_sigma_m
@@ -324,11 +300,10 @@ class ImuIntegrator:
         return zero_velocity(ctl, t_curr - t_prev) if self.still_between(t_prev, t_curr) else ctl
 
     def still_between(self, t0: float, t1: float) -> bool:
-        """Whether the IMU stands still over [t0, t1], and at least the :data:`ZUPT_WINDOW_S`
-        before ``t1``: :func:`~prism_ros.core.imu.alignment.detect_motion` and a median rate within
-        :data:`ZUPT_MAX_RATE_RADPS` of the gyro bias (a steady turn keeps the dispersion low);
-        False where the samples do not cover the window (10 ms of slack at its start: two
-        samples at 200 Hz)."""
+        """Whether the IMU stands still over [t0, t1], and at least the :data:`ZUPT_WINDOW_S` before ``t1``:
+        :func:`~prism_ros.core.imu.alignment.detect_motion` and a median rate within :data:`ZUPT_MAX_RATE_RADPS`
+        of the gyro bias; False where the samples do not cover the window (10 ms of slack at its start).
+        """
         lo = min(t0, t1 - ZUPT_WINDOW_S)
         if float(self.imu.t[0]) > lo + 0.01:
             return False

@@ -1,18 +1,14 @@
-"""Checks of an IMU stream, sample by sample: what to drop, and what to flag but keep.
+"""Checks of an IMU stream, sample by sample: what to drop, and what to flag but keep (pure, no ROS).
 
 :class:`ImuStreamMonitor` flags each sample with a code (:class:`ImuVerdict`):
 
-* ``nan``: a non-finite stamp or value (:func:`nonfinite_parts`, the check
-  :meth:`prism_ros.core.imu.buffer.ImuBuffer.add` applies too): drop;
-* ``backwards``: a stamp before the last one: drop;
-* ``duplicate``: the last stamp again: drop;
-* ``gap``: more than ``max_gap_s`` since the last sample: keep, but no IMU control across
-  it (``ImuBuffer(max_gap_s=...)`` reports such an interval uncovered);
-* ``rate``: the measured rate over the last ``rate_window`` samples is off the declared
-  one by more than ``rate_tol``: keep (the integration uses the measured rate, the
-  covariance the declared noise densities).
+* drop: ``nan`` (a non-finite stamp or value, :func:`nonfinite_parts`, as :meth:`ImuBuffer.add` checks too),
+  ``backwards`` (a stamp before the last one), ``duplicate`` (the last stamp again);
+* keep: ``gap`` (more than ``max_gap_s`` since the last sample; ``ImuBuffer(max_gap_s=...)`` gives no control
+  across it), ``rate`` (the rate over the last ``rate_window`` samples off the declared one by more than
+  ``rate_tol``; the integration uses the measured rate, the covariance the declared densities).
 
-Pure and ROS-free: the node logs the messages (throttled) and counts the codes.
+The node logs the messages (throttled) and counts the codes.
 """
 
 from __future__ import annotations
@@ -53,9 +49,8 @@ class ImuVerdict:
 class ImuStreamMonitor:
     """Checks each IMU sample against the stream so far (see the module docstring).
 
-    ``declared_rate_hz``: the rate the IMU should run at (EuRoC: 200 Hz).  ``max_gap_s``
-    defaults to 5 periods; ``rate_tol`` 0.2 (+-20 %: a 200 Hz IMU declared 250 Hz or 160 Hz
-    is flagged, the jitter of a USB / DDS link at 200 Hz is well inside).
+    ``declared_rate_hz``: the rate the IMU should run at (EuRoC: 200 Hz).  ``max_gap_s`` defaults to 5
+    periods; ``rate_tol`` to 0.2 (a rate more than +-20 % off the declared one is flagged).
     """
 
     def __init__(
@@ -70,9 +65,7 @@ class ImuStreamMonitor:
         self.last: Optional[float] = None
 
     def measured_rate_hz(self) -> Optional[float]:
-        """Samples per second over the window, None before half a window.  A gap clears the
-        window, so every interval in it is at most ``max_gap_s`` and the mean interval is the
-        window's span over its intervals (O(1) a sample: this runs in the executor at 200 Hz)."""
+        """Samples per second over the window, None before half a window (a gap clears the window).  O(1) a sample."""
         n = len(self._stamps)
         if n < max(10, self._stamps.maxlen // 2):
             return None

@@ -1,21 +1,16 @@
 """IMU samples, noise model and pre-integration between two stamps.
 
-Conventions
------------
-* Samples: stamps t (s, increasing), angular rate w (rad/s) and specific force a (m/s^2),
-  both in the IMU frame I.  Specific force f = R_wI^T (acc_w - g_w): at rest
-  f = -R_wI^T g_w (about +9.81 up).
+* Samples: stamps t (s, increasing), angular rate w (rad/s) and specific force a (m/s^2), both in the IMU
+  frame I; f = R_wI^T (acc_w - g_w), so at rest f = -R_wI^T g_w (about +9.81 up).
 * Pre-integration between t_a and t_b (Forster et al. 2017, right perturbations)::
 
       dR = prod Exp((w_k - bg) dt),  dv = sum dR_k (a_k - ba) dt,
       dp = sum dv_k dt + 1/2 dR_k (a_k - ba) dt^2
 
-  by the midpoint rule on each sub-interval between consecutive samples: w_k the mean of
-  the (linearly interpolated) rates at its two ends, dR_k a_k the mean of the specific
-  forces at its two ends rotated by the attitude at each end.
-* Covariance of (dphi, dv, dp) (dphi the right perturbation of dR) from the gyro and
-  accelerometer noise densities (discrete sigma^2 = density^2 x the nominal sample rate),
-  propagated sub-interval by sub-interval, with the first-order bias Jacobians.
+  by the midpoint rule on each sub-interval between consecutive samples (rates interpolated linearly).
+* Covariance of (dphi, dv, dp) (dphi: right perturbation of dR) from the noise densities (discrete
+  sigma^2 = density^2 x the nominal sample rate), propagated per sub-interval, with first-order bias
+  Jacobians.
 """
 
 from __future__ import annotations
@@ -44,8 +39,9 @@ class ImuNoise:
     accel_bias_sigma: float = 5e-2  # m / s^2
 
     def scaled(self, density_scale: float) -> "ImuNoise":
-        """The white-noise densities times ``density_scale`` (in flight, rotor vibration raises
-        them: 3.87 fitted on the real V1_02 flight, ``prism_ros.eval.imu_check.EUROC_DENSITY_SCALE``)."""
+        """The white-noise densities times ``density_scale`` (rotor vibration raises them in flight; EuRoC's value:
+        ``prism_ros.eval.imu_check.EUROC_DENSITY_SCALE``).
+        """
         return replace(
             self,
             gyro_noise_density=self.gyro_noise_density * density_scale,
@@ -108,10 +104,8 @@ class Preintegrated:
 def _samples(imu: ImuData, t0: float, t1: float):
     """The sub-intervals of [t0, t1] cut at the sample stamps: (dts, w_start, w_end, a_start, a_end).
 
-    Rates at each sub-interval's two ends, linearly interpolated between samples (held
-    constant beyond the first and last sample); :func:`preintegrate` integrates them by
-    the midpoint rule (a zero-order hold on the earlier sample would lag the motion by half
-    a sample period).
+    Values at each sub-interval's two ends, linearly interpolated between samples (held constant beyond the
+    first and last sample), for :func:`preintegrate`'s midpoint rule.
     """
     t, g, a = imu.t, imu.gyro, imu.acc
     if len(t) == 0:

@@ -1,13 +1,10 @@
 """The IMU control source of the online path: :class:`ImuControlSource` over an :class:`ImuBuffer`.
 
-Between two frames (stamps t0 < t1, seconds) it gives the IMU's camera increment
-(:meth:`ImuBuffer.control <prism_ros.core.imu.buffer.ImuBuffer.control>`) from the filter's
-state at t0, or None (the filter then runs its constant-velocity model) with the reason in
-:attr:`ImuControlSource.note`: a gap longer than ``control_max_dt_s``, samples that do not
-cover the interval (or an IMU gap in it), or a refused moving start (the buffer then
-aligns gravity from ``pose_alignment_s`` of the filter's poses).  With ``bias_window_s`` > 0
-the biases are refined about once a second from that much of the filter's pose track
-(:meth:`ImuBuffer.refine_biases <prism_ros.core.imu.buffer.ImuBuffer.refine_biases>`).
+Between two frames (stamps t0 < t1, s) it gives the IMU's camera increment (:meth:`ImuBuffer.control`) from the filter's
+state at t0, or None (the filter runs its constant-velocity model) with the reason in :attr:`ImuControlSource.note`: a
+gap over ``control_max_dt_s``, samples that do not cover the interval (or an IMU gap in it), or a refused moving start
+(the buffer then aligns from ``pose_alignment_s`` of the filter's poses).  With ``bias_window_s`` > 0 the biases are
+refined about once a second from that much pose track (:meth:`ImuBuffer.refine_biases`).
 """
 
 from __future__ import annotations
@@ -25,12 +22,10 @@ __all__ = ["ImuControlSource"]
 
 
 class ImuControlSource:
-    """IMU controls from an :class:`ImuBuffer` (the node's IMU topic); see the module docstring.
-
-    ``state`` is the filter's :class:`~prism_ros.core.dynamics.MotionState` at t0 (``T_w_c``,
-    twist ``nu`` and its covariance ``P``, pose covariance ``Sigma``).  :attr:`note` says
-    why the last :meth:`control` gave none (the caller logs it, throttled);
-    :attr:`bias_estimate` is the last bias refinement."""
+    """IMU controls from an :class:`ImuBuffer` (module docstring).  ``state``: the filter's
+    :class:`~prism_ros.core.dynamics.MotionState` at t0; :attr:`note`: why the last :meth:`control` gave none;
+    :attr:`bias_estimate`: the last bias refinement.
+    """
 
     def __init__(self, buffer: ImuBuffer, control_max_dt_s: float, bias_window_s: float = 0.0):
         self.buffer = buffer
@@ -75,9 +70,7 @@ class ImuControlSource:
             self.bias_estimate = est
 
     def tracking_lost(self) -> None:
-        """The last step did not track: its pose is the IMU's own prediction, not a measurement,
-        so the bias window restarts (refining the biases from dead reckoning would feed the IMU
-        its own errors)."""
+        """The last step did not track (its pose is the IMU's own prediction): the bias window restarts."""
         self._poses.clear()
 
     def reset(self, clear: bool) -> None:

@@ -4,8 +4,7 @@
   collision risk of a path (the contract of every figure below);
 * :mod:`.free_space`: :class:`FreeSpaceLayer`, the space the camera has seen through in
   the occupancy height band, which the TSDF does not store (a map's ``free_space``);
-* :mod:`.grid`: :class:`OccupancyGridBuilder`, the incremental 2-D occupancy grid of the
-  height band.
+* :mod:`.grid`: :class:`OccupancyGridBuilder`, the incremental 2-D occupancy grid of the height band.
 """
 
 from .free_space import FREE_SUB, FreeSpaceLayer, free_space_probability_table

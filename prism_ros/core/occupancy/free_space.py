@@ -1,25 +1,14 @@
 """The free-space layer: space the camera has seen *through*, in the occupancy height band.
 
-The TSDF only holds blocks within +-truncation tau of a surface, so the space a camera
-has seen through (further than tau in front of the surface it hit) is not in the map.
-:class:`FreeSpaceLayer` keeps that evidence for the height band [min_z, max_z] (world
-frame, metres) only, in coarse voxels of 2 x 2 x 2 map voxels: one free-space brick of
-:data:`FREE_SUB`^3 of them covers exactly one 8^3 map block and shares its block
-coordinates (:mod:`prism_ros.core.voxel_hash`).
+The TSDF only holds blocks within +-truncation tau of a surface.  :class:`FreeSpaceLayer` keeps the
+seen-through space for the height band [min_z, max_z] (world frame, m) in voxels of 2 x 2 x 2 map voxels;
+one brick of :data:`FREE_SUB`^3 of them covers one 8^3 map block and shares its block coordinates.
 
-Along every ``stride``-th pixel's ray, the part from the camera to depth d - tau (the
-part the TSDF would clip to tau) that lies in the band is marked, once per frame and
-voxel.  Every such observation is the TSDF's own clipped free-space observation
-N(tau, tau^2) (:func:`prism_ros.core.tsdf_kernels.integrate_blocks`), so a free-space
-voxel seen n times holds exactly the posterior a map voxel would hold after n clipped
-observations: it depends on n only, and the layer stores the count (uint8, saturating
-at 255; the posterior reaches the map's free-space variance floor after 4).
-:func:`free_space_probability_table` computes that posterior with the map's own update
-and reported sigma.  Pixels without a depth reading carve nothing (a missing return
-says nothing about the range).
-
-Memory is bounded: at most ``max_bricks`` bricks (128 bytes each plus the hash); when
-full, the least recently observed half is forgotten (it reads unknown again).
+Along every ``stride``-th pixel's ray, the part from the camera to depth d - tau inside the band is marked, once per
+frame and voxel (pixels without depth carve nothing).  Each mark is the TSDF's own clipped observation N(tau, tau^2), so
+a voxel seen n times holds the posterior a map voxel would after n clipped observations: the layer stores the count
+(uint8, saturating) and :func:`free_space_probability_table` maps it to P(occupied).  At most ``max_bricks`` bricks;
+when full, the least recently observed half is forgotten (it reads unknown again).
 """
 
 from __future__ import annotations
@@ -45,11 +34,10 @@ _COUNT_MAX = 255
 
 
 def free_space_probability_table(tsdf_map, n_max: int = _COUNT_MAX) -> np.ndarray:
-    """P(occupied) of a voxel after n = 0..n_max clipped free-space observations.
-
-    Runs the map's own update (:func:`prism_ros.core.tsdf_kernels.integrate_blocks` for a clipped
-    observation: N(tau, tau^2), variance floor min(0.25 tau^2, previous)) from the prior
-    N(0, prior^2), then Phi(-mu / reported sigma).  Entry 0 is the prior's 0.5."""
+    """P(occupied) of a voxel after n = 0..n_max clipped free-space observations: the map's own update of a clipped
+    observation (N(tau, tau^2), variance floor min(0.25 tau^2, previous)) from the prior N(0, prior^2), then
+    Phi(-mu / reported sigma).  Entry 0 is the prior's 0.5.
+    """
     tau = tsdf_map.truncation
     floor = 0.25 * tau * tau
     m, v = 0.0, tsdf_map.prior_var
@@ -87,13 +75,10 @@ def carve_free_space(
     frame_id,
     n_bricks,
 ):
-    """Mark the free-space voxels that the rays of every ``stride``-th pixel cross in
-    the height band, from the camera to depth d - trunc (see the module docstring).
-
-    A voxel is counted once per frame (``touched`` is cleared when a brick is first
-    touched in frame ``frame_id``).  Returns (n_bricks, n_marked, ok); ok is False when
-    the brick arrays are full (the caller evicts and calls again: voxels already
-    counted in this frame are not counted twice)."""
+    """Mark the free-space voxels the rays of every ``stride``-th pixel cross in the height band, camera to depth
+    d - trunc (module docstring), once per frame (``touched``).  Returns (n_bricks, n_marked, ok); ok is False
+    when the brick arrays are full (the caller evicts and calls again).
+    """
     H, W = depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
     cap = brick_xyz.shape[0]
@@ -217,11 +202,10 @@ def _free_counts_at(points, vox, keys, vals, count, out):
 class FreeSpaceLayer:
     """Seen-through space in the occupancy height band (module docstring).
 
-    ``voxel_size_m`` and ``truncation_m`` are the map's; ``stride`` is the pixel stride
-    of the carved rays; ``max_bricks`` bounds the memory (128 bytes a brick).  Per brick
-    slot: ``brick_xyz`` (its map-block coordinates), ``count`` (FREE_SUB^3 observation
-    counts, voxel (fx, fy, fz) of the brick at fx + 4 (fy + 4 fz)) and ``last_seen`` (the
-    map frame id of its last observation)."""
+    ``voxel_size_m``, ``truncation_m``: the map's; ``stride``: the pixel stride of the carved rays; ``max_bricks``
+    bounds the memory.  Per brick slot: ``brick_xyz`` (map-block coordinates), ``count`` (FREE_SUB^3 counts, voxel
+    (fx, fy, fz) at fx + 4 (fy + 4 fz)) and ``last_seen`` (map frame id of its last observation).
+    """
 
     def __init__(
         self,

@@ -1,17 +1,10 @@
 """The 2-D occupancy grid of a height band, built incrementally from the map.
 
-A cell of the grid covers the world-frame height band [min_z, max_z] (voxel centres with
-min_z <= z <= max_z, metres).  Its value is the **maximum** over the observed voxels of
-the band above it of P(occupied) (:mod:`prism_ros.core.occupancy.probability`), taking for
-each map-voxel position the TSDF voxel if observed and the free-space voxel covering it
-if observed (both when both are; max): an obstacle anywhere in the band occupies the
-cell, as for a robot whose body spans the band.  Values are round(100 P) in 0..100, -1
-where no voxel of the band above the cell is observed.
-
-:class:`OccupancyGridBuilder` keeps, per 8x8-voxel map column, the band maximum at voxel
-resolution, recomputes only the columns whose map blocks or free-space bricks changed (at
-most ``max_columns`` per update; the rest wait for the next one) and assembles the grid at
-the requested resolution (max over the voxel columns in each cell).
+A cell's value is the **maximum** P(occupied) (:mod:`prism_ros.core.occupancy.probability`) over the observed
+voxels of the world-frame band [min_z, max_z] above it (per position the TSDF voxel if observed, the
+free-space voxel if observed; both: max), as round(100 P) in 0..100, -1 where none is observed.
+:class:`OccupancyGridBuilder` caches the band maximum per 8x8-voxel map column, recomputes only changed
+columns (at most ``max_columns`` per update) and assembles the grid at the requested resolution.
 """
 
 from __future__ import annotations
@@ -70,12 +63,10 @@ def _pack2(bx: np.ndarray, by: np.ndarray) -> np.ndarray:
 
 
 class OccupancyGridBuilder:
-    """Incremental 2-D occupancy grid over a height band (module docstring).
-
-    ``resolution_m`` 0 means the voxel size; otherwise it must be at least the voxel size.
-    ``max_columns`` bounds the map columns (8 x 8 voxels) recomputed per :meth:`update`;
-    ``max_cells`` bounds the grid: a larger one is cropped to a square window of that
-    many cells around ``centre_xy``."""
+    """Incremental 2-D occupancy grid over a height band (module docstring).  ``resolution_m``: 0 = the voxel size,
+    else at least it; ``max_columns``: map columns recomputed per :meth:`update`; ``max_cells``: a larger grid is
+    cropped to that many cells around ``centre_xy``.
+    """
 
     def __init__(
         self,

@@ -1,16 +1,9 @@
 """P(occupied) of the map's voxels and of world points, and the collision risk of a path.
 
-Per voxel the map holds N(mu, sigma^2) over the signed distance (metres, positive in free
-space).  The posterior probability that a point lies *inside* the surface is
-
-    P(occupied) = P(SDF < 0) = Phi(-mu / sigma),
-
-with sigma the reported sigma (:meth:`prism_ros.core.tsdf.TsdfMap.reported_sigma`: fused
-variance plus the systematic model and distance terms).  An unobserved point keeps the
-prior N(0, prior^2), i.e. P = Phi(0) = 0.5 (:data:`UNKNOWN_PROBABILITY`).  Where the map's
-free-space layer (:mod:`prism_ros.core.occupancy.free_space`) saw through a point the map
-has not observed, its posterior stands in.  Points are world-frame (N, 3) arrays, read at
-the nearest voxel.
+Per voxel the map holds N(mu, sigma^2) over the signed distance (m, positive in free space), so P(occupied) = P(SDF < 0)
+= Phi(-mu / sigma) with the reported sigma (:meth:`prism_ros.core.tsdf.TsdfMap.reported_sigma`).  An unobserved point
+keeps the prior's 0.5 (:data:`UNKNOWN_PROBABILITY`) unless the free-space layer saw through it.  Points are world-frame
+(N, 3), read at the nearest voxel.
 """
 
 from __future__ import annotations
@@ -46,11 +39,9 @@ def voxel_occupancy(tsdf_map, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
 
 
 def occupancy_probability(tsdf_map, points_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(P(occupied), observed) at world points, nearest voxel.
-
-    P = Phi(-mu / sigma) where the map observed the voxel; else, where the map's free-space
-    layer (``tsdf_map.free_space``) saw through the point, the free-space posterior for its
-    count; else the prior's 0.5 (``observed`` False)."""
+    """(P(occupied), observed) at world points, nearest voxel: Phi(-mu / sigma) where the map observed the voxel;
+    else the free-space posterior where ``tsdf_map.free_space`` saw through the point; else 0.5 (not observed).
+    """
     from scipy.special import ndtr
 
     pts = np.ascontiguousarray(points_w, dtype=np.float64).reshape(-1, 3)
@@ -79,18 +70,11 @@ def _sphere_offsets(radius_vox: float) -> np.ndarray:
 def collision_probability(
     tsdf_map, path_points_w: np.ndarray, radius_m: float, per_waypoint: bool = False, max_voxels: int = 2_000_000
 ):
-    """Risk that a sphere of ``radius_m`` swept along a polyline path hits an obstacle.
-
-    The body is swept in steps of at most one voxel; every voxel whose centre is within
-    radius + half a voxel of a body centre (the half voxel covers rounding the centre to
-    the voxel grid) counts once.  The risk is the **maximum** of P(occupied)
-    (:func:`occupancy_probability`, unobserved voxels 0.5) over those voxels: exact when
-    the voxel beliefs are fully correlated, a lower bound on the union otherwise.  (The
-    independent union 1 - prod(1 - p) is not used: every voxel, even well observed free
-    space, keeps p of a few per cent, so any long path would read as certain to collide.)
-
-    Returns a float, or with ``per_waypoint`` an (N,) array: entry i is the risk of the
-    body swept from waypoint i-1 to i (entry 0: at waypoint 0); the path's is its max."""
+    """Risk that a sphere of ``radius_m`` swept along a polyline path hits an obstacle: the **maximum**
+    P(occupied) over the voxels within radius + half a voxel of the body swept in steps of at most a voxel
+    (exact for fully correlated beliefs, a lower bound on the union otherwise; the independent union would call
+    any long path a collision).  A float, or with ``per_waypoint`` (N,): entry i from waypoint i-1 to i (0: at 0).
+    """
     P = np.asarray(path_points_w, dtype=np.float64).reshape(-1, 3)
     if len(P) == 0:
         raise ValueError("collision_probability needs at least one path point")

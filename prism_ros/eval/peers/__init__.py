@@ -1,7 +1,6 @@
 """Peer systems ``prism-ros bench --peer NAME`` runs on the same frames as PRISM.
 
-Each peer is a module with ``MODULE`` (the package it needs), ``INSTALL_HINT`` and a worker
-function ``spec -> result`` (:mod:`prism_ros.eval.bench_worker`).
+Each peer is a module with ``MODULE`` (the package it needs), ``INSTALL_HINT`` and a worker ``spec -> result``.
 """
 
 from typing import Any, Callable, Dict, Tuple

@@ -1,15 +1,10 @@
 """Open3D's tensor dense SLAM as a ``prism-ros bench --peer open3d`` worker.
 
-:func:`run_open3d` runs ``open3d.t.pipelines.slam`` (frame-to-model) on the CPU over the
-spec's frames, read through :func:`prism_ros.datasets.open_dataset` like PRISM's, from the
-ground-truth pose of the first frame, with :data:`OPEN3D_DEFAULTS` (the defaults of Open3D's
-``examples/python/t_reconstruction_system``: ``depth_scale`` 1000 on uint16 millimetres,
-``depth_min`` 0.1 m, ``depth_max`` 3.0 m, ``odometry_distance_thr`` 0.07 m,
-``trunc_voxel_multiplier`` 8, block resolution 16, 40000 blocks) and 2 cm voxels; the spec's
-``peer_params`` override them.  Per frame it times ``track_frame_to_model``, ``integrate``
-and ``synthesize_model_frame``; a failed tracking keeps the last pose and counts as a
-tracking failure.  It needs the optional ``peer`` extra (``pip install 'prism_ros[peer]'``)
-and, on Debian, ``apt-get install libusb-1.0-0``.
+:func:`run_open3d` runs ``open3d.t.pipelines.slam`` (frame-to-model, CPU) over the spec's frames, read
+through :func:`prism_ros.datasets.open_dataset` and started at the first frame's ground-truth pose, with
+:data:`OPEN3D_DEFAULTS` overridden by the spec's ``peer_params``.  Per frame it times
+``track_frame_to_model``, ``integrate`` and ``synthesize_model_frame``; a failed tracking keeps the last
+pose and counts as a failure.  Needs the optional ``peer`` extra (and ``libusb-1.0-0`` on Debian).
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """Message <-> numpy conversions for the prism node and the player, one module per message family.
 
-* :mod:`.image`: sensor_msgs/Image (colour, depth) and CameraInfo, both ways;
-* :mod:`.stamp`: builtin_interfaces/Time;
-* :mod:`.geometry`: Pose, Transform, 6x6 covariances in the ROS layout, the camera -> base
-  frame change (its docstring states the pose and covariance conventions);
-* :mod:`.odometry`: the per-step pose, twist, Odometry, TF and Path messages;
-* :mod:`.cloud`: PointCloud2 (the map cloud, a reader for any cloud);
-* :mod:`.occupancy`: nav_msgs/OccupancyGrid;
-* :mod:`.mesh`: visualization_msgs Marker / MarkerArray of the mesh;
-* :mod:`.common`: :class:`InputError` (raised by every decoder on a malformed message) and the
-  bulk-data helpers.
-
-The array maths (colormap, point packing) is in :mod:`prism_ros.core.cloud_kernels`; the
-names of every module are re-exported here (``from prism_ros.ros import conversions as cv``).
+:mod:`.image` (Image, CameraInfo), :mod:`.stamp` (Time), :mod:`.geometry` (Pose, Transform, covariances, the
+camera -> base change and its conventions), :mod:`.odometry` (per-step pose, twist, Odometry, TF, Path),
+:mod:`.cloud` (PointCloud2), :mod:`.occupancy` (OccupancyGrid), :mod:`.mesh` (MarkerArray), :mod:`.common`
+(:class:`InputError`, raised by every decoder, and the bulk-data helpers).  The array maths is in
+:mod:`prism_ros.core.cloud_kernels`; every module's names are re-exported here.
 """
 
 from prism_ros.core.cloud_kernels import map_colors, sigma_colormap, unpack_rgb_float

@@ -1,13 +1,9 @@
 """geometry_msgs Pose / Transform and 6x6 covariances in the ROS layout; the camera -> base change.
 
-Conventions:
-  * ``T_a_b`` (4x4) maps points in frame b into frame a.
-  * The filter's covariances are of xi = (rho, phi) in T = T_bar Exp(xi)
-    (right / body perturbation, translation first).
-  * ROS PoseWithCovariance wants (x, y, z, rot_x, rot_y, rot_z) errors in the
-    parent frame: Sigma_ros = J Sigma J^T with J = blkdiag(R, R)
-    (:func:`prism_ros.core.se3.cov_body_to_world`).
-  * ROS TwistWithCovariance is in the child (body) frame, order (vx vy vz wx wy wz).
+Conventions: ``T_a_b`` (4x4) maps points in frame b into frame a; the filter's covariances are of
+xi = (rho, phi) in T = T_bar Exp(xi) (right perturbation); ROS PoseWithCovariance takes (x, y, z, rot_x,
+rot_y, rot_z) in the parent frame, Sigma_ros = J Sigma J^T, J = blkdiag(R, R)
+(:func:`prism_ros.core.se3.cov_body_to_world`); ROS TwistWithCovariance is in the child frame, (vx vy vz wx wy wz).
 """
 
 from __future__ import annotations
@@ -99,16 +95,11 @@ def camera_state_to_base(
     velocity_cov_c: np.ndarray,
     T_base_camera: np.ndarray,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The filter's camera state -> the base frame's pose and twist, ROS conventions.
+    """The filter's camera state -> the base frame's pose and twist, ROS conventions:
+    ``(T_w_b, pose_cov_ros, twist_b, twist_cov_b)`` with ``T_w_b = T_w_c inv(T_base_camera)``.
 
-    Returns ``(T_w_b, pose_cov_ros, twist_b, twist_cov_b)``:
-      * ``T_w_b = T_w_c * inv(T_base_camera)``;
-      * with T_w_c = T_bar Exp(xi_c):  T_w_b = T_bar_w_b Exp(Ad(T_base_camera) xi_c), so the
-        base's right-perturbation covariance is Ad Sigma_c Ad^T and the ROS pose
-        covariance is ``cov_body_to_world(T_w_b, Ad Sigma_c Ad^T)`` (parent frame, x y z
-        rot_x rot_y rot_z);
-      * the body twist transforms the same way: V_b = Ad(T_base_camera) V_c, in the
-        base (child) frame, ROS order (vx vy vz wx wy wz).
+    Right perturbations map by ``Ad = Ad(T_base_camera)``: the base's covariance is Ad Sigma_c Ad^T and the ROS
+    pose covariance ``cov_body_to_world(T_w_b, Ad Sigma_c Ad^T)``; the twist V_b = Ad V_c (base frame, ROS order).
     """
     T_b_c = np.asarray(T_base_camera, dtype=np.float64)
     Ad = se3.adjoint(T_b_c)

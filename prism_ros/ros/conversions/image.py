@@ -82,10 +82,8 @@ def image_to_rgb(msg: Image) -> np.ndarray:
 
 
 def image_to_depth_m(msg: Image) -> np.ndarray:
-    """Depth image message -> HxW float32 metres, 0 where invalid.
-
-    16UC1 (or mono16) is millimetres, with 0 and 65535 invalid; 32FC1 is metres,
-    with NaN, +-inf and values <= 0 invalid.
+    """Depth image message -> HxW float32 m, 0 where invalid: 16UC1 (or mono16) mm with 0 and 65535 invalid;
+    32FC1 m with NaN, +-inf and values <= 0 invalid.
     """
     enc = msg.encoding.strip()
     if enc.upper() in ("16UC1",) or enc.lower() == "mono16":

@@ -15,10 +15,9 @@ __all__ = ["occupancy_grid_to_msg"]
 def occupancy_grid_to_msg(
     header: Header, data: np.ndarray, origin_xy: Sequence[float], resolution: float, origin_z: float = 0.0
 ):
-    """(H, W) int8 grid (row = y, column = x; 0..100, -1 unknown) -> nav_msgs/OccupancyGrid.
-
-    Cell (0, 0) is at ``origin_xy`` (its corner, in ``header.frame_id``); the data are row
-    major from there, as the message defines them."""
+    """(H, W) int8 grid (row = y, column = x; 0..100, -1 unknown) -> nav_msgs/OccupancyGrid, cell (0, 0)'s corner
+    at ``origin_xy`` (in ``header.frame_id``), row major as the message defines.
+    """
     from nav_msgs.msg import OccupancyGrid
 
     d = np.asarray(data)

@@ -44,12 +44,10 @@ def state_messages(
     base_frame: str,
     odom_cov_c: Optional[np.ndarray] = None,
 ) -> StateMessages:
-    """The filter's camera state as the base frame's pose (parent ``world_frame``) and
-    twist (child ``base_frame``) messages, ROS conventions (:func:`camera_state_to_base`).
-
-    ``pose_cov_c`` (the pose given the map) goes into ``~/pose``; the Odometry message
-    carries ``odom_cov_c`` (the per-step covariances compounded since the last reset,
-    REP-105: it grows with motion) when given, else the same covariance as ``~/pose``."""
+    """The filter's camera state as the base frame's pose (parent ``world_frame``) and twist (child ``base_frame``)
+    messages (:func:`camera_state_to_base`).  ``pose_cov_c`` goes into ``~/pose``; the Odometry message carries
+    ``odom_cov_c`` (compounded since the last reset) when given, else the same covariance.
+    """
     T_w_b, pose_cov, twist, twist_cov = camera_state_to_base(
         T_w_c, pose_cov_c, velocity_c, velocity_cov_c, T_base_camera
     )

@@ -5,21 +5,12 @@
     prism-ros play PATH [--rate R] [--start K] [--frames N] [--loop] [options] [--ros-args ...]
     prism_player  PATH ...        (the same, as a console script / ``ros2 run prism_ros prism_player``)
 
-Dataset frames go out as ``camera/color/image_raw``, ``camera/depth/image_raw`` and
-``camera/color/camera_info`` with ``/clock`` (``use_sim_time:=true`` on the node); EuRoC
-recordings (ASL folders, and ROS 1 bags with ``--calib <ASL folder or its mav0>``) as the
-rectified left image, the stereo depth and the rectified camera_info, plus ``imu`` with the
-recording's own nanosecond stamps, and the player prints the node parameters that match the
-recording.  Bags are republished topic by topic (without ``--calib``, a EuRoC bag too: only
-``/cam0/image_raw``, as is).
-
-* :mod:`~prism_ros.ros.player.sources`  what is played (the dataset side): a dataset opened for
-  playing (frames as messages, stamps, the EuRoC IMU stream), bags (topic mapping, message
-  conversion)
-* :mod:`~prism_ros.ros.player.euroc`    the node parameters matching a EuRoC recording
-* :mod:`~prism_ros.ros.player.loop`     the publishing loop (the ROS side): pacing at ``--rate``,
-  /clock, publishers, frames prepared ahead, bad frames skipped, lateness
-* :mod:`~prism_ros.ros.player.cli`      the arguments and :func:`main`
+Dataset frames go out as the node's colour, depth and camera_info inputs with ``/clock``; EuRoC recordings
+(ASL folders, or ROS 1 bags with ``--calib``) as the rectified left image, the stereo depth and the
+rectified camera_info plus ``imu``, and the player prints the matching node parameters.  Bags are
+republished topic by topic.  Modules: :mod:`~prism_ros.ros.player.sources` (what is played),
+:mod:`~prism_ros.ros.player.euroc` (node parameters for EuRoC), :mod:`~prism_ros.ros.player.loop` (the
+publishing loop), :mod:`~prism_ros.ros.player.cli` (the arguments and :func:`main`).
 """
 
 from .cli import build_parser, main

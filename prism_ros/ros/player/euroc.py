@@ -1,12 +1,9 @@
 """The node parameters that match a played EuRoC recording.
 
-:func:`euroc_node_params` are the node parameters that place the rectified left camera in
-the body frame (``T_base_camera_*``, with ``base_frame`` = the body/IMU frame;
-``T_base_imu_*`` = imu0's T_BS) and make the node's depth noise model the reader's stereo
-sigma: the player publishes no sigma image, and the node's parametric model
-sigma_z = c0 + c2 (z - z0)^2 with c0 = z0 = 0 and c2 = sigma_d / (f b) is exactly the
-reader's per-pixel z^2 sigma_d / (f b) (what ``prism-ros run`` uses offline).  The player
-prints them (:func:`euroc_node_hint`) with ``control_mode:=imu``.
+:func:`euroc_node_params` place the rectified left camera in the body (IMU) frame (``T_base_camera_*``,
+``T_base_imu_*`` = imu0's T_BS) and set the node's depth model sigma_z = c0 + c2 (z - z0)^2 with
+c0 = z0 = 0, c2 = sigma_d / (f b): exactly the reader's per-pixel z^2 sigma_d / (f b) (the player
+publishes no sigma image).  The player prints them with ``control_mode:=imu`` (:func:`euroc_node_hint`).
 """
 
 from __future__ import annotations

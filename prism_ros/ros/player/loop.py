@@ -1,28 +1,14 @@
 """The player's publishing loop (the ROS side): pacing, /clock, publishers, bad frames.
 
-:class:`Player` publishes a :class:`~prism_ros.ros.player.sources.DatasetSource`
-(:meth:`Player.play_dataset`) or a bag (:meth:`Player.play_bag`) at ``--rate`` times real
-time, paced by the dataset's stamps or the bag's record time, and publishes ``/clock``
-(rosgraph_msgs/Clock, for ``use_sim_time:=true`` on the node) at the frames and at
-``--clock-hz`` in between.
+:class:`Player` publishes a :class:`~prism_ros.ros.player.sources.DatasetSource` or a bag at ``--rate`` times real time,
+paced by the dataset's stamps or the bag's record time, with ``/clock`` at the frames and at ``--clock-hz`` in between.
 
-* Dataset frames (decoding, the EuRoC stereo matching, the messages) are prepared
-  ``--prefetch`` frames ahead in a background thread below the publishing thread's priority
-  (:func:`prism_ros.pipeline.prefetched`, as the offline runner loads them), so the thread
-  that publishes the IMU, /clock and the frames keeps time.  A frame not ready in time goes
-  out late; :class:`Lateness` keeps how late, and the end says so (``frames late by median /
-  p95 / max ... ms``): a replay whose frames are late by more than a frame period ran slower
-  than ``--rate``.  ``--preload`` prepares every frame before playing.
-* A frame the dataset cannot deliver (:class:`~prism_ros.datasets.base.FrameLoadError`: for
-  EuRoC a pair with its cam0 or cam1 image missing or unreadable, of the wrong size, black or
-  saturated, :func:`prism_ros.core.stereo.check_stereo_pair`) is not published (/clock still
-  advances) and playing goes on with the next frame.  Each kind of problem is said on stderr
-  at most once per :data:`BAD_FRAME_LOG_PERIOD_S` with the counts so far; the node never sees
-  pairs, so a bad pair is just a frame that does not arrive.
-* Publishers are reliable (KEEP_LAST 10; the IMU's history holds 400 samples), which matches
-  both a reliable and the node's default best-effort (sensor data) subscription.  By default
-  the player waits (``--wait-for-subscribers``) until the colour topic has a subscriber, so
-  frames are not published before a warming-up node listens.
+* Frames are prepared ``--prefetch`` ahead in a lower-priority thread (:func:`prism_ros.pipeline.prefetched`;
+  ``--preload``: all before playing); a frame not ready in time goes out late (:class:`Lateness`).
+* A frame the dataset cannot deliver (:class:`~prism_ros.datasets.base.FrameLoadError`) is not published (/clock
+  still advances); each kind is said on stderr at most once per :data:`BAD_FRAME_LOG_PERIOD_S`.
+* Publishers are reliable (KEEP_LAST 10; IMU 400); with ``--wait-for-subscribers`` (default) playing waits for a
+  subscriber on the colour topic.
 """
 
 from __future__ import annotations

@@ -1,32 +1,20 @@
 """What ``prism-ros play`` plays: a dataset opened for playing, or a bag's topics.
 
-Datasets (anything :func:`prism_ros.datasets.open_dataset` reads: TUM RGB-D, 7-Scenes,
-EuRoC folders and, with ``--calib``, EuRoC ROS 1 bags, ``synthetic``...):
-:class:`DatasetSource` turns frame i into the node's three inputs
+:class:`DatasetSource` turns frame i of any :func:`prism_ros.datasets.open_dataset` dataset into the node's inputs
+(``--color-encoding`` / ``--depth-encoding`` override), or into its :class:`~prism_ros.datasets.base.FrameLoadError`::
 
   camera/color/image_raw    sensor_msgs/Image, rgb8 (EuRoC: mono8, the rectified left image)
   camera/depth/image_raw    sensor_msgs/Image, 16UC1 millimetres (EuRoC: 32FC1 metres, the stereo depth)
   camera/color/camera_info  sensor_msgs/CameraInfo (EuRoC: the rectified left camera)
 
-(``--color-encoding`` / ``--depth-encoding`` override), or into the
-:class:`~prism_ros.datasets.base.FrameLoadError` of a frame the dataset cannot deliver.
-EuRoC recordings also give the IMU (:class:`EurocImuStream`: ``imu``, sensor_msgs/Imu at the
-IMU rate, frame ``--imu-frame-id``: the EuRoC body = imu0 frame) with the recording's own
-integer nanosecond stamps; the loop publishes it from ``--imu-preroll`` seconds before the
-first frame (the node's static-start gravity / gyro-bias window), each sample before any
-frame with a later-or-equal stamp.
+EuRoC also gives ``imu`` (:class:`EurocImuStream`, frame ``--imu-frame-id``) with the recording's integer
+ns stamps, from ``--imu-preroll`` s before the first frame, each sample before any later-stamped frame.
+Stamps: a dataset's own timestamps are kept; without (``has_timestamps`` False) frame *i* is stamped
+``1 + i/30`` s (a zero stamp means "unset" to many ROS tools).
 
-Stamps: datasets with their own timestamps (TUM, EuRoC) keep them (EuRoC exactly, from
-its integer nanoseconds).  Datasets without (7-Scenes, the synthetic sequence:
-``has_timestamps`` False) stamp frame *i* at exactly ``1 + i/30`` s (a zero stamp means
-"unset" to many ROS tools), so a listener can tell which frame a message belongs to:
-``i = round((t - 1) * 30)``.
-
-Bags (a ROS 1 ``.bag`` file or a ROS 2 bag folder, read with ``rosbags``): Image,
-CameraInfo, Imu and Odometry messages (:func:`to_rclpy`) are republished with their own
-header stamps.  Topics are mapped to the node's inputs by :func:`default_topic_map`, or
-explicitly with ``--topic-map SRC:=DST`` (:func:`parse_topic_map`; then only mapped topics
-are played).
+Bags (ROS 1 ``.bag`` or ROS 2 folder, via ``rosbags``): Image, CameraInfo, Imu and Odometry messages
+(:func:`to_rclpy`) are republished with their header stamps, mapped by :func:`default_topic_map` or
+``--topic-map SRC:=DST`` (:func:`parse_topic_map`; then only mapped topics play).
 """
 
 from __future__ import annotations
@@ -108,14 +96,11 @@ def _frame_ns(ds, stamps: np.ndarray) -> np.ndarray:
 
 
 class DatasetSource:
-    """A dataset opened for playing from the player's arguments (``path``, ``start``, ``frames``,
-    ``calib``, ``stereo_matcher``, the encodings, ``frame_id``, ``no_imu``, ``imu_frame_id``).
-
-    ``ds`` the dataset and ``n`` its frames; ``euroc`` whether it is a EuRoC recording;
-    ``stamps`` (s, :func:`dataset_stamp_offset` applied) and ``frame_ns`` (integer ns) of the
-    frames; ``imu`` the :class:`EurocImuStream` to publish (EuRoC
-    with IMU, unless ``no_imu``), else None.  Raises ValueError for a dataset it cannot open
-    (or ``--stereo-matcher`` on a non-EuRoC path)."""
+    """A dataset opened for playing from the player's arguments (``path``, ``start``, ``frames``, ``calib``,
+    ``stereo_matcher``, encodings, ``frame_id``, ``no_imu``, ``imu_frame_id``): ``ds`` and its ``n`` frames,
+    ``euroc``, ``stamps`` (s, :func:`dataset_stamp_offset` applied), ``frame_ns`` and ``imu`` (an
+    :class:`EurocImuStream` or None).  ValueError for a dataset it cannot open.
+    """
 
     def __init__(self, args):
         from prism_ros.datasets import open_dataset
