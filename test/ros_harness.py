@@ -64,12 +64,15 @@ class Proc:
     def text(self):
         return "".join(self.lines)
 
-    def stop(self, timeout=20):
+    def stop(self, timeout=30):
+        """SIGINT, then (after ``timeout`` s) SIGUSR1 for the node's thread dump (faulthandler) and SIGKILL."""
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)
             try:
                 self.p.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.p.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
                 self.p.kill()
                 self.p.wait(5)
         self._t.join(5)

@@ -29,6 +29,8 @@ loaded at start and by ``~/load_map``; a map of another voxel size / truncation 
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 import threading
 import time
@@ -494,6 +496,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from prism_ros.ros.transport import use_default_profile
 
     use_default_profile()  # config/fastdds.xml unless the user has a profile; before rclpy.init
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` prints every thread's stack (a hung node)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args)
     node = None
     rc = 0
