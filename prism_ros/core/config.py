@@ -5,6 +5,8 @@ the pipeline's and the node's.  Units are in the names: ``_m`` metres, ``_s`` se
 ``_mps`` m/s, ``_mps2`` m/s^2, ``_radps`` rad/s, ``_radps2`` rad/s^2, ``_per_m`` 1/m, ``_px`` pixels.  A description
 says what the parameter does, its unit and at most a short provenance (at most 200 characters: ``ros2 param describe``
 prints it); measurements belong in docs/ (docs/design.md, "Parameters: provenance").
+
+Over 500 lines: it is the filter's parameter table, one declaration per parameter, kept in one place.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The ``prism`` ROS 2 node: live PRISM filtering on synchronised RGB-D images.
 
+Over 500 lines: the node class wires inputs, the worker, services and outputs; what each does lives in
+:mod:`.params`, :mod:`.inputs`, :mod:`.frames`, :mod:`.outputs` and :mod:`.diagnostics`.
+
 Callbacks decode, check and pair the images and push them onto a bounded queue (oldest dropped, counted);
 one worker thread owns the :class:`~prism_ros.pipeline.Pipeline` (Numba's threading layer must not run
 parallel kernels from two threads), runs each frame and publishes.  Map extraction, saving, loading and
