@@ -125,3 +125,27 @@ def test_mesh_ply_round_trip(meshed, tmp_path):
     assert n == len(c["faces"])
     for k in ("verts", "faces", "normals", "rgb", "sigma"):
         assert np.array_equal(back[k], c[k]), k
+
+
+def test_a_snapshot_meshes_the_map_as_it_was_when_taken():
+    """snapshot() copies what apply() needs: fusing more frames between the two does not change the
+    meshes (the output thread never reads the map the filter is fusing)."""
+    seq = SyntheticSequence(n_frames=12, seed=0)
+    m = new_map()
+    fuse(m, seq, range(6))
+    ref = BlockMesher(max_blocks=100000)
+    ref.update(m)  # meshed on the spot
+    me = BlockMesher(max_blocks=100000)
+    snap = me.snapshot(m)
+    assert snap.reset and len(snap.slots) == len(m.block_xyz[: m.n_blocks]) and snap.pending == 0
+    fuse(m, seq, range(6, 12))  # the map changes before the snapshot is meshed
+    me.apply(snap)
+    assert set(me.meshes) == set(ref.meshes) and len(me.meshes) > 50
+    assert all(np.array_equal(me.meshes[k]["verts"], ref.meshes[k]["verts"]) for k in ref.meshes)
+    assert all(np.array_equal(me.meshes[k]["sigma"], ref.meshes[k]["sigma"]) for k in ref.meshes)
+    # the next snapshot takes exactly the blocks the later frames changed (and their neighbours)
+    later = me.snapshot(m)
+    assert not later.reset and 0 < len(later.slots) < m.n_blocks
+    me.apply(later)
+    ref.update(m)
+    assert all(np.array_equal(me.meshes[k]["verts"], ref.meshes[k]["verts"]) for k in ref.meshes)

@@ -140,8 +140,11 @@ def test_node_publishes_occupancy_and_mesh():
         )
         keys = {kv.key for a in diag for s in a.status for kv in s.values}
         assert {
-            "occupancy_ms_last",
-            "mesh_ms_last",
+            "occupancy_build_ms_last",
+            "occupancy_snapshot_ms_last",
+            "occupancy_rate_hz",
+            "mesh_build_ms_last",
+            "mesh_skipped_total",
             "occupancy_columns_pending",
             "mesh_blocks_pending",
             "free_space_carve_ms_last",
@@ -149,4 +152,66 @@ def test_node_publishes_occupancy_and_mesh():
         } <= keys
         h.detach(node)
     finally:
+        h.shutdown()
+
+
+def test_a_slow_mesh_never_delays_a_frame(monkeypatch):
+    """The mesh is built on the output thread: while a mesh build is held up, every frame is still
+    tracked and published, and the mesh requests in the meantime are skipped (counted), not queued."""
+    import threading
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.parameter import Parameter
+
+    from prism_ros.ros.env import claim_domain_id
+    from prism_ros.ros.node import PrismNode
+    from prism_ros.ros.outputs import MapOutputs
+    from prism_ros.ros.qos import latched_qos, reliable_qos
+    from ros_harness import RosHarness
+    from visualization_msgs.msg import MarkerArray
+
+    release, building = threading.Event(), threading.Event()
+    build = MapOutputs._build_mesh
+
+    def held_build(self, *a, **kw):
+        building.set()
+        release.wait(60)
+        return build(self, *a, **kw)
+
+    monkeypatch.setattr(MapOutputs, "_build_mesh", held_build)
+    ds = SyntheticSequence(n_frames=24, seed=0)
+    frames = [ds[i] for i in range(len(ds))]
+    h = RosHarness(claim_domain_id(62))
+    try:
+        h.node_io(depth=50)
+        mesh = h.collect(MarkerArray, "/prism/mesh", latched_qos(1))
+        diag = h.collect(DiagnosticArray, "/diagnostics", reliable_qos(5))
+        over = [
+            Parameter("sensor_qos", value="reliable"),
+            Parameter("queue_size", value=30),
+            Parameter("mesh_publish_rate_hz", value=10.0),
+            Parameter("diagnostics_period_s", value=0.5),
+        ]
+        node = PrismNode(context=h.context, filter_factory=None, warmup=True, parameter_overrides=over)
+        h.attach(node)
+        for fr in frames:
+            header = Header(stamp=cv.sec_to_stamp(1.0 + fr.stamp), frame_id="camera_color_optical_frame")
+            h.pub_info.publish(cv.camera_to_camera_info(ds.camera, header))
+            h.pub_depth.publish(cv.depth_to_image(fr.depth, header, "32FC1"))
+            h.pub_color.publish(cv.rgb_to_image(fr.rgb, header, "bgr8"))
+            time.sleep(0.05)
+        # every frame comes out while the first mesh build is still held
+        assert h.wait_for(lambda: len(h.odom) >= len(ds), 60) and building.is_set() and not mesh
+        time.sleep(0.5)  # more mesh requests while it is held: skipped
+
+        def kv(key):
+            vals = [int(k.value) for a in diag for s in a.status for k in s.values if k.key == key]
+            return vals[-1] if vals else -1
+
+        assert h.wait_for(lambda: kv("mesh_skipped_total") > 0, 10)
+        release.set()
+        assert h.wait_for(lambda: len(mesh) > 0 and kv("mesh_published_total") > 0, 30)
+        assert len(mesh[-1].markers) > 10
+    finally:
+        release.set()
         h.shutdown()

@@ -8,11 +8,17 @@ the SDF); vertices carry the reported SDF sigma and the colour of the nearest vo
 
 :meth:`BlockMesher.update` re-meshes a block when it or a +x/+y/+z neighbour changed since it was meshed
 (``TsdfMap.last_seen``), at most ``max_blocks`` per call (oldest change first); meshes are cached per slot.
+
+An update is two steps, so that the marching cubes need not run where the map is fused:
+:meth:`BlockMesher.snapshot` (on the thread that owns the map) copies the 9^3 volumes of the blocks to
+re-mesh into a :class:`MeshSnapshot`, and :meth:`BlockMesher.apply` meshes them from that copy alone
+(any thread).  The two touch disjoint state: one thread may take snapshots while another applies them.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import numpy as np
@@ -20,7 +26,7 @@ from numba import njit
 
 from .voxel_hash import BLOCK, find_block
 
-__all__ = ["BlockMesher", "mesh_block"]
+__all__ = ["BlockMesher", "MeshSnapshot", "mesh_block"]
 
 _CUT = 0.95  # |mu| >= 0.95 tau is a clipped (truncated) value: no surface crossing there
 
@@ -62,33 +68,67 @@ def _gather_volume(keys, vals, mu, cnt, var, rgb, bx, by, bz, vol, ok, var_out, 
                                 rgb_out[X, Y, Z, c] = rgb[slot, i, c]
 
 
+@njit(cache=True, nogil=True)
+def _gather_volumes(keys, vals, mu, cnt, var, rgb, block_xyz, vol, ok, var_out, rgb_out):
+    """:func:`_gather_volume` of each block of ``block_xyz`` (K, 3) into the (K, 9, 9, 9[, 3]) outputs."""
+    for k in range(block_xyz.shape[0]):
+        _gather_volume(
+            keys, vals, mu, cnt, var, rgb, block_xyz[k, 0], block_xyz[k, 1], block_xyz[k, 2],
+            vol[k], ok[k], var_out[k], rgb_out[k],
+        )  # fmt: skip
+
+
+@dataclass
+class MeshSnapshot:
+    """What :meth:`BlockMesher.apply` needs, copied from the map: the 9^3 volumes (mu, observed, var,
+    rgb) of the blocks ``slots`` at ``block_xyz``, and the map's constants; ``reset``: the map was
+    replaced or restarted since the last snapshot (drop every cached mesh first)."""
+
+    slots: np.ndarray  # (K,) int64
+    block_xyz: np.ndarray  # (K, 3) int64
+    vol: np.ndarray  # (K, 9, 9, 9) float32
+    ok: np.ndarray  # (K, 9, 9, 9) bool
+    var: np.ndarray  # (K, 9, 9, 9) float32
+    rgb: np.ndarray  # (K, 9, 9, 9, 3) uint8
+    voxel_size: float
+    truncation: float
+    model_var: float
+    distance_sigma_ratio: float
+    reset: bool
+    pending: int  # blocks still waiting after this snapshot
+
+    def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
+        """:meth:`prism_ros.core.tsdf.TsdfMap.reported_sigma` with the snapshot's constants."""
+        mu = np.asarray(mu, dtype=np.float64)
+        return np.sqrt(np.asarray(var, dtype=np.float64) + self.model_var + (self.distance_sigma_ratio * mu) ** 2)
+
+
+def _volumes(tsdf_map, block_xyz: np.ndarray):
+    k, n = len(block_xyz), BLOCK + 1
+    vol = np.zeros((k, n, n, n), np.float32)
+    ok = np.zeros((k, n, n, n), np.bool_)
+    var = np.zeros((k, n, n, n), np.float32)
+    rgb = np.zeros((k, n, n, n, 3), np.uint8)
+    m = tsdf_map
+    _gather_volumes(m.keys, m.vals, m.mu, m.cnt, m.var, m.rgb, np.ascontiguousarray(block_xyz), vol, ok, var, rgb)
+    return vol, ok, var, rgb
+
+
 def mesh_block(tsdf_map, block_xyz) -> Optional[Dict[str, np.ndarray]]:
     """Mesh one block (world coordinates): dict ``verts`` (V,3) float32, ``faces`` (F,3)
     int32, ``normals`` (V,3), ``sigma`` (V,) float32, ``rgb`` (V,3) uint8; None if no surface."""
+    xyz = np.asarray(block_xyz, np.int64).reshape(1, 3)
+    vol, ok, var, rgb = _volumes(tsdf_map, xyz)
+    return _mesh_volume(vol[0], ok[0], var[0], rgb[0], xyz[0], tsdf_map)
+
+
+def _mesh_volume(vol, ok, var, rgb, block_xyz, consts) -> Optional[Dict[str, np.ndarray]]:
+    """Mesh one block from its 9^3 volume; ``consts`` has voxel_size, truncation and reported_sigma."""
     from skimage import measure
 
     bx, by, bz = (int(v) for v in block_xyz)
     n = BLOCK + 1
-    vol = np.zeros((n, n, n), np.float32)
-    ok = np.zeros((n, n, n), np.bool_)
-    var = np.zeros((n, n, n), np.float32)
-    rgb = np.zeros((n, n, n, 3), np.uint8)
-    _gather_volume(
-        tsdf_map.keys,
-        tsdf_map.vals,
-        tsdf_map.mu,
-        tsdf_map.cnt,
-        tsdf_map.var,
-        tsdf_map.rgb,
-        bx,
-        by,
-        bz,
-        vol,
-        ok,
-        var,
-        rgb,
-    )
-    good = ok & (np.abs(vol) < _CUT * tsdf_map.truncation)
+    good = ok & (np.abs(vol) < _CUT * consts.truncation)
     cube = (
         good[:-1, :-1, :-1]
         & good[1:, :-1, :-1]
@@ -113,7 +153,7 @@ def mesh_block(tsdf_map, block_xyz) -> Optional[Dict[str, np.ndarray]]:
     # skimage meshes the cube whose far corner is (x, y, z) where mask[x, y, z] (checked
     # on scikit-image 0.26 in test_mesh.py)
     mask[1:, 1:, 1:] = cube
-    vox = tsdf_map.voxel_size
+    vox = consts.voxel_size
     try:
         verts, faces, normals, _ = measure.marching_cubes(
             vol, level=0.0, spacing=(vox, vox, vox), mask=mask, allow_degenerate=False
@@ -123,7 +163,7 @@ def mesh_block(tsdf_map, block_xyz) -> Optional[Dict[str, np.ndarray]]:
     if len(faces) == 0:
         return None
     near = np.clip(np.rint(verts / vox).astype(np.int64), 0, BLOCK)
-    sig = tsdf_map.reported_sigma(
+    sig = consts.reported_sigma(
         var[near[:, 0], near[:, 1], near[:, 2]], vol[near[:, 0], near[:, 1], near[:, 2]]
     ).astype(np.float32)
     origin = np.array([bx, by, bz], np.float64) * BLOCK * vox
@@ -147,13 +187,18 @@ class BlockMesher:
         self.last_stats: Dict[str, float] = {}
 
     def _reset(self) -> None:
+        # the cache (apply's side)
         self.meshes: Dict[int, Dict[str, np.ndarray]] = {}  # slot -> mesh
         self.version: Dict[int, int] = {}  # slot -> update counter when (re)meshed
+        self.updates = 0
+        self._reset_tracking()
+
+    def _reset_tracking(self) -> None:
+        # what changed since the last snapshot (snapshot's side)
         self._pending: Dict[int, None] = {}
         self._map_ref = None
         self._epoch = None
         self._stamp = None
-        self.updates = 0
 
     @property
     def pending_blocks(self) -> int:
@@ -163,20 +208,22 @@ class BlockMesher:
     def triangles(self) -> int:
         return int(sum(len(m["faces"]) for m in self.meshes.values()))
 
-    def _mark_dirty(self, tsdf_map) -> None:
+    def _mark_dirty(self, tsdf_map) -> bool:
+        """Queue the changed blocks; True when the map was replaced or restarted (the cache is stale)."""
         epoch = tsdf_map.epoch
-        if tsdf_map is not self._map_ref or epoch != self._epoch:
-            self._reset()
+        reset = tsdf_map is not self._map_ref or epoch != self._epoch
+        if reset:
+            self._reset_tracking()
             self._map_ref = tsdf_map
             self._epoch = epoch
         n = tsdf_map.n_blocks
         if n == 0:
-            return
+            return reset
         ls = tsdf_map.last_seen[:n]
         changed = np.arange(n) if self._stamp is None else np.nonzero(ls > self._stamp)[0]
         self._stamp = int(ls.max())
         if len(changed) == 0:
-            return
+            return reset
         # a changed block, and the -x/-y/-z neighbours that read one voxel of it
         xyz = tsdf_map.block_xyz[changed]
         cand = (xyz[:, None, :] - _NEIGH[None, :, :]).reshape(-1, 3)
@@ -186,29 +233,52 @@ class BlockMesher:
             self._pending[s] = None
         for s in slots[slots >= 0].tolist():
             self._pending[s] = None
+        return reset
 
-    def update(self, tsdf_map) -> Dict[str, float]:
-        """Re-mesh at most ``max_blocks`` changed blocks. Returns timing / size figures."""
-        t0 = time.perf_counter()
-        self._mark_dirty(tsdf_map)
+    def snapshot(self, tsdf_map) -> MeshSnapshot:
+        """Take at most ``max_blocks`` changed blocks off the pending list and copy their volumes
+        (on the thread that owns the map; cheap: a gather, no marching cubes)."""
+        reset = self._mark_dirty(tsdf_map)
         todo = list(self._pending.keys())[: self.max_blocks]
-        self.updates += 1
         for s in todo:
             del self._pending[s]
-            m = mesh_block(tsdf_map, tsdf_map.block_xyz[s])
+        slots = np.asarray(todo, np.int64)
+        xyz = np.ascontiguousarray(tsdf_map.block_xyz[slots], dtype=np.int64).reshape(-1, 3)
+        vol, ok, var, rgb = _volumes(tsdf_map, xyz)
+        m = tsdf_map
+        return MeshSnapshot(
+            slots, xyz, vol, ok, var, rgb, float(m.voxel_size), float(m.truncation), float(m.model_var),
+            float(m.distance_sigma_ratio), reset, len(self._pending),
+        )  # fmt: skip
+
+    def apply(self, snap: MeshSnapshot) -> Dict[str, float]:
+        """Mesh the blocks of ``snap`` into the cache (needs no map). Returns timing / size figures."""
+        t0 = time.perf_counter()
+        if snap.reset:
+            self.meshes, self.version, self.updates = {}, {}, 0
+        self.updates += 1
+        for k, s in enumerate(snap.slots.tolist()):
+            m = _mesh_volume(snap.vol[k], snap.ok[k], snap.var[k], snap.rgb[k], snap.block_xyz[k], snap)
             if m is None:
                 self.meshes.pop(s, None)
             else:
                 self.meshes[s] = m
             self.version[s] = self.updates
         self.last_stats = {
-            "blocks_meshed": float(len(todo)),
-            "blocks_pending": float(len(self._pending)),
+            "blocks_meshed": float(len(snap.slots)),
+            "blocks_pending": float(snap.pending),
             "mesh_blocks": float(len(self.meshes)),
             "triangles": float(self.triangles),
             "update_ms": (time.perf_counter() - t0) * 1e3,
         }
         return self.last_stats
+
+    def update(self, tsdf_map) -> Dict[str, float]:
+        """Re-mesh at most ``max_blocks`` changed blocks (:meth:`snapshot` then :meth:`apply`)."""
+        t0 = time.perf_counter()
+        stats = self.apply(self.snapshot(tsdf_map))
+        stats["update_ms"] = (time.perf_counter() - t0) * 1e3
+        return stats
 
     def combined(self) -> Dict[str, np.ndarray]:
         """All cached block meshes as one indexed mesh (verts, faces, normals, sigma, rgb)."""

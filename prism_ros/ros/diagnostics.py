@@ -84,6 +84,7 @@ class NodeStats:
         self._totals = {"processed": 0, "dropped_queue": 0, "bad": 0, "bad_imu": 0}
         self._latency_hist = LatencyHistogram()  # receive -> publish, every frame since start
         self._latency_e2e_hist = LatencyHistogram()  # publication -> publish
+        self._step_hist = LatencyHistogram()  # the filter's step, every frame since start
 
     def frame(self, step_ms: float, latency_ms: float, e2e_ms: Optional[float], lost: bool) -> None:
         """One processed frame: its step time, receive-to-publish and (when known)
@@ -93,6 +94,7 @@ class NodeStats:
             w.processed += 1
             self._totals["processed"] += 1
             w.step_ms.append(step_ms)
+            self._step_hist.add(step_ms)
             w.latency_ms.append(latency_ms)
             self._latency_hist.add(latency_ms)
             if e2e_ms is not None and 0.0 <= e2e_ms < _E2E_MAX_MS:
@@ -127,6 +129,7 @@ class NodeStats:
             w, self._w = self._w, _Window()
             totals = dict(self._totals)
             hist, hist_e2e = self._latency_hist.encode(), self._latency_e2e_hist.encode()
+            hist_step = self._step_hist.encode()
         wall = max(time.monotonic() - w.t0, 1e-6)
         n, step, lat, e2e = w.processed, w.step_ms, w.latency_ms, w.latency_e2e_ms
         stages = dict(stages_ms)
@@ -151,6 +154,9 @@ class NodeStats:
         values = {
             "fps": f"{n / wall:.2f}",
             "step_ms_mean": _fmt(step, np.mean),
+            "step_ms_p50": _fmt(step, np.median),
+            "step_ms_p99": _fmt(step, lambda v: np.percentile(v, 99)),
+            "step_hist_total": hist_step,
             "latency_ms_mean": _fmt(lat, np.mean),
             "latency_ms_p95": _fmt(lat, p95),
             "latency_ms_max": _fmt(lat, np.max),

@@ -46,6 +46,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, Imu
@@ -135,7 +136,8 @@ class PrismNode(Node):
 
         # ---- outputs and services ---------------------------------------------------
         self._state_out = StateOutputs(self, cfg, self.T_base_camera, TFMessage)  # pose, twist, odometry, path, tf
-        self._map_out = MapOutputs(self, cfg)  # map cloud, occupancy, mesh (built by the worker)
+        self._map_out = MapOutputs(self, cfg)  # map cloud, occupancy, mesh (built on an output thread)
+        self._map_out.on_error(lambda kind, text: self._error(kind, text))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", reliable_qos(5))
         self.pub_tf_static = self.create_publisher(TFMessage, "/tf_static", latched_qos(1)) if TFMessage else None
         if TFMessage is None and cfg.publish_tf:
@@ -222,11 +224,14 @@ class PrismNode(Node):
         return SetParametersResult(successful=True)
 
     def _make_timers(self) -> None:
-        """The output timers: each asks the worker (which owns the map) for its output."""
+        """The output timers: each asks the worker (which owns the map) for its output.  They run on the
+        steady clock, also under ``use_sim_time``: an output's rate is a compute budget, so a replay at a
+        quarter of real time still gets its outputs at their configured rates."""
         for t in self._timers:
             self.destroy_timer(t)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._timers = [
-            self.create_timer(1.0 / hz, lambda k=kind: self._work.request(k))
+            self.create_timer(1.0 / hz, lambda k=kind: self._work.request(k), clock=steady)
             for kind, hz in map_output_rates(self.cfg)
             if hz > 0
         ]
@@ -435,12 +440,13 @@ class PrismNode(Node):
 
     # ----------------------------------------------------------------- publish
     def _publish_map_output(self, kind: str) -> None:
-        """~/map_cloud, ~/occupancy or ~/mesh; the cost goes into the diagnostics (``stage_<kind>_ms``)."""
+        """Snapshot ~/map_cloud, ~/occupancy or ~/mesh for the output thread; the snapshot's cost on this
+        thread goes into the diagnostics (``stage_<kind>_ms``), the build's into ``<kind>_build_ms_*``."""
         res = self._last_result
         if self._pipeline is None or self._last_header_stamp is None or res is None:
             return
         try:  # (the occupancy window follows the camera)
-            ms = self._map_out.publish(
+            ms = self._map_out.request(
                 kind, self._pipeline.filter.map, self._last_header_stamp, tuple(res.T_w_c[:2, 3])
             )
         except Exception as e:
@@ -479,6 +485,7 @@ class PrismNode(Node):
 
     def destroy_node(self):
         self.stop_worker()
+        self._map_out.stop()
         return super().destroy_node()
 
 

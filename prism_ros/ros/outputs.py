@@ -3,15 +3,16 @@
 * :class:`StateOutputs`: ~/pose, ~/twist, ~/odometry, ~/path and /tf of each step;
 * :class:`MapOutputs`: ~/map_cloud, ~/occupancy and ~/mesh with their incremental builders
   (:class:`prism_ros.core.occupancy.OccupancyGridBuilder`, :class:`prism_ros.core.mesh.BlockMesher`) and the
-  per-block Marker cache; :meth:`MapOutputs.publish` runs on the filter thread (which owns the map).
+  per-block Marker cache; built on an output thread of their own from snapshots the filter's thread takes.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import numpy as np
 from diagnostic_msgs.msg import KeyValue
@@ -26,6 +27,7 @@ from prism_ros.core.mesh import BlockMesher
 from prism_ros.core.occupancy import OccupancyGridBuilder
 from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.ros import conversions as cv
+from prism_ros.ros.mesh_process import OUTPUT_NICE, start_mesh_process
 from prism_ros.ros.qos import latched_qos, reliable_qos
 
 __all__ = ["StateOutputs", "MapOutputs", "PATH_MIN_PERIOD_S", "MAP_OUTPUT_RATES", "map_output_rates"]
@@ -45,81 +47,203 @@ def map_output_rates(cfg) -> Tuple[Tuple[str, float], ...]:
     return tuple((kind, getattr(cfg, name)) for kind, name in MAP_OUTPUT_RATES)
 
 
-class MapOutputs:
-    """~/map_cloud, ~/occupancy and ~/mesh; built from the map by the filter thread (which owns it)."""
+class _OutputCounters:
+    """One map output's figures for the diagnostics."""
 
-    def __init__(self, node, cfg):
+    def __init__(self):
+        self.snapshot_ms = 0.0  # on the filter's thread
+        self.build_ms_last = 0.0  # on the output thread: build and publish
+        self.build_ms_sum = 0.0
+        self.published = 0
+        self.skipped = 0  # requests refused because the previous update was still being built
+        self.window_published = 0
+        self.window_t0 = time.monotonic()
+
+    def rate_hz(self) -> float:
+        """Updates published per second since the last call (restarts the window)."""
+        now = time.monotonic()
+        hz = self.window_published / max(now - self.window_t0, 1e-6)
+        self.window_published, self.window_t0 = 0, now
+        return hz
+
+
+class MapOutputs:
+    """~/map_cloud, ~/occupancy and ~/mesh, built beside the filter.
+
+    :meth:`request` runs on the filter's thread (which owns the map): it copies what the output needs
+    (the cloud's surface voxels; the occupancy column cache after its bounded update; the volumes of
+    the blocks to re-mesh) and hands the copy to the output thread, which builds the message and
+    publishes it.  The map itself is never read off the filter's thread: each snapshot is taken between
+    two filter steps.  A request while the previous update of the same output is still being built is
+    skipped and counted (the changed blocks and columns wait for the next one); a frame is never delayed
+    by an output.  With ``mesh_process`` the mesh is built and published by a process of its own
+    (:mod:`prism_ros.ros.mesh_process`: its Python work would otherwise hold the interpreter lock the
+    filter needs); if that process cannot start or dies, the output thread meshes instead.
+    """
+
+    KINDS = ("cloud", "occupancy", "mesh")
+
+    def __init__(self, node, cfg, mesh_process: bool = True):
         self.pub_cloud = node.create_publisher(PointCloud2, "~/map_cloud", latched_qos(1))
         self.frames_since_cloud = 0  # the cloud goes out only when frames were fused since the last one
         self.pub_occupancy = node.create_publisher(OccupancyGrid, "~/occupancy", latched_qos(1))
         self.pub_mesh = node.create_publisher(MarkerArray, "~/mesh", latched_qos(1))
+        self.counters: Dict[str, _OutputCounters] = {k: _OutputCounters() for k in self.KINDS}
+        self._cv = threading.Condition()
+        self._jobs: Dict[str, Callable[[], None]] = {}  # kind -> build-and-publish, waiting
+        self._busy: Optional[str] = None  # the kind being built
+        self._stopped = False
+        self._error: Optional[Callable[[str, str], None]] = None
+        self._mesh_topic = node.resolve_topic_name("~/mesh")
+        self._domain_id = node.context.get_domain_id()
+        self._use_mesh_process = bool(mesh_process)
+        self._mesh_proc = None  # started by the first mesh update
+        self.mesh_triangles = 0
         self.configure(cfg)
-        self._markers: Dict[int, Tuple[int, object]] = {}  # slot -> (mesher version, Marker)
-        self.occupancy_ms = 0.0
-        self.mesh_ms = 0.0
+        self._thread = threading.Thread(target=self._run, name="prism_outputs", daemon=True)
+        self._thread.start()
 
+    # ------------------------------------------------------------- configuration
     def configure(self, cfg) -> None:
-        """(Re)build the builders from the parameters (they restart from scratch)."""
-        self.cfg = cfg
-        self.grid = OccupancyGridBuilder(
-            cfg.voxel_size_m,
-            cfg.occupancy_min_z_m,
-            cfg.occupancy_max_z_m,
-            cfg.occupancy_resolution_m,
-            cfg.occupancy_max_columns_per_update,
-            cfg.occupancy_max_cells,
-        )
-        self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
-        self._markers = {}
-
-    def publish(self, kind: str, tsdf_map, stamp, centre_xy: Tuple[float, float]) -> Optional[float]:
-        """Publish output ``kind`` (``cloud``, ``occupancy`` or ``mesh``); its cost in ms, None
-        when there was nothing new to publish."""
-        if kind == "cloud":
-            return self.publish_cloud(tsdf_map, stamp)
-        if kind == "occupancy":  # the grid window follows the robot
-            return self.publish_occupancy(tsdf_map, stamp, centre_xy)
-        return self.publish_mesh(tsdf_map, stamp)
-
-    def publish_cloud(self, tsdf_map, stamp) -> Optional[float]:
-        """The near-surface voxels as ~/map_cloud, when frames were fused since the last one."""
-        if self.frames_since_cloud == 0:
-            return None
-        t0, cfg = time.perf_counter(), self.cfg
-        surf = tsdf_map.extract_surface(cfg.cloud_max_sdf_m, min_count=1)
-        self.pub_cloud.publish(
-            cv.surface_cloud(
-                Header(stamp=stamp, frame_id=cfg.world_frame),
-                surf,
-                cfg.cloud_color_mode,
-                cfg.map_min_sigma_m,
-                cfg.truncation_m,
+        """(Re)build the builders from the parameters (they restart from scratch); waits for the
+        output thread to finish the update it is building."""
+        with self._cv:
+            while self._busy is not None:
+                self._cv.wait()
+            self._jobs.clear()
+            self.cfg = cfg
+            if self._mesh_proc is not None:  # its cache belongs to the old builder
+                self._mesh_proc.stop()
+                self._mesh_proc = None
+            self.grid = OccupancyGridBuilder(
+                cfg.voxel_size_m,
+                cfg.occupancy_min_z_m,
+                cfg.occupancy_max_z_m,
+                cfg.occupancy_resolution_m,
+                cfg.occupancy_max_columns_per_update,
+                cfg.occupancy_max_cells,
             )
-        )
-        self.frames_since_cloud = 0
-        return (time.perf_counter() - t0) * 1e3
+            self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
+            self._markers: Dict[int, Tuple[int, object]] = {}  # slot -> (mesher version, Marker)
 
-    def publish_occupancy(self, tsdf_map, stamp, centre_xy: Optional[Tuple[float, float]] = None) -> float:
-        """Update (bounded) and publish the grid; returns its cost in ms."""
+    def on_error(self, report: Callable[[str, str], None]) -> None:
+        """``report(kind, text)`` is called (from the output thread) when building an output fails."""
+        self._error = report
+
+    # ---------------------------------------------------------------- requests
+    def request(self, kind: str, tsdf_map, stamp, centre_xy: Tuple[float, float]) -> Optional[float]:
+        """On the filter's thread: snapshot output ``kind`` and queue its build. Returns the
+        snapshot's cost in ms; None when there was nothing new or the previous update is not done."""
+        with self._cv:
+            if kind in self._jobs or self._busy == kind:
+                self.counters[kind].skipped += 1
+                return None
         t0 = time.perf_counter()
-        self.grid.update(tsdf_map)
-        g = self.grid.grid(centre_xy)
+        job = self._snapshot(kind, tsdf_map, stamp, centre_xy)
+        if job is None:
+            return None
+        ms = (time.perf_counter() - t0) * 1e3
+        self.counters[kind].snapshot_ms = ms
+        with self._cv:
+            self._jobs[kind] = job
+            self._cv.notify_all()
+        return ms
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        with self._cv:
+            self._stopped = True
+            self._jobs.clear()
+            self._cv.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+        if self._mesh_proc is not None:
+            self._mesh_proc.stop()
+            self._mesh_proc = None
+
+    # ---------------------------------------------------------------- snapshots
+    def _snapshot(self, kind: str, tsdf_map, stamp, centre_xy) -> Optional[Callable[[], None]]:
         header = Header(stamp=stamp, frame_id=self.cfg.world_frame)
+        if kind == "cloud":
+            if self.frames_since_cloud == 0:
+                return None
+            cfg = self.cfg
+            surf = tsdf_map.extract_surface(cfg.cloud_max_sdf_m, min_count=1)  # a copy
+            self.frames_since_cloud = 0
+            return lambda: self._build_cloud(header, surf, cfg)
+        if kind == "occupancy":  # the grid window follows the robot
+            self.grid.update(tsdf_map)  # bounded
+            columns, grid = self.grid.columns(), self.grid
+            return lambda: self._build_occupancy(header, grid, columns, centre_xy)
+        snap, mesher, cfg = self.mesher.snapshot(tsdf_map), self.mesher, self.cfg
+        return lambda: self._build_mesh(header, mesher, snap, cfg)
+
+    # ------------------------------------------------------------------ builds
+    def _run(self) -> None:
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + OUTPUT_NICE))
+        except (AttributeError, OSError):  # not Linux / not permitted: outputs still work
+            pass
+        while True:
+            with self._cv:
+                while not (self._stopped or self._jobs):
+                    self._cv.wait()
+                if self._stopped:
+                    return
+                kind = next(k for k in self.KINDS if k in self._jobs)
+                job = self._jobs.pop(kind)
+                self._busy = kind
+            t0 = time.perf_counter()
+            try:
+                job()
+                ok = True
+            except Exception as e:  # a failed output never stops the others
+                ok = False
+                if self._error is not None:
+                    self._error(kind, f"~/{kind} failed: {type(e).__name__}: {e}")
+            ms = (time.perf_counter() - t0) * 1e3
+            with self._cv:
+                c = self.counters[kind]
+                if ok:
+                    c.build_ms_last, c.build_ms_sum = ms, c.build_ms_sum + ms
+                    c.published += 1
+                    c.window_published += 1
+                self._busy = None
+                self._cv.notify_all()
+
+    def _build_cloud(self, header, surf, cfg) -> None:
+        msg = cv.surface_cloud(header, surf, cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
+        self.pub_cloud.publish(msg)
+
+    def _build_occupancy(self, header, grid, columns, centre_xy) -> None:
+        g = grid.grid(centre_xy, columns)
         self.pub_occupancy.publish(cv.occupancy_grid_to_msg(header, g.data, g.origin_xy, g.resolution, g.z))
-        self.occupancy_ms = (time.perf_counter() - t0) * 1e3
-        return self.occupancy_ms
 
-    def publish_mesh(self, tsdf_map, stamp) -> float:
-        """Re-mesh the changed blocks (bounded), rebuild only their markers, publish; ms."""
-        t0 = time.perf_counter()
-        me = self.mesher
-        me.update(tsdf_map)
-        header = Header(stamp=stamp, frame_id=self.cfg.world_frame)
-        cfg = self.cfg
-        for slot in [s for s in self._markers if s not in me.meshes]:
+    def _build_mesh(self, header, mesher, snap, cfg) -> None:
+        """Mesh the snapshot's blocks, rebuild only their markers, publish the whole mesh: in the mesh
+        process when there is one, else here."""
+        if self._use_mesh_process and self._mesh_proc is None and mesher is self.mesher:
+            self._mesh_proc, why = start_mesh_process(self._mesh_topic, self._domain_id)
+            if self._mesh_proc is None:
+                self._use_mesh_process = False
+                if self._error is not None:
+                    self._error("mesh", f"~/mesh: no mesh process ({why}); meshing in the node's process")
+        if self._mesh_proc is not None:
+            stamp = (header.stamp.sec, header.stamp.nanosec)
+            color = (cfg.mesh_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
+            try:
+                _, self.mesh_triangles = self._mesh_proc.build(stamp, header.frame_id, snap, color)
+                return
+            except RuntimeError as e:  # the process is gone: mesh here, from scratch
+                self._mesh_proc.stop()
+                self._mesh_proc, self._use_mesh_process = None, False
+                self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
+                raise RuntimeError(f"the mesh process failed ({e}); meshing in the node's process from now on")
+        mesher.apply(snap)
+        for slot in [s for s in self._markers if s not in mesher.meshes]:
             del self._markers[slot]
-        for slot, mesh in me.meshes.items():
-            ver = me.version[slot]
+        for slot, mesh in mesher.meshes.items():
+            ver = mesher.version[slot]
             cached = self._markers.get(slot)
             if cached is not None and cached[0] == ver:
                 cached[1].header = header
@@ -129,18 +253,31 @@ class MapOutputs:
             )  # the ~/map_cloud colormap and range
             self._markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
         self.pub_mesh.publish(cv.mesh_marker_array(header, [m for _, m in self._markers.values()]))
-        self.mesh_ms = (time.perf_counter() - t0) * 1e3
-        return self.mesh_ms
+        self.mesh_triangles = int(mesher.last_stats.get("triangles", 0))
 
+    # ------------------------------------------------------------ diagnostics
     def diagnostics(self, tsdf_map=None) -> List[KeyValue]:
-        fs = tsdf_map.free_space if tsdf_map is not None else None
-        kv = [
-            KeyValue(key="occupancy_ms_last", value=f"{self.occupancy_ms:.2f}"),
+        """Per output: the snapshot's cost on the filter's thread, the build's cost on the output
+        thread (last, mean), the published rate since the last call and the skipped updates."""
+        kv = []
+        with self._cv:
+            for kind in self.KINDS:
+                c = self.counters[kind]
+                mean = c.build_ms_sum / c.published if c.published else 0.0
+                kv += [
+                    KeyValue(key=f"{kind}_snapshot_ms_last", value=f"{c.snapshot_ms:.2f}"),
+                    KeyValue(key=f"{kind}_build_ms_last", value=f"{c.build_ms_last:.2f}"),
+                    KeyValue(key=f"{kind}_build_ms_mean", value=f"{mean:.2f}"),
+                    KeyValue(key=f"{kind}_rate_hz", value=f"{c.rate_hz():.3f}"),
+                    KeyValue(key=f"{kind}_published_total", value=str(c.published)),
+                    KeyValue(key=f"{kind}_skipped_total", value=str(c.skipped)),
+                ]
+        kv += [
             KeyValue(key="occupancy_columns_pending", value=str(self.grid.pending_columns)),
-            KeyValue(key="mesh_ms_last", value=f"{self.mesh_ms:.2f}"),
             KeyValue(key="mesh_blocks_pending", value=str(self.mesher.pending_blocks)),
-            KeyValue(key="mesh_triangles", value=str(self.mesher.triangles)),
+            KeyValue(key="mesh_triangles", value=str(self.mesh_triangles)),
         ]
+        fs = tsdf_map.free_space if tsdf_map is not None else None
         if fs is not None:
             kv += [
                 KeyValue(key="free_space_carve_ms_last", value=f"{fs.last_ms:.2f}"),

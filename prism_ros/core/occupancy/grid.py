@@ -211,18 +211,28 @@ class OccupancyGridBuilder:
         }
         return self.last_stats
 
-    def grid(self, centre_xy: Optional[Tuple[float, float]] = None) -> OccupancyGrid2D:
-        """Assemble the grid from the column cache (no map access). An empty map gives a 1 x 1
-        unknown grid at the world origin."""
+    def columns(self) -> Tuple[np.ndarray, np.ndarray]:
+        """A copy of the column cache (column xy (M, 2), band maxima (M, 8, 8)) for :meth:`grid` on
+        another thread while :meth:`update` goes on."""
+        return self._col_xy.copy(), self._col_max.copy()
+
+    def grid(
+        self,
+        centre_xy: Optional[Tuple[float, float]] = None,
+        columns: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    ) -> OccupancyGrid2D:
+        """Assemble the grid from the column cache, or from ``columns`` (:meth:`columns`); no map
+        access. An empty map gives a 1 x 1 unknown grid at the world origin."""
         t0 = time.perf_counter()
         vox, res = self.voxel_size, self.resolution
-        valid = ~np.isnan(self._col_max).all(axis=(1, 2)) if len(self._col_xy) else np.zeros(0, bool)
+        col_xy, col_max = columns if columns is not None else (self._col_xy, self._col_max)
+        valid = ~np.isnan(col_max).all(axis=(1, 2)) if len(col_xy) else np.zeros(0, bool)
         if not valid.any():
             g = OccupancyGrid2D(np.full((1, 1), -1, np.int8), (-0.5 * res, -0.5 * res), res, self.min_z)
             self.last_stats["grid_ms"] = (time.perf_counter() - t0) * 1e3
             return g
-        cxy = self._col_xy[valid]
-        vals = self._col_max[valid]  # (M, ly, lx)
+        cxy = col_xy[valid]
+        vals = col_max[valid]  # (M, ly, lx)
         l = np.arange(BLOCK)
         # voxel centre xy (M, 8, 8) -> cell indices; cells are centred on multiples of res
         X = (cxy[:, 0, None, None] * BLOCK + l[None, None, :]) * vox + np.zeros((1, BLOCK, 1))

@@ -1,0 +1,142 @@
+"""~/mesh built and published by a process of its own.
+
+A mesh update turns thousands of triangles into ROS Marker objects and serialises them: pure Python and
+rclpy's C conversion, both holding the interpreter lock for hundreds of milliseconds.  In the node's process
+that lock would stall the filter's thread however the work is scheduled, so the node hands each
+:class:`~prism_ros.core.mesh.MeshSnapshot` (a copy of the blocks to re-mesh, taken between two filter steps)
+to a child process, which keeps the mesh cache, builds the markers and publishes the MarkerArray on the
+node's ``~/mesh`` topic with a publisher of its own (transient local, depth 1, like the node's).
+
+The child is started with ``spawn`` (never ``fork``: the parent runs DDS threads), runs at a lower priority
+than the filter, and answers each snapshot with its build time and triangle count.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from typing import Optional, Tuple
+
+__all__ = ["MeshProcess", "OUTPUT_NICE"]
+
+#: How much nicer than the filter the output workers run (Linux nice), so that they use the filter's idle
+#: time and never take a core from it.
+OUTPUT_NICE = 10
+
+
+class MeshProcess:
+    """The child process that meshes snapshots and publishes ``topic`` (an absolute topic name).
+
+    :meth:`build` sends one snapshot and waits for the child's answer (call it from an output thread,
+    never from the filter's); :meth:`stop` ends the child."""
+
+    def __init__(self, topic: str, domain_id: int, start_timeout_s: float = 60.0):
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_child_main, args=(child, topic, int(domain_id)), name="prism_mesh", daemon=True
+        )
+        self._proc.start()
+        child.close()
+        if not self._conn.poll(start_timeout_s):
+            self.stop()
+            raise RuntimeError(f"the mesh process did not start within {start_timeout_s:.0f} s")
+        ready = self._conn.recv()
+        if ready != "ready":
+            self.stop()
+            raise RuntimeError(f"the mesh process failed to start: {ready}")
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def build(self, stamp: Tuple[int, int], frame_id: str, snap, color: Tuple[str, float, float]) -> Tuple[float, int]:
+        """Mesh ``snap`` and publish the whole mesh stamped ``stamp`` (sec, nanosec) in ``frame_id``;
+        ``color`` = (mesh_color_mode, map_min_sigma_m, truncation_m).  Returns (child's ms, triangles);
+        RuntimeError when the child failed or died."""
+        self._conn.send(("mesh", stamp, frame_id, snap, color))
+        while not self._conn.poll(1.0):
+            if not self._proc.is_alive():
+                raise RuntimeError(f"the mesh process died (exit code {self._proc.exitcode})")
+        ok, ms, tris, error = self._conn.recv()
+        if not ok:
+            raise RuntimeError(error)
+        return ms, tris
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        try:
+            self._conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self._proc.join(timeout_s)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(2.0)
+        self._conn.close()
+
+
+def _child_main(conn, topic: str, domain_id: int) -> None:
+    try:
+        os.nice(OUTPUT_NICE)
+    except (AttributeError, OSError):
+        pass
+    try:
+        import rclpy
+        from std_msgs.msg import Header
+        from builtin_interfaces.msg import Time
+        from visualization_msgs.msg import MarkerArray
+
+        from prism_ros.core.cloud_kernels import map_colors
+        from prism_ros.core.mesh import BlockMesher
+        from prism_ros.ros import conversions as cv
+        from prism_ros.ros.qos import latched_qos
+
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain_id)
+        node = rclpy.create_node("prism_mesh", context=context)
+        pub = node.create_publisher(MarkerArray, topic, latched_qos(1))
+        mesher = BlockMesher(1)  # apply() meshes whatever the snapshot holds
+        markers = {}  # slot -> (mesher version, Marker)
+    except Exception as e:  # reported to the parent, which falls back to meshing in its own process
+        conn.send(f"{type(e).__name__}: {e}")
+        return
+    conn.send("ready")
+    try:
+        while True:
+            try:
+                msg = conn.recv()
+            except EOFError:
+                break
+            if msg is None:
+                break
+            _, stamp, frame_id, snap, (mode, min_sigma, tau) = msg
+            t0 = time.perf_counter()
+            try:
+                header = Header(stamp=Time(sec=int(stamp[0]), nanosec=int(stamp[1])), frame_id=frame_id)
+                mesher.apply(snap)
+                for slot in [s for s in markers if s not in mesher.meshes]:
+                    del markers[slot]
+                for slot, mesh in mesher.meshes.items():
+                    ver = mesher.version[slot]
+                    cached = markers.get(slot)
+                    if cached is not None and cached[0] == ver:
+                        cached[1].header = header
+                        continue
+                    rgb = map_colors(mesh["rgb"], mesh["sigma"], mode, min_sigma, tau)
+                    markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
+                pub.publish(cv.mesh_marker_array(header, [m for _, m in markers.values()]))
+                conn.send((True, (time.perf_counter() - t0) * 1e3, int(mesher.last_stats.get("triangles", 0)), None))
+            except Exception as e:
+                conn.send((False, 0.0, 0, f"{type(e).__name__}: {e}"))
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+def start_mesh_process(topic: str, domain_id: int) -> Tuple[Optional[MeshProcess], Optional[str]]:
+    """A :class:`MeshProcess`, or (None, why) when it cannot start (the caller meshes in its own process)."""
+    try:
+        return MeshProcess(topic, domain_id), None
+    except Exception as e:
+        return None, f"{type(e).__name__}: {e}"
