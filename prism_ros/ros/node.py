@@ -1,7 +1,6 @@
 """The ``prism`` ROS 2 node: live PRISM filtering on synchronised RGB-D images.
 
-Over 500 lines: the node class wires inputs, the worker, services and outputs; what each does lives in
-:mod:`.params`, :mod:`.inputs`, :mod:`.frames`, :mod:`.outputs` and :mod:`.diagnostics`.
+Over 500 lines: the class wires inputs, worker, services and outputs (each lives in its own module).
 
 Callbacks decode, check and pair the images and push them onto a bounded queue (oldest dropped, counted);
 one worker thread owns the :class:`~prism_ros.pipeline.Pipeline` (Numba's threading layer must not run
