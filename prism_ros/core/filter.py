@@ -26,7 +26,8 @@ from .camera import Camera
 from .config import FilterConfig
 from .dynamics import MotionModel, MotionState
 from .image import InvalidFrameError, build_frame
-from .occupancy import FreeSpaceLayer
+from .mesh import BlockMesher
+from .occupancy import FreeSpaceLayer, OccupancyGridBuilder
 from .recovery import Quality, Recovery
 from .predictive import depth_predictive_counts
 from .render import render_map
@@ -461,6 +462,10 @@ class PrismFilter:
             f.step(rgb, depth, 0.1 * i + 1.0)
         f.map.query(np.zeros((1, 3)))
         f.map.extract_surface(0.01)
+        # the map outputs' snapshots (they run on the thread that owns the map)
+        BlockMesher(8).snapshot(f.map)
+        vox = f.map.voxel_size
+        OccupancyGridBuilder(vox, -10.0, 10.0, vox, 64, 10000).update(f.map)
         return time.perf_counter() - t0
 
 

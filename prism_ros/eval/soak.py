@@ -14,6 +14,8 @@ domain (loopback discovery, ``use_sim_time``, reliable sensor QoS), samples the 
   cumulative 1 ms histogram ``latency_hist_total``; ``latency_e2e_*``: the same from the player's send
   time; ``latency_worst_window_p95_ms``: the worst 2 s diagnostics window.
 * ``drop_rate``: 1 - processed / published colour frames; ``queue_drop_rate``: drops / (processed + drops).
+* ``step_p50_ms`` / ``step_p99_ms``: the filter's step after settling; ``<output>_published_total``,
+  ``_skipped_total``, ``_build_ms_mean`` for the map outputs (cloud, occupancy, mesh).
 
 The player preloads (``--no-preload`` to decode while playing; ``--frames 300`` per loop by default); the node gets
 ``use_sim_time:=true``, ``sensor_qos:=reliable``, ``queue_size:=1`` (``--queue-size``) and the dataset's
@@ -388,6 +390,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     first = prev[-1] if prev else {}
     lat = _hist_between(first, last, "latency_hist_total")
     e2e = _hist_between(first, last, "latency_e2e_hist_total")
+    step = _hist_between(first, last, "step_hist_total")
     # the worst diagnostics window (2 s) after settling, for where the spikes are
     late = [w for w in windows if w["t"] >= t_settle_mono]
     worst = max(
@@ -424,7 +427,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         "duration_s": round(samples[-1][0], 1) if samples else 0.0,
         "rate": a.rate,
         "node_exit": node_rc,
+        "step_p50_ms": step.percentile(50) if step is not None else None,
+        "step_p99_ms": step.percentile(99) if step is not None else None,
     }
+    for kind in ("cloud", "occupancy", "mesh"):  # the map outputs (totals since the node started)
+        for key in ("published_total", "skipped_total", "build_ms_mean"):
+            if f"{kind}_{key}" in last:
+                out[f"{kind}_{key}"] = last[f"{kind}_{key}"]
     print(json.dumps(out), flush=True)
     return rc
 
