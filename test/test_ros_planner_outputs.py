@@ -215,3 +215,28 @@ def test_a_slow_mesh_never_delays_a_frame(monkeypatch):
     finally:
         release.set()
         h.shutdown()
+
+
+def test_a_dead_mesh_process_is_reported_not_hung():
+    """The mesh process's death reaches the output thread as a RuntimeError (it then meshes itself)."""
+    import os
+    import signal
+
+    from prism_ros.ros.env import claim_domain_id
+    from prism_ros.ros.mesh_process import MeshProcess
+
+    seq = SyntheticSequence(n_frames=4, seed=0)
+    m = new_map()
+    fuse(m, seq, range(4))
+    snap = BlockMesher(64).snapshot(m)
+    proc = MeshProcess("/prism_test/mesh", claim_domain_id(63))
+    try:
+        ms, tris = proc.build((1, 0), "odom", snap, ("sigma", 0.001, 0.08))
+        assert tris > 0 and ms > 0
+        os.kill(proc._proc.pid, signal.SIGKILL)
+        proc._proc.join(5)
+        with pytest.raises(RuntimeError, match="died"):
+            proc.build((2, 0), "odom", snap, ("sigma", 0.001, 0.08))
+    finally:
+        proc.stop()
+    assert not proc.alive

@@ -28,6 +28,9 @@ from .voxel_hash import BLOCK, find_block
 
 __all__ = ["BlockMesher", "MeshSnapshot", "mesh_block"]
 
+#: Blocks :meth:`BlockMesher.update` copies and meshes at a time (about 9 MB of volumes).
+UPDATE_CHUNK = 1024
+
 _CUT = 0.95  # |mu| >= 0.95 tau is a clipped (truncated) value: no surface crossing there
 
 #: +x/+y/+z neighbour offsets (the 7 blocks a block reads one voxel of)
@@ -235,11 +238,11 @@ class BlockMesher:
             self._pending[s] = None
         return reset
 
-    def snapshot(self, tsdf_map) -> MeshSnapshot:
-        """Take at most ``max_blocks`` changed blocks off the pending list and copy their volumes
-        (on the thread that owns the map; cheap: a gather, no marching cubes)."""
+    def snapshot(self, tsdf_map, max_blocks: Optional[int] = None) -> MeshSnapshot:
+        """Take at most ``max_blocks`` (default: the mesher's) changed blocks off the pending list and copy
+        their volumes (on the thread that owns the map; cheap: a gather, no marching cubes)."""
         reset = self._mark_dirty(tsdf_map)
-        todo = list(self._pending.keys())[: self.max_blocks]
+        todo = list(self._pending.keys())[: self.max_blocks if max_blocks is None else int(max_blocks)]
         for s in todo:
             del self._pending[s]
         slots = np.asarray(todo, np.int64)
@@ -274,9 +277,17 @@ class BlockMesher:
         return self.last_stats
 
     def update(self, tsdf_map) -> Dict[str, float]:
-        """Re-mesh at most ``max_blocks`` changed blocks (:meth:`snapshot` then :meth:`apply`)."""
+        """Re-mesh at most ``max_blocks`` changed blocks (:meth:`snapshot` then :meth:`apply`, in chunks of
+        at most :data:`UPDATE_CHUNK` blocks so that the copied volumes stay small)."""
         t0 = time.perf_counter()
-        stats = self.apply(self.snapshot(tsdf_map))
+        done = 0
+        while True:
+            snap = self.snapshot(tsdf_map, min(self.max_blocks - done, UPDATE_CHUNK))
+            stats = self.apply(snap)
+            done += len(snap.slots)
+            if done >= self.max_blocks or not snap.pending or not len(snap.slots):
+                break
+        stats["blocks_meshed"] = float(done)
         stats["update_ms"] = (time.perf_counter() - t0) * 1e3
         return stats
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 from typing import Optional, Tuple
 
@@ -39,10 +40,14 @@ class MeshProcess:
         )
         self._proc.start()
         child.close()
-        if not self._conn.poll(start_timeout_s):
-            self.stop()
-            raise RuntimeError(f"the mesh process did not start within {start_timeout_s:.0f} s")
-        ready = self._conn.recv()
+        try:
+            if not self._conn.poll(start_timeout_s):
+                raise RuntimeError(f"the mesh process did not start within {start_timeout_s:.0f} s")
+            ready = self._conn.recv()
+        except (EOFError, OSError) as e:  # it died while starting
+            ready = f"it exited while starting ({type(e).__name__})"
+        except RuntimeError as e:
+            ready = str(e)
         if ready != "ready":
             self.stop()
             raise RuntimeError(f"the mesh process failed to start: {ready}")
@@ -51,22 +56,33 @@ class MeshProcess:
     def alive(self) -> bool:
         return self._proc.is_alive()
 
-    def build(self, stamp: Tuple[int, int], frame_id: str, snap, color: Tuple[str, float, float]) -> Tuple[float, int]:
+    def build(
+        self, stamp: Tuple[int, int], frame_id: str, snap, color: Tuple[str, float, float], timeout_s: float = 60.0
+    ) -> Tuple[float, int]:
         """Mesh ``snap`` and publish the whole mesh stamped ``stamp`` (sec, nanosec) in ``frame_id``;
         ``color`` = (mesh_color_mode, map_min_sigma_m, truncation_m).  Returns (child's ms, triangles);
-        RuntimeError when the child failed or died."""
-        self._conn.send(("mesh", stamp, frame_id, snap, color))
-        while not self._conn.poll(1.0):
-            if not self._proc.is_alive():
-                raise RuntimeError(f"the mesh process died (exit code {self._proc.exitcode})")
-        ok, ms, tris, error = self._conn.recv()
+        RuntimeError when the child failed, died or took longer than ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            self._conn.send(("mesh", stamp, frame_id, snap, color))
+            while not self._conn.poll(1.0):
+                if not self._proc.is_alive():
+                    raise RuntimeError(f"the mesh process died (exit code {self._proc.exitcode})")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the mesh process did not answer within {timeout_s:.0f} s")
+            ok, ms, tris, error = self._conn.recv()
+        except (EOFError, OSError) as e:  # the pipe closed: the child is gone
+            raise RuntimeError(f"the mesh process died ({type(e).__name__}, exit code {self._proc.exitcode})") from e
         if not ok:
             raise RuntimeError(error)
         return ms, tris
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        if self._conn.closed:
+            return
         try:
-            self._conn.send(None)
+            if self._proc.is_alive():
+                self._conn.send(None)
         except (OSError, ValueError):
             pass
         self._proc.join(timeout_s)
@@ -77,6 +93,7 @@ class MeshProcess:
 
 
 def _child_main(conn, topic: str, domain_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent ends us
     try:
         os.nice(OUTPUT_NICE)
     except (AttributeError, OSError):
@@ -106,7 +123,7 @@ def _child_main(conn, topic: str, domain_id: int) -> None:
         while True:
             try:
                 msg = conn.recv()
-            except EOFError:
+            except (EOFError, OSError):
                 break
             if msg is None:
                 break
@@ -114,6 +131,8 @@ def _child_main(conn, topic: str, domain_id: int) -> None:
             t0 = time.perf_counter()
             try:
                 header = Header(stamp=Time(sec=int(stamp[0]), nanosec=int(stamp[1])), frame_id=frame_id)
+                if snap.reset:  # a new map: its slots and versions start again
+                    markers.clear()
                 mesher.apply(snap)
                 for slot in [s for s in markers if s not in mesher.meshes]:
                     del markers[slot]

@@ -110,6 +110,8 @@ class MapOutputs:
         with self._cv:
             while self._busy is not None:
                 self._cv.wait()
+            if "cloud" in self._jobs:  # its snapshot consumed the fused frames: the next request sends one
+                self.frames_since_cloud = max(1, self.frames_since_cloud)
             self._jobs.clear()
             self.cfg = cfg
             if self._mesh_proc is not None:  # its cache belongs to the old builder
@@ -224,6 +226,10 @@ class MapOutputs:
         process when there is one, else here."""
         if self._use_mesh_process and self._mesh_proc is None and mesher is self.mesher:
             self._mesh_proc, why = start_mesh_process(self._mesh_topic, self._domain_id)
+            if self._stopped and self._mesh_proc is not None:  # the node stopped meanwhile
+                self._mesh_proc.stop()
+                self._mesh_proc = None
+                return
             if self._mesh_proc is None:
                 self._use_mesh_process = False
                 if self._error is not None:
@@ -239,6 +245,8 @@ class MapOutputs:
                 self._mesh_proc, self._use_mesh_process = None, False
                 self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
                 raise RuntimeError(f"the mesh process failed ({e}); meshing in the node's process from now on")
+        if snap.reset:  # a new map: its slots and versions start again
+            self._markers.clear()
         mesher.apply(snap)
         for slot in [s for s in self._markers if s not in mesher.meshes]:
             del self._markers[slot]
