@@ -77,6 +77,16 @@ def test_grid_and_mesh_messages_from_a_map():
     print(f"marker of {len(mesh['faces'])} triangles: {(time.perf_counter() - t0) * 1e3:.1f} ms")
 
 
+def _publish_frames(h, camera, frames, period_s=0.05):
+    """Colour, depth and camera_info of each frame into the node under test (stamps 1 s + frame time)."""
+    for fr in frames:
+        header = Header(stamp=cv.sec_to_stamp(1.0 + fr.stamp), frame_id="camera_color_optical_frame")
+        h.pub_info.publish(cv.camera_to_camera_info(camera, header))
+        h.pub_depth.publish(cv.depth_to_image(fr.depth, header, "32FC1"))
+        h.pub_color.publish(cv.rgb_to_image(fr.rgb, header, "bgr8"))
+        time.sleep(period_s)
+
+
 @pytest.mark.slow
 def test_node_publishes_occupancy_and_mesh():
     """The real filter in the node on the synthetic room; base frame = the room's world frame
@@ -115,12 +125,7 @@ def test_node_publishes_occupancy_and_mesh():
         ]
         node = PrismNode(context=h.context, filter_factory=None, warmup=True, parameter_overrides=over)
         h.attach(node)
-        for fr in frames:
-            header = Header(stamp=cv.sec_to_stamp(1.0 + fr.stamp), frame_id="camera_color_optical_frame")
-            h.pub_info.publish(cv.camera_to_camera_info(ds.camera, header))
-            h.pub_depth.publish(cv.depth_to_image(fr.depth, header, "32FC1"))
-            h.pub_color.publish(cv.rgb_to_image(fr.rgb, header, "bgr8"))
-            time.sleep(0.05)
+        _publish_frames(h, ds.camera, frames)
         assert h.wait_for(lambda: len(h.odom) >= len(ds), 60)
         n_occ = len(occ)
         assert h.wait_for(lambda: len(occ) > n_occ and len(mesh) > 0, 20)
@@ -194,12 +199,7 @@ def test_a_slow_mesh_never_delays_a_frame(monkeypatch):
         ]
         node = PrismNode(context=h.context, filter_factory=None, warmup=True, parameter_overrides=over)
         h.attach(node)
-        for fr in frames:
-            header = Header(stamp=cv.sec_to_stamp(1.0 + fr.stamp), frame_id="camera_color_optical_frame")
-            h.pub_info.publish(cv.camera_to_camera_info(ds.camera, header))
-            h.pub_depth.publish(cv.depth_to_image(fr.depth, header, "32FC1"))
-            h.pub_color.publish(cv.rgb_to_image(fr.rgb, header, "bgr8"))
-            time.sleep(0.05)
+        _publish_frames(h, ds.camera, frames)
         # every frame comes out while the first mesh build is still held
         assert h.wait_for(lambda: len(h.odom) >= len(ds), 60) and building.is_set() and not mesh
         time.sleep(0.5)  # more mesh requests while it is held: skipped

@@ -24,6 +24,7 @@ from typing import Dict, Optional
 import numpy as np
 from numba import njit
 
+from .tsdf import reported_sigma
 from .voxel_hash import BLOCK, find_block
 
 __all__ = ["BlockMesher", "MeshSnapshot", "mesh_block"]
@@ -101,9 +102,8 @@ class MeshSnapshot:
     pending: int  # blocks still waiting after this snapshot
 
     def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
-        """:meth:`prism_ros.core.tsdf.TsdfMap.reported_sigma` with the snapshot's constants."""
-        mu = np.asarray(mu, dtype=np.float64)
-        return np.sqrt(np.asarray(var, dtype=np.float64) + self.model_var + (self.distance_sigma_ratio * mu) ** 2)
+        """:func:`prism_ros.core.tsdf.reported_sigma` with the snapshot's constants."""
+        return reported_sigma(var, mu, self.model_var, self.distance_sigma_ratio)
 
 
 def _volumes(tsdf_map, block_xyz: np.ndarray):

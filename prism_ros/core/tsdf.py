@@ -29,6 +29,13 @@ __all__ = ["TsdfMap", "BLOCK", "BLOCK_SHIFT", "BLOCK_MASK", "MAP_FORMAT_VERSION"
 MAP_FORMAT_VERSION = 1
 
 
+def reported_sigma(var: np.ndarray, mu: np.ndarray, model_var: float, distance_sigma_ratio: float) -> np.ndarray:
+    """Voxel SDF sigma as reported: the fused variance plus the systematic terms that averaging over frames
+    cannot remove (a constant model error, and an error proportional to the distance from the surface)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    return np.sqrt(np.asarray(var, dtype=np.float64) + model_var + (distance_sigma_ratio * mu) ** 2)
+
+
 class TsdfMap:
     """Sparse probabilistic TSDF (module docstring); lengths in metres.  ``max_observations`` saturates the count;
     ``initial_blocks``: the first capacity (doubled when the hash fills); ``model_sigma_m``, ``distance_sigma_ratio``:
@@ -319,11 +326,8 @@ class TsdfMap:
         return collision_probability(self, path_points_w, radius_m, per_waypoint=per_waypoint)
 
     def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
-        """Voxel SDF sigma as reported: the fused variance plus the systematic terms that averaging over frames
-        cannot remove (a constant model error, and an error proportional to the distance from the surface).
-        """
-        mu = np.asarray(mu, dtype=np.float64)
-        return np.sqrt(np.asarray(var, dtype=np.float64) + self.model_var + (self.distance_sigma_ratio * mu) ** 2)
+        """:func:`reported_sigma` with this map's systematic terms."""
+        return reported_sigma(var, mu, self.model_var, self.distance_sigma_ratio)
 
     # ---------------------------------------------------------------- persistence
     def header(self) -> Dict:

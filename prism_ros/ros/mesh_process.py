@@ -17,13 +17,36 @@ import multiprocessing as mp
 import os
 import signal
 import time
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
-__all__ = ["MeshProcess", "OUTPUT_NICE"]
+__all__ = ["MeshProcess", "OUTPUT_NICE", "mesh_marker_update"]
 
 #: How much nicer than the filter the output workers run (Linux nice), so that they use the filter's idle
 #: time and never take a core from it.
 OUTPUT_NICE = 10
+
+
+def mesh_marker_update(mesher, markers: Dict[int, Tuple[int, object]], snap, header, color: Tuple[str, float, float]):
+    """Mesh ``snap`` into ``mesher`` and bring the per-block marker cache ``markers`` (slot -> (mesher
+    version, Marker)) up to date: only re-meshed blocks get a new Marker, the others a new header.
+    ``color`` = (mesh_color_mode, map_min_sigma_m, truncation_m).  Returns the whole mesh's MarkerArray."""
+    from prism_ros.core.cloud_kernels import map_colors
+    from prism_ros.ros import conversions as cv
+
+    if snap.reset:  # a new map: its slots and versions start again
+        markers.clear()
+    mesher.apply(snap)
+    for slot in [s for s in markers if s not in mesher.meshes]:
+        del markers[slot]
+    for slot, mesh in mesher.meshes.items():
+        ver = mesher.version[slot]
+        cached = markers.get(slot)
+        if cached is not None and cached[0] == ver:
+            cached[1].header = header
+            continue
+        rgb = map_colors(mesh["rgb"], mesh["sigma"], *color)  # the ~/map_cloud colormap and range
+        markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
+    return cv.mesh_marker_array(header, [m for _, m in markers.values()])
 
 
 class MeshProcess:
@@ -104,9 +127,7 @@ def _child_main(conn, topic: str, domain_id: int) -> None:
         from builtin_interfaces.msg import Time
         from visualization_msgs.msg import MarkerArray
 
-        from prism_ros.core.cloud_kernels import map_colors
         from prism_ros.core.mesh import BlockMesher
-        from prism_ros.ros import conversions as cv
         from prism_ros.ros.qos import latched_qos
 
         context = rclpy.Context()
@@ -127,24 +148,11 @@ def _child_main(conn, topic: str, domain_id: int) -> None:
                 break
             if msg is None:
                 break
-            _, stamp, frame_id, snap, (mode, min_sigma, tau) = msg
+            _, stamp, frame_id, snap, color = msg
             t0 = time.perf_counter()
             try:
                 header = Header(stamp=Time(sec=int(stamp[0]), nanosec=int(stamp[1])), frame_id=frame_id)
-                if snap.reset:  # a new map: its slots and versions start again
-                    markers.clear()
-                mesher.apply(snap)
-                for slot in [s for s in markers if s not in mesher.meshes]:
-                    del markers[slot]
-                for slot, mesh in mesher.meshes.items():
-                    ver = mesher.version[slot]
-                    cached = markers.get(slot)
-                    if cached is not None and cached[0] == ver:
-                        cached[1].header = header
-                        continue
-                    rgb = map_colors(mesh["rgb"], mesh["sigma"], mode, min_sigma, tau)
-                    markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
-                pub.publish(cv.mesh_marker_array(header, [m for _, m in markers.values()]))
+                pub.publish(mesh_marker_update(mesher, markers, snap, header, color))
                 conn.send((True, (time.perf_counter() - t0) * 1e3, int(mesher.last_stats.get("triangles", 0)), None))
             except Exception as e:
                 conn.send((False, 0.0, 0, f"{type(e).__name__}: {e}"))

@@ -22,12 +22,11 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import MarkerArray
 
-from prism_ros.core.cloud_kernels import map_colors
 from prism_ros.core.mesh import BlockMesher
 from prism_ros.core.occupancy import OccupancyGridBuilder
 from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.ros import conversions as cv
-from prism_ros.ros.mesh_process import OUTPUT_NICE, start_mesh_process
+from prism_ros.ros.mesh_process import OUTPUT_NICE, mesh_marker_update, start_mesh_process
 from prism_ros.ros.qos import latched_qos, reliable_qos
 
 __all__ = ["StateOutputs", "MapOutputs", "PATH_MIN_PERIOD_S", "MAP_OUTPUT_RATES", "map_output_rates"]
@@ -234,9 +233,9 @@ class MapOutputs:
                 self._use_mesh_process = False
                 if self._error is not None:
                     self._error("mesh", f"~/mesh: no mesh process ({why}); meshing in the node's process")
+        color = (cfg.mesh_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
         if self._mesh_proc is not None:
             stamp = (header.stamp.sec, header.stamp.nanosec)
-            color = (cfg.mesh_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
             try:
                 _, self.mesh_triangles = self._mesh_proc.build(stamp, header.frame_id, snap, color)
                 return
@@ -245,22 +244,7 @@ class MapOutputs:
                 self._mesh_proc, self._use_mesh_process = None, False
                 self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
                 raise RuntimeError(f"the mesh process failed ({e}); meshing in the node's process from now on")
-        if snap.reset:  # a new map: its slots and versions start again
-            self._markers.clear()
-        mesher.apply(snap)
-        for slot in [s for s in self._markers if s not in mesher.meshes]:
-            del self._markers[slot]
-        for slot, mesh in mesher.meshes.items():
-            ver = mesher.version[slot]
-            cached = self._markers.get(slot)
-            if cached is not None and cached[0] == ver:
-                cached[1].header = header
-                continue
-            rgb = map_colors(
-                mesh["rgb"], mesh["sigma"], cfg.mesh_color_mode, cfg.map_min_sigma_m, cfg.truncation_m
-            )  # the ~/map_cloud colormap and range
-            self._markers[slot] = (ver, cv.mesh_block_marker(header, mesh["verts"], mesh["faces"], rgb, slot))
-        self.pub_mesh.publish(cv.mesh_marker_array(header, [m for _, m in self._markers.values()]))
+        self.pub_mesh.publish(mesh_marker_update(mesher, self._markers, snap, header, color))
         self.mesh_triangles = int(mesher.last_stats.get("triangles", 0))
 
     # ------------------------------------------------------------ diagnostics
