@@ -273,6 +273,8 @@ def test_soak_short_run_reports_sane_json(redkitchen_dir, tmp_path):
     pytest.importorskip("prism_ros.core.filter")
     from prism_ros.ros.env import claim_domain_id
 
+    params = tmp_path / "no_cloud.yaml"  # a parameter file reaches the node
+    params.write_text("/**:\n  ros__parameters:\n    map_publish_rate_hz: 0.0\n    occupancy_publish_rate_hz: 0.5\n")
     cmd = [
         sys.executable,
         "-c",
@@ -293,6 +295,8 @@ def test_soak_short_run_reports_sane_json(redkitchen_dir, tmp_path):
         str(claim_domain_id(62)),
         "--log-dir",
         str(tmp_path),
+        "--params-file",
+        str(params),
     ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=110, cwd=str(ROOT))
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -312,3 +316,5 @@ def test_soak_short_run_reports_sane_json(redkitchen_dir, tmp_path):
     assert res["rss_end_mib"] > 50
     assert any(ln.split()[0].replace(".", "").isdigit() for ln in lines[2:-1])  # RSS over time printed
     assert (tmp_path / "node.log").is_file() and (tmp_path / "player.log").is_file()
+    assert res["cloud_published_total"] == 0 and res["occupancy_published_total"] >= 2, res
+    assert res["cpu_filter_pct"] > 1.0 and res["callback_depth_hz"] > 1.0, res  # the threads' load

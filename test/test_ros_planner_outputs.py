@@ -1,5 +1,7 @@
 """OccupancyGrid / mesh MarkerArray assembly (no node is spun)."""
 
+import os
+import threading
 import time
 
 import numpy as np
@@ -155,6 +157,12 @@ def test_node_publishes_occupancy_and_mesh():
             "free_space_carve_ms_last",
             "free_space_bricks",
         } <= keys
+        # what the threads and callbacks cost: some window saw frames arrive and the filter work
+        windows = [{kv.key: kv.value for kv in s.values} for a in diag for s in a.status]
+        busy = [w for w in windows if float(w.get("callback_depth_hz", 0)) > 0]
+        assert busy and max(float(w["cpu_filter_pct"]) for w in busy) > 1.0
+        assert all(float(w["callback_depth_us_mean"]) > 0 and "cpu_executor_pct" in w for w in busy)
+        assert any("cpu_mesh_pct" in w for w in windows)  # the mesh process is counted while it runs
         h.detach(node)
     finally:
         h.shutdown()
@@ -163,7 +171,6 @@ def test_node_publishes_occupancy_and_mesh():
 def test_a_slow_mesh_never_delays_a_frame(monkeypatch):
     """The mesh is built on the output thread: while a mesh build is held up, every frame is still
     tracked and published, and the mesh requests in the meantime are skipped (counted), not queued."""
-    import threading
 
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.parameter import Parameter
@@ -219,7 +226,6 @@ def test_a_slow_mesh_never_delays_a_frame(monkeypatch):
 
 def test_a_dead_mesh_process_is_reported_not_hung():
     """The mesh process's death reaches the output thread as a RuntimeError (it then meshes itself)."""
-    import os
     import signal
 
     from prism_ros.ros.env import claim_domain_id
@@ -238,5 +244,69 @@ def test_a_dead_mesh_process_is_reported_not_hung():
         with pytest.raises(RuntimeError, match="died"):
             proc.build((2, 0), "odom", snap, ("sigma", 0.001, 0.08))
     finally:
+        proc.stop()
+    assert not proc.alive
+
+
+def _proc_state(pid: int, want: str) -> str:
+    """The process's state letter once it is ``want`` (a signal is delivered asynchronously), or after 2 s."""
+    for _ in range(200):
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state == want:
+            break
+        time.sleep(0.01)
+    return state
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="needs Linux /proc")
+def test_a_held_mesh_process_waits_and_dies_with_the_thread_that_started_it():
+    """The filter holds the mesh process around each step: held, it does not run and its held time does
+    not count against a build's deadline; a build held MAX_HELD_S in all runs through; the child is killed
+    when the thread that started it exits (a held child never outlives the node)."""
+    from prism_ros.ros.env import claim_domain_id
+    from prism_ros.ros.mesh_process import MeshProcess
+
+    seq = SyntheticSequence(n_frames=4, seed=0)
+    m = new_map()
+    fuse(m, seq, range(4))
+    snap = BlockMesher(64).snapshot(m)
+    color = ("sigma", 0.001, 0.08)
+    box = {}
+    starter = threading.Thread(target=lambda: box.update(proc=MeshProcess("/prism_test/mesh", claim_domain_id(64))))
+    starter.start()
+    starter.join(60)
+    proc = box["proc"]
+    proc._proc.join(10)
+    assert not proc.alive, "the child outlived the thread that started it"
+    proc.stop()
+
+    proc = MeshProcess("/prism_test/mesh", claim_domain_id(64))
+    try:
+        proc.build((1, 0), "odom", snap, color)  # warm
+        proc.pause()
+        assert _proc_state(proc.pid, "T") == "T"
+        result = {}
+        builder = threading.Thread(target=lambda: result.update(r=proc.build((2, 0), "odom", snap, color, 2.0)))
+        builder.start()
+        time.sleep(3.0)  # held longer than the deadline
+        assert builder.is_alive() and not result
+        proc.resume()
+        builder.join(30)
+        assert result["r"][1] > 0
+        assert proc.held_s() >= 3.0
+
+        proc.MAX_HELD_S = 0.5  # a build held that long in all is let through
+        builder = threading.Thread(target=lambda: result.update(r2=proc.build((3, 0), "odom", snap, color)))
+        proc.pause()
+        builder.start()
+        time.sleep(1.0)
+        proc.resume()
+        proc.pause()  # refused: this build has been held 1 s
+        assert proc._paused_at is None
+        builder.join(30)
+        assert result["r2"][1] > 0
+    finally:
+        proc.resume()
         proc.stop()
     assert not proc.alive

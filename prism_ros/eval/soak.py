@@ -15,7 +15,9 @@ domain (loopback discovery, ``use_sim_time``, reliable sensor QoS), samples the 
   time; ``latency_worst_window_p95_ms``: the worst 2 s diagnostics window.
 * ``drop_rate``: 1 - processed / published colour frames; ``queue_drop_rate``: drops / (processed + drops).
 * ``step_p50_ms`` / ``step_p99_ms``: the filter's step after settling; ``<output>_published_total``,
-  ``_skipped_total``, ``_build_ms_mean`` for the map outputs (cloud, occupancy, mesh).
+  ``_skipped_total``, ``_build_ms_mean`` for the map outputs (cloud, occupancy, mesh); ``cpu_<thread>_pct``
+  and ``callback_<kind>_{hz,us_mean,ms_per_s}``: the means over the settled windows of the node's figures
+  (:mod:`prism_ros.ros.thread_load`).
 
 The player preloads (``--no-preload`` to decode while playing; ``--frames 300`` per loop by default); the node gets
 ``use_sim_time:=true``, ``sensor_qos:=reliable``, ``queue_size:=1`` (``--queue-size``) and the dataset's
@@ -107,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "-p", "--param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter (repeatable)"
+    )
+    ap.add_argument(
+        "--params-file",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="a node parameter file (repeatable, in order; -p wins), e.g. config/prism.yaml then config/euroc.yaml",
     )
     return ap
 
@@ -301,6 +310,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "-p",
         f"diagnostics_period_s:={a.diagnostics_period_s}",
     ]
+    for f in a.params_file:
+        node_args += ["--params-file", os.path.abspath(f)]
     if a.queue_size:
         node_args += ["-p", f"queue_size:={a.queue_size}"]
     hints = dataset_hint_params(a.path, a.param) if a.dataset_hints else []
@@ -434,6 +445,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for key in ("published_total", "skipped_total", "build_ms_mean"):
             if f"{kind}_{key}" in last:
                 out[f"{kind}_{key}"] = last[f"{kind}_{key}"]
+    # each thread's CPU (percent of one core) and each callback kind's cost, the mean of the settled windows
+    for key in sorted({k for w in late for k in w if k.startswith(("cpu_", "callback_"))}):
+        out[key] = round(float(np.mean([w[key] for w in late if key in w])), 2)
     print(json.dumps(out), flush=True)
     return rc
 

@@ -7,15 +7,22 @@ that lock would stall the filter's thread however the work is scheduled, so the 
 to a child process, which keeps the mesh cache, builds the markers and publishes the MarkerArray on the
 node's ``~/mesh`` topic with a publisher of its own (transient local, depth 1, like the node's).
 
-The child is started with ``spawn`` (never ``fork``: the parent runs DDS threads), runs at a lower priority
-than the filter, and answers each snapshot with its build time and triangle count.
+The child is started with ``spawn`` (never ``fork``: the parent runs DDS threads), runs at the lowest
+priority the system gives (Linux ``SCHED_IDLE``), and answers each snapshot with its build time and triangle
+count.  While the filter steps, the parent holds the child (:meth:`MeshProcess.pause`, SIGSTOP): on a
+machine with few cores an idle-priority process still takes cache, memory bandwidth and the moments before
+the scheduler preempts it, and the filter's step is what must not wait.  The child dies with its parent
+(``PR_SET_PDEATHSIG``), so a held child never outlives a crashed node.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import signal
+import sys
+import threading
 import time
 from typing import Dict, Optional, Tuple
 
@@ -53,7 +60,12 @@ class MeshProcess:
     """The child process that meshes snapshots and publishes ``topic`` (an absolute topic name).
 
     :meth:`build` sends one snapshot and waits for the child's answer (call it from an output thread,
-    never from the filter's); :meth:`stop` ends the child."""
+    never from the filter's); :meth:`pause` / :meth:`resume` hold and release the child (from the filter's
+    thread, around its step); :meth:`stop` ends the child.  Create it on a thread that outlives it: the
+    child is killed when that thread exits (``PR_SET_PDEATHSIG`` follows the creating thread)."""
+
+    #: The most seconds one build may be held before :meth:`pause` lets it run through.
+    MAX_HELD_S = 2.0
 
     def __init__(self, topic: str, domain_id: int, start_timeout_s: float = 60.0):
         ctx = mp.get_context("spawn")
@@ -61,6 +73,11 @@ class MeshProcess:
         self._proc = ctx.Process(
             target=_child_main, args=(child, topic, int(domain_id)), name="prism_mesh", daemon=True
         )
+        self._paused_at: Optional[float] = None  # monotonic time of the pause in force
+        self._paused_s = 0.0  # total time held, ended pauses
+        self._build_held0: Optional[float] = None  # held_s() when the build in progress began
+        self._hold_lock = threading.Lock()  # pause / resume / stop from different threads
+        self._stopping = False
         self._proc.start()
         child.close()
         try:
@@ -79,23 +96,68 @@ class MeshProcess:
     def alive(self) -> bool:
         return self._proc.is_alive()
 
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid
+
+    def pause(self) -> None:
+        """Hold the child (SIGSTOP) until :meth:`resume`; nothing when it is already held or gone, or when
+        the build in progress has been held ``MAX_HELD_S`` in all (a filter busy without pause still gets
+        a mesh, late)."""
+        with self._hold_lock:
+            if self._paused_at is not None or self._stopping:
+                return
+            held0 = self._build_held0
+            if held0 is not None and self.held_s() - held0 > self.MAX_HELD_S:
+                return
+            if self._signal(signal.SIGSTOP):
+                self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        """Release the child held by :meth:`pause` (SIGCONT)."""
+        with self._hold_lock:
+            t0 = self._paused_at
+            if t0 is None:
+                return
+            self._signal(signal.SIGCONT)
+            self._paused_s += time.monotonic() - t0
+            self._paused_at = None
+
+    def held_s(self) -> float:
+        """Seconds the child has been held in all, the current pause included."""
+        t0 = self._paused_at
+        return self._paused_s + (time.monotonic() - t0 if t0 is not None else 0.0)
+
+    def _signal(self, sig) -> bool:
+        pid = self._proc.pid
+        if pid is None or self._proc.exitcode is not None:
+            return False
+        try:
+            os.kill(pid, sig)
+            return True
+        except OSError:  # it exited meanwhile
+            return False
+
     def build(
         self, stamp: Tuple[int, int], frame_id: str, snap, color: Tuple[str, float, float], timeout_s: float = 60.0
     ) -> Tuple[float, int]:
         """Mesh ``snap`` and publish the whole mesh stamped ``stamp`` (sec, nanosec) in ``frame_id``;
         ``color`` = (mesh_color_mode, map_min_sigma_m, truncation_m).  Returns (child's ms, triangles);
-        RuntimeError when the child failed, died or took longer than ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
+        RuntimeError when the child failed, died or ran longer than ``timeout_s`` (time held does not count)."""
+        t0, held0 = time.monotonic(), self.held_s()
+        self._build_held0 = held0
         try:
             self._conn.send(("mesh", stamp, frame_id, snap, color))
             while not self._conn.poll(1.0):
                 if not self._proc.is_alive():
                     raise RuntimeError(f"the mesh process died (exit code {self._proc.exitcode})")
-                if time.monotonic() > deadline:
+                if time.monotonic() - t0 - (self.held_s() - held0) > timeout_s:
                     raise RuntimeError(f"the mesh process did not answer within {timeout_s:.0f} s")
             ok, ms, tris, error = self._conn.recv()
         except (EOFError, OSError) as e:  # the pipe closed: the child is gone
             raise RuntimeError(f"the mesh process died ({type(e).__name__}, exit code {self._proc.exitcode})") from e
+        finally:
+            self._build_held0 = None
         if not ok:
             raise RuntimeError(error)
         return ms, tris
@@ -103,6 +165,9 @@ class MeshProcess:
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._conn.closed:
             return
+        with self._hold_lock:
+            self._stopping = True  # never held again
+        self.resume()
         try:
             if self._proc.is_alive():
                 self._conn.send(None)
@@ -115,12 +180,34 @@ class MeshProcess:
         self._conn.close()
 
 
-def _child_main(conn, topic: str, domain_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent ends us
+def _lowest_priority() -> None:
+    """Run this process only on CPU time nothing else wants (Linux SCHED_IDLE: a woken filter thread
+    preempts it at once); where that is refused, ``OUTPUT_NICE``."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        return
+    except (AttributeError, OSError):
+        pass
     try:
         os.nice(OUTPUT_NICE)
     except (AttributeError, OSError):
         pass
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent exits (also while it is held by SIGSTOP)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _child_main(conn, topic: str, domain_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent ends us
+    _die_with_parent()
+    _lowest_priority()
     try:
         import rclpy
         from std_msgs.msg import Header

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, KeyValue
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -65,6 +65,7 @@ from prism_ros.ros.qos import latched_qos, reliable_qos, sensor_qos
 from prism_ros.ros.frames import Frame, RgbdAssembler
 from prism_ros.ros.imu_inputs import ImuStreamMonitor
 from prism_ros.ros.outputs import PATH_MIN_PERIOD_S, MapOutputs, StateOutputs, map_output_rates
+from prism_ros.ros.thread_load import CallbackTimes, ThreadLoad
 from prism_ros.ros.work_queue import Command, WorkQueue
 
 try:  # not on PyPI; present on a full ROS 2 install
@@ -116,6 +117,8 @@ class PrismNode(Node):
         # ---- shared with the worker ----------------------------------------------
         self._work = WorkQueue(cfg.queue_size)
         self._stats = NodeStats()
+        self._load = ThreadLoad()  # CPU of the executor, filter and output threads, and the mesh process
+        self._callbacks = CallbackTimes()  # time inside the subscription callbacks (they hold the GIL)
         # ---- input side (the sensor callback group) --------------------------------
         T_base_imu = cv.T_from_xyz_rpy_deg(cfg.T_base_imu_xyz_m, cfg.T_base_imu_rpy_deg)
         self._imu = ImuBuffer(
@@ -169,13 +172,16 @@ class PrismNode(Node):
             self.create_subscription(
                 Image,
                 f"camera/{name}/image_raw",
-                lambda m, i, s=s: self._rgbd.on_image(s, m, inputs.source_stamp_ns(i)),
+                self._callbacks.wrap(name, lambda m, i, s=s: self._rgbd.on_image(s, m, inputs.source_stamp_ns(i))),
                 img_qos,
             )
             for s, name in enumerate(("color", "depth"))
         )
         self.sub_info = self.create_subscription(
-            CameraInfo, "camera/color/camera_info", lambda m: self._rgbd.on_info(m), in_qos
+            CameraInfo,
+            "camera/color/camera_info",
+            self._callbacks.wrap("info", lambda m: self._rgbd.on_info(m)),
+            in_qos,
         )
         self._rgbd = RgbdAssembler(
             (self.sub_color.topic_name, self.sub_depth.topic_name, self.sub_info.topic_name),
@@ -185,9 +191,13 @@ class PrismNode(Node):
         )
         self.sub_imu = self.sub_odom = None
         if cfg.control_mode == "imu":
-            self.sub_imu = self.create_subscription(Imu, "imu", self._on_imu, sensor_qos(cfg.sensor_qos, 200))
+            self.sub_imu = self.create_subscription(
+                Imu, "imu", self._callbacks.wrap("imu", self._on_imu), sensor_qos(cfg.sensor_qos, 200)
+            )
         elif cfg.control_mode == "odometry":
-            self.sub_odom = self.create_subscription(Odometry, "odom", self._on_odom, sensor_qos(cfg.sensor_qos, 50))
+            self.sub_odom = self.create_subscription(
+                Odometry, "odom", self._callbacks.wrap("odom", self._on_odom), sensor_qos(cfg.sensor_qos, 50)
+            )
         if self.pub_tf_static is not None and cfg.publish_tf:
             self.pub_tf_static.publish(
                 TFMessage(
@@ -355,6 +365,7 @@ class PrismNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _worker_main(self) -> None:
+        self._load.register_thread("filter")
         while True:
             work = self._work.take(PATH_MIN_PERIOD_S)
             if work is None:  # stopped
@@ -364,7 +375,8 @@ class PrismNode(Node):
                 self._execute(cmd)
             if item is not None:
                 try:
-                    self._process(item)
+                    with self._map_out.filter_step():  # the mesh process is held meanwhile
+                        self._process(item)
                 except Exception as e:
                     self._error("step", f"filter step failed at t={item.stamp:.6f}: {type(e).__name__}: {e}")
             else:
@@ -462,6 +474,7 @@ class PrismNode(Node):
         status_text = self._last_result.status if self._last_result is not None else "no frame yet"
         line, status = self._stats.report(f"{self.get_name()}: filter", self._rgbd.pairer.dropped, status_text, stages)
         status.values += self._map_out.diagnostics(self._pipeline.filter.map if self._pipeline is not None else None)
+        status.values += self._load_values()
         if line:
             self._log.info(line)
         try:
@@ -470,6 +483,22 @@ class PrismNode(Node):
             )
         except Exception:  # context shutting down
             pass
+
+    def _load_values(self) -> List[KeyValue]:
+        """``cpu_<thread>_pct`` (percent of one core: executor, filter, outputs, mesh process, other = Numba's
+        workers and DDS) and per callback kind ``callback_<kind>_hz`` / ``_us_mean`` / ``_ms_per_s``."""
+        if self._callbacks.thread_id is not None:
+            self._load.register_thread("executor", self._callbacks.thread_id)
+        self._load.register_thread("outputs", self._map_out.thread_id)
+        self._load.register_child("mesh", self._map_out.mesh_pid)
+        kv = [KeyValue(key=f"cpu_{k}_pct", value=f"{v:.1f}") for k, v in sorted(self._load.window().items())]
+        for kind, (hz, us, ms_s) in sorted(self._callbacks.window().items()):
+            kv += [
+                KeyValue(key=f"callback_{kind}_hz", value=f"{hz:.1f}"),
+                KeyValue(key=f"callback_{kind}_us_mean", value=f"{us:.0f}"),
+                KeyValue(key=f"callback_{kind}_ms_per_s", value=f"{ms_s:.2f}"),
+            ]
+        return kv
 
     # ---------------------------------------------------------------- teardown
     @property

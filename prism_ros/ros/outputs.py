@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -113,9 +114,7 @@ class MapOutputs:
                 self.frames_since_cloud = max(1, self.frames_since_cloud)
             self._jobs.clear()
             self.cfg = cfg
-            if self._mesh_proc is not None:  # its cache belongs to the old builder
-                self._mesh_proc.stop()
-                self._mesh_proc = None
+            self._stop_mesh_process()  # its cache belongs to the old builder
             self.grid = OccupancyGridBuilder(
                 cfg.voxel_size_m,
                 cfg.occupancy_min_z_m,
@@ -150,6 +149,18 @@ class MapOutputs:
             self._cv.notify_all()
         return ms
 
+    @contextlib.contextmanager
+    def filter_step(self):
+        """Around a filter step (on the filter's thread): the mesh process is held meanwhile."""
+        proc = self._mesh_proc
+        if proc is not None:
+            proc.pause()
+        try:
+            yield
+        finally:
+            if proc is not None:
+                proc.resume()
+
     def stop(self, timeout_s: float = 5.0) -> None:
         with self._cv:
             self._stopped = True
@@ -157,9 +168,12 @@ class MapOutputs:
             self._cv.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
-        if self._mesh_proc is not None:
-            self._mesh_proc.stop()
-            self._mesh_proc = None
+        self._stop_mesh_process()
+
+    def _stop_mesh_process(self) -> None:
+        proc, self._mesh_proc = self._mesh_proc, None
+        if proc is not None:
+            proc.stop()
 
     # ---------------------------------------------------------------- snapshots
     def _snapshot(self, kind: str, tsdf_map, stamp, centre_xy) -> Optional[Callable[[], None]]:
@@ -190,7 +204,7 @@ class MapOutputs:
                 while not (self._stopped or self._jobs):
                     self._cv.wait()
                 if self._stopped:
-                    return
+                    break
                 kind = next(k for k in self.KINDS if k in self._jobs)
                 job = self._jobs.pop(kind)
                 self._busy = kind
@@ -211,6 +225,7 @@ class MapOutputs:
                     c.window_published += 1
                 self._busy = None
                 self._cv.notify_all()
+        self._stop_mesh_process()  # from the thread that started it (see MeshProcess)
 
     def _build_cloud(self, header, surf, cfg) -> None:
         msg = cv.surface_cloud(header, surf, cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
@@ -226,8 +241,7 @@ class MapOutputs:
         if self._use_mesh_process and self._mesh_proc is None and mesher is self.mesher:
             self._mesh_proc, why = start_mesh_process(self._mesh_topic, self._domain_id)
             if self._stopped and self._mesh_proc is not None:  # the node stopped meanwhile
-                self._mesh_proc.stop()
-                self._mesh_proc = None
+                self._stop_mesh_process()
                 return
             if self._mesh_proc is None:
                 self._use_mesh_process = False
@@ -240,14 +254,25 @@ class MapOutputs:
                 _, self.mesh_triangles = self._mesh_proc.build(stamp, header.frame_id, snap, color)
                 return
             except RuntimeError as e:  # the process is gone: mesh here, from scratch
-                self._mesh_proc.stop()
-                self._mesh_proc, self._use_mesh_process = None, False
+                self._stop_mesh_process()
+                self._use_mesh_process = False
                 self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
                 raise RuntimeError(f"the mesh process failed ({e}); meshing in the node's process from now on")
         self.pub_mesh.publish(mesh_marker_update(mesher, self._markers, snap, header, color))
         self.mesh_triangles = int(mesher.last_stats.get("triangles", 0))
 
     # ------------------------------------------------------------ diagnostics
+    @property
+    def thread_id(self) -> Optional[int]:
+        """Native id of the output thread."""
+        return self._thread.native_id
+
+    @property
+    def mesh_pid(self) -> Optional[int]:
+        """Process id of the mesh process while it runs."""
+        proc = self._mesh_proc
+        return proc.pid if proc is not None and proc.alive else None
+
     def diagnostics(self, tsdf_map=None) -> List[KeyValue]:
         """Per output: the snapshot's cost on the filter's thread, the build's cost on the output
         thread (last, mean), the published rate since the last call and the skipped updates."""
