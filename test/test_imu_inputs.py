@@ -38,6 +38,24 @@ def test_nan_backwards_duplicate_dropped_gap_flagged():
     assert mon.check(1.305, W, G).code == ""  # the stream resumes
 
 
+def test_a_jump_back_of_more_than_a_second_starts_a_new_timeline():
+    """A replay that restarts: the monitor and the buffer both follow the new timeline (the monitor used to
+    drop every sample until the stamps passed the old last one, so the IMU control was gone for a loop)."""
+    mon, buf = ImuStreamMonitor(200.0), ImuBuffer()
+    first = 100.0 + np.arange(400) / 200.0
+    for t in first:
+        assert mon.check(t, W, G).keep and buf.add(t, W, acc=G)
+    v = mon.check(100.5, W, G)  # 1.495 s back: more than TIMELINE_JUMP_S
+    assert v.code == "timeline" and v.keep and "1.495" in v.message
+    assert buf.add(100.5, W, acc=G)
+    again = 100.5 + np.arange(1, 400) / 200.0
+    assert all(v.code == "" for v in _feed(mon, again))
+    for t in again:
+        assert buf.add(t, W, acc=G)
+    assert buf.covers(101.0, 102.0) and not buf.covers(100.2, 100.6)  # the old timeline is gone
+    assert mon.check(again[-1] - 0.5, W, G).code == "backwards"  # a short step back is still dropped
+
+
 @pytest.mark.parametrize("true_hz, flagged", [(200.0, False), (100.0, True), (400.0, True), (230.0, False)])
 def test_rate_mismatch(true_hz, flagged):
     mon = ImuStreamMonitor(200.0, max_gap_s=0.05)

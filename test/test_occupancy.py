@@ -243,6 +243,34 @@ def test_grid_is_incremental_and_bounded(scene):
     assert np.array_equal(g_full.data[rr, kk].reshape(100, 100), gs.data)
 
 
+def test_a_snapshot_is_the_map_when_it_was_taken():
+    """The node takes the snapshot between filter steps and applies it on another thread while the map is fused:
+    the grid from a snapshot is the grid of the map at the snapshot's time, whatever was fused after it; a new
+    map (clear) drops the column cache at the next snapshot."""
+    seq = SyntheticSequence(n_frames=40, seed=0)
+    m = new_map()
+    fuse(m, seq, range(20))
+    ref = OccupancyGridBuilder(VOX, ZMIN, ZMAX)
+    ref.update(m)
+    g_then = ref.grid()
+    b = OccupancyGridBuilder(VOX, ZMIN, ZMAX)
+    snap = b.snapshot(m)
+    fuse(m, seq, range(20, 40))  # fused after the snapshot, before it is applied
+    b.apply(snap)
+    g = b.grid()
+    assert np.array_equal(g.data, g_then.data) and g.origin_xy == g_then.origin_xy
+    b.update(m)  # the later frames' columns
+    ref.update(m)
+    assert np.array_equal(b.grid().data, ref.grid().data)
+    assert not np.array_equal(b.grid().data, g_then.data)
+    m.clear()
+    fuse(m, seq, range(5))
+    b.apply(b.snapshot(m))
+    fresh = OccupancyGridBuilder(VOX, ZMIN, ZMAX)
+    fresh.update(m)
+    assert np.array_equal(b.grid().data, fresh.grid().data)
+
+
 def test_empty_map_bad_band_and_resolution():
     m = new_map()
     b = OccupancyGridBuilder(VOX, ZMIN, ZMAX)

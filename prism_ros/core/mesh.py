@@ -24,7 +24,7 @@ from typing import Dict, Optional
 import numpy as np
 from numba import njit
 
-from .tsdf import reported_sigma
+from .occupancy.probability import reported_sigma
 from .voxel_hash import BLOCK, find_block
 
 __all__ = ["BlockMesher", "MeshSnapshot", "mesh_block"]
@@ -102,7 +102,7 @@ class MeshSnapshot:
     pending: int  # blocks still waiting after this snapshot
 
     def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
-        """:func:`prism_ros.core.tsdf.reported_sigma` with the snapshot's constants."""
+        """:func:`prism_ros.core.occupancy.probability.reported_sigma` with the snapshot's constants."""
         return reported_sigma(var, mu, self.model_var, self.distance_sigma_ratio)
 
 

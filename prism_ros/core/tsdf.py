@@ -20,6 +20,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .occupancy import collision_probability, occupancy_probability
+from .occupancy.probability import reported_sigma
 from .occupancy.free_space import FreeSpaceLayer
 from .tsdf_kernels import allocate_blocks, integrate_blocks, query_points, surface_block_counts, surface_voxels
 from .voxel_hash import BLOCK, BLOCK3, BLOCK_MASK, BLOCK_SHIFT, new_table, rebuild_hash
@@ -27,13 +28,6 @@ from .voxel_hash import BLOCK, BLOCK3, BLOCK_MASK, BLOCK_SHIFT, new_table, rebui
 __all__ = ["TsdfMap", "BLOCK", "BLOCK_SHIFT", "BLOCK_MASK", "MAP_FORMAT_VERSION"]
 
 MAP_FORMAT_VERSION = 1
-
-
-def reported_sigma(var: np.ndarray, mu: np.ndarray, model_var: float, distance_sigma_ratio: float) -> np.ndarray:
-    """Voxel SDF sigma as reported: the fused variance plus the systematic terms that averaging over frames
-    cannot remove (a constant model error, and an error proportional to the distance from the surface)."""
-    mu = np.asarray(mu, dtype=np.float64)
-    return np.sqrt(np.asarray(var, dtype=np.float64) + model_var + (distance_sigma_ratio * mu) ** 2)
 
 
 class TsdfMap:
@@ -326,7 +320,7 @@ class TsdfMap:
         return collision_probability(self, path_points_w, radius_m, per_waypoint=per_waypoint)
 
     def reported_sigma(self, var: np.ndarray, mu: np.ndarray) -> np.ndarray:
-        """:func:`reported_sigma` with this map's systematic terms."""
+        """:func:`prism_ros.core.occupancy.probability.reported_sigma` with this map's systematic terms."""
         return reported_sigma(var, mu, self.model_var, self.distance_sigma_ratio)
 
     # ---------------------------------------------------------------- persistence

@@ -71,8 +71,8 @@ class MapOutputs:
     """~/map_cloud, ~/occupancy and ~/mesh, built beside the filter.
 
     :meth:`request` runs on the filter's thread (which owns the map): it copies what the output needs
-    (the cloud's surface voxels; the occupancy column cache after its bounded update; the volumes of
-    the blocks to re-mesh) and hands the copy to the output thread, which builds the message and
+    (the cloud's surface voxels; the band's voxels of the changed occupancy columns, bounded; the volumes
+    of the blocks to re-mesh) and hands the copy to the output thread, which builds the message and
     publishes it.  The map itself is never read off the filter's thread: each snapshot is taken between
     two filter steps.  A request while the previous update of the same output is still being built is
     skipped and counted (the changed blocks and columns wait for the next one); a frame is never delayed
@@ -186,9 +186,8 @@ class MapOutputs:
             self.frames_since_cloud = 0
             return lambda: self._build_cloud(header, surf, cfg)
         if kind == "occupancy":  # the grid window follows the robot
-            self.grid.update(tsdf_map)  # bounded
-            columns, grid = self.grid.columns(), self.grid
-            return lambda: self._build_occupancy(header, grid, columns, centre_xy)
+            snap, grid = self.grid.snapshot(tsdf_map), self.grid  # the changed columns' voxels, bounded
+            return lambda: self._build_occupancy(header, grid, snap, centre_xy)
         snap, mesher, cfg = self.mesher.snapshot(tsdf_map), self.mesher, self.cfg
         return lambda: self._build_mesh(header, mesher, snap, cfg)
 
@@ -231,8 +230,9 @@ class MapOutputs:
         msg = cv.surface_cloud(header, surf, cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
         self.pub_cloud.publish(msg)
 
-    def _build_occupancy(self, header, grid, columns, centre_xy) -> None:
-        g = grid.grid(centre_xy, columns)
+    def _build_occupancy(self, header, grid, snap, centre_xy) -> None:
+        grid.apply(snap)
+        g = grid.grid(centre_xy)
         self.pub_occupancy.publish(cv.occupancy_grid_to_msg(header, g.data, g.origin_xy, g.resolution, g.z))
 
     def _build_mesh(self, header, mesher, snap, cfg) -> None:

@@ -17,13 +17,10 @@ import numpy as np
 from ..types import Control
 from .alignment import MotionCheck
 from .integrator import ZUPT_WINDOW_S, ImuIntegrator, pose_fallback
-from .monitor import nonfinite_parts
+from .monitor import TIMELINE_JUMP_S, nonfinite_parts
 from .preintegration import ImuData, ImuNoise
 
 __all__ = ["ImuBuffer", "TIMELINE_JUMP_S"]
-
-#: A sample this much (s) older than the newest one starts a new timeline (a replay restarted)
-TIMELINE_JUMP_S = 1.0
 
 
 class ImuBuffer:

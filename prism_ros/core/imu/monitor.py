@@ -3,9 +3,12 @@
 :class:`ImuStreamMonitor` flags each sample with a code (:class:`ImuVerdict`):
 
 * drop: ``nan`` (a non-finite stamp or value, :func:`nonfinite_parts`, as :meth:`ImuBuffer.add` checks too),
-  ``backwards`` (a stamp before the last one), ``duplicate`` (the last stamp again);
-* keep: ``gap`` (more than ``max_gap_s`` since the last sample; ``ImuBuffer(max_gap_s=...)`` gives no control
-  across it), ``rate`` (the rate over the last ``rate_window`` samples off the declared one by more than
+  ``backwards`` (a stamp before the last one, by at most ``TIMELINE_JUMP_S``), ``duplicate`` (the last stamp
+  again);
+* keep: ``timeline`` (a stamp more than ``TIMELINE_JUMP_S`` before the last: a new timeline, e.g. a replay
+  that restarted; the monitor starts again from it, as :meth:`ImuBuffer.add` does), ``gap`` (more than
+  ``max_gap_s`` since the last sample; ``ImuBuffer(max_gap_s=...)`` gives no control across it), ``rate``
+  (the rate over the last ``rate_window`` samples off the declared one by more than
   ``rate_tol``; the integration uses the measured rate, the covariance the declared densities).
 
 The node logs the messages (throttled) and counts the codes.
@@ -18,9 +21,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Deque, List, Optional, Sequence
 
-__all__ = ["DROP_CODES", "ImuVerdict", "ImuStreamMonitor", "nonfinite_parts"]
+__all__ = ["DROP_CODES", "ImuVerdict", "ImuStreamMonitor", "TIMELINE_JUMP_S", "nonfinite_parts"]
 
 DROP_CODES = ("nan", "backwards", "duplicate")
+
+#: A sample this much (s) older than the newest one starts a new timeline (a replay restarted)
+TIMELINE_JUMP_S = 1.0
 
 
 def nonfinite_parts(stamp: float, gyro: Sequence[float], acc: Sequence[float]) -> List[str]:
@@ -37,7 +43,7 @@ def nonfinite_parts(stamp: float, gyro: Sequence[float], acc: Sequence[float]) -
 class ImuVerdict:
     """What to do with one sample: its ``code`` and a message for the log (empty when fine)."""
 
-    code: str  # "" (fine), "nan", "backwards", "duplicate", "gap", "rate"
+    code: str  # "" (fine), "nan", "backwards", "duplicate", "timeline", "gap", "rate"
     message: str = ""
 
     @property
@@ -80,6 +86,15 @@ class ImuStreamMonitor:
         if bad:
             return ImuVerdict("nan", f"IMU sample at t={stamp} has a non-finite {' and '.join(bad)}: dropped")
         last = self.last
+        if last is not None and stamp < last - TIMELINE_JUMP_S:
+            self.last = float(stamp)
+            self._stamps.clear()
+            self._stamps.append(float(stamp))
+            return ImuVerdict(
+                "timeline",
+                f"IMU time jumped back by {last - stamp:.3f} s ({stamp:.6f} after {last:.6f}): "
+                "a new timeline (a replay restarted?); the samples before it are dropped",
+            )
         if last is not None and stamp < last:
             return ImuVerdict(
                 "backwards", f"IMU stamp went backwards by {last - stamp:.6f} s ({stamp:.6f} after {last:.6f}): dropped"

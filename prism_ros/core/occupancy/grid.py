@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..voxel_hash import BLOCK, find_blocks
 from .free_space import FREE_SUB
-from .probability import check_band, voxel_occupancy
+from .probability import check_band, reported_sigma
 
-__all__ = ["OccupancyGrid2D", "OccupancyGridBuilder"]
+__all__ = ["ColumnSnapshot", "OccupancyGrid2D", "OccupancyGridBuilder"]
 
 
 @dataclass
@@ -55,6 +55,37 @@ class OccupancyGrid2D:
         y = self.origin_xy[1] + (np.arange(self.height) + 0.5) * self.resolution
         X, Y = np.meshgrid(x, y)
         return np.stack([X, Y], axis=-1)
+
+
+@dataclass
+class _BandLayer:
+    """One block z of a :class:`ColumnSnapshot`: ``zin`` (8,) the voxel z in the band; ``has`` (M,) the columns with
+    a map block there and ``mu``, ``var``, ``cnt`` copies of those blocks; ``free_has`` / ``free_cnt`` the same for
+    the free-space bricks (None without a free-space layer)."""
+
+    zin: np.ndarray
+    has: np.ndarray
+    mu: np.ndarray
+    var: np.ndarray
+    cnt: np.ndarray
+    free_has: Optional[np.ndarray]
+    free_cnt: Optional[np.ndarray]
+
+
+@dataclass
+class ColumnSnapshot:
+    """What :meth:`OccupancyGridBuilder.apply` needs from the map, copied by :meth:`OccupancyGridBuilder.snapshot`:
+    the column ``keys`` / ``cols`` (M, 2), their voxels per block z, the map's reported-sigma terms and free-space
+    probability table, ``reset`` (a new map: drop the column cache first) and ``pending`` (changed columns left)."""
+
+    keys: List[int]
+    cols: np.ndarray
+    layers: List[_BandLayer]
+    model_var: float
+    distance_sigma_ratio: float
+    free_table: Optional[np.ndarray]
+    reset: bool
+    pending: int
 
 
 def _pack2(bx: np.ndarray, by: np.ndarray) -> np.ndarray:
@@ -94,13 +125,18 @@ class OccupancyGridBuilder:
         self.max_columns = int(max_columns)
         self.max_cells = int(max_cells)
         self._reset_cache()
+        self._reset_columns()
         self.last_stats: Dict[str, float] = {}
 
-    def _reset_cache(self) -> None:
+    def _reset_columns(self) -> None:
         self._col_index: Dict[int, int] = {}
         self._col_xy = np.zeros((0, 2), np.int64)
         self._col_max = np.zeros((0, BLOCK, BLOCK), np.float32)  # [ly, lx], NaN unknown
+
+    def _reset_cache(self) -> None:
+        """A new map: every column is dirty again, and the next snapshot tells :meth:`apply` to drop its cache."""
         self._pending: Dict[int, None] = {}  # insertion-ordered set of dirty column keys
+        self._cache_stale = True
         self._map_ref = None
         self._epoch = None
         self._stamp = -(1 << 62)
@@ -145,15 +181,13 @@ class OccupancyGridBuilder:
         for k in np.unique(np.concatenate(keys)).tolist():
             self._pending[k] = None
 
-    def _compute_columns(self, tsdf_map, cols: np.ndarray) -> np.ndarray:
-        """(M, 8, 8) band maximum of P(occupied) at voxel xy for columns (M, 2); NaN unknown."""
-        M = len(cols)
-        out = np.full((M, BLOCK, BLOCK), np.nan, np.float32)
+    def _gather(self, tsdf_map, cols: np.ndarray) -> List[_BandLayer]:
+        """Copies of the voxels of columns (M, 2) in the band, one :class:`_BandLayer` per block z."""
         lo, hi = self._bz_range()
         vox = self.voxel_size
         lz = np.arange(BLOCK)
         free = tsdf_map.free_space
-        table = free.probability_table(tsdf_map) if free is not None else None
+        layers = []
         for bz in range(lo, hi + 1):
             z = (bz * BLOCK + lz) * vox
             zin = (z >= self.min_z) & (z <= self.max_z)
@@ -161,71 +195,108 @@ class OccupancyGridBuilder:
                 continue
             slots = find_blocks(tsdf_map.keys, tsdf_map.vals, cols, bz)
             has = slots >= 0
-            if has.any():
-                s = slots[has]
-                mu = tsdf_map.mu[s].reshape(-1, BLOCK, BLOCK, BLOCK)  # [lz, ly, lx]
-                var = tsdf_map.var[s].reshape(-1, BLOCK, BLOCK, BLOCK)
-                cnt = tsdf_map.cnt[s].reshape(-1, BLOCK, BLOCK, BLOCK)
-                p = voxel_occupancy(tsdf_map, mu, var).astype(np.float32)
-                p[cnt == 0] = np.nan
-                p[:, ~zin] = np.nan
-                out[has] = np.fmax(out[has], np.nanmax(np.where(np.isnan(p), -np.inf, p), axis=1).astype(np.float32))
+            s = slots[has]
+            fh = fcnt = None
             if free is not None and free.n_bricks:
                 fslots = find_blocks(free.keys, free.vals, cols, bz)
                 fh = fslots >= 0
-                if fh.any():
-                    cnt = free.count[fslots[fh]].reshape(-1, FREE_SUB, FREE_SUB, FREE_SUB)  # [fz, fy, fx]
-                    pf = np.where(cnt > 0, table[cnt], -np.inf)
-                    # up-sample to map voxels (each free voxel is 2x2x2 of them), keep the band
-                    pf = pf.repeat(2, axis=1).repeat(2, axis=2).repeat(2, axis=3)
-                    pf[:, ~zin] = -np.inf
-                    out[fh] = np.fmax(out[fh], pf.max(axis=1).astype(np.float32))
+                fcnt = free.count[fslots[fh]]
+            layers.append(_BandLayer(zin, has, tsdf_map.mu[s], tsdf_map.var[s], tsdf_map.cnt[s], fh, fcnt))
+        return layers
+
+    @staticmethod
+    def _reduce(snap: "ColumnSnapshot") -> np.ndarray:
+        """(M, 8, 8) band maximum of P(occupied) at voxel xy of the snapshot's columns; NaN unknown."""
+        from scipy.special import ndtr  # on first use, as in .probability
+
+        out = np.full((len(snap.cols), BLOCK, BLOCK), np.nan, np.float32)
+        for layer in snap.layers:
+            zin, has = layer.zin, layer.has
+            if has.any():
+                shape = (-1, BLOCK, BLOCK, BLOCK)  # [lz, ly, lx]
+                mu = np.asarray(layer.mu, np.float64).reshape(shape)
+                sigma = reported_sigma(layer.var.reshape(shape), mu, snap.model_var, snap.distance_sigma_ratio)
+                p = ndtr(-mu / sigma).astype(np.float32)
+                p[layer.cnt.reshape(shape) == 0] = np.nan
+                p[:, ~zin] = np.nan
+                out[has] = np.fmax(out[has], np.nanmax(np.where(np.isnan(p), -np.inf, p), axis=1).astype(np.float32))
+            if layer.free_has is not None and layer.free_has.any():
+                fh = layer.free_has
+                cnt = layer.free_cnt.reshape(-1, FREE_SUB, FREE_SUB, FREE_SUB)  # [fz, fy, fx]
+                pf = np.where(cnt > 0, snap.free_table[cnt], -np.inf)
+                # up-sample to map voxels (each free voxel is 2x2x2 of them), keep the band
+                pf = pf.repeat(2, axis=1).repeat(2, axis=2).repeat(2, axis=3)
+                pf[:, ~zin] = -np.inf
+                out[fh] = np.fmax(out[fh], pf.max(axis=1).astype(np.float32))
         out[np.isinf(out)] = np.nan
         return out
 
-    def update(self, tsdf_map) -> Dict[str, float]:
-        """Recompute at most ``max_columns`` changed columns. Returns timing / size figures."""
+    def snapshot(self, tsdf_map) -> "ColumnSnapshot":
+        """Take at most ``max_columns`` changed columns from the map: copies of their voxels in the band and of
+        the parameters their probability needs.  The only method that reads the map (call it where the map is
+        not being fused); :meth:`apply` needs no map."""
         t0 = time.perf_counter()
         self._mark_dirty(tsdf_map)
         keys = list(self._pending.keys())[: self.max_columns]
         for k in keys:
             del self._pending[k]
+        k = np.array(keys, dtype=np.int64)
+        cols = np.stack([(k >> 32) - (1 << 30), (k & 0xFFFFFFFF) - (1 << 30)], axis=1)
+        free = tsdf_map.free_space
+        snap = ColumnSnapshot(
+            keys=keys,
+            cols=cols,
+            layers=self._gather(tsdf_map, cols) if keys else [],
+            model_var=float(tsdf_map.model_var),
+            distance_sigma_ratio=float(tsdf_map.distance_sigma_ratio),
+            free_table=free.probability_table(tsdf_map) if free is not None else None,
+            reset=self._cache_stale,
+            pending=len(self._pending),
+        )
+        self._cache_stale = False
+        self.last_stats["snapshot_ms"] = (time.perf_counter() - t0) * 1e3
+        return snap
+
+    def apply(self, snap: "ColumnSnapshot") -> Dict[str, float]:
+        """Bring the column cache up to date with ``snap`` (no map access: another thread may call it while the
+        map is fused, as long as one thread at a time calls :meth:`apply` and :meth:`grid`).  Returns figures."""
+        t0 = time.perf_counter()
+        if snap.reset:
+            self._reset_columns()
+        keys = snap.keys
         if keys:
-            k = np.array(keys, dtype=np.int64)
-            cols = np.stack([(k >> 32) - (1 << 30), (k & 0xFFFFFFFF) - (1 << 30)], axis=1)
-            vals = self._compute_columns(tsdf_map, cols)
+            vals = self._reduce(snap)
             new = [i for i, kk in enumerate(keys) if kk not in self._col_index]
             if new:
                 base = len(self._col_xy)
                 for j, i in enumerate(new):
                     self._col_index[keys[i]] = base + j
-                self._col_xy = np.concatenate([self._col_xy, cols[new]])
+                self._col_xy = np.concatenate([self._col_xy, snap.cols[new]])
                 self._col_max = np.concatenate([self._col_max, np.full((len(new), BLOCK, BLOCK), np.nan, np.float32)])
             idx = np.array([self._col_index[kk] for kk in keys], dtype=np.int64)
             self._col_max[idx] = vals
-        self.last_stats = {
-            "columns_updated": float(len(keys)),
-            "columns_pending": float(len(self._pending)),
-            "columns": float(len(self._col_xy)),
-            "update_ms": (time.perf_counter() - t0) * 1e3,
-        }
+        self.last_stats.update(
+            columns_updated=float(len(keys)),
+            columns_pending=float(snap.pending),
+            columns=float(len(self._col_xy)),
+            apply_ms=(time.perf_counter() - t0) * 1e3,
+        )
         return self.last_stats
 
-    def columns(self) -> Tuple[np.ndarray, np.ndarray]:
-        """A copy of the column cache (column xy (M, 2), band maxima (M, 8, 8)) for :meth:`grid` on
-        another thread while :meth:`update` goes on."""
-        return self._col_xy.copy(), self._col_max.copy()
+    def update(self, tsdf_map) -> Dict[str, float]:
+        """:meth:`snapshot` and :meth:`apply` in one: recompute at most ``max_columns`` changed columns. Returns
+        timing / size figures (``update_ms`` both together)."""
+        t0 = time.perf_counter()
+        self.apply(self.snapshot(tsdf_map))
+        self.last_stats["update_ms"] = (time.perf_counter() - t0) * 1e3
+        return self.last_stats
 
-    def grid(
-        self,
-        centre_xy: Optional[Tuple[float, float]] = None,
-        columns: Optional[Tuple[np.ndarray, np.ndarray]] = None,
-    ) -> OccupancyGrid2D:
-        """Assemble the grid from the column cache, or from ``columns`` (:meth:`columns`); no map
-        access. An empty map gives a 1 x 1 unknown grid at the world origin."""
+    def grid(self, centre_xy: Optional[Tuple[float, float]] = None) -> OccupancyGrid2D:
+        """Assemble the grid from the column cache; no map access (the thread of :meth:`apply`). An empty map
+        gives a 1 x 1 unknown grid at the world origin."""
         t0 = time.perf_counter()
         vox, res = self.voxel_size, self.resolution
-        col_xy, col_max = columns if columns is not None else (self._col_xy, self._col_max)
+        col_xy, col_max = self._col_xy, self._col_max
         valid = ~np.isnan(col_max).all(axis=(1, 2)) if len(col_xy) else np.zeros(0, bool)
         if not valid.any():
             g = OccupancyGrid2D(np.full((1, 1), -1, np.int8), (-0.5 * res, -0.5 * res), res, self.min_z)

@@ -13,10 +13,24 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ["UNKNOWN_PROBABILITY", "check_band", "voxel_occupancy", "occupancy_probability", "collision_probability"]
+__all__ = [
+    "UNKNOWN_PROBABILITY",
+    "check_band",
+    "reported_sigma",
+    "voxel_occupancy",
+    "occupancy_probability",
+    "collision_probability",
+]
 
 #: P(occupied) of a point no voxel has observed: the prior N(0, prior^2) gives Phi(0)
 UNKNOWN_PROBABILITY = 0.5
+
+
+def reported_sigma(var: np.ndarray, mu: np.ndarray, model_var: float, distance_sigma_ratio: float) -> np.ndarray:
+    """Voxel SDF sigma as reported: the fused variance plus the systematic terms that averaging over frames
+    cannot remove (a constant model error, and an error proportional to the distance from the surface)."""
+    mu = np.asarray(mu, dtype=np.float64)
+    return np.sqrt(np.asarray(var, dtype=np.float64) + model_var + (distance_sigma_ratio * mu) ** 2)
 
 
 def check_band(min_z_m: float, max_z_m: float) -> None:
