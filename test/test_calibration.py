@@ -69,10 +69,11 @@ def test_lag_calibration_figures_for_errors_drawn_from_the_covariances():
         assert L["pairs"] == n - k
         assert 0.93 <= L["coverage95"] <= 0.97  # binomial sd ~0.005
         assert 4.8 <= L["nees_median"] <= 5.9  # chi2_6 median 5.35
+        assert L["nees_tail_frac"] < 0.002  # chi2_6 beyond 3 x its 95 % point: 1e-6
         assert L["trans_err_rms_m"] == pytest.approx(L["trans_sigma_rms_m"], rel=0.1)
     # 4x too small a covariance is caught, and an invalid frame removes the windows over it
     L = C.lag_calibration(T, G, covs / 16.0, 1)
-    assert L["coverage95"] < 0.2
+    assert L["coverage95"] < 0.2 and L["nees_tail_frac"] > 0.5
     valid = np.ones(n, bool)
     valid[100] = False
     assert C.lag_calibration(T, G, covs, 10, valid)["pairs"] == n - 10 - 11
@@ -194,6 +195,7 @@ def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
     nees_band = (C.CHI2_50_6DOF / 1.25**2, C.CHI2_50_6DOF * 1.25**2)
     assert cal["lags"]["1"]["coverage95"] >= 0.88
     assert nees_band[0] <= cal["lags"]["1"]["nees_median"] <= nees_band[1]
+    assert cal["lags"]["1"]["nees_tail_frac"] <= 0.02  # at most 2 of 149 windows far outside
     assert 0.88 <= m["depth_predictive_coverage_2sigma"] <= 0.99
     assert m["depth_predictive_pixels"] > 100000
     assert cal["velocity_coverage_95"] >= 0.88

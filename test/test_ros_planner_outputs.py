@@ -1,6 +1,7 @@
 """OccupancyGrid / mesh MarkerArray assembly (no node is spun)."""
 
 import os
+import signal
 import threading
 import time
 
@@ -163,6 +164,13 @@ def test_node_publishes_occupancy_and_mesh():
         assert busy and max(float(w["cpu_filter_pct"]) for w in busy) > 1.0
         assert all(float(w["callback_depth_us_mean"]) > 0 and "cpu_executor_pct" in w for w in busy)
         assert any("cpu_mesh_pct" in w for w in windows)  # the mesh process is counted while it runs
+        # the mesh process is a ROS node named after this one; killed, it is replaced at the next update
+        assert h.wait_for(lambda: (node.get_name() + "_mesh", "/") in node.get_node_names_and_namespaces(), 10)
+        pid = node._map_out.mesh_pid
+        os.kill(pid, signal.SIGKILL)
+        n_mesh = len(mesh)
+        assert h.wait_for(lambda: len(mesh) > n_mesh and node._map_out.mesh_pid not in (None, pid), 60)
+        assert node._map_out._use_mesh_process and node._map_out._mesh_failures == 1
         h.detach(node)
     finally:
         h.shutdown()
@@ -226,8 +234,6 @@ def test_a_slow_mesh_never_delays_a_frame(monkeypatch):
 
 def test_a_dead_mesh_process_is_reported_not_hung():
     """The mesh process's death reaches the output thread as a RuntimeError (it then meshes itself)."""
-    import signal
-
     from prism_ros.ros.env import claim_domain_id
     from prism_ros.ros.mesh_process import MeshProcess
 

@@ -67,11 +67,18 @@ class MeshProcess:
     #: The most seconds one build may be held before :meth:`pause` lets it run through.
     MAX_HELD_S = 2.0
 
-    def __init__(self, topic: str, domain_id: int, start_timeout_s: float = 60.0):
+    def __init__(
+        self,
+        topic: str,
+        domain_id: int,
+        start_timeout_s: float = 60.0,
+        node_name: str = "prism_mesh",
+        namespace: str = "/",
+    ):
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_child_main, args=(child, topic, int(domain_id)), name="prism_mesh", daemon=True
+            target=_child_main, args=(child, topic, int(domain_id), node_name, namespace), name=node_name, daemon=True
         )
         self._paused_at: Optional[float] = None  # monotonic time of the pause in force
         self._paused_s = 0.0  # total time held, ended pauses
@@ -204,7 +211,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_main(conn, topic: str, domain_id: int) -> None:
+def _child_main(conn, topic: str, domain_id: int, node_name: str, namespace: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent ends us
     _die_with_parent()
     _lowest_priority()
@@ -219,7 +226,7 @@ def _child_main(conn, topic: str, domain_id: int) -> None:
 
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=domain_id)
-        node = rclpy.create_node("prism_mesh", context=context)
+        node = rclpy.create_node(node_name, namespace=namespace, context=context)
         pub = node.create_publisher(MarkerArray, topic, latched_qos(1))
         mesher = BlockMesher(1)  # apply() meshes whatever the snapshot holds
         markers = {}  # slot -> (mesher version, Marker)
@@ -248,9 +255,12 @@ def _child_main(conn, topic: str, domain_id: int) -> None:
         rclpy.try_shutdown(context=context)
 
 
-def start_mesh_process(topic: str, domain_id: int) -> Tuple[Optional[MeshProcess], Optional[str]]:
-    """A :class:`MeshProcess`, or (None, why) when it cannot start (the caller meshes in its own process)."""
+def start_mesh_process(
+    topic: str, domain_id: int, node_name: str = "prism_mesh", namespace: str = "/"
+) -> Tuple[Optional[MeshProcess], Optional[str]]:
+    """A :class:`MeshProcess` (its ROS node ``node_name`` in ``namespace``), or (None, why) when it cannot start
+    (the caller meshes in its own process)."""
     try:
-        return MeshProcess(topic, domain_id), None
+        return MeshProcess(topic, domain_id, node_name=node_name, namespace=namespace), None
     except Exception as e:
         return None, f"{type(e).__name__}: {e}"

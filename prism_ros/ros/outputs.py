@@ -42,6 +42,11 @@ MAP_OUTPUT_RATES = (
 )
 
 
+#: How many mesh processes the node starts in all before it meshes in its own process: one that dies or fails
+#: a build is replaced at the next update, up to this many.
+MESH_PROCESS_STARTS = 3
+
+
 def map_output_rates(cfg) -> Tuple[Tuple[str, float], ...]:
     """(kind, rate in Hz) of each map output; a rate <= 0 turns the output off."""
     return tuple((kind, getattr(cfg, name)) for kind, name in MAP_OUTPUT_RATES)
@@ -78,7 +83,8 @@ class MapOutputs:
     skipped and counted (the changed blocks and columns wait for the next one); a frame is never delayed
     by an output.  With ``mesh_process`` the mesh is built and published by a process of its own
     (:mod:`prism_ros.ros.mesh_process`: its Python work would otherwise hold the interpreter lock the
-    filter needs); if that process cannot start or dies, the output thread meshes instead.
+    filter needs; one that dies is replaced, up to ``MESH_PROCESS_STARTS`` in all); if it cannot start, the
+    output thread meshes instead.
     """
 
     KINDS = ("cloud", "occupancy", "mesh")
@@ -95,6 +101,8 @@ class MapOutputs:
         self._stopped = False
         self._error: Optional[Callable[[str, str], None]] = None
         self._mesh_topic = node.resolve_topic_name("~/mesh")
+        self._mesh_node = (node.get_name() + "_mesh", node.get_namespace())  # the mesh process's ROS node
+        self._mesh_failures = 0  # mesh processes that died or failed a build
         self._domain_id = node.context.get_domain_id()
         self._use_mesh_process = bool(mesh_process)
         self._mesh_proc = None  # started by the first mesh update
@@ -239,7 +247,7 @@ class MapOutputs:
         """Mesh the snapshot's blocks, rebuild only their markers, publish the whole mesh: in the mesh
         process when there is one, else here."""
         if self._use_mesh_process and self._mesh_proc is None and mesher is self.mesher:
-            self._mesh_proc, why = start_mesh_process(self._mesh_topic, self._domain_id)
+            self._mesh_proc, why = start_mesh_process(self._mesh_topic, self._domain_id, *self._mesh_node)
             if self._stopped and self._mesh_proc is not None:  # the node stopped meanwhile
                 self._stop_mesh_process()
                 return
@@ -253,11 +261,18 @@ class MapOutputs:
             try:
                 _, self.mesh_triangles = self._mesh_proc.build(stamp, header.frame_id, snap, color)
                 return
-            except RuntimeError as e:  # the process is gone: mesh here, from scratch
+            except RuntimeError as e:  # the process is gone: the next update starts a new one, from scratch
                 self._stop_mesh_process()
-                self._use_mesh_process = False
+                self._mesh_failures += 1
+                self._use_mesh_process = self._mesh_failures < MESH_PROCESS_STARTS
                 self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
-                raise RuntimeError(f"the mesh process failed ({e}); meshing in the node's process from now on")
+                then = (
+                    f"a new one meshes the whole map at the next update ({self._mesh_failures} of "
+                    f"{MESH_PROCESS_STARTS} failed)"
+                    if self._use_mesh_process
+                    else f"meshing in the node's process from now on ({MESH_PROCESS_STARTS} failed)"
+                )
+                raise RuntimeError(f"the mesh process failed ({e}); {then}")
         self.pub_mesh.publish(mesh_marker_update(mesher, self._markers, snap, header, color))
         self.mesh_triangles = int(mesher.last_stats.get("triangles", 0))
 
