@@ -200,6 +200,12 @@ class FakeMap:
         self.sigma = rng.uniform(0.002, 0.05, n_points).astype(np.float32)
         self.count = rng.integers(1, 50, n_points).astype(np.int32)
         self.saved: List[str] = []
+        # one block holding every point, fused at frame 0 (what SurfaceCloudBuilder reads)
+        self.epoch, self.n_blocks, self.last_seen = 0, 1, np.zeros(1, np.int64)
+
+    def extract_surface_blocks(self, max_abs_sdf_m: float, slots, min_count: int = 1):
+        n = len(self.xyz) if 0 in list(slots) else 0
+        return {k: v[:n] for k, v in self.extract_surface(max_abs_sdf_m).items()}, np.array([0, n][: len(slots) + 1])
 
     def extract_surface(self, max_abs_sdf_m: float, min_count: int = 1) -> Dict[str, np.ndarray]:
         return {

@@ -227,10 +227,18 @@ class TsdfMap:
         """Observed voxels with |mu| <= max_abs_sdf_m (count >= min_count, at least 1), in slot
         then voxel order: xyz (centres, float32), rgb, sigma (:meth:`reported_sigma`), sdf,
         count (float32).  Two parallel passes over the blocks (count, then fill)."""
-        n = self.n_blocks
+        return self.extract_surface_blocks(max_abs_sdf_m, np.arange(self.n_blocks, dtype=np.int64), min_count)[0]
+
+    def extract_surface_blocks(
+        self, max_abs_sdf_m: float, slots: np.ndarray, min_count: int = 1
+    ) -> Tuple[Dict[str, np.ndarray], np.ndarray]:
+        """:meth:`extract_surface` of the blocks ``slots`` only, in that order; also the row offsets
+        (len(slots) + 1): block ``slots[i]``'s voxels are rows ``offsets[i]:offsets[i + 1]``."""
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        n = len(slots)
         lo = np.int64(max(1, min_count))
         counts = np.zeros(n, np.int64)
-        surface_block_counts(self.mu, self.cnt, n, np.float32(max_abs_sdf_m), lo, counts)
+        surface_block_counts(self.mu, self.cnt, slots, np.float32(max_abs_sdf_m), lo, counts)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         k = int(offsets[n])
@@ -247,7 +255,7 @@ class TsdfMap:
             self.rgb,
             self.cnt,
             self.block_xyz,
-            n,
+            slots,
             float(self.voxel_size),
             np.float32(max_abs_sdf_m),
             lo,
@@ -260,7 +268,7 @@ class TsdfMap:
             out["sdf"],
             out["count"],
         )
-        return out
+        return out, offsets
 
     def observed_voxels(self) -> Dict[str, np.ndarray]:
         """All observed voxels (count > 0): xyz, sdf, sigma, count."""

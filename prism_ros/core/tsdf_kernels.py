@@ -245,14 +245,15 @@ def query_points(points, vox, keys, vals, mu, var, cnt, out_mu, out_var, out_cnt
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def surface_block_counts(mu, cnt, n_blocks, max_abs_sdf, min_count, out_counts):
-    """Per block, the voxels with count >= min_count and |mu| <= max_abs_sdf."""
-    for b in prange(n_blocks):
+def surface_block_counts(mu, cnt, slots, max_abs_sdf, min_count, out_counts):
+    """Per block ``slots[i]``, the voxels with count >= min_count and |mu| <= max_abs_sdf (into ``out_counts[i]``)."""
+    for i in prange(len(slots)):
+        b = slots[i]
         k = 0
         for l in range(BLOCK3):
             if cnt[b, l] >= min_count and abs(mu[b, l]) <= max_abs_sdf:
                 k += 1
-        out_counts[b] = k
+        out_counts[i] = k
 
 
 @njit(cache=True, parallel=True, nogil=True)
@@ -262,7 +263,7 @@ def surface_voxels(
     rgb,
     cnt,
     block_xyz,
-    n_blocks,
+    slots,
     vox,
     max_abs_sdf,
     min_count,
@@ -275,11 +276,12 @@ def surface_voxels(
     sdf,
     count,
 ):
-    """Fill the selected voxels of :func:`surface_block_counts` (block ``b``'s from row
-    ``offsets[b]``, in voxel order): centre, colour, reported sigma
+    """Fill the selected voxels of :func:`surface_block_counts` (block ``slots[i]``'s from row
+    ``offsets[i]``, in voxel order): centre, colour, reported sigma
     sqrt(var + model_var + (dist_ratio mu)^2), mu and count."""
-    for b in prange(n_blocks):
-        j = offsets[b]
+    for i in prange(len(slots)):
+        b = slots[i]
+        j = offsets[i]
         for l in range(BLOCK3):
             m = mu[b, l]
             if cnt[b, l] >= min_count and abs(m) <= max_abs_sdf:

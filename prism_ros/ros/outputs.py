@@ -25,6 +25,7 @@ from visualization_msgs.msg import MarkerArray
 
 from prism_ros.core.mesh import BlockMesher
 from prism_ros.core.occupancy import OccupancyGridBuilder
+from prism_ros.core.surface_cloud import SurfaceCloudBuilder
 from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.ros import conversions as cv
 from prism_ros.ros.mesh_process import OUTPUT_NICE, mesh_marker_update, start_mesh_process
@@ -76,15 +77,15 @@ class MapOutputs:
     """~/map_cloud, ~/occupancy and ~/mesh, built beside the filter.
 
     :meth:`request` runs on the filter's thread (which owns the map): it copies what the output needs
-    (the cloud's surface voxels; the band's voxels of the changed occupancy columns, bounded; the volumes
-    of the blocks to re-mesh) and hands the copy to the output thread, which builds the message and
-    publishes it.  The map itself is never read off the filter's thread: each snapshot is taken between
-    two filter steps.  A request while the previous update of the same output is still being built is
-    skipped and counted (the changed blocks and columns wait for the next one); a frame is never delayed
-    by an output.  With ``mesh_process`` the mesh is built and published by a process of its own
-    (:mod:`prism_ros.ros.mesh_process`: its Python work would otherwise hold the interpreter lock the
-    filter needs; one that dies is replaced, up to ``MESH_PROCESS_STARTS`` in all); if it cannot start, the
-    output thread meshes instead.
+    (the surface voxels of the blocks fused since the last cloud; the band's voxels of the changed
+    occupancy columns, bounded; the volumes of the blocks to re-mesh) and hands the copy to the output
+    thread, which builds the message and publishes it.  The map itself is never read off the filter's
+    thread: each snapshot is taken between two filter steps.  A request while the previous update of
+    the same output is still being built is skipped and counted (the changed blocks and columns wait for
+    the next one); a frame is never delayed by an output.  With ``mesh_process`` the mesh is built and
+    published by a process of its own (:mod:`prism_ros.ros.mesh_process`: its Python work would
+    otherwise hold the interpreter lock the filter needs; one that dies is replaced, up to
+    ``MESH_PROCESS_STARTS`` in all); if it cannot start, the output thread meshes instead.
     """
 
     KINDS = ("cloud", "occupancy", "mesh")
@@ -131,6 +132,7 @@ class MapOutputs:
                 cfg.occupancy_max_columns_per_update,
                 cfg.occupancy_max_cells,
             )
+            self.surface = SurfaceCloudBuilder(cfg.cloud_max_sdf_m, min_count=1)
             self.mesher = BlockMesher(cfg.mesh_max_blocks_per_update)
             self._markers: Dict[int, Tuple[int, object]] = {}  # slot -> (mesher version, Marker)
 
@@ -190,9 +192,9 @@ class MapOutputs:
             if self.frames_since_cloud == 0:
                 return None
             cfg = self.cfg
-            surf = tsdf_map.extract_surface(cfg.cloud_max_sdf_m, min_count=1)  # a copy
+            delta, surf = self.surface.snapshot(tsdf_map), self.surface  # the blocks fused since the last one
             self.frames_since_cloud = 0
-            return lambda: self._build_cloud(header, surf, cfg)
+            return lambda: self._build_cloud(header, surf, delta, cfg)
         if kind == "occupancy":  # the grid window follows the robot
             snap, grid = self.grid.snapshot(tsdf_map), self.grid  # the changed columns' voxels, bounded
             return lambda: self._build_occupancy(header, grid, snap, centre_xy)
@@ -234,8 +236,9 @@ class MapOutputs:
                 self._cv.notify_all()
         self._stop_mesh_process()  # from the thread that started it (see MeshProcess)
 
-    def _build_cloud(self, header, surf, cfg) -> None:
-        msg = cv.surface_cloud(header, surf, cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
+    def _build_cloud(self, header, surf, delta, cfg) -> None:
+        surf.apply(delta)
+        msg = cv.surface_cloud(header, surf.cloud(), cfg.cloud_color_mode, cfg.map_min_sigma_m, cfg.truncation_m)
         self.pub_cloud.publish(msg)
 
     def _build_occupancy(self, header, grid, snap, centre_xy) -> None:
