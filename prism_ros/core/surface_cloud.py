@@ -57,9 +57,9 @@ class SurfaceCloudBuilder:
         n = tsdf_map.n_blocks
         last_seen = tsdf_map.last_seen[:n]
         slots = np.arange(n, dtype=np.int64) if reset else np.flatnonzero(last_seen > self._stamp).astype(np.int64)
-        if n:
-            self._stamp = max(self._stamp, int(last_seen.max()))
         points, offsets = tsdf_map.extract_surface_blocks(self.max_abs_sdf_m, slots, self.min_count)
+        if n:  # only once the copy is taken
+            self._stamp = max(self._stamp, int(last_seen.max()))
         return SurfaceDelta(slots, offsets, points, reset)
 
     def apply(self, delta: SurfaceDelta) -> int:

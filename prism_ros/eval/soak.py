@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="YAML",
-        help="a node parameter file (repeatable, in order; -p wins), e.g. config/prism.yaml then config/euroc.yaml",
+        help="a node parameter file (repeatable, in order; soak's own settings and -p win), e.g. config/prism.yaml "
+        "then config/euroc.yaml",
     )
     return ap
 
@@ -303,6 +304,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _CLI,
         "node",
         "--ros-args",
+        *[x for f in a.params_file for x in ("--params-file", os.path.abspath(f))],  # first: the -p below win
         "-p",
         "use_sim_time:=true",
         "-p",
@@ -310,8 +312,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         "-p",
         f"diagnostics_period_s:={a.diagnostics_period_s}",
     ]
-    for f in a.params_file:
-        node_args += ["--params-file", os.path.abspath(f)]
     if a.queue_size:
         node_args += ["-p", f"queue_size:={a.queue_size}"]
     hints = dataset_hint_params(a.path, a.param) if a.dataset_hints else []

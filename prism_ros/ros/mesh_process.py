@@ -9,10 +9,9 @@ node's ``~/mesh`` topic with a publisher of its own (transient local, depth 1, l
 
 The child is started with ``spawn`` (never ``fork``: the parent runs DDS threads), runs at the lowest
 priority the system gives (Linux ``SCHED_IDLE``), and answers each snapshot with its build time and triangle
-count.  While the filter steps, the parent holds the child (:meth:`MeshProcess.pause`, SIGSTOP): on a
-machine with few cores an idle-priority process still takes cache, memory bandwidth and the moments before
-the scheduler preempts it, and the filter's step is what must not wait.  The child dies with its parent
-(``PR_SET_PDEATHSIG``), so a held child never outlives a crashed node.
+count.  It dies with its parent (``PR_SET_PDEATHSIG``).  It is never stopped with SIGSTOP around the filter's
+steps: a child stopped while it holds a lock of the DDS shared-memory transport (a port another process
+writes to) could stall that process, the node included (docs/results.md, "The node under full load").
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-import threading
 import time
 from typing import Dict, Optional, Tuple
 
@@ -60,12 +58,8 @@ class MeshProcess:
     """The child process that meshes snapshots and publishes ``topic`` (an absolute topic name).
 
     :meth:`build` sends one snapshot and waits for the child's answer (call it from an output thread,
-    never from the filter's); :meth:`pause` / :meth:`resume` hold and release the child (from the filter's
-    thread, around its step); :meth:`stop` ends the child.  Create it on a thread that outlives it: the
+    never from the filter's); :meth:`stop` ends the child.  Create it on a thread that outlives it: the
     child is killed when that thread exits (``PR_SET_PDEATHSIG`` follows the creating thread)."""
-
-    #: The most seconds one build may be held before :meth:`pause` lets it run through.
-    MAX_HELD_S = 2.0
 
     def __init__(
         self,
@@ -78,13 +72,11 @@ class MeshProcess:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_child_main, args=(child, topic, int(domain_id), node_name, namespace), name=node_name, daemon=True
+            target=_child_main,
+            args=(child, topic, int(domain_id), node_name, namespace, os.getpid()),
+            name=node_name,
+            daemon=True,
         )
-        self._paused_at: Optional[float] = None  # monotonic time of the pause in force
-        self._paused_s = 0.0  # total time held, ended pauses
-        self._build_held0: Optional[float] = None  # held_s() when the build in progress began
-        self._hold_lock = threading.Lock()  # pause / resume / stop from different threads
-        self._stopping = False
         self._proc.start()
         child.close()
         try:
@@ -107,64 +99,23 @@ class MeshProcess:
     def pid(self) -> Optional[int]:
         return self._proc.pid
 
-    def pause(self) -> None:
-        """Hold the child (SIGSTOP) until :meth:`resume`; nothing when it is already held or gone, or when
-        the build in progress has been held ``MAX_HELD_S`` in all (a filter busy without pause still gets
-        a mesh, late)."""
-        with self._hold_lock:
-            if self._paused_at is not None or self._stopping:
-                return
-            held0 = self._build_held0
-            if held0 is not None and self.held_s() - held0 > self.MAX_HELD_S:
-                return
-            if self._signal(signal.SIGSTOP):
-                self._paused_at = time.monotonic()
-
-    def resume(self) -> None:
-        """Release the child held by :meth:`pause` (SIGCONT)."""
-        with self._hold_lock:
-            t0 = self._paused_at
-            if t0 is None:
-                return
-            self._signal(signal.SIGCONT)
-            self._paused_s += time.monotonic() - t0
-            self._paused_at = None
-
-    def held_s(self) -> float:
-        """Seconds the child has been held in all, the current pause included."""
-        t0 = self._paused_at
-        return self._paused_s + (time.monotonic() - t0 if t0 is not None else 0.0)
-
-    def _signal(self, sig) -> bool:
-        pid = self._proc.pid
-        if pid is None or self._proc.exitcode is not None:
-            return False
-        try:
-            os.kill(pid, sig)
-            return True
-        except OSError:  # it exited meanwhile
-            return False
-
     def build(
         self, stamp: Tuple[int, int], frame_id: str, snap, color: Tuple[str, float, float], timeout_s: float = 60.0
     ) -> Tuple[float, int]:
         """Mesh ``snap`` and publish the whole mesh stamped ``stamp`` (sec, nanosec) in ``frame_id``;
         ``color`` = (mesh_color_mode, map_min_sigma_m, truncation_m).  Returns (child's ms, triangles);
-        RuntimeError when the child failed, died or ran longer than ``timeout_s`` (time held does not count)."""
-        t0, held0 = time.monotonic(), self.held_s()
-        self._build_held0 = held0
+        RuntimeError when the child failed, died or took longer than ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
         try:
             self._conn.send(("mesh", stamp, frame_id, snap, color))
             while not self._conn.poll(1.0):
                 if not self._proc.is_alive():
                     raise RuntimeError(f"the mesh process died (exit code {self._proc.exitcode})")
-                if time.monotonic() - t0 - (self.held_s() - held0) > timeout_s:
+                if time.monotonic() > deadline:
                     raise RuntimeError(f"the mesh process did not answer within {timeout_s:.0f} s")
             ok, ms, tris, error = self._conn.recv()
         except (EOFError, OSError) as e:  # the pipe closed: the child is gone
             raise RuntimeError(f"the mesh process died ({type(e).__name__}, exit code {self._proc.exitcode})") from e
-        finally:
-            self._build_held0 = None
         if not ok:
             raise RuntimeError(error)
         return ms, tris
@@ -172,9 +123,6 @@ class MeshProcess:
     def stop(self, timeout_s: float = 5.0) -> None:
         if self._conn.closed:
             return
-        with self._hold_lock:
-            self._stopping = True  # never held again
-        self.resume()
         try:
             if self._proc.is_alive():
                 self._conn.send(None)
@@ -201,19 +149,31 @@ def _lowest_priority() -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent exits (also while it is held by SIGSTOP)."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGKILL this process when the thread that started it exits (best effort: nothing elsewhere)."""
     if not sys.platform.startswith("linux"):
         return
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = (
+            libc.prctl(
+                ctypes.c_int(1),
+                ctypes.c_ulong(int(signal.SIGKILL)),
+                ctypes.c_ulong(0),
+                ctypes.c_ulong(0),
+                ctypes.c_ulong(0),
+            )
+            == 0
+        )  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):
-        pass
+        return
+    if ok and os.getppid() != parent_pid:  # the parent died before the request: go now
+        os._exit(1)
 
 
-def _child_main(conn, topic: str, domain_id: int, node_name: str, namespace: str) -> None:
+def _child_main(conn, topic: str, domain_id: int, node_name: str, namespace: str, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent ends us
-    _die_with_parent()
+    _die_with_parent(parent_pid)
     _lowest_priority()
     try:
         import rclpy

@@ -375,8 +375,7 @@ class PrismNode(Node):
                 self._execute(cmd)
             if item is not None:
                 try:
-                    with self._map_out.filter_step():  # the mesh process is held meanwhile
-                        self._process(item)
+                    self._process(item)
                 except Exception as e:
                     self._error("step", f"filter step failed at t={item.stamp:.6f}: {type(e).__name__}: {e}")
             else:

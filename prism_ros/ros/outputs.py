@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -159,18 +158,6 @@ class MapOutputs:
             self._cv.notify_all()
         return ms
 
-    @contextlib.contextmanager
-    def filter_step(self):
-        """Around a filter step (on the filter's thread): the mesh process is held meanwhile."""
-        proc = self._mesh_proc
-        if proc is not None:
-            proc.pause()
-        try:
-            yield
-        finally:
-            if proc is not None:
-                proc.resume()
-
     def stop(self, timeout_s: float = 5.0) -> None:
         with self._cv:
             self._stopped = True
@@ -181,7 +168,8 @@ class MapOutputs:
         self._stop_mesh_process()
 
     def _stop_mesh_process(self) -> None:
-        proc, self._mesh_proc = self._mesh_proc, None
+        with self._cv:  # the output thread and stop() may both get here (stop's join timed out)
+            proc, self._mesh_proc = self._mesh_proc, None
         if proc is not None:
             proc.stop()
 
@@ -192,6 +180,8 @@ class MapOutputs:
             if self.frames_since_cloud == 0:
                 return None
             cfg = self.cfg
+            if self.surface.max_abs_sdf_m != cfg.cloud_max_sdf_m:  # changed at runtime: start again
+                self.surface = SurfaceCloudBuilder(cfg.cloud_max_sdf_m, min_count=1)
             delta, surf = self.surface.snapshot(tsdf_map), self.surface  # the blocks fused since the last one
             self.frames_since_cloud = 0
             return lambda: self._build_cloud(header, surf, delta, cfg)

@@ -38,23 +38,35 @@ class ThreadLoad:
         self._lock = threading.Lock()
         self._threads: Dict[str, int] = {}  # name -> native thread id
         self._children: Dict[str, int] = {}  # name -> pid
-        self._last: Dict[str, float] = {}
+        self._last: Dict[str, float] = {}  # CPU seconds at the last window, or at registration
         self._t_last = time.monotonic()
         self.available = os.path.exists("/proc/self/stat")
 
     def register_thread(self, name: str, tid: Optional[int] = None) -> None:
-        """Count thread ``tid`` (native id; default: the calling thread) as ``name``."""
+        """Count thread ``tid`` (native id; default: the calling thread) as ``name`` (again: nothing changes).
+        Its CPU counts from now on: its past, until now in "other", stays out of both."""
+        tid = threading.get_native_id() if tid is None else int(tid)
         with self._lock:
-            self._threads[name] = threading.get_native_id() if tid is None else int(tid)
+            if self._threads.get(name) == tid:
+                return
+            self._threads[name] = tid
+            v = _cpu_s(f"/proc/{os.getpid()}/task/{tid}/stat") if self.available else None
+            if v is not None:
+                self._last[name] = v
+                if "other" in self._last:
+                    self._last["other"] -= v
 
     def register_child(self, name: str, pid: Optional[int]) -> None:
-        """Count process ``pid`` as ``name`` (None: forget it)."""
+        """Count process ``pid`` as ``name``, its CPU from now on (None: forget it)."""
         with self._lock:
             if pid is None:
                 self._children.pop(name, None)
                 self._last.pop(name, None)
-            else:
+            elif self._children.get(name) != int(pid):
                 self._children[name] = int(pid)
+                v = _cpu_s(f"/proc/{int(pid)}/stat") if self.available else None
+                if v is not None:
+                    self._last[name] = v
 
     def _read(self) -> Dict[str, float]:
         now: Dict[str, float] = {}
@@ -75,7 +87,8 @@ class ThreadLoad:
         return now
 
     def window(self) -> Dict[str, float]:
-        """Percent of one core each used since the last call (the first call: since construction)."""
+        """Percent of one core each used since the last call, or since it was registered (the first call: since
+        construction)."""
         if not self.available:
             return {}
         with self._lock:

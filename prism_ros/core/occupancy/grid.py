@@ -238,8 +238,6 @@ class OccupancyGridBuilder:
         t0 = time.perf_counter()
         self._mark_dirty(tsdf_map)
         keys = list(self._pending.keys())[: self.max_columns]
-        for k in keys:
-            del self._pending[k]
         k = np.array(keys, dtype=np.int64)
         cols = np.stack([(k >> 32) - (1 << 30), (k & 0xFFFFFFFF) - (1 << 30)], axis=1)
         free = tsdf_map.free_space
@@ -251,8 +249,10 @@ class OccupancyGridBuilder:
             distance_sigma_ratio=float(tsdf_map.distance_sigma_ratio),
             free_table=free.probability_table(tsdf_map) if free is not None else None,
             reset=self._cache_stale,
-            pending=len(self._pending),
+            pending=len(self._pending) - len(keys),
         )
+        for k in keys:  # only once the copy is taken
+            del self._pending[k]
         self._cache_stale = False
         self.last_stats["snapshot_ms"] = (time.perf_counter() - t0) * 1e3
         return snap
