@@ -20,8 +20,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from .occupancy import collision_probability, occupancy_probability
-from .occupancy.probability import reported_sigma
 from .occupancy.free_space import FreeSpaceLayer
+from .occupancy.probability import reported_sigma
 from .tsdf_kernels import allocate_blocks, integrate_blocks, query_points, surface_block_counts, surface_voxels
 from .voxel_hash import BLOCK, BLOCK3, BLOCK_MASK, BLOCK_SHIFT, new_table, rebuild_hash
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..voxel_hash import BLOCK, find_blocks
 from .free_space import FREE_SUB
-from .probability import check_band, reported_sigma
+from .probability import belief_occupancy, check_band
 
 __all__ = ["ColumnSnapshot", "OccupancyGrid2D", "OccupancyGridBuilder"]
 
@@ -207,16 +207,13 @@ class OccupancyGridBuilder:
     @staticmethod
     def _reduce(snap: "ColumnSnapshot") -> np.ndarray:
         """(M, 8, 8) band maximum of P(occupied) at voxel xy of the snapshot's columns; NaN unknown."""
-        from scipy.special import ndtr  # on first use, as in .probability
-
         out = np.full((len(snap.cols), BLOCK, BLOCK), np.nan, np.float32)
         for layer in snap.layers:
             zin, has = layer.zin, layer.has
             if has.any():
                 shape = (-1, BLOCK, BLOCK, BLOCK)  # [lz, ly, lx]
-                mu = np.asarray(layer.mu, np.float64).reshape(shape)
-                sigma = reported_sigma(layer.var.reshape(shape), mu, snap.model_var, snap.distance_sigma_ratio)
-                p = ndtr(-mu / sigma).astype(np.float32)
+                mu, var = layer.mu.reshape(shape), layer.var.reshape(shape)
+                p = belief_occupancy(mu, var, snap.model_var, snap.distance_sigma_ratio).astype(np.float32)
                 p[layer.cnt.reshape(shape) == 0] = np.nan
                 p[:, ~zin] = np.nan
                 out[has] = np.fmax(out[has], np.nanmax(np.where(np.isnan(p), -np.inf, p), axis=1).astype(np.float32))

@@ -18,6 +18,7 @@ __all__ = [
     "check_band",
     "reported_sigma",
     "voxel_occupancy",
+    "belief_occupancy",
     "occupancy_probability",
     "collision_probability",
 ]
@@ -45,11 +46,16 @@ def check_band(min_z_m: float, max_z_m: float) -> None:
 
 
 def voxel_occupancy(tsdf_map, mu: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """P(SDF < 0) = Phi(-mu / sigma) for fused voxel beliefs (mu, var), sigma as reported."""
+    """P(SDF < 0) = Phi(-mu / sigma) for fused voxel beliefs (mu, var), sigma as ``tsdf_map`` reports it."""
+    return belief_occupancy(mu, var, tsdf_map.model_var, tsdf_map.distance_sigma_ratio)
+
+
+def belief_occupancy(mu: np.ndarray, var: np.ndarray, model_var: float, distance_sigma_ratio: float) -> np.ndarray:
+    """:func:`voxel_occupancy` from the map's systematic terms instead of the map (no map access)."""
     from scipy.special import ndtr  # on first use: the map, hence the filter, imports this package
 
     mu = np.asarray(mu, dtype=np.float64)
-    return ndtr(-mu / tsdf_map.reported_sigma(var, mu))
+    return ndtr(-mu / reported_sigma(var, mu, model_var, distance_sigma_ratio))
 
 
 def occupancy_probability(tsdf_map, points_w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
