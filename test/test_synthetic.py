@@ -299,3 +299,51 @@ def test_render_speed(clean):
         ts.append(time.perf_counter() - t0)
     # ~20 ms of CPU at 320x240 on one core; generous bound for loaded CI machines
     assert np.median(ts) < 0.25, ts
+
+
+def test_rolling_shutter_sees_each_row_at_its_own_time():
+    """readout_s: row v is rendered at t + (v / (H - 1) - 1/2) readout_s (the middle row at the stamp), exactly the
+    rows of a global-shutter render at that time; T_w_c_gt stays the pose at the stamp."""
+    gs = SyntheticSequence(width=64, height=48, n_frames=8, noise=False, speed=2.0)
+    rs = SyntheticSequence(width=64, height=48, n_frames=8, noise=False, speed=2.0, readout_s=0.03)
+    i, H = 5, 48
+    t = float(rs.stamps()[i])
+    frame = rs[i]
+    np.testing.assert_array_equal(frame.T_w_c_gt, gs[i].T_w_c_gt)
+    for v in (0, 17, H - 1):
+        T_v = gs.pose_at(t + (v / (H - 1) - 0.5) * 0.03)
+        row = gs.render(T_v)["depth"][v]
+        np.testing.assert_allclose(frame.depth[v], row, rtol=1e-6, atol=0)
+    # the shutter shows: the first and last rows are not where a global shutter would see them
+    still = gs[i].depth
+    valid = (still > 0) & (frame.depth > 0)
+    for v in (0, H - 1):
+        assert np.abs(frame.depth[v] - still[v])[valid[v]].mean() > 1e-3
+
+
+def test_motion_blur_averages_the_colour_over_the_exposure():
+    """exposure_s: the colour is the mean of blur_samples renders spread evenly over the exposure; depth unblurred."""
+    gs = SyntheticSequence(width=64, height=48, n_frames=8, noise=False, speed=2.0)
+    bl = SyntheticSequence(width=64, height=48, n_frames=8, noise=False, speed=2.0, exposure_s=0.06, blur_samples=3)
+    i = 4
+    t = i / 30.0
+    mean = sum(gs.render(gs.pose_at(t + d))["color"] for d in (-0.03, 0.0, 0.03)) / 3.0
+    frame = bl[i]
+    expected = np.clip(np.round(mean * 255.0), 0, 255)
+    assert np.abs(frame.rgb.astype(np.float64) - expected).max() <= 1.0
+    assert np.abs(frame.rgb.astype(np.float64) - gs[i].rgb).max() > 20.0  # the blur shows at edges
+    np.testing.assert_array_equal(frame.depth, gs[i].depth)
+
+
+def test_timing_options_in_the_name_round_trip():
+    from prism_ros.sim.synthetic import open_synthetic
+
+    assert SyntheticSequence(width=32, height=24, n_frames=3).name == "synthetic:3@32x24,seed=0"
+    s = open_synthetic("synthetic:3@32x24,seed=1,speed=2,readout=0.03,exposure=0.01")
+    assert (s.speed, s.readout_s, s.exposure_s, s.seed) == (2.0, 0.03, 0.01, 1)
+    assert s.name == "synthetic:3@32x24,seed=1,speed=2,readout=0.03,exposure=0.01"
+    assert open_synthetic(s.name).name == s.name
+    with pytest.raises(ValueError):
+        open_synthetic("synthetic:3,readout=")
+    with pytest.raises(ValueError):
+        SyntheticSequence(n_frames=3, readout_s=-0.01)

@@ -226,6 +226,14 @@ FILTER_PARAMS: Tuple[ParamSpec, ...] = (
         0.0,
         1.0,
     ),
+    _p(
+        "camera_readout_s",
+        0.0,
+        "Rolling shutter: rows are read top to bottom over this time (s), the middle one at the stamp; frames are "
+        "re-sampled to their stamp with the latest velocity. 0: a global shutter.",
+        0.0,
+        0.1,
+    ),
     # --- tracking --------------------------------------------------------------
     _p("track_levels", 3, "Image pyramid levels the tracker uses, coarse to fine.", 1, 5),
     _p(

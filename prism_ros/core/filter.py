@@ -1,5 +1,6 @@
 """The PRISM filter: one Bayes-filter step per RGB-D frame (:meth:`PrismFilter.step`).
 
+    0. deskew    a rolling-shutter frame re-sampled to its stamp (``camera_readout_s``; :mod:`.rolling_shutter`)
     1. predict   the pose and velocity through the dynamics (constant velocity or a control)
     2. render    the map once at the predicted pose (depth, normals, intensity, map sigma)
     3. track     Gauss-Newton MAP of the pose: ICP + photometric + dynamics prior
@@ -29,6 +30,7 @@ from .image import InvalidFrameError, build_frame
 from .mesh import BlockMesher
 from .occupancy import FreeSpaceLayer, OccupancyGridBuilder
 from .recovery import Quality, Recovery
+from .rolling_shutter import deskew
 from .predictive import depth_predictive_counts
 from .render import render_map
 from .tracker import track
@@ -173,6 +175,7 @@ class PrismFilter:
         """
         st = _Stages()
         with st("preprocess"):
+            rgb, depth, depth_sigma = self._deskew(rgb, depth, depth_sigma, control)
             frame = self._preprocess(rgb, depth, stamp, depth_sigma)
         if self.state is None and not self.relocalising:  # the first frame defines the map
             return self._initialise(frame, stamp, st)
@@ -222,6 +225,23 @@ class PrismFilter:
             self._fuse(frame, self.state.T_w_c, self.state.Sigma, stamp)
         self.frames_seen += 1
         return self._result(stamp, StepOutcome.INITIALISED, "initialised", 1.0, 0, st)
+
+    def _deskew(self, rgb, depth, depth_sigma, control: Optional[Control]):
+        """A rolling-shutter frame (``camera_readout_s`` > 0) re-sampled to its stamp with the control's velocity
+        (IMU) or the last estimate; unchanged for a global shutter, before the first frame and at rest."""
+        readout = self.cfg.camera_readout_s
+        if readout <= 0 or self.state is None:
+            return rgb, depth, depth_sigma
+        nu = control.nu_curr if control is not None and control.nu_curr is not None else self.state.nu
+        shape = (self.camera.height, self.camera.width)
+        if (
+            np.shape(depth) != shape
+            or np.shape(rgb)[:2] != shape
+            or (depth_sigma is not None and np.shape(depth_sigma) != shape)
+        ):
+            return rgb, depth, depth_sigma  # _preprocess refuses it with a clear error
+        depth, rgb, depth_sigma = deskew(depth, rgb, self.camera.params, readout, nu, depth_sigma)
+        return rgb, depth, depth_sigma
 
     def _preprocess(self, rgb, depth, stamp, depth_sigma):
         c = self.cfg
@@ -460,6 +480,7 @@ class PrismFilter:
         rgb = np.stack([(128 + 100 * np.sin(uu * 0.7) * np.cos(vv * 0.5)).astype(np.uint8)] * 3, axis=-1)
         for i in range(3):
             f.step(rgb, depth, 0.1 * i + 1.0)
+        deskew(depth, rgb, small.params, 0.03, np.ones(6))  # compiled here, used with camera_readout_s > 0
         f.map.query(np.zeros((1, 3)))
         f.map.extract_surface(0.01)
         # the map outputs' snapshots (they run on the thread that owns the map)

@@ -160,9 +160,10 @@ def _room_exit(k, ox, oy, oz, dx, dy, dz, centre, R_ow, prm):
 
 
 @njit(cache=True, parallel=True)
-def _render_kernel(T_w_c, rays, ptype, centre, R_ow, prm, bound, albedo, tex, texk, texture, light1, light2):
+def _render_kernel(T_rows, rays, ptype, centre, R_ow, prm, bound, albedo, tex, texk, texture, light1, light2):
     """Per pixel: the room intersected analytically, the objects whose bounding spheres the ray crosses first sphere
-    traced to sdf < _TRACE_EPS and refined by a Newton step.  ``rays`` (H, W, 2): each pixel's (x/z, y/z).
+    traced to sdf < _TRACE_EPS and refined by a Newton step.  ``rays`` (H, W, 2): each pixel's (x/z, y/z);
+    ``T_rows`` (H, 4, 4): the camera-to-world pose each image row is seen from.
     """
     height = rays.shape[0]
     width = rays.shape[1]
@@ -172,9 +173,6 @@ def _render_kernel(T_w_c, rays, ptype, centre, R_ow, prm, bound, albedo, tex, te
     cosang = np.zeros((height, width), dtype=np.float32)
     ids = np.full((height, width), -1, dtype=np.int32)
     steps = np.zeros((height, width), dtype=np.int32)
-    ox = T_w_c[0, 3]
-    oy = T_w_c[1, 3]
-    oz = T_w_c[2, 3]
     nprim = ptype.shape[0]
     room = -1
     for k in range(nprim):
@@ -182,6 +180,10 @@ def _render_kernel(T_w_c, rays, ptype, centre, R_ow, prm, bound, albedo, tex, te
             room = k
     h = 1e-5
     for v in prange(height):
+        T_w_c = T_rows[v]
+        ox = T_w_c[0, 3]
+        oy = T_w_c[1, 3]
+        oz = T_w_c[2, 3]
         alb = np.empty(3)
         cand = np.empty(nprim, dtype=np.int64)
         for u in range(width):
@@ -311,9 +313,10 @@ _L2 = np.array([-0.6, -0.7, 0.4]) / np.linalg.norm([-0.6, -0.7, 0.4])
 
 
 def render_scene(T_w_c: np.ndarray, camera: Camera, scene: Optional[dict] = None):
-    """Noise-free render at pose ``T_w_c``: a dict of ``depth`` HxW float32 (optical z, 0 = no hit), ``normal`` HxWx3
-    (world), ``color`` HxWx3 in [0, 1], ``cos_incidence`` HxW, ``ids`` HxW int32 (primitive index, 0 = room, -1 no
-    hit) and ``steps`` HxW int32 (sphere-tracing steps).
+    """Noise-free render at pose ``T_w_c`` (4x4; or (H, 4, 4), one pose per image row: a rolling shutter): a dict
+    of ``depth`` HxW float32 (optical z, 0 = no hit), ``normal`` HxWx3 (world), ``color`` HxWx3 in [0, 1],
+    ``cos_incidence`` HxW, ``ids`` HxW int32 (primitive index, 0 = room, -1 no hit) and ``steps`` HxW int32
+    (sphere-tracing steps).
     """
     return render_rays(T_w_c, pinhole_rays(camera), scene)
 
@@ -328,12 +331,18 @@ def pinhole_rays(camera: Camera) -> np.ndarray:
 def render_rays(T_w_c: np.ndarray, rays: np.ndarray, scene: Optional[dict] = None):
     """:func:`render_scene` for any central camera: ``rays`` (H, W, 2) holds each pixel's
     ray (x/z, y/z) in the optical frame (e.g. ``cv2.undistortPoints`` of the pixel
-    centres of a distorted camera).  ``depth`` is the optical z of the hit."""
+    centres of a distorted camera).  ``depth`` is the optical z of the hit in the frame of the pixel's row:
+    ``T_w_c`` is one 4x4 pose or (H, 4, 4), one per row."""
     sc = scene if scene is not None else default_scene()
-    T = np.ascontiguousarray(np.asarray(T_w_c, dtype=np.float64))
     rays = np.ascontiguousarray(rays, dtype=np.float64)
     if rays.ndim != 3 or rays.shape[2] != 2:
         raise ValueError(f"rays must be (H, W, 2), got {rays.shape}")
+    T = np.asarray(T_w_c, dtype=np.float64)
+    if T.shape == (4, 4):
+        T = np.broadcast_to(T, (rays.shape[0], 4, 4))
+    if T.shape != (rays.shape[0], 4, 4):
+        raise ValueError(f"T_w_c must be 4x4 or ({rays.shape[0]}, 4, 4), got {T.shape}")
+    T = np.ascontiguousarray(T)
     depth, normal, color, cosang, ids, steps = _render_kernel(
         T,
         rays,

@@ -13,6 +13,14 @@ Noise (``noise=True``):
   noisy depths outside [``depth_min``, ``depth_max``];
 * colour: N(0, ``color_noise``^2) in uint8 counts, rounded and clipped.
 
+Camera timing (both off by default, exact either way: ``T_w_c_gt`` is the pose at the frame's stamp):
+
+* ``readout_s``: a rolling shutter.  Row v is seen at ``t + (v / (H - 1) - 1/2) readout_s``, so the middle row at
+  the stamp; depth and colour share the rows' timing (a registered RGB-D sensor; a Kinect v1 reads out in about
+  30 ms).
+* ``exposure_s``: motion blur of the colour image, the mean of ``blur_samples`` renders spread evenly over the
+  exposure around each row's time (the depth is not blurred).
+
 Noise is drawn from ``numpy.random.default_rng([seed, 7, global_frame_index])``: a frame is the same whatever ``start``
 or the access order.  The camera orbits the room centre on a seeded smooth trajectory (sums of sinusoids) looking around
 the table; frame ``i`` is at t = (start + i) / fps and ``T_w_c_gt`` is exact.
@@ -143,6 +151,9 @@ class SyntheticSequence(DatasetBase):
         speed: float = 1.0,
         cache: int = 0,
         name: Optional[str] = None,
+        readout_s: float = 0.0,
+        exposure_s: float = 0.0,
+        blur_samples: int = 5,
     ):
         if n_frames <= 0:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
@@ -150,6 +161,11 @@ class SyntheticSequence(DatasetBase):
             raise ValueError(f"fps must be positive, got {fps}")
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
+        if readout_s < 0 or exposure_s < 0 or blur_samples < 1:
+            raise ValueError(
+                f"readout_s and exposure_s must be >= 0 and blur_samples >= 1, got {readout_s}, {exposure_s}, "
+                f"{blur_samples}"
+            )
         w, h = int(width), int(height)
         f = 525.0 * w / 640.0
         self.camera = Camera(
@@ -178,13 +194,23 @@ class SyntheticSequence(DatasetBase):
         self.color_noise = float(color_noise)
         self.noise_corr_px = max(1, int(noise_corr_px))
         self.start = int(start)
+        self.readout_s = float(readout_s)
+        self.exposure_s = float(exposure_s)
+        self.blur_samples = int(blur_samples) if exposure_s > 0 else 1
+        self.speed = float(speed)
         self.scene = default_scene()
         self._traj = _Trajectory(self.seed, speed)
         self._stamps = (self.start + np.arange(int(n_frames))) / self.fps
         self._gt = [self._traj.pose(t) for t in self._stamps]
         self._cache: "OrderedDict[int, Frame]" = OrderedDict()
         self._cache_size = int(cache)
-        self.name = name or f"synthetic:{int(n_frames)}@{w}x{h},seed={self.seed}{'' if self.noise else ',clean'}"
+        # the options that differ from the defaults, as open_synthetic reads them back
+        timing = (f",speed={speed:g}" if speed != 1.0 else "") + "".join(
+            f",{key}={value:g}" for key, value in (("readout", readout_s), ("exposure", exposure_s)) if value > 0
+        )
+        self.name = (
+            name or f"synthetic:{int(n_frames)}@{w}x{h},seed={self.seed}{'' if self.noise else ',clean'}{timing}"
+        )
 
     # --- geometry / ground truth ------------------------------------------------
     def sdf(self, points: np.ndarray) -> np.ndarray:
@@ -223,7 +249,7 @@ class SyntheticSequence(DatasetBase):
             fr = self._cache[i]
             return Frame(fr.index, fr.stamp, fr.rgb.copy(), fr.depth.copy(), fr.T_w_c_gt.copy(), None)
         T = self._gt[i]
-        r = render_scene(T, self.camera, self.scene)
+        r = self._render_timed(float(self._stamps[i]))
         depth = r["depth"]
         color = r["color"]
         if self.noise or self.holes:
@@ -268,9 +294,29 @@ class SyntheticSequence(DatasetBase):
                 self._cache.popitem(last=False)
         return fr
 
+    def row_poses(self, t: float) -> np.ndarray:
+        """(H, 4, 4): the pose each image row is seen from for a frame stamped ``t`` (``readout_s``)."""
+        H = self.camera.height
+        dt = (np.arange(H) / max(H - 1, 1) - 0.5) * self.readout_s
+        return np.stack([self._traj.pose(t + d) for d in dt])
+
+    def _render_timed(self, t: float) -> dict:
+        """The render of a frame stamped ``t``: rolling shutter (``readout_s``), colour blurred over ``exposure_s``."""
+        if self.readout_s == 0 and self.exposure_s == 0:
+            return render_scene(self._traj.pose(t), self.camera, self.scene)
+        r = render_scene(self.row_poses(t), self.camera, self.scene)
+        if self.blur_samples > 1:
+            offsets = (np.arange(self.blur_samples) / (self.blur_samples - 1) - 0.5) * self.exposure_s
+            colour = np.zeros_like(r["color"])
+            for d in offsets:
+                colour += render_scene(self.row_poses(t + d), self.camera, self.scene)["color"]
+            r["color"] = colour / len(offsets)
+        return r
+
 
 def open_synthetic(name: str, start: int = 0, frames: Optional[int] = None, **kw) -> SyntheticSequence:
-    """Open ``"synthetic"`` or ``"synthetic:<n_frames>[@<w>x<h>][,seed=<s>][,clean]"`` (the name a sequence prints);
+    """Open ``"synthetic"`` or ``"synthetic:<n_frames>[@<w>x<h>][,seed=<s>][,clean][,speed=<x>][,readout=<s>]
+    [,exposure=<s>]"`` (the name a sequence prints; ``readout`` / ``exposure``: ``readout_s`` / ``exposure_s``);
     plain ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None), 640x480 by default.
     """
     p = str(name)
@@ -289,6 +335,8 @@ def open_synthetic(name: str, start: int = 0, frames: Optional[int] = None, **kw
                         kw["seed"] = int(value)
                     elif key == "clean" and not value:
                         kw["noise"] = False
+                    elif key in ("speed", "readout", "exposure") and value:
+                        kw[{"readout": "readout_s", "exposure": "exposure_s"}.get(key, key)] = float(value)
                     else:
                         raise ValueError(opt)
                 if "@" in spec:  # synthetic:<n_frames>@<width>x<height>
@@ -300,7 +348,8 @@ def open_synthetic(name: str, start: int = 0, frames: Optional[int] = None, **kw
                 raise ValueError(
                     f"'{p}': expected 'synthetic', 'synthetic:<n_frames>' or "
                     f"'synthetic:<n_frames>@<width>x<height>' with integers, optionally "
-                    f"followed by ',seed=<s>' and ',clean' (as the sequence's name prints)"
+                    f"followed by ',seed=<s>', ',clean', ',speed=<x>', ',readout=<s>', ',exposure=<s>' "
+                    "(as the sequence's name prints)"
                 ) from None
         if n_total <= 0:
             raise ValueError(f"'{p}': the number of frames must be positive")
