@@ -56,11 +56,36 @@ def test_deskew_leaves_a_still_frame_alone(rolling):
     np.testing.assert_array_equal(depth, rs["depth"])
     np.testing.assert_array_equal(colour, rgb)
     assert sigma is None
-    # a mono image is re-sampled as one channel
+    # a mono image is re-sampled as the colour image's first channel
     d2, mono, _ = deskew(rs["depth"], rgb[:, :, 0].copy(), seq.camera.params, READOUT_S, NU)
+    _, colour, _ = deskew(rs["depth"], rgb, seq.camera.params, READOUT_S, NU)
     assert mono.shape == (240, 320) and (d2 > 0).mean() > 0.9
+    np.testing.assert_array_equal(mono, colour[:, :, 0])
+    for bad_rgb in (rgb[:100], rgb[:, :, :1].copy(), np.dstack([rgb, rgb[:, :, :1]])):
+        with pytest.raises(ValueError):
+            deskew(rs["depth"], bad_rgb, seq.camera.params, READOUT_S, NU)
     with pytest.raises(ValueError):
-        deskew(rs["depth"], rgb[:100], seq.camera.params, READOUT_S, NU)
+        deskew(rs["depth"], rgb, seq.camera.params, READOUT_S, np.full(6, np.nan))
+
+
+def test_filter_keeps_the_frame_when_the_twist_is_unusable():
+    """A NaN twist, or one so large (an IMU spike) that most depth would leave the image, leaves the frame as it
+    came (the step then tracks the raw frame instead of refusing it as nearly empty)."""
+    from prism_ros.core.filter import PrismFilter
+    from prism_ros.core.types import Control
+
+    seq = SyntheticSequence(width=64, height=48, n_frames=3, noise=False)
+    f = PrismFilter(PrismConfig.from_yaml().replace(camera_readout_s=READOUT_S), seq.camera, seq[0].T_w_c_gt)
+    fr = seq[0]
+    f.step(fr.rgb, fr.depth, fr.stamp)  # the first frame: a state to take the velocity from
+    for nu in (np.full(6, np.nan), 1000.0 * NU):
+        control = Control(np.eye(4), np.eye(6) * 1e-4, nu_curr=nu, nu_cov=np.eye(6))
+        rgb, depth, sigma = f._deskew(fr.rgb, fr.depth, None, control)
+        assert rgb is fr.rgb and depth is fr.depth and sigma is None
+    # a usable twist is applied
+    control = Control(np.eye(4), np.eye(6) * 1e-4, nu_curr=NU, nu_cov=np.eye(6))
+    _, depth, _ = f._deskew(fr.rgb, fr.depth, None, control)
+    assert depth is not fr.depth and (depth > 0).mean() > 0.5
 
 
 def test_filter_with_the_readout_tracks_a_rolling_shutter_sequence():

@@ -341,9 +341,10 @@ def test_timing_options_in_the_name_round_trip():
     assert SyntheticSequence(width=32, height=24, n_frames=3).name == "synthetic:3@32x24,seed=0"
     s = open_synthetic("synthetic:3@32x24,seed=1,speed=2,readout=0.03,exposure=0.01")
     assert (s.speed, s.readout_s, s.exposure_s, s.seed) == (2.0, 0.03, 0.01, 1)
-    assert s.name == "synthetic:3@32x24,seed=1,speed=2,readout=0.03,exposure=0.01"
+    assert s.name == "synthetic:3@32x24,seed=1,speed=2.0,readout=0.03,exposure=0.01"
     assert open_synthetic(s.name).name == s.name
-    with pytest.raises(ValueError):
-        open_synthetic("synthetic:3,readout=")
-    with pytest.raises(ValueError):
-        SyntheticSequence(n_frames=3, readout_s=-0.01)
+    third = SyntheticSequence(width=32, height=24, n_frames=3, readout_s=1 / 30)
+    assert open_synthetic(third.name).readout_s == 1 / 30  # the name keeps every digit
+    for bad in ("synthetic:3,readout=", "synthetic:3,readout=-0.01", "synthetic:3,exposure=nan", "synthetic:3,speed=0"):
+        with pytest.raises(ValueError):
+            open_synthetic(bad)

@@ -236,12 +236,16 @@ class PrismFilter:
         shape = (self.camera.height, self.camera.width)
         if (
             np.shape(depth) != shape
-            or np.shape(rgb)[:2] != shape
+            or np.shape(rgb) not in (shape, shape + (3,))
             or (depth_sigma is not None and np.shape(depth_sigma) != shape)
+            or not np.all(np.isfinite(nu))
         ):
-            return rgb, depth, depth_sigma  # _preprocess refuses it with a clear error
-        depth, rgb, depth_sigma = deskew(depth, rgb, self.camera.params, readout, nu, depth_sigma)
-        return rgb, depth, depth_sigma
+            return rgb, depth, depth_sigma  # _preprocess refuses a bad frame with a clear error
+        d, c, s = deskew(depth, rgb, self.camera.params, readout, nu, depth_sigma)
+        # a twist that throws most of the depth out of the image (an IMU spike) must not lose the frame
+        if np.count_nonzero(d > 0) < 0.5 * np.count_nonzero(np.asarray(depth) > 0):
+            return rgb, depth, depth_sigma
+        return c, d, s
 
     def _preprocess(self, rgb, depth, stamp, depth_sigma):
         c = self.cfg

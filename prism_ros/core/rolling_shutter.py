@@ -34,9 +34,9 @@ def row_times(height: int, readout_s: float) -> np.ndarray:
 
 
 def max_shift_px(depth: np.ndarray, K: np.ndarray, readout_s: float, nu: np.ndarray) -> float:
-    """A bound on how far (px) any pixel moves between its row's time and the stamp: half the readout times the
-    rotation's image speed (at most twice ``f |w|`` within a 90 degree field of view) plus the translation's at the
-    nearest depth."""
+    """An estimate of how far (px) a pixel moves between its row's time and the stamp: half the readout times the
+    rotation's image speed (taken as twice ``f |w|``, a bound within a 90 degree field of view) plus the lateral
+    translation's at the nearest depth."""
     valid = depth[depth > 0]
     if valid.size == 0:
         return 0.0
@@ -117,8 +117,10 @@ def _deskew_kernel(depth, rgb, sigma, K, R, t, out_depth, out_rgb, out_sigma):
                 out_sigma[v, u] = 0.0
             su = min(max(u + off_u, 0.0), W - 1.0)
             sv = min(max(v + off_v, 0.0), H - 1.0)
-            qz = 0.0
             err = np.inf
+            hu = su
+            hv = sv
+            hz = 0.0
             for _ in range(_ITERATIONS):
                 d = _depth_at(depth, su, sv, _SMOOTH)
                 if not d > 0.0:
@@ -144,19 +146,21 @@ def _deskew_kernel(depth, rgb, sigma, K, R, t, out_depth, out_rgb, out_sigma):
                 du = fx * qx / qz + cx - u
                 dv = fy * qy / qz + cy - v
                 err = max(abs(du), abs(dv))
+                hu = su  # the point that gave qz and err
+                hv = sv
+                hz = qz
                 if err < _TOLERANCE_PX:
                     break
                 su -= du
                 sv -= dv
                 if su < -0.5 or sv < -0.5 or su > W - 0.5 or sv > H - 0.5:
-                    err = np.inf
-                    break
+                    break  # the last point (hu, hv) still counts if it landed within half a pixel
             if err <= 0.5:
-                off_u = su - u
-                off_v = sv - v
-                iu = min(max(int(math.floor(su + 0.5)), 0), W - 1)
-                iv = min(max(int(math.floor(sv + 0.5)), 0), H - 1)
-                out_depth[v, u] = qz
+                off_u = hu - u
+                off_v = hv - v
+                iu = min(max(int(math.floor(hu + 0.5)), 0), W - 1)
+                iv = min(max(int(math.floor(hv + 0.5)), 0), H - 1)
+                out_depth[v, u] = hz
                 for c in range(3):
                     out_rgb[v, u, c] = rgb[iv, iu, c]
                 if has_sigma:
@@ -178,9 +182,19 @@ def deskew(
     """
     depth = np.ascontiguousarray(depth, dtype=np.float32)
     H, W = depth.shape
-    if rgb.shape[:2] != (H, W) or (depth_sigma is not None and depth_sigma.shape != (H, W)):
-        raise ValueError(f"colour {rgb.shape} / sigma image must have the depth image's size {depth.shape}")
     nu = np.asarray(nu, dtype=np.float64).reshape(6)
+    if (
+        rgb.shape[:2] != (H, W)
+        or not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3))
+        or (depth_sigma is not None and depth_sigma.shape != (H, W))
+        or min(H, W) < 2
+    ):
+        raise ValueError(
+            f"expected an HxW or HxWx3 colour image and a sigma image of the depth image's size {depth.shape} "
+            f"(at least 2x2), got {rgb.shape}" + ("" if depth_sigma is None else f" and {depth_sigma.shape}")
+        )
+    if not np.all(np.isfinite(nu)):
+        raise ValueError(f"the twist must be finite, got {nu}")
     if max_shift_px(depth, K, readout_s, nu) < NEGLIGIBLE_PX:
         return depth, rgb, depth_sigma
     R = np.empty((H, 3, 3))

@@ -4,8 +4,9 @@
 
 * a named sequence (:func:`register_sequence`; ``"synthetic"`` comes from ``prism_ros.sim.synthetic`` through an entry
   point, ``kw`` going to its constructor): ``"synthetic"`` has ``start + frames`` frames (150 when ``frames`` is None)
-  at 640x480; ``"synthetic:<n>@<w>x<h>"`` with ``",seed=<s>"`` and ``",clean"`` suffixes (the name a sequence prints
-  opens it again); ``start``/``frames`` select a window, frame i at (start + i) / fps;
+  at 640x480; ``"synthetic:<n>@<w>x<h>"`` with ``",seed=<s>"``, ``",clean"``, ``",speed=<x>"``, ``",readout=<s>"`` and
+  ``",exposure=<s>"`` suffixes (the name a sequence prints opens it again); ``start``/``frames`` select a
+  window, frame i at (start + i) / fps;
 * a folder accepted by one of :data:`DETECTORS`, tried in order (TUM RGB-D: ``rgb.txt`` + ``depth.txt``;
   7-Scenes: ``frame-XXXXXX.depth.png``; EuRoC ASL folders; EuRoC ROS 1 ``.bag`` files with
   ``calib=<ASL folder>``).  New formats: :func:`register_dataset`; ``cls(path, start=, frames=, **kw)``.

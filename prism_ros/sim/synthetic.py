@@ -161,11 +161,10 @@ class SyntheticSequence(DatasetBase):
             raise ValueError(f"fps must be positive, got {fps}")
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
-        if readout_s < 0 or exposure_s < 0 or blur_samples < 1:
-            raise ValueError(
-                f"readout_s and exposure_s must be >= 0 and blur_samples >= 1, got {readout_s}, {exposure_s}, "
-                f"{blur_samples}"
-            )
+        if not (math.isfinite(readout_s) and readout_s >= 0 and math.isfinite(exposure_s) and exposure_s >= 0):
+            raise ValueError(f"readout_s and exposure_s must be finite and >= 0, got {readout_s}, {exposure_s}")
+        if not (math.isfinite(speed) and speed > 0) or blur_samples < 1:
+            raise ValueError(f"speed must be finite and > 0 and blur_samples >= 1, got {speed}, {blur_samples}")
         w, h = int(width), int(height)
         f = 525.0 * w / 640.0
         self.camera = Camera(
@@ -205,8 +204,9 @@ class SyntheticSequence(DatasetBase):
         self._cache: "OrderedDict[int, Frame]" = OrderedDict()
         self._cache_size = int(cache)
         # the options that differ from the defaults, as open_synthetic reads them back
-        timing = (f",speed={speed:g}" if speed != 1.0 else "") + "".join(
-            f",{key}={value:g}" for key, value in (("readout", readout_s), ("exposure", exposure_s)) if value > 0
+        # (repr: the shortest text that reads back as the same float; blur_samples is not in the name)
+        timing = (f",speed={float(speed)!r}" if speed != 1.0 else "") + "".join(
+            f",{key}={float(value)!r}" for key, value in (("readout", readout_s), ("exposure", exposure_s)) if value > 0
         )
         self.name = (
             name or f"synthetic:{int(n_frames)}@{w}x{h},seed={self.seed}{'' if self.noise else ',clean'}{timing}"
