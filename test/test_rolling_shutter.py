@@ -6,7 +6,7 @@ import pytest
 
 from prism_ros.config import PrismConfig
 from prism_ros.core import se3
-from prism_ros.core.rolling_shutter import deskew, max_shift_px, row_times
+from prism_ros.core.rolling_shutter import deskew, deskew_frame, max_shift_px, row_times
 from prism_ros.eval.metrics import ate_rmse
 from prism_ros.sim.render import render_scene
 from prism_ros.sim.synthetic import SyntheticSequence
@@ -68,24 +68,37 @@ def test_deskew_leaves_a_still_frame_alone(rolling):
         deskew(rs["depth"], rgb, seq.camera.params, READOUT_S, np.full(6, np.nan))
 
 
-def test_filter_keeps_the_frame_when_the_twist_is_unusable():
+def test_a_frame_is_kept_as_it_came_when_the_twist_is_unusable():
     """A NaN twist, or one so large (an IMU spike) that most depth would leave the image, leaves the frame as it
-    came (the step then tracks the raw frame instead of refusing it as nearly empty)."""
+    came (the step then tracks the raw frame instead of refusing it as nearly empty); so does a frame of the
+    wrong size (the filter's preprocessing refuses it by name)."""
+    seq = SyntheticSequence(width=64, height=48, n_frames=3, noise=False)
+    fr = seq[0]
+    for nu in (np.full(6, np.nan), 1000.0 * NU):
+        rgb, depth, sigma = deskew_frame(seq.camera, READOUT_S, nu, fr.rgb, fr.depth)
+        assert rgb is fr.rgb and depth is fr.depth and sigma is None
+    rgb, depth, _ = deskew_frame(seq.camera, READOUT_S, NU, fr.rgb[:10], fr.depth)
+    assert rgb.shape == (10, 64, 3) and depth is fr.depth
+    # a usable twist is applied
+    _, depth, _ = deskew_frame(seq.camera, READOUT_S, NU, fr.rgb, fr.depth)
+    assert depth is not fr.depth and (depth > 0).mean() > 0.5
+
+
+def test_the_filter_deskews_from_its_second_frame_with_the_control_twist():
+    """PrismFilter with camera_readout_s: the first frame (no velocity yet) as it came, then the IMU control's
+    twist is used (a still control: no change)."""
     from prism_ros.core.filter import PrismFilter
     from prism_ros.core.types import Control
 
     seq = SyntheticSequence(width=64, height=48, n_frames=3, noise=False)
     f = PrismFilter(PrismConfig.from_yaml().replace(camera_readout_s=READOUT_S), seq.camera, seq[0].T_w_c_gt)
     fr = seq[0]
-    f.step(fr.rgb, fr.depth, fr.stamp)  # the first frame: a state to take the velocity from
-    for nu in (np.full(6, np.nan), 1000.0 * NU):
-        control = Control(np.eye(4), np.eye(6) * 1e-4, nu_curr=nu, nu_cov=np.eye(6))
-        rgb, depth, sigma = f._deskew(fr.rgb, fr.depth, None, control)
-        assert rgb is fr.rgb and depth is fr.depth and sigma is None
-    # a usable twist is applied
-    control = Control(np.eye(4), np.eye(6) * 1e-4, nu_curr=NU, nu_cov=np.eye(6))
-    _, depth, _ = f._deskew(fr.rgb, fr.depth, None, control)
-    assert depth is not fr.depth and (depth > 0).mean() > 0.5
+    assert f._deskew(fr.rgb, fr.depth, None, None)[1] is fr.depth
+    f.step(fr.rgb, fr.depth, fr.stamp)
+    moving = Control(np.eye(4), np.eye(6) * 1e-4, nu_curr=NU, nu_cov=np.eye(6))
+    still = Control(np.eye(4), np.eye(6) * 1e-4, nu_curr=np.zeros(6), nu_cov=np.eye(6), still=True)
+    assert f._deskew(fr.rgb, fr.depth, None, moving)[1] is not fr.depth
+    np.testing.assert_array_equal(f._deskew(fr.rgb, fr.depth, None, still)[1], fr.depth)
 
 
 def test_filter_with_the_readout_tracks_a_rolling_shutter_sequence():

@@ -30,7 +30,7 @@ from .image import InvalidFrameError, build_frame
 from .mesh import BlockMesher
 from .occupancy import FreeSpaceLayer, OccupancyGridBuilder
 from .recovery import Quality, Recovery
-from .rolling_shutter import deskew
+from .rolling_shutter import deskew, deskew_frame
 from .predictive import depth_predictive_counts
 from .render import render_map
 from .tracker import track
@@ -227,25 +227,12 @@ class PrismFilter:
         return self._result(stamp, StepOutcome.INITIALISED, "initialised", 1.0, 0, st)
 
     def _deskew(self, rgb, depth, depth_sigma, control: Optional[Control]):
-        """A rolling-shutter frame (``camera_readout_s`` > 0) re-sampled to its stamp with the control's velocity
-        (IMU) or the last estimate; unchanged for a global shutter, before the first frame and at rest."""
-        readout = self.cfg.camera_readout_s
-        if readout <= 0 or self.state is None:
+        """A rolling-shutter frame re-sampled to its stamp (:func:`.rolling_shutter.deskew_frame`) with the
+        control's twist (IMU) or the last estimate; as it came for a global shutter and before the first frame."""
+        if self.cfg.camera_readout_s <= 0 or self.state is None:
             return rgb, depth, depth_sigma
         nu = control.nu_curr if control is not None and control.nu_curr is not None else self.state.nu
-        shape = (self.camera.height, self.camera.width)
-        if (
-            np.shape(depth) != shape
-            or np.shape(rgb) not in (shape, shape + (3,))
-            or (depth_sigma is not None and np.shape(depth_sigma) != shape)
-            or not np.all(np.isfinite(nu))
-        ):
-            return rgb, depth, depth_sigma  # _preprocess refuses a bad frame with a clear error
-        d, c, s = deskew(depth, rgb, self.camera.params, readout, nu, depth_sigma)
-        # a twist that throws most of the depth out of the image (an IMU spike) must not lose the frame
-        if np.count_nonzero(d > 0) < 0.5 * np.count_nonzero(np.asarray(depth) > 0):
-            return rgb, depth, depth_sigma
-        return c, d, s
+        return deskew_frame(self.camera, self.cfg.camera_readout_s, nu, rgb, depth, depth_sigma)
 
     def _preprocess(self, rgb, depth, stamp, depth_sigma):
         c = self.cfg

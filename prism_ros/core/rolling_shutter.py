@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["row_times", "max_shift_px", "deskew", "NEGLIGIBLE_PX"]
+__all__ = ["row_times", "max_shift_px", "deskew", "deskew_frame", "NEGLIGIBLE_PX"]
 
 _ITERATIONS = 8
 #: A frame whose pixels move less than this (px) over the readout is left as it is.
@@ -210,3 +210,22 @@ def deskew(
         rgb_out = np.ascontiguousarray(rgb_out[:, :, 0])
     sigma_out = sigma_out if depth_sigma is not None else None
     return out, rgb_out, sigma_out
+
+
+def deskew_frame(camera, readout_s: float, nu, rgb, depth, depth_sigma=None):
+    """(rgb, depth, depth_sigma) of a frame from ``camera`` (:class:`~prism_ros.core.camera.Camera`) de-skewed with
+    :func:`deskew`, or as it came: a frame of the wrong shape (the filter's preprocessing refuses it with a clear
+    error), a non-finite twist, or one that would throw more than half of the depth out of the image (an IMU spike
+    must not lose the frame)."""
+    shape = (camera.height, camera.width)
+    if (
+        np.shape(depth) != shape
+        or np.shape(rgb) not in (shape, shape + (3,))
+        or (depth_sigma is not None and np.shape(depth_sigma) != shape)
+        or not np.all(np.isfinite(nu))
+    ):
+        return rgb, depth, depth_sigma
+    d, c, s = deskew(depth, rgb, camera.params, readout_s, nu, depth_sigma)
+    if np.count_nonzero(d > 0) < 0.5 * np.count_nonzero(np.asarray(depth) > 0):
+        return rgb, depth, depth_sigma
+    return c, d, s
