@@ -103,8 +103,8 @@ def test_the_filter_deskews_from_its_second_frame_with_the_control_twist():
 
 def test_filter_with_the_readout_tracks_a_rolling_shutter_sequence():
     """synthetic:60@320x240 at twice the speed, read out over 30 ms: the filter told the readout
-    (camera_readout_s) has less than half the ATE of one that takes it for a global shutter
-    (2.96 against 1.27 mm when written)."""
+    (camera_readout_s) has less than 0.6 of the ATE of one that takes it for a global shutter
+    (docs/uncertainty.md, "Rolling shutter and motion blur")."""
     from prism_ros.datasets import open_dataset
     from prism_ros.tools import runner
 
