@@ -27,6 +27,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
+from prism_ros.core.tsdf import TsdfMap
 from prism_ros.core.types import StepOutcome, StepResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,8 +193,12 @@ class RosHarness:
         self.rclpy.try_shutdown(context=self.context)
 
 
-class FakeMap:
+class FakeMap(TsdfMap):
+    """An empty TsdfMap (what the occupancy grid and the mesh read: nothing observed) whose surface, cloud
+    and saved file are ``n_points`` fixed random points."""
+
     def __init__(self, n_points: int = 50):
+        super().__init__(0.05, 0.2, 0.1, 0.001, 50, initial_blocks=8)
         rng = np.random.default_rng(0)
         self.xyz = rng.uniform(-1, 1, (n_points, 3)).astype(np.float32)
         self.rgb = rng.integers(0, 255, (n_points, 3)).astype(np.uint8)
