@@ -35,6 +35,7 @@ from typing import Optional
 import numpy as np
 
 from prism_ros.core.camera import Camera
+from prism_ros.core.rolling_shutter import row_times
 from prism_ros.datasets.base import DatasetBase, Frame, slice_range
 
 from .render import pinhole_rays, render_rays, render_scene
@@ -249,7 +250,7 @@ class SyntheticSequence(DatasetBase):
             fr = self._cache[i]
             return Frame(fr.index, fr.stamp, fr.rgb.copy(), fr.depth.copy(), fr.T_w_c_gt.copy(), None)
         T = self._gt[i]
-        r = self._render_timed(float(self._stamps[i]))
+        r = self._render_timed(float(self._stamps[i]), T)
         depth = r["depth"]
         color = r["color"]
         if self.noise or self.holes:
@@ -296,14 +297,13 @@ class SyntheticSequence(DatasetBase):
 
     def row_poses(self, t: float) -> np.ndarray:
         """(H, 4, 4): the pose each image row is seen from for a frame stamped ``t`` (``readout_s``)."""
-        H = self.camera.height
-        dt = (np.arange(H) / max(H - 1, 1) - 0.5) * self.readout_s
-        return np.stack([self._traj.pose(t + d) for d in dt])
+        return np.stack([self._traj.pose(t + d) for d in row_times(self.camera.height, self.readout_s)])
 
-    def _render_timed(self, t: float) -> dict:
-        """The render of a frame stamped ``t``: rolling shutter (``readout_s``), colour blurred over ``exposure_s``."""
+    def _render_timed(self, t: float, T_w_c: np.ndarray) -> dict:
+        """The render of a frame stamped ``t`` (pose ``T_w_c`` at the stamp): rolling shutter (``readout_s``),
+        colour blurred over ``exposure_s``."""
         if self.readout_s == 0 and self.exposure_s == 0:
-            return render_scene(self._traj.pose(t), self.camera, self.scene)
+            return render_scene(T_w_c, self.camera, self.scene)
         r = render_scene(self.row_poses(t), self.camera, self.scene)
         if self.blur_samples > 1:
             offsets = (np.arange(self.blur_samples) / (self.blur_samples - 1) - 0.5) * self.exposure_s
