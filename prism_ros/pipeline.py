@@ -287,6 +287,7 @@ class Recorder:
         self.T_est: List[np.ndarray] = []
         self.T_gt: List[Optional[np.ndarray]] = []
         self.pose_cov: List[np.ndarray] = []
+        self.step_cov, self.error_cov, self.error_transition = [], [], []
         self.velocity: List[np.ndarray] = []
         self.velocity_cov: List[np.ndarray] = []
         self.tracking_ok: List[bool] = []
@@ -302,6 +303,9 @@ class Recorder:
         self.T_est.append(np.asarray(r.T_w_c, dtype=np.float64))
         self.T_gt.append(None if f.T_w_c_gt is None else np.asarray(f.T_w_c_gt, dtype=np.float64))
         self.pose_cov.append(np.asarray(r.pose_cov, dtype=np.float64))
+        self.step_cov.append(np.asarray(r.pose_cov if r.step_cov is None else r.step_cov, dtype=np.float64))
+        for out_list, M in ((self.error_cov, r.error_cov), (self.error_transition, r.error_transition)):
+            out_list.append(np.zeros((12, 12)) if M is None else np.asarray(M, dtype=np.float64))
         self.velocity.append(np.asarray(r.velocity, dtype=np.float64))
         self.velocity_cov.append(np.asarray(r.velocity_cov, dtype=np.float64))
         self.tracking_ok.append(bool(r.tracking_ok))

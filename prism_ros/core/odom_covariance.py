@@ -1,11 +1,11 @@
 """The odom-frame pose covariance (REP-105): per-step covariances compounded along the path.
 
-The filter's ``pose_cov`` is the covariance of one step (frame t-1 -> t, given the map), so the odom-frame
-covariance compounds them to first order since the last reset (right perturbation, camera frame)::
+The filter's ``step_cov`` is the covariance of one step (frame t-1 -> t), so the odom-frame covariance
+compounds them to first order since the last reset (right perturbation, camera frame)::
 
     C_t = Ad(dT_t^-1) C_{t-1} Ad(dT_t^-1)^T + S_t,     dT_t = T_{t-1}^-1 T_t
 
-While tracking is lost the step covariance is the filter's inflated prediction, so C grows faster.
+While tracking is lost the step covariance holds the lost pose's inflation, so C grows faster.
 """
 
 from __future__ import annotations

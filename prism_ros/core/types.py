@@ -49,7 +49,9 @@ class StepResult:
     """What one filter step returns (conventions: docs/design.md, "Conventions").
 
     * ``T_w_c``: 4x4 camera-to-world pose; ``pose_cov``: 6x6 covariance of xi in T = T_w_c Exp(xi), xi = (rho, phi)
-      (right perturbation; to ROS with :func:`prism_ros.core.se3.cov_body_to_world`).
+      (right perturbation; to ROS with :func:`prism_ros.core.se3.cov_body_to_world`): the pose's error relative to
+      the map; ``step_cov``: the step's from the previous frame; ``error_cov`` / ``error_transition`` (12x12): the
+      error state behind both (:mod:`prism_ros.core.uncertainty`; none of them is the filter's internal weighting).
     * ``velocity``: (vx, vy, vz, wx, wy, wz) in the camera (body) frame, m/s and rad/s; ``velocity_cov``: its 6x6
       covariance (same order and frame, as ROS twists).
     * ``outcome``: a :class:`StepOutcome`; ``tracking_ok`` is ``outcome.tracked`` (the frame was fused exactly then);
@@ -70,3 +72,12 @@ class StepResult:
     #: (compared, inside 2 sigma) pixels of the depth-predictive map check before fusion
     #: (:mod:`prism_ros.core.predictive`); None when nothing was fused
     depth_check: Optional[Tuple[int, int]] = None
+    step_cov: Optional[np.ndarray] = None
+    error_cov: Optional[np.ndarray] = None
+    error_transition: Optional[np.ndarray] = None
+
+    def report(self, err) -> "StepResult":
+        """Carry the reported uncertainty ``err`` (an :class:`~prism_ros.core.uncertainty.ErrorReport`)."""
+        self.pose_cov, self.step_cov = err.pose_cov, err.step_cov
+        self.error_cov, self.error_transition = err.error_cov, err.error_transition
+        return self

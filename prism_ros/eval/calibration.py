@@ -1,9 +1,10 @@
 """Calibration of the filter's pose and velocity covariances against ground truth (offline).
 
-Contract of ``covariances.npz`` (written by the runner, read here): ``pose_cov[t]`` is the covariance of
-the step ``dT_t = T_{t-1}^-1 T_t`` given the map (right perturbation ``dT = dT_hat Exp(e_t)``, camera
-frame, ``e = (rho, phi)``).  A k-frame motion compounds the steps to first order:
-``C_k(t) = sum_{j=t-k+1..t} Ad(R_j^-1) C_j Ad(R_j^-1)^T`` with ``R_j = T_j^-1 T_t``.
+The k-frame covariance of a run comes from its error state (``covariances.npz``: ``error_cov``,
+``error_transition``; :func:`prism_ros.core.uncertainty.lag_covariances`): the two poses' errors and their
+correlation through the filter, the map's drift included.  :func:`compound_step_covariances` compounds
+independent steps instead (``C_k(t) = sum_{j=t-k+1..t} Ad(R_j^-1) C_j Ad(R_j^-1)^T``, ``R_j = T_j^-1 T_t``): the
+REP-105 odometry covariance.
 
 Figures per lag k, over ``xi = Log(dT_gt^-1 dT_est)`` of every window whose k + 1 frames were tracked,
 ``d2 = xi^T C_k^-1 xi``: ``coverage95`` (``d2 <= 12.59``, ideal 0.95), ``nees_median`` (ideal 5.35),
@@ -18,7 +19,7 @@ Definitions and their rationale: docs/uncertainty.md, "What is measured".
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -100,13 +101,15 @@ def lag_errors(T_est, T_gt, k: int) -> np.ndarray:
     return np.array([metrics._se3_log(e) for e in E]).reshape(-1, 6)
 
 
-def lag_calibration(T_est, T_gt, step_covs, k: int, valid: Optional[Sequence[bool]] = None) -> Dict[str, float]:
-    """Calibration figures at lag k (module docstring); ``valid`` (N,): tracked frames (a window counts only when
-    all k + 1 of its frames are).
+def lag_calibration(T_est, T_gt, C_k, k: int, valid: Optional[Sequence[bool]] = None) -> Dict[str, float]:
+    """Calibration figures at lag k (module docstring) of the k-frame covariances ``C_k`` (N-k, 6, 6), window
+    t - k .. t in row t - k; ``valid`` (N,): tracked frames (a window counts only when all k + 1 of its frames are).
     """
     xi = lag_errors(T_est, T_gt, k)
-    C = compound_step_covariances(T_est, step_covs, k)
+    C = np.asarray(C_k, dtype=np.float64)
     n = len(xi)
+    if C.shape != (n, 6, 6):
+        raise ValueError(f"C_k has shape {C.shape}, expected ({n}, 6, 6)")
     if n == 0:
         return {"k": int(k), "pairs": 0}
     keep = np.ones(n, dtype=bool)
@@ -132,11 +135,12 @@ def lag_calibration(T_est, T_gt, step_covs, k: int, valid: Optional[Sequence[boo
     }
 
 
-def to_body_frame(T_body_cam, T_est, T_gt, step_covs, velocity, velocity_cov):
-    """(T_est, T_gt, step_covs, velocity, velocity_cov) of a body frame B rigidly attached to
+def to_body_frame(T_body_cam, T_est, T_gt, lag_covs, velocity, velocity_cov):
+    """(T_est, T_gt, lag_covs, velocity, velocity_cov) of a body frame B rigidly attached to
     the camera (EuRoC: the IMU), ``T_w_B = T_w_c T_body_cam^-1``.  Right perturbations and body
     twists map by ``Ad(T_body_cam)``: T_w_c Exp(xi) T_c_B = T_w_B Exp(Ad(T_B_c) xi).  (Coverage
-    and NEES are invariant under this map; the RMS errors and sigmas are not: the lever arm.)"""
+    and NEES are invariant under this map; the RMS errors and sigmas are not: the lever arm.)
+    ``lag_covs``: k -> the camera frame's k-frame covariances."""
     from prism_ros.core import se3
 
     T_bc = np.asarray(T_body_cam, dtype=np.float64)
@@ -146,7 +150,7 @@ def to_body_frame(T_body_cam, T_est, T_gt, step_covs, velocity, velocity_cov):
     return (
         np.asarray(T_est) @ T_cb,
         np.asarray(T_gt) @ T_cb,
-        tr(step_covs),
+        lambda k: tr(lag_covs(k)),
         np.asarray(velocity) @ A.T,
         tr(velocity_cov),
     )
@@ -155,7 +159,7 @@ def to_body_frame(T_body_cam, T_est, T_gt, step_covs, velocity, velocity_cov):
 def calibration_report(
     T_est,
     T_gt,
-    step_covs,
+    lag_covs: Callable[[int], np.ndarray],
     valid=None,
     lags: Sequence[int] = LAGS,
     stamps=None,
@@ -163,14 +167,15 @@ def calibration_report(
     velocity_cov=None,
     twists_instantaneous=None,
 ) -> Dict[str, object]:
-    """The ``calibration`` object of ``metrics.json``: per-lag figures and, with ``stamps``, ``velocity`` and
-    ``velocity_cov``, the velocity coverage against :func:`interval_twists` (and ``twists_instantaneous``).
+    """The ``calibration`` object of ``metrics.json``: per-lag figures of ``lag_covs(k)`` (the k-frame covariances,
+    (N-k, 6, 6)) and, with ``stamps``, ``velocity`` and ``velocity_cov``, the velocity coverage against
+    :func:`interval_twists` (and ``twists_instantaneous``).
     """
     out: Dict[str, object] = {
-        "lags": {str(k): lag_calibration(T_est, T_gt, step_covs, k, valid) for k in lags},
+        "lags": {str(k): lag_calibration(T_est, T_gt, lag_covs(k), k, valid) for k in lags},
         "definition": (
-            "xi = Log(dT_gt^-1 dT_est), dT = T_(t-k)^-1 T_t; C = sum_j Ad(R_j^-1) C_j Ad(R_j^-1)^T "
-            "over the steps j of the window, R_j = T_j^-1 T_t (estimated); coverage95: "
+            "xi = Log(dT_gt^-1 dT_est), dT = T_(t-k)^-1 T_t; C: the k-frame covariance of the error model "
+            "(prism_ros.core.uncertainty.lag_covariances); coverage95: "
             "xi^T C^-1 xi <= 12.59 (chi2_6 95 %); nees_median ideal 5.35"
         ),
     }

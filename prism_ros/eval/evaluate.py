@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from prism_ros.core import uncertainty
 from prism_ros.datasets.capabilities import HasBodyFrame, HasExactSdf, HasGroundTruthTwists
 from prism_ros.eval import calibration, metrics
 from prism_ros.stats import cpu_model
@@ -66,7 +67,7 @@ def _jsonable(x: Any) -> Any:
 
 def _trajectory_figures(run: OfflineRun, ev: Evaluation) -> None:
     rec, dataset, n = run.recorder, run.dataset, run.n
-    T_est, pose_cov, ok = run.T_est, run.pose_cov, rec.tracking_ok
+    T_est, ok = run.T_est, rec.tracking_ok
     has_gt = [g is not None for g in rec.T_gt]
     if any(has_gt):
         sel = np.flatnonzero(has_gt)
@@ -85,10 +86,12 @@ def _trajectory_figures(run: OfflineRun, ev: Evaluation) -> None:
             ev.T_gt_all = G
     if ev.T_gt_all is not None and n >= 2:  # pose / velocity calibration (eval/calibration.py)
         twists = dataset.gt_twists() if isinstance(dataset, HasGroundTruthTwists) and n == len(dataset) else None
+        P, F = run.error_cov, run.error_transition
+        lag_covs = lambda k: uncertainty.lag_covariances(T_est, P, F, k)  # noqa: E731
         ev.trajectory["calibration"] = calibration.calibration_report(
             T_est,
             ev.T_gt_all,
-            pose_cov,
+            lag_covs,
             valid=ok,
             stamps=run.stamps,
             velocity=run.velocity,
@@ -97,7 +100,7 @@ def _trajectory_figures(run: OfflineRun, ev: Evaluation) -> None:
         )
         if isinstance(dataset, HasBodyFrame):  # the same figures in the body (IMU) frame
             Eb, Gb, Cb, Vb, VCb = calibration.to_body_frame(
-                dataset.T_body_cam, T_est, ev.T_gt_all, pose_cov, run.velocity, run.velocity_cov
+                dataset.T_body_cam, T_est, ev.T_gt_all, lag_covs, run.velocity, run.velocity_cov
             )
             ev.trajectory["calibration_body"] = calibration.calibration_report(
                 Eb, Gb, Cb, valid=ok, stamps=run.stamps, velocity=Vb, velocity_cov=VCb
@@ -138,13 +141,13 @@ def _map_figures(run: OfflineRun, ev: Evaluation) -> None:
     )
     if ev.T_gt_all is not None and run.n >= 2:
         T_est, pose_cov = run.T_est, run.pose_cov
-        m["pose_coverage_95"] = metrics.pose_coverage_95(T_est, ev.T_gt_all, pose_cov)
+        m["pose_coverage_95"] = metrics.pose_coverage_95(T_est, ev.T_gt_all, run.step_cov)
         d2i = metrics.relative_motion_mahalanobis(T_est, ev.T_gt_all, pose_cov, independent=True)
         m["pose_coverage_95_independent"] = float(np.mean(d2i[np.isfinite(d2i)] <= metrics.CHI2_95_6DOF))
         m["pose_coverage_definition"] = (
             "consecutive pairs with xi = Log(dT_gt^-1 dT_est), "
-            "xi^T C^-1 xi <= chi2_6(0.95), C = S_t (pose covariance given the map); "
-            "pose_coverage_95_independent uses C = Ad(dT^-1) S_(t-1) Ad(dT^-1)^T + S_t"
+            "xi^T C^-1 xi <= chi2_6(0.95), C = the step covariance (step_cov); "
+            "pose_coverage_95_independent uses C = Ad(dT^-1) P_(t-1) Ad(dT^-1)^T + P_t, P the map-relative pose_cov"
         )
 
 

@@ -315,7 +315,7 @@ class MapOutputs:
 class StateOutputs:
     """~/pose, ~/twist, ~/odometry, ~/path and /tf of each step.
 
-    ``~/pose`` carries the pose covariance given the map; ``~/odometry`` the per-step covariances compounded since
+    ``~/pose`` carries the pose covariance relative to the map; ``~/odometry`` the step covariances compounded since
     the last :meth:`reset` (REP-105: grows with motion, faster while lost).  ~/path holds the last
     ``path_max_length`` poses, at most every 0.2 s: call :meth:`publish_path` when idle.
     """
@@ -348,7 +348,8 @@ class StateOutputs:
 
     def publish(self, res, stamp) -> None:
         cfg = self.cfg
-        odom_cov = self._odom_cov.update(res.T_w_c, res.pose_cov, res.tracking_ok, origin_cov=res.pose_cov)
+        step_cov = res.pose_cov if res.step_cov is None else res.step_cov
+        odom_cov = self._odom_cov.update(res.T_w_c, step_cov, res.tracking_ok, origin_cov=res.pose_cov)
         m = cv.state_messages(
             stamp,
             res.T_w_c,

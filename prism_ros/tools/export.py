@@ -3,8 +3,11 @@
 * ``trajectory.tum`` / ``groundtruth.tum``: ``t tx ty tz qx qy qz qw`` per frame (camera-to-world
   ``T_w_c``, Hamilton quaternion x y z w), readable by ``evo_ape tum``.
 * ``covariances.npz``: ``stamps`` (N,), ``T_w_c`` (N,4,4), ``pose_cov`` (N,6,6) of the right perturbation
-  ``T = T_w_c Exp(xi)``, ``xi = (rho, phi)``; ``pose_cov_ros`` (N,6,6) the same in the world frame, ROS
-  order; ``velocity`` (N,6) and ``velocity_cov`` (N,6,6): the body twist (vx vy vz wx wy wz), child frame.
+  ``T = T_w_c Exp(xi)``, ``xi = (rho, phi)``, relative to the map; ``pose_cov_ros`` (N,6,6) the same in the world
+  frame, ROS order; ``step_cov`` (N,6,6) the step's from the previous frame; ``error_cov`` and
+  ``error_transition`` (N,12,12), the error state that gives any k-frame covariance
+  (:func:`prism_ros.core.uncertainty.lag_covariances`); ``velocity`` (N,6) and ``velocity_cov`` (N,6,6): the body
+  twist (vx vy vz wx wy wz), child frame.
 * ``map.ply``: binary little-endian near-surface voxels: ``x y z`` (float32, world, m), ``red green blue``
   (uint8), ``sigma``, ``sdf`` (float32, m), ``count`` (float32).
 * ``mesh.ply``: binary little-endian mesh of the zero level set (:class:`prism_ros.core.mesh.BlockMesher`):

@@ -66,8 +66,23 @@ class OfflineRun:
 
     @property
     def pose_cov(self) -> np.ndarray:
-        """(N,6,6) pose covariances (right perturbation, camera frame)."""
+        """(N,6,6) pose covariances relative to the map (right perturbation, camera frame)."""
         return np.stack(self.recorder.pose_cov)
+
+    @property
+    def step_cov(self) -> np.ndarray:
+        """(N,6,6) covariances of the steps from the previous frame."""
+        return np.stack(self.recorder.step_cov)
+
+    @property
+    def error_cov(self) -> np.ndarray:
+        """(N,12,12) error-state covariances (:mod:`prism_ros.core.uncertainty`)."""
+        return np.stack(self.recorder.error_cov)
+
+    @property
+    def error_transition(self) -> np.ndarray:
+        """(N,12,12) error-state transitions."""
+        return np.stack(self.recorder.error_transition)
 
     @property
     def velocity(self) -> np.ndarray:
@@ -152,6 +167,9 @@ def write_outputs(run: OfflineRun, out_dir: str, write_map: bool = True) -> Dict
         run.velocity,
         run.velocity_cov,
         frame_index=np.asarray(rec.index),
+        step_cov=run.step_cov,
+        error_cov=run.error_cov,
+        error_transition=run.error_transition,
         tracking_ok=np.asarray(rec.tracking_ok),
         inlier_ratio=np.asarray(rec.inlier_ratio),
     )
