@@ -97,25 +97,46 @@ def test_error_covariances_match_a_monte_carlo_of_the_stated_error_model():
         d2 = np.einsum("ni,ni->n", xi, np.linalg.solve(C_k, xi.T).T)
         assert np.mean(d2 <= CHI2_95_6DOF) == pytest.approx(0.95, abs=0.01)
         assert np.median(d2) == pytest.approx(CHI2_50_6DOF, rel=0.05)
+    # pose_cov: the error relative to the map the frame was tracked against, e_t - beta A e_{t-1}
+    A = se3.adjoint(se3.inv(se3.inv(T[t - 1]) @ T[t]))
+    assert whitened_error(np.cov((E[t] - c.map_feedback * E[t - 1] @ A.T).T), reports[t].pose_cov) < 0.05
     # the step covariance is the lag-1 covariance
     assert np.allclose(reports[t].step_cov, lag_covariances(T, P, F, 1)[t - 1], rtol=1e-9, atol=1e-18)
 
 
-def test_a_lost_stretch_grows_the_map_relative_covariance_and_a_recovery_restarts_it():
+def test_a_lost_stretch_grows_the_map_relative_covariance_and_the_way_back_says_how_far_it_jumped():
+    """While lost nothing is fused, so the pose's error relative to the map accumulates the predictions' errors
+    and the lost-pose inflation; the first frame tracked again (recovered or not) is back at the map, and its
+    step covariance carries the whole lost stretch: how far the pose may have jumped."""
     rng = np.random.default_rng(3)
     n = 12
     T = _path(rng, n)
     tracks = _tracks(rng, n)
-    model = PoseErrorModel(PATCH)
-    model.start(np.diag([1e-8] * 6))
-    for t in range(1, 5):  # predicted by a control (an IMU)
-        tracked = model.update(T[t - 1], T[t], tracks[t], controlled=True)
     lost_cov = np.diag([0.02**2] * 3 + [0.01**2] * 3)
-    lost = [model.update(T[t - 1], T[t], None, lost_cov=lost_cov, controlled=True) for t in range(5, 9)]
-    sig = [np.sqrt(np.trace(r.pose_cov[:3, :3])) for r in [tracked] + lost]
-    assert np.all(np.diff(sig) > 0) and sig[-1] > 0.02 * np.sqrt(3 * 4) * 0.99
-    back = model.update(T[8], T[9], tracks[9], fresh=True, controlled=True)
-    assert np.trace(back.pose_cov) < 0.05 * np.trace(lost[-1].pose_cov)
-    # the step back to the map says how far the pose may have jumped: the lost stretch's whole uncertainty
-    assert np.trace(back.step_cov) > np.trace(lost[-1].pose_cov)
-    assert not back.error_transition.any()  # nothing carries over a recovery
+    for fresh in (False, True):  # re-tracked from the prediction, or recovered
+        model = PoseErrorModel(PATCH)
+        model.start(np.diag([1e-8] * 6))
+        for t in range(1, 5):  # predicted by a control (an IMU)
+            tracked = model.update(T[t - 1], T[t], tracks[t], controlled=True)
+        lost = [model.update(T[t - 1], T[t], None, lost_cov=lost_cov, controlled=True) for t in range(5, 9)]
+        sig = [np.sqrt(np.trace(r.pose_cov[:3, :3])) for r in [tracked] + lost]
+        assert np.all(np.diff(sig) > 0) and sig[-1] > 0.02 * np.sqrt(3 * 4) * 0.99
+        back = model.update(T[8], T[9], tracks[9], fresh=fresh, controlled=True)
+        assert np.trace(back.pose_cov) < 0.05 * np.trace(lost[-1].pose_cov)
+        assert np.trace(back.step_cov) > 0.9 * np.trace(lost[-1].error_cov[:6, :6])
+        assert not back.error_transition.any()  # nothing carries over a loss but the map
+        after = model.update(T[9], T[10], tracks[10], controlled=True)
+        assert np.trace(after.step_cov) < 0.05 * np.trace(back.step_cov)
+
+
+def test_relocalising_in_a_given_map_reports_the_prior_until_a_frame_tracks():
+    rng = np.random.default_rng(5)
+    tracks = _tracks(rng, 3)
+    broad = np.diag([0.5**2] * 3 + [0.5**2] * 3)
+    model = PoseErrorModel(PATCH)
+    for _ in range(3):  # no estimate yet: the pose is the prior
+        r = model.update(None, np.eye(4), None, lost_cov=broad)
+        assert np.allclose(r.pose_cov, broad)
+    r = model.update(None, np.eye(4), tracks[1], fresh=True)  # the first track: relative to the given map
+    assert np.trace(r.pose_cov) < 1e-3 * np.trace(broad)
+    assert np.trace(r.step_cov) > np.trace(broad)  # it jumped from the prior

@@ -204,11 +204,12 @@ class PrismFilter:
                 tr, outcome, why = self._recover(frame, tr, quality, why, T_pred, Sigma_pred if gated else None, gap)
         # 4. Laplace covariance at the optimum (or the inflated prediction while lost)
         T_new, Sigma_new = (tr.T_w_c, tr.cov) if outcome.tracked else (T_pred, Sigma_pred + self.recovery.lost_sigma)
-        # 4b. the reported uncertainty: the error this step makes (a recovery or a gap starts afresh)
+        # 4b. the reported uncertainty: the error this step makes (relocalising, a lost pose is its prior)
         with st("uncertainty"):
-            T_prev, fresh = None if self.state is None else self.state.T_w_c, outcome is StepOutcome.RECOVERED or gap
-            tracked = tr if outcome.tracked else None
-            err = self.errors.update(T_prev, T_new, tracked, fresh, self.recovery.lost_sigma, control is not None)
+            T_prev, tracked = (None if self.state is None else self.state.T_w_c), (tr if outcome.tracked else None)
+            lost_cov = self.recovery.lost_sigma if T_prev is not None else Sigma_new
+            fresh = outcome is StepOutcome.RECOVERED or gap
+            err = self.errors.update(T_prev, T_new, tracked, fresh, lost_cov, control is not None)
         # 5. velocity given the new pose (no motion model spans a gap or a loss)
         with st("velocity"):
             nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control, outcome, gap)

@@ -26,8 +26,10 @@ Hessian ``H`` (as weighted), its prior information ``L = S^-1 - H`` and ``A = Ad
   constants for a control (IMU, odometry), one for the constant-velocity model.
 
 Hence ``x_t = F_t x_{t-1} + noise`` and ``P_t = F_t P_{t-1} F_t^T + W_t``.  A lost frame keeps the
-prediction (``e_t = A e_{t-1} + p_t``, plus the filter's lost-pose inflation); a recovered or first frame
-starts afresh (``F_t = 0``).  Reported per frame (:class:`ErrorReport`):
+prediction (``e_t = A e_{t-1} + p_t``, plus the filter's lost-pose inflation) and fuses nothing.  A track whose
+prior was not the prediction (a recovery, a gap) keeps only the map's share (``F_t[e, e] = beta S H A``; the
+prior's error is its own covariance ``L^-1``); the first frame back after a loss follows the map's error from
+before the loss (``F_t = 0``).  Reported per frame (:class:`ErrorReport`):
 
 * ``pose_cov``: the pose relative to the map it was tracked against, ``Cov(e_t - beta A e_{t-1})`` (``~/pose``);
   while lost it accumulates the predictions' errors and the lost-pose inflation, since nothing is fused;
@@ -132,15 +134,18 @@ class PoseErrorModel:
     def reset(self) -> None:
         self.P: Optional[np.ndarray] = None  # the last frame's joint covariance
         self.rel: Optional[np.ndarray] = None  # the last pose_cov
+        self.map_cov: Optional[np.ndarray] = None  # e's covariance at the last tracked frame (what the map carries)
+        self.lost = False  # the last frame was not tracked
         self._sys_known = False  # d's covariance is set from the first residual level seen
         self._R_last = np.zeros(6)
 
-    def start(self, pose_cov: np.ndarray) -> ErrorReport:
-        """The first frame of a map (it defines the map): ``e`` ~ N(0, pose_cov)."""
+    def start(self, pose_cov: np.ndarray, lost: bool = False) -> ErrorReport:
+        """A new start: the first frame of a map (``e`` ~ N(0, pose_cov), the map's frame), or, ``lost``, a pose
+        known only as ``pose_cov`` in a given map (relocalising)."""
         self.reset()
         P = np.zeros((12, 12))
         P[:6, :6] = pose_cov
-        self.P, self.rel = P, P[:6, :6].copy()
+        self.P, self.rel, self.map_cov, self.lost = P, P[:6, :6].copy(), np.zeros((6, 6)), lost
         return ErrorReport(P[:6, :6].copy(), P[:6, :6].copy(), P.copy(), np.zeros((12, 12)))
 
     def update(
@@ -152,68 +157,64 @@ class PoseErrorModel:
         lost_cov: Optional[np.ndarray] = None,
         controlled: bool = False,
     ) -> ErrorReport:
-        """One step from ``T_prev`` (None: no previous frame) to ``T_new``.  ``tr``: the accepted track (a
-        :class:`~prism_ros.core.tracker.TrackResult`), None while lost; ``fresh``: the track does not continue
-        from the previous estimate (recovered, relocalised); ``lost_cov``: the filter's inflation of a lost pose;
-        ``controlled``: the prediction came from a control (IMU, odometry), not the constant-velocity model.
+        """One step from ``T_prev`` to ``T_new``.  ``tr``: the accepted track (a
+        :class:`~prism_ros.core.tracker.TrackResult`), None while lost; ``fresh``: the track's prior was not the
+        prediction from the previous estimate (a recovery, a gap); ``lost_cov``: the filter's inflation of a lost
+        pose; ``controlled``: the prediction came from a control (IMU, odometry), not the constant-velocity model.
+        ``T_prev`` None: no previous estimate (relocalising in a given map), where a lost pose is known only as
+        ``lost_cov``.
         """
         c = self.c
-        if T_prev is None or self.P is None:
-            A, dp, dth, fresh = np.eye(6), 0.0, 0.0, True
-        else:
-            A, dp, dth = step_motion(T_prev, T_new)
+        if tr is None and (self.P is None or T_prev is None):
+            return self.start(np.eye(6) * 1e-12 if lost_cov is None else lost_cov, lost=True)
+        if self.P is None:  # the first frame tracked in a given map
+            self.start(np.zeros((6, 6)), lost=True)
+        A, dp, dth = (np.eye(6), 0.0, 0.0) if T_prev is None else step_motion(T_prev, T_new)
         Q = np.diag(c.prediction(dp, dth, controlled))
-        rho = c.sys_corr
+        rho, beta = c.sys_corr, c.map_feedback
         P_prev = self.P
-        if tr is None:  # lost: the pose is the prediction
-            R = np.diag(self._R_last)
-            F = np.zeros((12, 12))
+        F = np.zeros((12, 12))
+        F[6:, 6:] = rho * A
+        if tr is None:  # lost: the pose is the prediction, nothing is fused
             F[:6, :6] = A
-            F[6:, 6:] = rho * A
             W = np.zeros((12, 12))
             W[:6, :6] = Q + (np.zeros((6, 6)) if lost_cov is None else lost_cov)
-            W[6:, 6:] = (1.0 - rho**2) * R
-            P_prev = P_prev if P_prev is not None else np.zeros((12, 12))
+            W[6:, 6:] = (1.0 - rho**2) * np.diag(self._R_last)
             P = F @ P_prev @ F.T + W
+            rel = A @ self.rel @ A.T + W[:6, :6]
+            self.map_cov = A @ self.map_cov @ A.T  # the map's error, seen from the moving pose
         else:
             S = np.asarray(tr.cov, dtype=np.float64)
             H = np.asarray(tr.H_data, dtype=np.float64)
             L = _sym(np.linalg.inv(S) - H)
-            G = S @ H
-            SL = S @ L
-            Rv = c.systematic(tr.residual_level, dth)
-            self._R_last = Rv
-            R = np.diag(Rv)
-            # the white data error through the tracker: S H (a H9^-1) H S, H = H9 laplace_patch / patch
-            E = c.white_scale * (self.patch / max(float(tr.patch_px), 1e-9)) * S @ H @ S + SL @ Q @ SL.T
-            if fresh:
-                F = np.zeros((12, 12))
-                P = _block(E, G, R)
+            G, SL = S @ H, S @ L
+            self._R_last = c.systematic(tr.residual_level, dth)
+            R = np.diag(self._R_last)
+            if not self._sys_known:  # d starts at its stationary covariance
+                P_prev = P_prev.copy()
+                P_prev[6:, :], P_prev[:, 6:] = 0.0, 0.0
+                P_prev[6:, 6:] = R
+                self._sys_known = True
+            # the white data error through the tracker: S H (a H9^-1) H S, H = H9 laplace_patch / patch; the
+            # prior's error: the prediction's Q, or for a fresh track its own covariance L^-1
+            white = c.white_scale * (self.patch / max(float(tr.patch_px), 1e-9)) * S @ H @ S
+            E = white + (S @ L @ S if fresh else SL @ Q @ SL.T)
+            if self.lost:  # back after a loss: the data follow the map's error from before it
+                F[6:, 6:] = 0.0
+                P = _block(E + beta**2 * G @ self.map_cov @ G.T, G, R)
+                rel = _block(E, G, R)[:6, :6]
             else:
-                if not self._sys_known:  # d starts at its stationary covariance
-                    P_prev = P_prev.copy()
-                    P_prev[6:, :] = 0.0
-                    P_prev[:, 6:] = 0.0
-                    P_prev[6:, 6:] = R
-                F = np.zeros((12, 12))
-                F[:6, :6] = (SL + c.map_feedback * G) @ A
+                F[:6, :6] = (beta * G if fresh else SL + beta * G) @ A
                 F[:6, 6:] = rho * G @ A
-                F[6:, 6:] = rho * A
                 P = F @ P_prev @ F.T + _block(E, G, (1.0 - rho**2) * R)
-            self._sys_known = True
+                X = (F @ P_prev)[:6, :6] @ A.T
+                rel = P[:6, :6] + beta**2 * A @ P_prev[:6, :6] @ A.T - beta * (X + X.T)
         P = _sym(P)
-        if P_prev is None or fresh:
-            step = P[:6, :6] + (A @ P_prev[:6, :6] @ A.T if P_prev is not None else 0.0)
-            rel = P[:6, :6]
-        else:
-            X = (F @ P_prev)[:6, :6] @ A.T
-            APA = A @ P_prev[:6, :6] @ A.T
-            step = P[:6, :6] + APA - X - X.T
-            b = c.map_feedback
-            rel = P[:6, :6] + b * b * APA - b * (X + X.T)
-        if tr is None and self.rel is not None:  # nothing fused: the error relative to the map accumulates
-            rel = A @ self.rel @ A.T + W[:6, :6]
-        self.P, self.rel = P, _sym(rel)
+        X = (F @ P_prev)[:6, :6] @ A.T  # Cov(e_t, e_{t-1}) A^T
+        step = P[:6, :6] + A @ P_prev[:6, :6] @ A.T - X - X.T
+        self.P, self.rel, self.lost = P, _sym(rel), tr is None
+        if tr is not None:
+            self.map_cov = P[:6, :6].copy()
         return ErrorReport(self.rel.copy(), _sym(step), P.copy(), F)
 
 

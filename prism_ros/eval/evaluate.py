@@ -141,7 +141,7 @@ def _map_figures(run: OfflineRun, ev: Evaluation) -> None:
     )
     if ev.T_gt_all is not None and run.n >= 2:
         T_est, pose_cov = run.T_est, run.pose_cov
-        m["pose_coverage_95"] = metrics.pose_coverage_95(T_est, ev.T_gt_all, run.step_cov)
+        m["pose_coverage_95"] = metrics.pose_coverage_95(T_est, ev.T_gt_all, run.step_cov, run.recorder.tracking_ok)
         d2i = metrics.relative_motion_mahalanobis(T_est, ev.T_gt_all, pose_cov, independent=True)
         m["pose_coverage_95_independent"] = float(np.mean(d2i[np.isfinite(d2i)] <= metrics.CHI2_95_6DOF))
         m["pose_coverage_definition"] = (

@@ -183,10 +183,9 @@ def rpe(T_est, T_gt, delta: int = 1) -> Dict[str, np.ndarray]:
 def relative_motion_mahalanobis(T_est, T_gt, covs, independent: bool = False) -> np.ndarray:
     """Squared Mahalanobis distance of each consecutive relative-motion error.
 
-    ``d2_t = xi^T C^-1 xi`` with ``xi = Log(dT_gt^-1 dT_est)``; by default ``C = Sigma_t`` (the pose
-    covariance is conditioned on the map, which already holds the previous pose).  ``independent=True``
-    uses ``C = Ad(dT_est^-1) Sigma_{t-1} Ad^T + Sigma_t`` (pessimistic for frame-to-model tracking).
-    ``covs``: (N,6,6) right-perturbation pose covariances; t = 1 .. N-1.
+    ``d2_t = xi^T C^-1 xi`` with ``xi = Log(dT_gt^-1 dT_est)``; by default ``C = covs[t]`` (the step's
+    covariance, e.g. ``step_cov``).  ``independent=True`` uses ``C = Ad(dT_est^-1) covs[t-1] Ad^T + covs[t]``
+    (two independent pose covariances).  ``covs``: (N,6,6) right-perturbation covariances; t = 1 .. N-1.
     """
     T_est, T_gt = _as_poses(T_est), _as_poses(T_gt)
     covs = np.asarray(covs, dtype=np.float64)
