@@ -172,7 +172,7 @@ class PoseErrorModel:
         A, dp, dth = (np.eye(6), 0.0, 0.0) if T_prev is None else step_motion(T_prev, T_new)
         Q = np.diag(c.prediction(dp, dth, controlled))
         rho, beta = c.sys_corr, c.map_feedback
-        P_prev = self.P
+        P_prev, rel = self.P, None
         F = np.zeros((12, 12))
         F[6:, 6:] = rho * A
         if tr is None:  # lost: the pose is the prediction, nothing is fused
@@ -207,11 +207,12 @@ class PoseErrorModel:
                 F[:6, :6] = (beta * G if fresh else SL + beta * G) @ A
                 F[:6, 6:] = rho * G @ A
                 P = F @ P_prev @ F.T + _block(E, G, (1.0 - rho**2) * R)
-                X = (F @ P_prev)[:6, :6] @ A.T
-                rel = P[:6, :6] + beta**2 * A @ P_prev[:6, :6] @ A.T - beta * (X + X.T)
         P = _sym(P)
         X = (F @ P_prev)[:6, :6] @ A.T  # Cov(e_t, e_{t-1}) A^T
-        step = P[:6, :6] + A @ P_prev[:6, :6] @ A.T - X - X.T
+        APA = A @ P_prev[:6, :6] @ A.T
+        step = P[:6, :6] + APA - X - X.T
+        if rel is None:  # tracked on from a tracked frame: relative to the map that follows e_{t-1} by beta
+            rel = P[:6, :6] + beta**2 * APA - beta * (X + X.T)
         self.P, self.rel, self.lost = P, _sym(rel), tr is None
         if tr is not None:
             self.map_cov = P[:6, :6].copy()
