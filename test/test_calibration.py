@@ -171,7 +171,7 @@ def test_untuned_synthetic_seed_pose_velocity_and_depth_predictive_calibration(t
 
     Each lag has 120-149 windows, so coverage95 only bounds over-confidence (>= 0.88).  On rendered images the
     error model errs on the safe side (its constants are fitted for real sensors, whose errors accumulate as the
-    map follows the camera): sigma is about 2x the error at lag 1 (NEES median >= 5.35 / 9: at most 3x) and 4-7x
+    map follows the camera): sigma is 2-3x the error at lag 1 (NEES median >= 5.35 / 9: at most 3x) and 5-7x
     at lags 10 and 30 (docs/uncertainty.md).  The velocity keeps the filter's own covariance: NEES median within
     a factor 1.25 on sigma, [5.35/1.25^2, 5.35*1.25^2]."""
     from prism_ros.config import PrismConfig

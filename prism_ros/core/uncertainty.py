@@ -56,22 +56,22 @@ class ErrorModelConstants:
     """The model's constants (module docstring).  Fitted once, for every sensor and dataset, on data with exact or
     accurate ground truth; what each was fitted on: docs/uncertainty.md, "The reported covariance"."""
 
-    white_scale: float = 2.937
+    white_scale: float = 2.81
     residual_level0: float = 0.5
-    sys_trans_m: float = 0.000431
-    sys_rot_rad: float = 0.000441
-    sys_trans_per_rad: float = 0.00580
-    sys_rot_per_rad: float = 0.00571
-    sys_corr: float = 0.722
-    map_feedback: float = 0.99966
-    pred_trans_m: float = 0.00130
-    pred_trans_per_m: float = 0.0496
-    pred_rot_rad: float = 0.000370
-    pred_rot_per_rad: float = 0.0179
-    cv_pred_trans_m: float = 0.00101
-    cv_pred_trans_per_m: float = 9.37
-    cv_pred_rot_rad: float = 0.000751
-    cv_pred_rot_per_rad: float = 0.0205
+    sys_trans_m: float = 0.000486
+    sys_rot_rad: float = 0.000732
+    sys_trans_per_rad: float = 0.0107
+    sys_rot_per_rad: float = 0.0121
+    sys_corr: float = 0.728
+    map_feedback: float = 0.99972
+    pred_trans_m: float = 0.00164
+    pred_trans_per_m: float = 0.0389
+    pred_rot_rad: float = 0.000459
+    pred_rot_per_rad: float = 0.0200
+    cv_pred_trans_m: float = 0.000966
+    cv_pred_trans_per_m: float = 10.4
+    cv_pred_rot_rad: float = 0.000516
+    cv_pred_rot_per_rad: float = 0.0200
 
     def systematic(self, residual_level: float, dtheta: float) -> np.ndarray:
         """R_t (6,) diagonal: the systematic data error's variance at residual level s2 and |dtheta| rad a frame."""
