@@ -210,6 +210,26 @@ def test_still_imu_gives_a_zero_velocity_update():
     assert np.linalg.norm(ctl_m.T_prev_curr[:3, 3]) > 1e-3  # it moves on at the filter's velocity
 
 
+def test_still_imu_reports_the_interval_mean_rate_not_one_vibrating_sample():
+    """A MAV at rest with its rotors running: the gyro cycles through +0.015, 0, -0.015 rad/s about z sample to
+    sample (mean and median zero, within the stillness test).  The zero-velocity control's angular velocity is the
+    interval's mean rate (about zero, inside its sigma), not the last sample (0.015 rad/s, about 5 sigma of the
+    gyro's noise and bias)."""
+    buf = ImuBuffer(T_I_C=T_BASE_CAM, init_window_s=1.0)
+    g_w = np.array([0.0, 0.0, -G])
+    t_start, t1 = 8.0, 10.05
+    for k in range(int(round((t1 + 0.02 - t_start) * RATE)) + 1):
+        assert buf.add(t_start + k / RATE, np.array([0.0, 0.0, 0.015 * (1 - k % 3)]), acc=-g_w)
+    ctl = buf.control(10.0, t1, T_BASE_CAM, np.zeros(6), np.eye(6) * 1e-4, np.eye(6) * 1e-6)
+    assert ctl.still
+    w, P_w = ctl.nu_curr[3:], ctl.nu_cov[3:, 3:]
+    last = 0.015 * (1 - round((t1 - t_start) * RATE) % 3)
+    assert abs(last) == 0.015  # the interval's last sample: what the control used to report
+    assert np.linalg.norm(w) < 2e-3, w
+    assert w @ np.linalg.solve(P_w, w) < 7.81  # chi2_3 95 %
+    assert np.sqrt(P_w[2, 2]) < 0.015 / 3
+
+
 def test_a_steady_turn_is_not_still():
     """A steady yaw about gravity keeps every dispersion test of detect_motion quiet (constant
     rate, constant specific force); the bias-corrected rate tells it from rest."""

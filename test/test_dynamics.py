@@ -76,7 +76,11 @@ def test_a_lost_frame_keeps_the_imu_velocity_for_a_short_loss_only():
 
     def velocity(Sigma, control, lost):  # no update (lost, or recovered after a gap)
         outcome = StepOutcome.LOST if lost else StepOutcome.RECOVERED
-        return f._velocity(np.eye(4), Sigma, np.zeros(6), np.eye(6), 0.05, np.eye(4), None, control, outcome, not lost)
+        nu, P, P_report = f._velocity(
+            np.eye(4), Sigma, np.zeros(6), np.eye(6), 0.05, np.eye(4), None, control, outcome, not lost
+        )
+        np.testing.assert_array_equal(P_report, P)  # no update: the filter's own covariance is reported
+        return nu, P
 
     v, P = velocity(small, ctl, True)
     np.testing.assert_allclose(v, nu)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from prism_ros.core import se3
-from prism_ros.core.uncertainty import ErrorModelConstants, PoseErrorModel, lag_covariances
+from prism_ros.core.uncertainty import ErrorModelConstants, PoseErrorModel, lag_covariances, velocity_cov
 from prism_ros.eval.calibration import CHI2_50_6DOF, CHI2_95_6DOF
 
 PATCH = 9.0
@@ -140,3 +140,28 @@ def test_relocalising_in_a_given_map_reports_the_prior_until_a_frame_tracks():
     r = model.update(None, np.eye(4), tracks[1], fresh=True)  # the first track: relative to the given map
     assert np.trace(r.pose_cov) < 1e-3 * np.trace(broad)
     assert np.trace(r.step_cov) > np.trace(broad)  # it jumped from the prior
+
+
+def test_velocity_covariance_with_the_steps_actual_error():
+    """The filter weights the pose step y by R_filter (the tracker's covariances); when y's error is R_error instead,
+    the posterior's error covariance is velocity_cov(P_post, P_pred, R_error): against a Monte Carlo of the update,
+    and equal to the filter's own P_post when R_error is what it weighted by."""
+    from prism_ros.core.dynamics import MotionModel
+
+    rng = np.random.default_rng(3)
+    P_pred, R_filter, R_error = _spd(rng, 1e-3), _spd(rng, 4e-2), _spd(rng, 2e-4)
+    K = P_pred @ np.linalg.inv(P_pred + R_filter)
+    P_post = (np.eye(6) - K) @ P_pred
+    runs = 200000
+    e_pred = rng.multivariate_normal(np.zeros(6), P_pred, size=runs)
+    e_y = rng.multivariate_normal(np.zeros(6), R_error, size=runs)
+    e_post = e_pred + (e_y - e_pred) @ K.T  # nu = nu_pred + K (y - nu_pred)
+    C = velocity_cov(P_post, P_pred, R_error)
+    np.testing.assert_allclose(np.cov(e_post.T), C, atol=0.02 * np.abs(C).max())
+    assert np.trace(C) < 0.9 * np.trace(P_post)  # the step errs less than the filter weighted it
+    np.testing.assert_allclose(velocity_cov(P_post, P_pred, R_filter), P_post, rtol=1e-9, atol=1e-15)
+    # the filter's own update (a control made the prediction): the same gain
+    dt, T_prev = 0.05, np.eye(4)
+    T_new = se3.exp(np.array([0.01, 0.0, 0.02, 0.0, 0.01, 0.0]))
+    _, P = MotionModel.velocity_update(T_prev, np.zeros((6, 6)), T_new, R_filter * dt * dt, np.zeros(6), P_pred, dt)
+    np.testing.assert_allclose(P, P_post, rtol=1e-9, atol=1e-15)

@@ -37,7 +37,7 @@ from .render import render_map
 from .tracker import track
 from .tsdf import TsdfMap
 from .types import Control, StepOutcome, StepResult
-from .uncertainty import PoseErrorModel
+from .uncertainty import PoseErrorModel, velocity_cov
 
 __all__ = ["PrismFilter", "InvalidFrameError"]
 
@@ -212,7 +212,9 @@ class PrismFilter:
             err = self.errors.update(T_prev, T_new, tracked, fresh, lost_cov, control is not None)
         # 5. velocity given the new pose (no motion model spans a gap or a loss)
         with st("velocity"):
-            nu, P = self._velocity(T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control, outcome, gap)
+            nu, P, P_report = self._velocity(
+                T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr, control, outcome, gap, err
+            )
         self._commit(outcome, tr.inlier_ratio, MotionState(T_new, Sigma_new, nu, P, stamp))
         if outcome is not StepOutcome.OK:
             self._last_render = None  # the next frame's prediction may be far from it
@@ -225,7 +227,7 @@ class PrismFilter:
                 self._fuse(frame, T_new, Sigma_new, stamp)
         status = outcome.value + (f": {why}" if why else "")
         out = self._result(stamp, outcome, status, tr.inlier_ratio, tr.iterations, st, T_new, Sigma_new)
-        out.depth_check = depth_check
+        out.depth_check, out.velocity_cov = depth_check, np.array(P_report)
         return out.report(err)
 
     # ------------------------------------------------------------------ the stages
@@ -325,22 +327,22 @@ class PrismFilter:
             c.laplace_patch_px,
         )
 
-    def _velocity(
-        self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, outcome: StepOutcome, gap: bool
-    ):
-        """The velocity after this step (docs/design.md, "Tracking loss and recovery").
+    def _velocity(self, T_new, Sigma_new, nu_pred, P_pred, dt: float, T_pred, tr, control, outcome, gap, err=None):
+        """(nu, P, reported P): the velocity after this step (docs/design.md, "Tracking loss and recovery").
 
-        * Tracked, no gap: :meth:`MotionModel.velocity_update` (the prior counted once).
+        * Tracked, no gap: :meth:`MotionModel.velocity_update` (the prior counted once).  With a control, the
+          reported covariance is that of the same update with the step's error (``err.step_cov``,
+          :func:`~prism_ros.core.uncertainty.velocity_cov`); elsewhere it is P.
         * Lost: the IMU control's velocity while the prediction is within ``recovery_prior_sigma_m``; recovered right
           after a tracked frame, no gap: the step between the two poses; otherwise a restart at rest.
         * A gap over ``max_dt_s`` bridged by an IMU control: the IMU's velocity; ``control.still``: zero.
         """
+        s, m = self.state, self.motion
+        own = lambda nu, P: (nu, P, P)  # noqa: E731  (reported: the filter's own covariance)
         if control is not None and control.still:
-            return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
+            return own(np.array(control.nu_curr, float), np.array(control.nu_cov, float))
         if outcome is StepOutcome.RECOVERED and not gap and self.lost_frames == 0:
-            return self.motion.velocity_update(
-                self.state.T_w_c, self.state.Sigma, T_new, Sigma_new, np.zeros(6), self.motion.P0.copy(), dt
-            )
+            return own(*m.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, np.zeros(6), m.P0.copy(), dt))
         if outcome is not StepOutcome.OK or gap:
             if (
                 outcome is StepOutcome.LOST
@@ -348,24 +350,16 @@ class PrismFilter:
                 and control.nu_curr is not None
                 and np.sqrt(np.linalg.eigvalsh(Sigma_new[:3, :3]).max()) < self.cfg.recovery_prior_sigma_m
             ):
-                return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
-            return np.zeros(6), self.motion.P0.copy()
+                return own(np.array(control.nu_curr, float), np.array(control.nu_cov, float))
+            return own(np.zeros(6), m.P0.copy())
         if control is not None and control.nu_curr is not None and dt > self.cfg.max_dt_s:
             # a gap the control bridged: the step between the poses is the mean velocity over it,
             # not the current one; the IMU's velocity at this frame is
-            return np.array(control.nu_curr, float), np.array(control.nu_cov, float)
-        cv = control is None
-        return self.motion.velocity_update(
-            self.state.T_w_c,
-            self.state.Sigma,
-            T_new,
-            Sigma_new,
-            nu_pred,
-            P_pred,
-            dt,
-            T_pred if cv else None,
-            tr.H_data if cv else None,
-        )
+            return own(np.array(control.nu_curr, float), np.array(control.nu_cov, float))
+        if control is None:
+            return own(*m.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt, T_pred, tr.H_data))
+        nu, P = m.velocity_update(s.T_w_c, s.Sigma, T_new, Sigma_new, nu_pred, P_pred, dt)
+        return nu, P, P if err is None else velocity_cov(P, P_pred, err.step_cov / (dt * dt))
 
     def _depth_check(self, frame, T_w_c, Sigma, render):
         """Counts of the depth-predictive check (:func:`.predictive.depth_predictive_counts`)."""

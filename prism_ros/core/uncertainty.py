@@ -48,7 +48,7 @@ import numpy as np
 
 from . import se3
 
-__all__ = ["ErrorModelConstants", "ErrorReport", "PoseErrorModel", "lag_covariances", "step_motion"]
+__all__ = ["ErrorModelConstants", "ErrorReport", "PoseErrorModel", "lag_covariances", "step_motion", "velocity_cov"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,17 @@ def step_motion(T_prev: np.ndarray, T_new: np.ndarray):
     """(A = Ad(dT^-1), |dp| m, |dtheta| rad) of the step ``dT = T_prev^-1 T_new``."""
     dT = se3.inv(T_prev) @ T_new
     return se3.adjoint(se3.inv(dT)), float(np.linalg.norm(dT[:3, 3])), float(np.linalg.norm(se3.so3_log(dT[:3, :3])))
+
+
+def velocity_cov(P_post: np.ndarray, P_pred: np.ndarray, R_error: np.ndarray) -> np.ndarray:
+    """The covariance of a Kalman velocity posterior ``nu_pred + K (y - nu_pred)`` (prior covariance ``P_pred``, the
+    filter's posterior ``P_post = (I - K) P_pred``) when the measurement y errs with covariance ``R_error`` rather
+    than with what the filter weighted it by: ``(I - K) P_pred (I - K)^T + K R_error K^T``, ``K = I - P_post
+    P_pred^-1``.  For the step between two tracked poses, ``y = Log(T_prev^-1 T_new) / dt``, ``R_error`` is
+    ``step_cov / dt^2``."""
+    K = np.eye(6) - np.linalg.solve(P_pred.T, P_post.T).T
+    IK = np.eye(6) - K
+    return _sym(IK @ P_pred @ IK.T + K @ R_error @ K.T)
 
 
 def _sym(M: np.ndarray) -> np.ndarray:
