@@ -227,7 +227,9 @@ class PrismFilter:
                 self._fuse(frame, T_new, Sigma_new, stamp)
         status = outcome.value + (f": {why}" if why else "")
         out = self._result(stamp, outcome, status, tr.inlier_ratio, tr.iterations, st, T_new, Sigma_new)
-        out.depth_check, out.velocity_cov = depth_check, np.array(P_report)
+        out.depth_check = depth_check
+        if outcome.tracked or not self.relocalising:  # the state was committed (_commit)
+            out.velocity_cov = np.array(P_report)
         return out.report(err)
 
     # ------------------------------------------------------------------ the stages

@@ -34,7 +34,8 @@ class Control:
     ``T_prev_curr`` maps the current camera frame into the previous one; ``cov``: its 6x6 covariance, right
     perturbation T = T_prev_curr Exp(xi), xi = (rho, phi).  An IMU control also gives ``nu_curr`` = (v, w), the
     camera twist at the current frame (current camera frame), with ``nu_cov``; ``still``: the IMU stands still (a
-    zero-velocity update: ``nu_curr`` zero, no translation).
+    zero-velocity update: ``nu_curr``'s linear part zero, its angular part the interval's mean gyro rate, no
+    translation).
     """
 
     T_prev_curr: np.ndarray

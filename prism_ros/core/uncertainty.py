@@ -113,7 +113,8 @@ def velocity_cov(P_post: np.ndarray, P_pred: np.ndarray, R_error: np.ndarray) ->
     filter's posterior ``P_post = (I - K) P_pred``) when the measurement y errs with covariance ``R_error`` rather
     than with what the filter weighted it by: ``(I - K) P_pred (I - K)^T + K R_error K^T``, ``K = I - P_post
     P_pred^-1``.  For the step between two tracked poses, ``y = Log(T_prev^-1 T_new) / dt``, ``R_error`` is
-    ``step_cov / dt^2``."""
+    ``step_cov / dt^2``.  ``P_pred`` stands for the prior's error too (the filter's own prediction covariance, not
+    one propagated from the previous reported covariance): close where the step dominates (K near I)."""
     K = np.eye(6) - np.linalg.solve(P_pred.T, P_post.T).T
     IK = np.eye(6) - K
     return _sym(IK @ P_pred @ IK.T + K @ R_error @ K.T)
