@@ -66,7 +66,7 @@ def test_real_slice_tracks_through_the_pallet(slice_run):
     # the two-view check of the first half; the figure mixes map, pose and stereo sigma)
     assert 0.88 <= m["depth_predictive_coverage_2sigma"] <= 0.99, m["depth_predictive_coverage_2sigma"]
     # the body-frame pose covariance at lags 1 and 10 (the error model's constants saw frames 0-99; the held-out
-    # half alone: test_pose_uncertainty_on_the_half_it_was_not_fitted_on).  Issue 25's band is [0.90, 0.98]; lag 1
+    # half alone: test_pose_uncertainty_on_the_half_it_was_not_fitted_on).  The wanted band is [0.90, 0.98]; lag 1
     # is 195 of 199 windows, so the upper bound allows one window of slack (a fresh compile can move a window).
     cal = m["calibration_body"]
     for k in ("1", "10"):
