@@ -96,6 +96,7 @@ setup(
         "psutil>=5.9",
         "rosbags>=0.9.20",
         "scikit-image>=0.21",
+        "gtsam>=4.3",
         "opencv-python-headless>=4.8",
     ],
     extras_require={

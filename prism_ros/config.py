@@ -15,6 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
+from prism_ros.core.backend.config import BACKEND_PARAMS
 from prism_ros.core.config import FILTER_PARAMS, ConfigBase, ConfigError, FilterConfig, ParamSpec, make_config_class
 from prism_ros.core.config import spec as _p
 
@@ -153,6 +154,13 @@ PIPELINE_PARAMS: Tuple[ParamSpec, ...] = (
 #: The ROS node's own parameters (scope ``node``).
 NODE_PARAMS: Tuple[ParamSpec, ...] = (
     _p("world_frame", "odom", "REP-105 frame the map and poses are expressed in.", scope="node"),
+    _p(
+        "map_frame",
+        "map",
+        "REP-105 frame of the back end's optimised pose, path and global map (backend_enabled); map_frame -> "
+        "world_frame carries its correction.",
+        scope="node",
+    ),
     _p("base_frame", "base_link", "REP-105 body frame of the robot; the published pose is this frame's.", scope="node"),
     _p(
         "camera_frame",
@@ -333,7 +341,7 @@ NODE_PARAMS: Tuple[ParamSpec, ...] = (
 )
 
 #: All parameters, in the order they appear in config/prism.yaml.
-PARAMS: Tuple[ParamSpec, ...] = FILTER_PARAMS + PIPELINE_PARAMS + NODE_PARAMS
+PARAMS: Tuple[ParamSpec, ...] = FILTER_PARAMS + PIPELINE_PARAMS + BACKEND_PARAMS + NODE_PARAMS
 
 
 class _PrismChecks(ConfigBase):
@@ -344,6 +352,14 @@ class _PrismChecks(ConfigBase):
                 f"occupancy_resolution_m ({self.occupancy_resolution_m}) must be 0 (the voxel size) or at least "
                 f"voxel_size_m ({self.voxel_size_m}): a cell finer than a voxel adds no information"
             )
+        if self.backend_loop_kernel_scale**2 < self.backend_loop_gate_mahalanobis2:
+            raise ConfigError(
+                f"backend_loop_kernel_scale ({self.backend_loop_kernel_scale}) must be at least the square root of "
+                f"backend_loop_gate_mahalanobis2 ({self.backend_loop_gate_mahalanobis2}): the robust kernel would "
+                "ignore closures the gate accepts"
+            )
+        if self.map_frame == self.world_frame:
+            raise ConfigError(f"map_frame and world_frame must differ (both '{self.map_frame}'): REP-105 map -> odom")
 
     def filter_config(self) -> FilterConfig:
         """The filter's part of this configuration."""

@@ -15,10 +15,8 @@ and the results' sinks differ.  Per frame, :meth:`Pipeline.process`:
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from prism_ros.core.camera import Camera
 from prism_ros.core.controls import OdomBuffer
 from prism_ros.core.image import InvalidFrameError
 from prism_ros.core.imu import ImuBuffer, ImuControlSource, ImuNoise
+from prism_ros.core.threads import lower_priority
 from prism_ros.core.types import Control, StepResult
 from prism_ros.datasets.base import FrameLoadError, check_pose
 from prism_ros.datasets.capabilities import HasConfigHints, HasControls
@@ -374,11 +373,7 @@ def _loader_thread_init() -> None:
     """The loading thread: below the filter's priority (where the OS allows it), and OpenCV
     single-threaded (its worker threads would otherwise compete at full priority; the
     offline run's only OpenCV user is the loader)."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + LOADER_NICE))
-    except (AttributeError, OSError):  # not Linux / not permitted: loading still works
-        pass
+    lower_priority(LOADER_NICE)  # not Linux / not permitted: loading still works
     import cv2
 
     cv2.setNumThreads(1)

@@ -210,7 +210,7 @@ def test_depth_predictive_check_flags_a_depth_bias():
     depth is inside 2 sigma at about the calibrated rate; the same depth 3 % too far is not."""
     from prism_ros.config import PrismConfig
     from prism_ros.core.filter import PrismFilter
-    from prism_ros.core.image import build_frame
+    from prism_ros.core.tracker import frame_pyramid
     from prism_ros.core.predictive import depth_predictive_counts
     from prism_ros.core.render import render_map
     from prism_ros.datasets import open_dataset
@@ -229,17 +229,7 @@ def test_depth_predictive_check_flags_a_depth_bias():
     Sigma = np.diag([2e-4] * 3 + [1e-4] * 3) ** 2
 
     def coverage(depth):
-        frame = build_frame(
-            fr.rgb,
-            depth,
-            ds.camera,
-            f.levels,
-            cfg.depth_min_m,
-            cfg.depth_max_m,
-            None,
-            normal_levels=f.track_level_range,
-            gray=False,
-        )
+        frame = frame_pyramid(cfg.replace(use_photometric=False), ds.camera, fr.rgb, depth)
         n, inside = depth_predictive_counts(
             frame.depth[lvl], f.render_camera.params, fr.T_w_c_gt, Sigma, render, f.map, f.noise, cfg.truncation_m
         )

@@ -104,6 +104,10 @@ def test_nan_and_unknown_and_relations():
         PrismConfig.from_dict({"depth_min_m": 3.0, "depth_max_m": 2.0})
     with pytest.raises(ConfigError, match="truncation_m"):
         PrismConfig.from_dict({"voxel_size_m": 0.05, "truncation_m": 0.08})
+    with pytest.raises(ConfigError, match="backend_loop_kernel_scale"):
+        PrismConfig.from_dict({"backend_loop_kernel_scale": 2.0, "backend_loop_gate_mahalanobis2": 22.46})
+    with pytest.raises(ConfigError, match="map_frame"):
+        PrismConfig.from_dict({"map_frame": "odom"})
 
 
 def test_overrides_and_replace(tmp_path):

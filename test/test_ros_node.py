@@ -462,3 +462,34 @@ def test_real_filter_on_synthetic_sequence(ros):
         assert np.all(np.isfinite(pts["x"])) and np.all(pts["sigma"] > 0)
     finally:
         ros.detach(node)
+
+
+def test_backend_outputs_in_the_map_frame(ros):
+    """With the back end: ~/pose and ~/path in map_frame (the pose with the graph's marginal), ~/odometry still in
+    odom, the map outputs from the composed global map in map_frame, the back end's figures in the diagnostics."""
+    node = _start(
+        ros,
+        overrides=[
+            Parameter("backend_enabled", value=True),
+            Parameter("queue_size", value=50),
+            Parameter("map_publish_rate_hz", value=10.0),
+        ],
+    )
+    try:
+        stamps = [1.0 + i / 30.0 for i in range(25)]  # the fake filter moves 1 cm a frame: keyframes at 0, 10, 20
+        for t in stamps:
+            _frame(ros, t)
+            time.sleep(0.02)
+        assert ros.wait_for(lambda: len(ros.odom) >= len(stamps) and len(ros.pose) >= len(stamps), 20), node.stats
+        assert ros.odom[-1].header.frame_id == "odom"
+        assert ros.pose[-1].header.frame_id == "map"
+        assert _spd(ros.pose[-1].pose.covariance)
+        # no closure: the correction is the identity, the map pose is the odometry's
+        np.testing.assert_allclose(
+            cv.pose_to_T(ros.pose[-1].pose.pose), cv.pose_to_T(ros.odom[-1].pose.pose), atol=1e-9
+        )
+        assert ros.wait_for(lambda: ros.path and ros.path[-1].header.frame_id == "map", 5)
+        assert ros.wait_for(lambda: node._backend.figures()["keyframes"] >= 3, 10), node._backend.figures()
+        assert ros.wait_for(lambda: ros.cloud and ros.cloud[-1].header.frame_id == "map", 10)
+    finally:
+        ros.detach(node)

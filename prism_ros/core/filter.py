@@ -27,14 +27,14 @@ from . import se3
 from .camera import Camera
 from .config import FilterConfig
 from .dynamics import MotionModel, MotionState
-from .image import InvalidFrameError, build_frame
+from .image import InvalidFrameError
 from .mesh import BlockMesher
 from .occupancy import FreeSpaceLayer, OccupancyGridBuilder
 from .recovery import Quality, Recovery
 from .rolling_shutter import deskew, deskew_frame
 from .predictive import depth_predictive_counts
 from .render import render_map
-from .tracker import track
+from .tracker import frame_pyramid, pyramid_levels, track, track_params
 from .tsdf import TsdfMap
 from .types import Control, StepOutcome, StepResult
 from .uncertainty import PoseErrorModel, velocity_cov
@@ -79,20 +79,8 @@ class PrismFilter:
             c.initial_angular_velocity_sigma_radps,
             c.max_dt_s,
         )
-        self.track_params = dict(
-            max_dist=c.icp_max_distance_m,
-            max_dist_sigmas=c.icp_max_distance_sigmas,
-            min_cos=float(np.cos(np.deg2rad(c.icp_max_normal_angle_deg))),
-            huber_k=c.huber_k,
-            sigma_i=c.intensity_noise_sigma,
-            use_photo=bool(c.use_photometric),
-            photo_min_grad=c.photometric_min_gradient,
-            model_error_patch_px=c.model_error_patch_px,
-            model_error_residual_level=c.model_error_residual_level,
-        )
-        # one level more than tracking needs, for recovery's coarser stages
-        self.levels = max(c.track_finest_level + c.track_levels + 1, c.render_level + 1)
-        self.track_level_range = range(c.track_finest_level, self.levels)
+        self.track_params = track_params(c)
+        self.levels = pyramid_levels(c)
         self.render_camera = camera.level(c.render_level)
         self.coarse_render_level = min(c.render_level + 1, self.levels - 1)
         self.coarse_render_camera = camera.level(self.coarse_render_level)
@@ -251,17 +239,7 @@ class PrismFilter:
 
     def _preprocess(self, rgb, depth, stamp, depth_sigma):
         c = self.cfg
-        frame = build_frame(
-            rgb,
-            depth,
-            self.camera,
-            self.levels,
-            c.depth_min_m,
-            c.depth_max_m,
-            depth_sigma,
-            normal_levels=self.track_level_range,
-            gray=bool(c.use_photometric),
-        )
+        frame = frame_pyramid(c, self.camera, rgb, depth, depth_sigma)
         if frame.valid_fraction < c.min_valid_depth_fraction:
             raise InvalidFrameError(
                 f"only {100 * frame.valid_fraction:.1f}% of the depth image is valid "

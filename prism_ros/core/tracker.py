@@ -27,11 +27,21 @@ import numpy as np
 from numba import njit, prange
 
 from . import se3
-from .image import FramePyramid
+from .image import FramePyramid, build_frame
 from .numba_flags import FASTMATH
 from .render import Render
 
-__all__ = ["TrackResult", "track", "accumulate", "objective", "effective_patch_px", "huber_residual_level"]
+__all__ = [
+    "TrackResult",
+    "track",
+    "track_params",
+    "pyramid_levels",
+    "frame_pyramid",
+    "accumulate",
+    "objective",
+    "effective_patch_px",
+    "huber_residual_level",
+]
 
 _NSTAT = 21 + 6 + 6  # upper-triangular H, g, [cost, n_valid, n_icp_inliers, n_photo, sum w, n_overlap]
 # (n_valid and n_overlap count the valid pixels with a normal: the ones ICP can take as inliers)
@@ -243,6 +253,46 @@ class TrackResult:
     converged: bool
     residual_level: float = float("nan")  # s2 at the optimum (module docstring)
     patch_px: float = float("nan")  # effective pixels per independent measurement of the covariance
+
+
+def track_params(cfg) -> dict:
+    """The ``params`` of :func:`track` (association, robustness, model error) from a
+    :class:`~prism_ros.core.config.FilterConfig`."""
+    return dict(
+        max_dist=cfg.icp_max_distance_m,
+        max_dist_sigmas=cfg.icp_max_distance_sigmas,
+        min_cos=float(np.cos(np.deg2rad(cfg.icp_max_normal_angle_deg))),
+        huber_k=cfg.huber_k,
+        sigma_i=cfg.intensity_noise_sigma,
+        use_photo=bool(cfg.use_photometric),
+        photo_min_grad=cfg.photometric_min_gradient,
+        model_error_patch_px=cfg.model_error_patch_px,
+        model_error_residual_level=cfg.model_error_residual_level,
+    )
+
+
+def pyramid_levels(cfg) -> int:
+    """Levels of a frame's pyramid for a :class:`~prism_ros.core.config.FilterConfig`: one more than tracking
+    needs (recovery's coarser stages), and at least the render level's."""
+    return max(cfg.track_finest_level + cfg.track_levels + 1, cfg.render_level + 1)
+
+
+def frame_pyramid(cfg, camera, rgb: np.ndarray, depth: np.ndarray, depth_sigma=None) -> FramePyramid:
+    """A frame's pyramid as tracking needs it (:func:`~prism_ros.core.image.build_frame` with a FilterConfig's
+    depth range, :func:`pyramid_levels`, normals from the finest tracking level, intensity only with photometric
+    residuals); InvalidFrameError on unusable images."""
+    levels = pyramid_levels(cfg)
+    return build_frame(
+        rgb,
+        depth,
+        camera,
+        levels,
+        cfg.depth_min_m,
+        cfg.depth_max_m,
+        depth_sigma,
+        normal_levels=range(cfg.track_finest_level, levels),
+        gray=bool(cfg.use_photometric),
+    )
 
 
 def huber_residual_level(chi2: float, n: int, huber_k: float) -> float:

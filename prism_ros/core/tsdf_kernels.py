@@ -16,10 +16,26 @@ from numba import njit, prange
 from .numba_flags import FASTMATH
 from .voxel_hash import BLOCK, BLOCK3, BLOCK_MASK, BLOCK_SHIFT, find_block, insert_block, voxel_slot
 
-__all__ = ["allocate_blocks", "integrate_blocks", "query_points", "surface_block_counts", "surface_voxels"]
+__all__ = ["allocate_blocks", "integrate_blocks", "new_block", "query_points", "surface_block_counts", "surface_voxels"]
 
 
 # ----------------------------------------------------------------- allocation
+@njit(cache=True, inline="always")
+def new_block(keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, slot):
+    """Block (bx, by, bz) at the free ``slot``: every voxel at the prior, unobserved, and in the hash."""
+    block_xyz[slot, 0] = bx
+    block_xyz[slot, 1] = by
+    block_xyz[slot, 2] = bz
+    for i in range(BLOCK3):
+        mu[slot, i] = 0.0
+        var[slot, i] = prior_var
+        cnt[slot, i] = 0
+        rgb[slot, i, 0] = 0
+        rgb[slot, i, 1] = 0
+        rgb[slot, i, 2] = 0
+    insert_block(keys, vals, bx, by, bz, slot)
+
+
 @njit(cache=True, nogil=True)
 def allocate_blocks(
     depth,
@@ -82,17 +98,7 @@ def allocate_blocks(
                         return n_blocks, n_vis, False
                     slot = n_blocks
                     n_blocks += 1
-                    block_xyz[slot, 0] = bx
-                    block_xyz[slot, 1] = by
-                    block_xyz[slot, 2] = bz
-                    for i in range(BLOCK3):
-                        mu[slot, i] = 0.0
-                        var[slot, i] = prior_var
-                        cnt[slot, i] = 0
-                        rgb[slot, i, 0] = 0
-                        rgb[slot, i, 1] = 0
-                        rgb[slot, i, 2] = 0
-                    insert_block(keys, vals, bx, by, bz, slot)
+                    new_block(keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, slot)
                     last_seen[slot] = -1
                 if last_seen[slot] != frame_id:
                     last_seen[slot] = frame_id

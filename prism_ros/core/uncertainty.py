@@ -48,7 +48,15 @@ import numpy as np
 
 from . import se3
 
-__all__ = ["ErrorModelConstants", "ErrorReport", "PoseErrorModel", "lag_covariances", "step_motion", "velocity_cov"]
+__all__ = [
+    "ErrorModelConstants",
+    "ErrorReport",
+    "PoseErrorModel",
+    "lag_covariances",
+    "relative_covariance",
+    "step_motion",
+    "velocity_cov",
+]
 
 
 @dataclass(frozen=True)
@@ -247,7 +255,14 @@ def lag_covariances(T: np.ndarray, error_cov: np.ndarray, error_transition: np.n
     Phi = np.broadcast_to(np.eye(12), (len(t), 12, 12)).copy()
     for lag in range(k):
         Phi = Phi @ F[t - lag]
-    Bt = np.transpose(B, (0, 2, 1))
-    X = (Phi @ P[t - k])[:, :6, :6] @ Bt
-    C = P[t][:, :6, :6] + B @ P[t - k][:, :6, :6] @ Bt - X - np.transpose(X, (0, 2, 1))
-    return 0.5 * (C + np.transpose(C, (0, 2, 1)))
+    return relative_covariance(P[t], P[t - k], Phi, B)
+
+
+def relative_covariance(P_t: np.ndarray, P_s: np.ndarray, Phi: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """The covariance of the relative motion from frame s to frame t (module docstring): ``P_t``, ``P_s`` the error
+    states' covariances (12x12), ``Phi = F_t .. F_{s+1}``, ``B = Ad(dT^-1)`` of ``dT = T_s^-1 T_t``; single (6x6) or
+    stacked (n,6,6) alike."""
+    Bt = np.swapaxes(B, -1, -2)
+    X = (Phi @ P_s)[..., :6, :6] @ Bt
+    C = P_t[..., :6, :6] + B @ P_s[..., :6, :6] @ Bt - X - np.swapaxes(X, -1, -2)
+    return 0.5 * (C + np.swapaxes(C, -1, -2))

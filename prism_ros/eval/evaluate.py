@@ -107,6 +107,16 @@ def _trajectory_figures(run: OfflineRun, ev: Evaluation) -> None:
             )
 
 
+def _optimised_figures(run: OfflineRun, ev: Evaluation) -> None:
+    """The back end's trajectory (``optimised``: ATE, calibration of its relative motions)."""
+    if run.backend is None:
+        return
+    from prism_ros.eval.backend_eval import optimised_figures
+
+    body = run.dataset.T_body_cam if isinstance(run.dataset, HasBodyFrame) else None
+    ev.trajectory["optimised"] = optimised_figures(run, ev.T_gt_all, ev.gt_index, ev.T_gt, body)
+
+
 def _map_figures(run: OfflineRun, ev: Evaluation) -> None:
     """Calibration of the map against an exact SDF (a simulated scene)."""
     dataset, cfg, m = run.dataset, run.cfg, ev.map
@@ -155,6 +165,7 @@ def evaluate(run: OfflineRun) -> Evaluation:
     """The figures of ``run`` against its dataset's ground truth (module docstring); writes nothing."""
     ev = Evaluation()
     _trajectory_figures(run, ev)
+    _optimised_figures(run, ev)
     _map_figures(run, ev)
     return ev
 

@@ -132,6 +132,7 @@ class PrismNode(Node):
         self._odom = OdomBuffer()
         # ---- worker-owned ------------------------------------------------------
         self._pipeline: Optional[Pipeline] = None
+        self._backend = None  # with backend_enabled: submaps, pose graph, loop closures (core.backend.worker.BackEnd)
         self._last_result: Optional[StepResult] = None
         self._last_header_stamp: Optional[Time] = None
         self._last_diag = time.monotonic()
@@ -335,9 +336,12 @@ class PrismNode(Node):
         self._work.clear_frames()
         return "filter, map and path reset"
 
-    def _after_restart(self) -> None:
-        """The filter's world restarted: no result to extend, no cloud, an empty path."""
+    def _after_restart(self, backend: bool = True) -> None:
+        """The filter's world restarted: no result to extend, no cloud, an empty path, and (``backend``: unless the
+        pipeline's step already told it) a new pose graph."""
         self._last_result = None
+        if self._backend is not None and backend:
+            self._backend.reset()
         self._map_out.frames_since_cloud = 0
         self._state_out.reset()
 
@@ -379,7 +383,7 @@ class PrismNode(Node):
                 except Exception as e:
                     self._error("step", f"filter step failed at t={item.stamp:.6f}: {type(e).__name__}: {e}")
             else:
-                self._state_out.publish_path()
+                self._state_out.publish_path(self._backend)
             if "reconfigure" in requests:
                 self._map_out.configure(self.cfg)  # the builders restart with the new parameters
             for kind in ("cloud", "occupancy", "mesh"):
@@ -394,11 +398,19 @@ class PrismNode(Node):
             controls = ImuControls(self._imu, self.cfg.control_max_dt_s, self.cfg.imu_bias_window_s)
         elif self.cfg.control_mode == "odometry":
             controls = OdomControls(self._odom, self.T_base_camera)
+        if self._backend is not None:  # new intrinsics: a new back end
+            self._backend.stop()
+        self._backend = None
+        if self.cfg.backend_enabled:  # (imported here: GTSAM loads only when used)
+            from prism_ros.core.backend.worker import BackEnd
+
+            self._backend = BackEnd(self.cfg, camera)
         self._pipeline = Pipeline(
             self.cfg,
             camera,
             self.T_base_camera.copy(),
             controls,
+            sinks=[self._backend] if self._backend is not None else [],
             filter_factory=self._filter_factory,
             stats_maxlen=_STAGE_ROWS,
         )
@@ -432,7 +444,7 @@ class PrismNode(Node):
         t = frame.stamp
         if out.was_reset:
             self._log.warning(f"input time jumped back from {last:.3f} to {t:.3f} s: resetting the filter")
-            self._after_restart()
+            self._after_restart(backend=False)  # the back end saw the reset in this step
         if out.control_note:
             self._warn("control", out.control_note)
         if out.invalid:
@@ -442,7 +454,7 @@ class PrismNode(Node):
         res = out.result
         self._last_result, self._last_header_stamp = res, item.header_stamp
         self._map_out.frames_since_cloud += 1
-        self._state_out.publish(res, item.header_stamp)
+        self._state_out.publish(res, item.header_stamp, self._backend)
         e2e_ms = (time.time_ns() - item.t_src_ns) * 1e-6 if item.t_src_ns is not None else None
         self._stats.frame(out.step_ms, (time.monotonic() - item.t_recv) * 1e3, e2e_ms, not res.tracking_ok)
         if not res.tracking_ok:
@@ -455,10 +467,13 @@ class PrismNode(Node):
         res = self._last_result
         if self._pipeline is None or self._last_header_stamp is None or res is None:
             return
+        tsdf_map, T_w_c = self._pipeline.filter.map, res.T_w_c
+        if self._backend is not None:  # the composed global map, in map_frame (none before the first keyframe)
+            tsdf_map, T_w_c = self._backend.global_map(), self._backend.correction() @ res.T_w_c
+            if tsdf_map is None:
+                return
         try:  # (the occupancy window follows the camera)
-            ms = self._map_out.request(
-                kind, self._pipeline.filter.map, self._last_header_stamp, tuple(res.T_w_c[:2, 3])
-            )
+            ms = self._map_out.request(kind, tsdf_map, self._last_header_stamp, tuple(T_w_c[:2, 3]))
         except Exception as e:
             return self._error(kind, f"~/{kind} failed: {type(e).__name__}: {e}")
         if ms is not None:
@@ -474,6 +489,10 @@ class PrismNode(Node):
         line, status = self._stats.report(f"{self.get_name()}: filter", self._rgbd.pairer.dropped, status_text, stages)
         status.values += self._map_out.diagnostics(self._pipeline.filter.map if self._pipeline is not None else None)
         status.values += self._load_values()
+        if self._backend is not None:
+            status.values += [KeyValue(key=f"backend_{k}", value=f"{v:g}") for k, v in self._backend.figures().items()]
+            if self._backend.error:
+                self._error("backend", f"the back end stopped: {self._backend.error}")
         if line:
             self._log.info(line)
         try:
@@ -513,6 +532,8 @@ class PrismNode(Node):
     def destroy_node(self):
         self.stop_worker()
         self._map_out.stop()
+        if self._backend is not None:
+            self._backend.stop()
         return super().destroy_node()
 
 

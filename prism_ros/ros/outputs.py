@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -25,6 +24,7 @@ from visualization_msgs.msg import MarkerArray
 from prism_ros.core.mesh import BlockMesher
 from prism_ros.core.occupancy import OccupancyGridBuilder
 from prism_ros.core.surface_cloud import SurfaceCloudBuilder
+from prism_ros.core.threads import lower_priority
 from prism_ros.core.odom_covariance import OdomCovarianceAccumulator
 from prism_ros.ros import conversions as cv
 from prism_ros.ros.mesh_process import OUTPUT_NICE, mesh_marker_update, start_mesh_process
@@ -123,11 +123,14 @@ class MapOutputs:
             self._jobs.clear()
             self.cfg = cfg
             self._stop_mesh_process()  # its cache belongs to the old builder
+            # with the back end the outputs come from its composed map, at its voxel size, in map_frame
+            vox = cfg.voxel_size_m * (cfg.backend_voxel_factor if cfg.backend_enabled else 1)
+            self.frame_id = cfg.map_frame if cfg.backend_enabled else cfg.world_frame
             self.grid = OccupancyGridBuilder(
-                cfg.voxel_size_m,
+                vox,
                 cfg.occupancy_min_z_m,
                 cfg.occupancy_max_z_m,
-                cfg.occupancy_resolution_m,
+                max(cfg.occupancy_resolution_m, vox) if cfg.occupancy_resolution_m > 0 else 0.0,
                 cfg.occupancy_max_columns_per_update,
                 cfg.occupancy_max_cells,
             )
@@ -175,7 +178,7 @@ class MapOutputs:
 
     # ---------------------------------------------------------------- snapshots
     def _snapshot(self, kind: str, tsdf_map, stamp, centre_xy) -> Optional[Callable[[], None]]:
-        header = Header(stamp=stamp, frame_id=self.cfg.world_frame)
+        header = Header(stamp=stamp, frame_id=self.frame_id)
         if kind == "cloud":
             if self.frames_since_cloud == 0:
                 return None
@@ -193,11 +196,7 @@ class MapOutputs:
 
     # ------------------------------------------------------------------ builds
     def _run(self) -> None:
-        try:
-            tid = threading.get_native_id()
-            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + OUTPUT_NICE))
-        except (AttributeError, OSError):  # not Linux / not permitted: outputs still work
-            pass
+        lower_priority(OUTPUT_NICE)  # not Linux / not permitted: outputs still work
         while True:
             with self._cv:
                 while not (self._stopped or self._jobs):
@@ -318,6 +317,11 @@ class StateOutputs:
     ``~/pose`` carries the pose covariance relative to the map; ``~/odometry`` the step covariances compounded since
     the last :meth:`reset` (REP-105: grows with motion, faster while lost).  ~/path holds the last
     ``path_max_length`` poses, at most every 0.2 s: call :meth:`publish_path` when idle.
+
+    With a back end (:class:`~prism_ros.core.backend.worker.BackEnd`), REP-105 in full: ``~/pose`` is the base in
+    ``map_frame`` with its marginal covariance, /tf carries ``map_frame`` -> ``world_frame`` (the correction) beside
+    ``world_frame`` -> ``base_frame``, ``~/odometry`` stays continuous in ``world_frame``, and ~/path is in
+    ``map_frame``, re-published whole after every accepted loop closure.
     """
 
     def __init__(self, node, cfg, T_base_camera: np.ndarray, tf_type=None):
@@ -332,12 +336,16 @@ class StateOutputs:
         self._odom_cov = OdomCovarianceAccumulator()
         self._lock = threading.Lock()  # the path: the worker appends, parameters resize it
         self.path: Deque[PoseStamped] = deque(maxlen=cfg.path_max_length)
+        #: with a back end: (header stamp, stamp s, T_odom_c) of each path pose, to re-pose them after a closure
+        self._odom_path: Deque[tuple] = deque(maxlen=cfg.path_max_length)
+        self._path_version = 0
         self._path_last_pub, self._path_dirty = 0.0, False
 
     def configure(self, cfg) -> None:
         with self._lock:
             if cfg.path_max_length != self.path.maxlen:
                 self.path = deque(self.path, maxlen=cfg.path_max_length)
+                self._odom_path = deque(self._odom_path, maxlen=cfg.path_max_length)
         self.cfg = cfg
 
     def reset(self) -> None:
@@ -345,8 +353,9 @@ class StateOutputs:
         self._odom_cov.reset()
         with self._lock:
             self.path.clear()
+            self._odom_path.clear()
 
-    def publish(self, res, stamp) -> None:
+    def publish(self, res, stamp, backend=None) -> None:
         cfg = self.cfg
         step_cov = res.pose_cov if res.step_cov is None else res.step_cov
         odom_cov = self._odom_cov.update(res.T_w_c, step_cov, res.tracking_ok, origin_cov=res.pose_cov)
@@ -361,18 +370,40 @@ class StateOutputs:
             cfg.base_frame,
             odom_cov,
         )
-        self.pub_pose.publish(m.pose)
+        pose, path_pose, tfs = m.pose, m.path_pose, [m.tf]
+        if backend is not None:  # the pose and the map -> odom TF from the same keyframe
+            T_map_c, cov, T_map_odom = backend.pose_in_map(res.T_w_c, res.pose_cov)
+            mm = cv.state_messages(
+                stamp, T_map_c, cov, res.velocity, res.velocity_cov, self.T_base_camera, cfg.map_frame, cfg.base_frame
+            )
+            pose, path_pose = mm.pose, mm.path_pose
+            tfs.append(cv.transform_stamped(stamp, cfg.map_frame, cfg.world_frame, T_map_odom))
+        self.pub_pose.publish(pose)
         self.pub_twist.publish(m.twist)
         self.pub_odom.publish(m.odom)
         with self._lock:
-            self.path.append(m.path_pose)
+            self.path.append(path_pose)
+            if backend is not None:
+                self._odom_path.append((stamp, float(res.stamp), np.asarray(res.T_w_c, dtype=np.float64)))
             self._path_dirty = True
-        self.publish_path()
+        self.publish_path(backend)
         if self.pub_tf is not None and cfg.publish_tf:
-            self.pub_tf.publish(self._tf_type(transforms=[m.tf]))
+            self.pub_tf.publish(self._tf_type(transforms=tfs))
 
-    def publish_path(self) -> None:
+    def publish_path(self, backend=None) -> None:
+        """~/path when it changed and 0.2 s have passed; with ``backend``, every pose re-posed first when a loop
+        closure (or a reset) moved the keyframes since the last time."""
         now = time.monotonic()
+        if backend is not None and backend.version != self._path_version:
+            self._path_version = backend.version
+            with self._lock:
+                entries = list(self._odom_path)
+            if entries:
+                T_map = backend.optimised_trajectory([e[1] for e in entries], np.stack([e[2] for e in entries]))
+                poses = cv.path_poses([e[0] for e in entries], T_map, self.T_base_camera, self.cfg.map_frame)
+                with self._lock:
+                    self.path = deque(poses, maxlen=self.path.maxlen)
+                    self._path_dirty, self._path_last_pub = True, 0.0
         with self._lock:
             if not self._path_dirty or now - self._path_last_pub < PATH_MIN_PERIOD_S or not self.path:
                 return

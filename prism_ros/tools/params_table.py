@@ -49,7 +49,7 @@ YAML_HEADER = """\
 #   python -m prism_ros.tools.params_table --write
 """
 
-_SECTIONS = {"core": "filter core", "pipeline": "motion controls (pipeline)", "node": "ROS node"}
+_SECTIONS = {"core": "filter core", "pipeline": "pipeline (motion controls, back end)", "node": "ROS node"}
 
 
 def yaml_scalar(v) -> str:

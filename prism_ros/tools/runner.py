@@ -6,6 +6,9 @@
 * ``trajectory.tum`` (``trajectory_body.tum`` too for a dataset with a body frame);
 * ``covariances.npz``: per-frame pose / velocity means and covariances;
 * ``map.ply`` (near-surface voxels) and ``mesh.ply`` (the zero level set);
+* with ``backend_enabled``: ``trajectory_optimised.tum`` (and ``trajectory_optimised_body.tum``), the filter's poses
+  carried into the map frame by the back end's corrections, ``keyframes.npz`` (the keyframes' stamps, filter and
+  optimised poses, marginals) and ``map_optimised.ply`` / ``mesh_optimised.ply`` of the composed global map;
 * ``config.yaml``: the exact parameters used (``ros__parameters`` layout).
 
 The evaluation against ground truth is the harness's (:mod:`prism_ros.eval.evaluate`).
@@ -41,7 +44,8 @@ def write_config_yaml(path: str, cfg: PrismConfig) -> None:
 class OfflineRun:
     """One offline run over a dataset (:func:`run`): ``recorder`` (:class:`prism_ros.pipeline.Recorder`),
     ``pipeline.filter.map`` the final map, ``stats`` (:class:`prism_ros.pipeline.RunStats`).  The arrays are over
-    the processed frames; the figures are plain Python / NumPy values (not yet JSON-safe).
+    the processed frames; the figures are plain Python / NumPy values (not yet JSON-safe).  ``backend``: the
+    :class:`~prism_ros.core.backend.worker.BackEnd` with ``backend_enabled`` (every keyframe processed), else None.
     """
 
     dataset: Any
@@ -49,6 +53,7 @@ class OfflineRun:
     pipeline: Any
     stats: Any
     recorder: Any
+    backend: Any = None
 
     @property
     def n(self) -> int:
@@ -137,7 +142,8 @@ class OfflineRun:
 
 
 def run(dataset, cfg: Optional[PrismConfig] = None, progress: bool = True, dataset_controls: bool = True) -> OfflineRun:
-    """Run the filter over ``dataset`` (:func:`prism_ros.pipeline.run_dataset`).
+    """Run the filter over ``dataset`` (:func:`prism_ros.pipeline.run_dataset`), the back end beside it with
+    ``backend_enabled``.
 
     The filter starts at the first frame's ground-truth pose (identity without).  A dataset with controls
     (:class:`~prism_ros.datasets.capabilities.HasControls`) supplies them unless ``dataset_controls`` is False.
@@ -147,8 +153,16 @@ def run(dataset, cfg: Optional[PrismConfig] = None, progress: bool = True, datas
 
     cfg = cfg or PrismConfig.from_yaml()
     rec = Recorder()
-    pipe, rs = run_dataset(dataset, cfg, [rec], progress=progress, dataset_controls=dataset_controls)
-    return OfflineRun(dataset, cfg, pipe, rs, rec)
+    sinks, backend = [rec], None
+    if cfg.backend_enabled:  # offline it waits for room in its queue: every keyframe keeps its images
+        from prism_ros.core.backend.worker import BackEnd
+
+        backend = BackEnd(cfg, dataset.camera, block_when_full=True)
+        sinks.append(backend)
+    pipe, rs = run_dataset(dataset, cfg, sinks, progress=progress, dataset_controls=dataset_controls)
+    if backend is not None and not backend.flush():
+        raise RuntimeError(f"the back end stopped: {backend.error or 'it did not finish its queue'}")
+    return OfflineRun(dataset, cfg, pipe, rs, rec, backend)
 
 
 def write_outputs(run: OfflineRun, out_dir: str, write_map: bool = True) -> Dict[str, Any]:
@@ -177,17 +191,50 @@ def write_outputs(run: OfflineRun, out_dir: str, write_map: bool = True) -> Dict
         export.write_tum(os.path.join(out_dir, "trajectory_body.tum"), stamps, dataset.to_body(T_est))
     m: Dict[str, Any] = {}
     if write_map:
-        fmap = run.pipeline.filter.map
-        surf = fmap.extract_surface(max_abs_sdf_m=float(cfg.cloud_max_sdf_m), min_count=1)
-        m["map_points"] = export.write_ply(os.path.join(out_dir, "map.ply"), surf)
-        m["map_ply_max_abs_sdf_m"] = float(cfg.cloud_max_sdf_m)
-        # mesh.ply: marching cubes of the whole map (offline: no per-update bound)
-        from prism_ros.core.mesh import BlockMesher
-
-        t_mesh = time.perf_counter()
-        mesher = BlockMesher(max_blocks=max(1, fmap.num_blocks))
-        mesher.update(fmap)
-        m["mesh_triangles"] = export.write_mesh_ply(os.path.join(out_dir, "mesh.ply"), mesher.combined())
-        m["mesh_s"] = time.perf_counter() - t_mesh
+        m.update(_write_map(run.pipeline.filter.map, out_dir, "", cfg))
+    if run.backend is not None:
+        m.update(_write_backend(run, out_dir, write_map))
     write_config_yaml(os.path.join(out_dir, "config.yaml"), cfg)
+    return m
+
+
+def _write_map(fmap, out_dir: str, suffix: str, cfg) -> Dict[str, Any]:
+    """map{suffix}.ply (near-surface voxels) and mesh{suffix}.ply (marching cubes of the whole map: offline, no
+    per-update bound); their figures, keys suffixed likewise."""
+    from prism_ros.core.mesh import BlockMesher
+
+    m: Dict[str, Any] = {}
+    surf = fmap.extract_surface(max_abs_sdf_m=float(cfg.cloud_max_sdf_m), min_count=1)
+    m[f"map{suffix}_points"] = export.write_ply(os.path.join(out_dir, f"map{suffix}.ply"), surf)
+    m[f"map{suffix}_ply_max_abs_sdf_m"] = float(cfg.cloud_max_sdf_m)
+    t_mesh = time.perf_counter()
+    mesher = BlockMesher(max_blocks=max(1, fmap.num_blocks))
+    mesher.update(fmap)
+    m[f"mesh{suffix}_triangles"] = export.write_mesh_ply(os.path.join(out_dir, f"mesh{suffix}.ply"), mesher.combined())
+    m[f"mesh{suffix}_s"] = time.perf_counter() - t_mesh
+    return m
+
+
+def _write_backend(run: OfflineRun, out_dir: str, write_map: bool) -> Dict[str, Any]:
+    """The back end's outputs (module docstring) and figures (``backend``: counts and timings)."""
+    be, dataset = run.backend, run.dataset
+    T_opt = be.optimised_trajectory(run.stamps, run.T_est)
+    export.write_tum(os.path.join(out_dir, "trajectory_optimised.tum"), run.stamps, T_opt)
+    if isinstance(dataset, HasBodyFrame):
+        export.write_tum(os.path.join(out_dir, "trajectory_optimised_body.tum"), run.stamps, dataset.to_body(T_opt))
+    keys, ks, K_odom, K_map = be.optimised_keyframes()
+    np.savez_compressed(
+        os.path.join(out_dir, "keyframes.npz"),
+        key=keys,
+        stamps=ks,
+        T_odom_c=K_odom,
+        T_map_c=K_map,
+        marginal=be.marginals(),
+    )
+    m: Dict[str, Any] = {}
+    if write_map:
+        gmap = be.compose_now()
+        if gmap is not None:
+            m.update(_write_map(gmap, out_dir, "_optimised", run.cfg))
+    m["backend"] = be.figures()
     return m

@@ -32,7 +32,7 @@ from prism_ros.ros.conversions.image import (
 )
 from prism_ros.ros.conversions.mesh import mesh_block_marker, mesh_marker_array
 from prism_ros.ros.conversions.occupancy import occupancy_grid_to_msg
-from prism_ros.ros.conversions.odometry import StateMessages, path_message, state_messages
+from prism_ros.ros.conversions.odometry import StateMessages, path_message, path_poses, state_messages
 from prism_ros.ros.conversions.stamp import sec_to_stamp, stamp_to_ns, stamp_to_sec
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "state_messages",
     "transform_stamped",
     "path_message",
+    "path_poses",
     "unpack_rgb_float",
     "sigma_colormap",
     "warm_up_kernels",

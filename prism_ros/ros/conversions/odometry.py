@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 
 from prism_ros.ros.conversions.geometry import T_to_pose, camera_state_to_base, cov_to_msg, transform_stamped
 
-__all__ = ["StateMessages", "state_messages", "path_message"]
+__all__ = ["StateMessages", "state_messages", "path_message", "path_poses"]
 
 
 class StateMessages(NamedTuple):
@@ -81,3 +81,12 @@ def path_message(poses: Sequence[PoseStamped]) -> Path:
     """nav_msgs/Path of ``poses`` (at least one), stamped and framed as the newest."""
     last = poses[-1].header
     return Path(header=Header(stamp=last.stamp, frame_id=last.frame_id), poses=list(poses))
+
+
+def path_poses(stamps: Sequence[Time], T_w_c: np.ndarray, T_base_camera: np.ndarray, frame: str) -> list:
+    """PoseStamped of the base frame for camera poses ``T_w_c`` (N,4,4) in ``frame``, one per header stamp."""
+    T_c_b = np.linalg.inv(np.asarray(T_base_camera, dtype=np.float64))
+    return [
+        PoseStamped(header=Header(stamp=st, frame_id=frame), pose=T_to_pose(np.asarray(T) @ T_c_b))
+        for st, T in zip(stamps, T_w_c)
+    ]
