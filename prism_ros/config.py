@@ -358,8 +358,11 @@ class _PrismChecks(ConfigBase):
                 f"backend_loop_gate_mahalanobis2 ({self.backend_loop_gate_mahalanobis2}): the robust kernel would "
                 "ignore closures the gate accepts"
             )
-        if self.map_frame == self.world_frame:
-            raise ConfigError(f"map_frame and world_frame must differ (both '{self.map_frame}'): REP-105 map -> odom")
+        if self.backend_enabled and self.map_frame == self.world_frame:
+            raise ConfigError(
+                f"with backend_enabled, map_frame and world_frame must differ (both '{self.map_frame}'): REP-105 "
+                "map -> odom carries the back end's correction"
+            )
 
     def filter_config(self) -> FilterConfig:
         """The filter's part of this configuration."""

@@ -107,7 +107,8 @@ def test_nan_and_unknown_and_relations():
     with pytest.raises(ConfigError, match="backend_loop_kernel_scale"):
         PrismConfig.from_dict({"backend_loop_kernel_scale": 2.0, "backend_loop_gate_mahalanobis2": 22.46})
     with pytest.raises(ConfigError, match="map_frame"):
-        PrismConfig.from_dict({"map_frame": "odom"})
+        PrismConfig.from_dict({"backend_enabled": True, "map_frame": "odom"})
+    assert PrismConfig.from_dict({"world_frame": "map"}).world_frame == "map"  # without the back end, no map frame
 
 
 def test_overrides_and_replace(tmp_path):
