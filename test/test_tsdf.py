@@ -94,6 +94,16 @@ def test_memory_follows_the_surface_and_the_hash_grows():
     assert m.memory_bytes < dense
     surf = m.extract_surface(0.011)
     assert np.abs(surf["xyz"][:, 2] - 2.0).max() <= 0.0201
+    # a map that will not grow again gives its spare capacity back, and still answers (and grows) the same
+    probe = np.array([[0.1, 0.05, 1.99], [-0.3, 0.2, 2.01], [0.0, 0.0, 5.0]])
+    before, mem, n0 = m.query(probe), m.memory_bytes, m.num_blocks
+    m.shrink_to_fit()
+    assert m.capacity == m.num_blocks and m.memory_bytes < mem
+    for a, b in zip(before, m.query(probe)):
+        np.testing.assert_array_equal(a, b)
+    _, f = plane_frame(1.5, cam)
+    m.integrate(f.depth[0], f.rgb, f.normals[0], cam.params, np.eye(4), NOISE)
+    assert m.capacity >= m.num_blocks > n0
 
 
 def test_surface_extraction_kernel_equals_the_array_expression():

@@ -81,12 +81,20 @@ class TsdfMap:
         self._visible = np.zeros(cap, dtype=np.int64)
 
     def _grow(self) -> None:
+        self._resize(self.capacity * 2)
+
+    def _resize(self, cap: int) -> None:
         old = (self.block_xyz, self.mu, self.var, self.rgb, self.cnt, self.last_seen)
         n = self.n_blocks
-        self._alloc(self.capacity * 2)
+        self._alloc(cap)
         for dst, src in zip((self.block_xyz, self.mu, self.var, self.rgb, self.cnt, self.last_seen), old):
             dst[:n] = src[:n]
         rebuild_hash(self.keys, self.vals, self.block_xyz, n)
+
+    def shrink_to_fit(self) -> None:
+        """Free the unused capacity (a map that will not grow again, e.g. a frozen submap); it still may."""
+        if self.capacity > self.n_blocks:
+            self._resize(max(1, self.n_blocks))
 
     @property
     def block_m(self) -> float:

@@ -80,7 +80,9 @@ class Submap:
             self.internal_cov = self.internal_cov + (np.asarray(rel_cov, dtype=np.float64) - self.internal_cov) / n
 
     def freeze(self) -> None:
-        """No more fusion; keep up to a few hundred surface samples (anchor frame) for the overlap tests."""
+        """No more fusion: the map's spare capacity is freed; keep up to a few hundred surface samples (anchor frame)
+        for the overlap tests."""
+        self.map.shrink_to_fit()
         surf = self.map.extract_surface(max_abs_sdf_m=0.5 * self.map.voxel_size, min_count=2)["xyz"]
         if len(surf) > _SAMPLES:
             surf = surf[np.random.default_rng(self.id).choice(len(surf), _SAMPLES, replace=False)]

@@ -365,7 +365,7 @@ class BackEnd:
                 self._chain = (it.T_odom_c, np.zeros((6, 6)))
             active.fuse(frame, it.key, it.T_odom_c, self.camera, self.noise, self._chain[1])
             kf.small_level = min(_SMALL_LEVEL, len(frame.depth) - 1)
-            kf.depth_small = frame.depth[kf.small_level].copy()
+            kf.depth_small = frame.depth[kf.small_level].astype(np.float16)  # (mm at a few metres: free space)
         ms = self.graph.update()
         # 3. loops
         closed, ms_loops = self._close_loops(it.key, frame, it.inlier_average) if frame is not None else (False, 0.0)
@@ -470,7 +470,8 @@ class BackEnd:
             )
             for i, k in enumerate(kfs):
                 if k.depth_small is not None and k.key in X:
-                    out.free_space.integrate(k.depth_small, self.camera.level(k.small_level).params, X[k.key], i + 1)
+                    depth = k.depth_small.astype(np.float32)
+                    out.free_space.integrate(depth, self.camera.level(k.small_level).params, X[k.key], i + 1)
         with self._cv:
             if generation == self._generation:  # not a map of the world before a reset
                 self._global = out
