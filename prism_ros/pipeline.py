@@ -302,7 +302,7 @@ class Recorder:
         self.T_est.append(np.asarray(r.T_w_c, dtype=np.float64))
         self.T_gt.append(None if f.T_w_c_gt is None else np.asarray(f.T_w_c_gt, dtype=np.float64))
         self.pose_cov.append(np.asarray(r.pose_cov, dtype=np.float64))
-        self.step_cov.append(np.asarray(r.pose_cov if r.step_cov is None else r.step_cov, dtype=np.float64))
+        self.step_cov.append(np.asarray(r.step_covariance, dtype=np.float64))
         for out_list, M in ((self.error_cov, r.error_cov), (self.error_transition, r.error_transition)):
             out_list.append(np.zeros((12, 12)) if M is None else np.asarray(M, dtype=np.float64))
         self.velocity.append(np.asarray(r.velocity, dtype=np.float64))

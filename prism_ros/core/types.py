@@ -77,6 +77,11 @@ class StepResult:
     error_cov: Optional[np.ndarray] = None
     error_transition: Optional[np.ndarray] = None
 
+    @property
+    def step_covariance(self) -> np.ndarray:
+        """``step_cov``, or ``pose_cov`` for a result that carries no error state (built outside the filter)."""
+        return self.pose_cov if self.step_cov is None else self.step_cov
+
     def report(self, err) -> "StepResult":
         """Carry the reported uncertainty ``err`` (an :class:`~prism_ros.core.uncertainty.ErrorReport`)."""
         self.pose_cov, self.step_cov = err.pose_cov, err.step_cov

@@ -357,8 +357,7 @@ class StateOutputs:
 
     def publish(self, res, stamp, backend=None) -> None:
         cfg = self.cfg
-        step_cov = res.pose_cov if res.step_cov is None else res.step_cov
-        odom_cov = self._odom_cov.update(res.T_w_c, step_cov, res.tracking_ok, origin_cov=res.pose_cov)
+        odom_cov = self._odom_cov.update(res.T_w_c, res.step_covariance, res.tracking_ok, origin_cov=res.pose_cov)
         m = cv.state_messages(
             stamp,
             res.T_w_c,

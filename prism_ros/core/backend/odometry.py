@@ -37,8 +37,7 @@ class RelativeMotion:
             self.P_last = np.asarray(res.error_cov, dtype=np.float64)
         else:
             self.P0 = None
-        step = res.pose_cov if res.step_cov is None else res.step_cov
-        self.compounded = carry(self.compounded, self.T_last, T, np.asarray(step, dtype=np.float64))
+        self.compounded = carry(self.compounded, self.T_last, T, np.asarray(res.step_covariance, dtype=np.float64))
         self.T_last = T
 
     def cov(self) -> np.ndarray:
