@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from ..config import ParamSpec
-from ..config import spec as _p
+from prism_ros.core.config import ParamSpec
+from prism_ros.core.config import spec as _p
 
 __all__ = ["BACKEND_PARAMS"]
 
