@@ -16,10 +16,40 @@ from numba import njit, prange
 from .numba_flags import FASTMATH
 from .voxel_hash import BLOCK, BLOCK3, BLOCK_MASK, BLOCK_SHIFT, find_block, insert_block, voxel_slot
 
-__all__ = ["allocate_blocks", "integrate_blocks", "new_block", "query_points", "surface_block_counts", "surface_voxels"]
+__all__ = [
+    "allocate_blocks",
+    "claim_block",
+    "integrate_blocks",
+    "new_block",
+    "query_points",
+    "surface_block_counts",
+    "surface_voxels",
+]
 
 
 # ----------------------------------------------------------------- allocation
+@njit(cache=True, inline="always")
+def claim_block(
+    keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, n_blocks, mark, mark_id, listed, n_list
+):
+    """Block (bx, by, bz): found, or allocated at the prior (its ``mark`` -1) while the arrays and the hash (half
+    full at most) have room; listed in ``listed`` once per ``mark_id``.  Returns (slot, n_blocks, n_list); slot -1:
+    no room (grow the map and call again)."""
+    slot = find_block(keys, vals, bx, by, bz)
+    if slot < 0:
+        if n_blocks >= block_xyz.shape[0] or n_blocks >= keys.shape[0] // 2:
+            return -1, n_blocks, n_list
+        slot = n_blocks
+        n_blocks += 1
+        new_block(keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, slot)
+        mark[slot] = -1
+    if mark[slot] != mark_id:
+        mark[slot] = mark_id
+        listed[n_list] = slot
+        n_list += 1
+    return slot, n_blocks, n_list
+
+
 @njit(cache=True, inline="always")
 def new_block(keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, slot):
     """Block (bx, by, bz) at the free ``slot``: every voxel at the prior, unobserved, and in the hash."""
@@ -63,8 +93,6 @@ def allocate_blocks(
     """
     H, W = depth.shape
     fx, fy, cx, cy = K[0], K[1], K[2], K[3]
-    cap = block_xyz.shape[0]
-    max_fill = keys.shape[0] // 2
     n_vis = 0
     nsteps = int(np.ceil(2.0 * trunc / (0.5 * block_m))) + 1
     lastb0 = -(1 << 40)
@@ -92,18 +120,12 @@ def allocate_blocks(
                 bz = int(np.floor(wz / block_m))
                 if bx == lastb0 and by == lastb1 and bz == lastb2:
                     continue
-                slot = find_block(keys, vals, bx, by, bz)
+                slot, n_blocks, n_vis = claim_block(
+                    keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, n_blocks, last_seen, frame_id,
+                    visible, n_vis,
+                )  # fmt: skip
                 if slot < 0:
-                    if n_blocks >= cap or n_blocks >= max_fill:
-                        return n_blocks, n_vis, False
-                    slot = n_blocks
-                    n_blocks += 1
-                    new_block(keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, slot)
-                    last_seen[slot] = -1
-                if last_seen[slot] != frame_id:
-                    last_seen[slot] = frame_id
-                    visible[n_vis] = slot
-                    n_vis += 1
+                    return n_blocks, n_vis, False
                 lastb0 = bx
                 lastb1 = by
                 lastb2 = bz

@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..numba_flags import FASTMATH
-from ..tsdf_kernels import new_block
+from ..tsdf_kernels import claim_block
 from ..voxel_hash import BLOCK, BLOCK_SHIFT, find_block
 
 __all__ = ["allocate_overlap", "fuse_submap"]
@@ -49,8 +49,6 @@ def allocate_overlap(
     meet that box's map-frame bounding box; a candidate is kept where the sphere around its voxel centres reaches
     the box (tested in the anchor frame; conservative: no block that a sample could reach is missed).
     """
-    cap = block_xyz.shape[0]
-    max_fill = keys.shape[0] // 2
     half = 0.5 * (BLOCK - 1) * vox
     rad2 = 3.0 * half * half
     n_list = 0
@@ -103,18 +101,12 @@ def allocate_overlap(
                     d2 = max(lo2 - p2, 0.0, p2 - hi2)
                     if d0 * d0 + d1 * d1 + d2 * d2 > rad2:
                         continue
-                    slot = find_block(keys, vals, bx, by, bz)
+                    slot, n_blocks, n_list = claim_block(
+                        keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, n_blocks, mark, mark_id,
+                        listed, n_list,
+                    )  # fmt: skip
                     if slot < 0:
-                        if n_blocks >= cap or n_blocks >= max_fill:
-                            return n_blocks, n_list, False
-                        slot = n_blocks
-                        n_blocks += 1
-                        new_block(keys, vals, block_xyz, mu, var, cnt, rgb, prior_var, bx, by, bz, slot)
-                        mark[slot] = -1
-                    if mark[slot] != mark_id:
-                        mark[slot] = mark_id
-                        listed[n_list] = slot
-                        n_list += 1
+                        return n_blocks, n_list, False
     return n_blocks, n_list, True
 
 
