@@ -9,6 +9,7 @@ composed map back onto the room; a closure proposed a metre off must be refused.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -68,8 +69,16 @@ def flown():
         frames.append(_Frame((255 * r["color"]).astype(np.uint8), r["depth"].astype(np.float32)))
     T_odom = [_drift(i) @ T for i, T in enumerate(T_true)]
     be = BackEnd(_cfg(), CAM, block_when_full=True)
+    _feed(be, T_odom, frames, range(N))
+    assert be.flush(120.0)
+    yield dict(be=be, T_true=np.stack(T_true), T_odom=np.stack(T_odom), frames=frames, scene=scene)
+    be.stop()
+
+
+def _feed(be, T_odom, frames, indices):
+    """Frames ``indices`` into the back end as a filter's tracked steps (the first one starts the map)."""
     step_cov = np.diag([STEP_SIGMA_M**2] * 3 + [STEP_SIGMA_RAD**2] * 3)
-    for i in range(N):
+    for i in indices:
         res = StepResult(
             stamp=0.1 * i,
             T_w_c=T_odom[i],
@@ -81,9 +90,6 @@ def flown():
             step_cov=step_cov,
         )
         be.on_step(_Out(res, frames[i]))
-    assert be.flush(120.0)
-    yield dict(be=be, T_true=np.stack(T_true), T_odom=np.stack(T_odom), frames=frames, scene=scene)
-    be.stop()
 
 
 def _position_errors(T, T_true):
@@ -165,6 +171,41 @@ def test_wrong_closures_are_refused(flown):
         wrong = be.graph.check_loop(first.anchor_key, k, cl.T_a_c @ shift, cl.cov).mahalanobis2
     gate = be.cfg.backend_loop_gate_mahalanobis2
     assert right < gate < wrong, (right, gate, wrong)
+
+
+def test_the_global_map_shows_the_active_submap_without_waiting_for_it_to_freeze(flown):
+    """The node's global map takes in the active submap's new keyframes (here at once: ``backend_map_period_s`` 0),
+    and, built on the frozen submaps kept composed, holds what composing every submap gives."""
+    T, frames = flown["T_odom"], flown["frames"]
+    be = BackEnd(_cfg(backend_map_period_s=0.0), CAM, block_when_full=True)
+
+    def newer(than):
+        for _ in range(600):
+            m = be.global_map()
+            if m is not None and m is not than:
+                return m
+            time.sleep(0.05)
+        raise AssertionError("no new global map")
+
+    try:
+        _feed(be, T, frames, range(8))  # one submap, not yet frozen
+        assert be.flush(60.0)
+        first = newer(None)
+        _feed(be, T, frames, range(8, 12))
+        assert be.flush(60.0)
+        grown = newer(first)
+        assert be.figures()["submaps"] == 1 and grown.n_blocks > first.n_blocks
+        _feed(be, T, frames, range(12, 22))  # a second submap; the first is frozen, then composed once
+        assert be.flush(60.0)
+        after = newer(grown)
+        assert be.figures()["submaps"] == 2 and after.n_blocks > grown.n_blocks
+        pts = after.voxel_centres().reshape(-1, 3)
+        full = be.compose_now()
+        assert full.n_blocks == after.n_blocks
+        for x, y in zip(after.query(pts), full.query(pts)):
+            np.testing.assert_array_equal(x, y)
+    finally:
+        be.stop()
 
 
 def test_an_offline_run_writes_both_trajectories(tmp_path):

@@ -260,3 +260,26 @@ def test_empty_and_invalid_parts():
         compose_map([(sub, np.diag([2.0, 1.0, 1.0, 1.0]), None)], sub)
     with pytest.raises(ValueError):
         compose_map([(sub, np.eye(4), np.eye(3))], sub)
+
+
+def test_parts_added_to_a_base_equal_all_parts_composed_in_order():
+    """The node keeps the frozen submaps composed and adds the active one to a copy: the same voxels as composing
+    them all, the base untouched."""
+    a, b, T_b = two_walls()
+    c = new_map()
+    integrate(c, wall(0.9), grey=50)
+    T_c = se3.make_T(se3.so3_exp(np.array([0.0, 0.05, 0.0])), np.array([0.6, 0.0, 0.1]))  # partly beside the others
+    S = np.diag([1e-4, 2e-4, 3e-4, 1e-5, 1e-5, 2e-5])
+    parts = [(a, np.eye(4), None), (b, T_b, S), (c, T_c, 0.5 * S)]
+    full = compose_map(parts, a)
+    base = compose_map(parts[:2], a)
+    kept = (base.mu[: base.n_blocks].copy(), base.var[: base.n_blocks].copy(), base.cnt[: base.n_blocks].copy())
+    added = compose_map(parts[2:], a, base=base)
+    assert added.n_blocks == full.n_blocks > base.n_blocks
+    pts = full.voxel_centres()
+    for x, y in zip(raw(added, pts), raw(full, pts)):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip((base.mu, base.var, base.cnt), kept):
+        np.testing.assert_array_equal(x[: base.n_blocks], y)
+    with pytest.raises(ValueError):
+        compose_map(parts[2:], a, voxel_size_m=2 * VOX, base=base)

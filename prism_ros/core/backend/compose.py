@@ -30,7 +30,9 @@ xi = (rho, phi); :mod:`prism_ros.core.se3`).  :func:`compose_map` builds a new m
 The result has ``like``'s parameters (truncation, prior, minimum and model sigma, max observations, distance sigma
 ratio) and no free-space layer.  Its voxel size may differ from the submaps': the resampling is point sampling at
 the result's voxel centres (no averaging), so a coarser result keeps the surface where the truncation band spans a few
-of its voxels.  The submaps are only read; they must not be integrated into meanwhile.
+of its voxels.  Given a ``base`` (an earlier result at the same voxel size), the parts are fused into a copy of it, as
+if its own parts had come first (:mod:`~prism_ros.core.backend.global_map` keeps the frozen submaps composed
+so).  The submaps are only read; they must not be integrated into meanwhile.
 """
 
 from __future__ import annotations
@@ -96,13 +98,17 @@ def compose_map(
     parts: Sequence[Tuple[TsdfMap, np.ndarray, np.ndarray]],
     like: TsdfMap,
     voxel_size_m: Optional[float] = None,
+    base: Optional[TsdfMap] = None,
 ) -> TsdfMap:
     """A new map in the map frame from ``parts`` = (submap, T_map_anchor, Sigma_anchor) triples (module docstring):
     ``like``'s parameters, voxel size ``voxel_size_m`` (default ``like.voxel_size``; the submaps' may differ), no
-    free-space layer.  ``Sigma_anchor`` None: a pose taken as exact.  Submaps are fused in the order given."""
+    free-space layer.  ``Sigma_anchor`` None: a pose taken as exact.  Submaps are fused in the order given, after
+    the voxels of ``base`` (a composed map at that voxel size, only read) when one is given."""
     vox = like.voxel_size if voxel_size_m is None else float(voxel_size_m)
     if not (np.isfinite(vox) and vox > 0.0):
         raise ValueError(f"voxel size must be positive, got {voxel_size_m}")
+    if base is not None and not np.isclose(base.voxel_size, vox):
+        raise ValueError(f"base has voxel size {base.voxel_size}, the result {vox}")
     checked = []
     estimate = 0
     for sub, T, Sigma in parts:
@@ -113,7 +119,16 @@ def compose_map(
             continue
         checked.append((sub, T, S, observed))
         estimate += int(len(observed) * max(1.0, sub.voxel_size / vox) ** 3)
-    work = _Blocks(max(1024, 2 * estimate), like.prior_var)
+    nb = 0 if base is None else base.n_blocks
+    work = _Blocks(max(1024, 2 * (estimate + nb)), like.prior_var)
+    if nb:
+        for dst, src in zip(
+            (work.block_xyz, work.mu, work.var, work.rgb, work.cnt),
+            (base.block_xyz, base.mu, base.var, base.rgb, base.cnt),
+        ):
+            dst[:nb] = src[:nb]
+        work.n = nb
+        rebuild_hash(work.keys, work.vals, work.block_xyz, nb)
     mark_id = 0
     for sub, T, S, observed in checked:
         R_ma = np.ascontiguousarray(T[:3, :3])

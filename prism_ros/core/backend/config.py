@@ -60,6 +60,15 @@ BACKEND_PARAMS: Tuple[ParamSpec, ...] = (
         scope="pipeline",
     ),
     _p(
+        "backend_map_period_s",
+        1.0,
+        "The composed global map takes in the active submap's newest keyframes at most this often (s); a loop "
+        "closure or a frozen submap updates it at once.",
+        0.0,
+        600.0,
+        scope="pipeline",
+    ),
+    _p(
         "backend_voxel_factor",
         2,
         "Submap and composed-map voxels are this many times voxel_size_m (memory falls with its cube).",

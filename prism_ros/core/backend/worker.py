@@ -20,7 +20,10 @@ Worker thread, per keyframe (:meth:`BackEnd._process`):
 The map frame is the odom frame at the first keyframe.  The global map (every submap composed at its optimised anchor
 pose, with its marginal: :func:`~prism_ros.core.backend.compose.compose_map`, free space carved from the keyframes'
 depth at their optimised poses) is composed by the worker when :meth:`BackEnd.global_map` asked for it and something
-changed.  A filter reset (an INITIALISED step) starts a new graph.
+changed: at once after a loop closure or a frozen submap, at most every ``backend_map_period_s`` for the active
+submap's new keyframes.  The worker keeps the frozen submaps composed (with the free space of the keyframes so far)
+and adds the active submap and the newer keyframes to a copy of that, so such an update costs one submap, not all.
+A filter reset (an INITIALISED step) starts a new graph.
 """
 
 from __future__ import annotations
@@ -36,12 +39,11 @@ import numpy as np
 from .. import se3
 from ..camera import Camera
 from ..image import InvalidFrameError
-from ..occupancy import FreeSpaceLayer
 from ..threads import lower_priority
 from ..tsdf import TsdfMap
 from ..types import StepOutcome
 from .closure import LoopVerifier
-from .compose import compose_map
+from .global_map import GlobalMapBuilder
 from .graph import PoseGraph
 from .odometry import RelativeMotion, carry
 from .stats import BackEndStats
@@ -180,7 +182,9 @@ class BackEnd:
         self._keyframes: Dict[int, Keyframe] = {}
         self._poses: Dict[int, np.ndarray] = {}
         self._global: Optional[TsdfMap] = None
-        self._dirty = False
+        self._dirty = False  # the global map is out of date
+        self._restructured = True  # ... and its frozen part too (a closure moved the submaps, or one was frozen)
+        self._composed_at = -np.inf  # time.monotonic() of the last composition
 
     def _running(self) -> bool:
         return not (self._stopped or self.stats.error)
@@ -258,19 +262,22 @@ class BackEnd:
 
     def global_map(self) -> Optional[TsdfMap]:
         """The latest composed global map (map frame), or None before the first.  Asks the worker for a new one when a
-        loop closure moved the submaps or a submap was frozen since: the active submap's content joins when it is
-        frozen (a new map object makes the outputs' builders start over, so not for every keyframe)."""
+        loop closure moved the submaps or a submap was frozen since, or when the active submap has new keyframes and
+        ``backend_map_period_s`` has passed since the last (a new map object makes the outputs' builders start over,
+        so not for every keyframe)."""
         with self._cv:
-            if self._dirty:
+            due = time.monotonic() - self._composed_at >= self.cfg.backend_map_period_s
+            if self._dirty and (due or self._restructured or self._global is None):
                 self._compose_wanted = True
                 self._cv.notify_all()
             return self._global
 
     def compose_now(self) -> Optional[TsdfMap]:
-        """Wait for the queue, then compose the global map of every submap, the active one included (offline)."""
+        """Wait for the queue, then compose the global map of every submap, the active one included (offline; keeps no
+        composed frozen part for later updates)."""
         self.flush()
         with self._own:
-            self._compose()
+            self._compose(keep_base=False)
         with self._cv:
             return self._global
 
@@ -302,6 +309,7 @@ class BackEnd:
         self._retry_after: Dict[int, int] = {}  # submap id -> the first key to try it again
         self._version = 0
         self._back_generation = self._generation
+        self._builder = GlobalMapBuilder(self.fcfg, self.camera, _SMALL_LEVEL)
         self._publish_empty()
 
     def _run(self) -> None:
@@ -382,7 +390,8 @@ class BackEnd:
             self._T_map_odom = self.graph.correction(it.key, it.T_odom_c)
             for k in [k for k in self._pending if k <= it.key]:
                 del self._pending[k]
-            self._dirty = self._dirty or closed or frozen or self._global is None
+            self._dirty = self._dirty or closed or frozen or frame is not None or self._global is None
+            self._restructured = self._restructured or closed or frozen
             self._version += int(closed)
             self.stats.keyframes += 1
             self.stats.submaps += int(len(self.submaps) > 0 and self.submaps[-1].keys == [it.key])
@@ -446,33 +455,23 @@ class BackEnd:
             self.stats.loops_accepted += 1
         return True, f"{np.sqrt(chk.mahalanobis2):.1f} sigma, inliers {cl.inlier_ratio:.2f}"
 
-    def _compose(self) -> None:
+    def _compose(self, keep_base: bool = True) -> None:
+        """Compose the global map (:class:`~prism_ros.core.backend.global_map.GlobalMapBuilder`): the frozen part
+        again only after a closure or a frozen submap, or always without ``keep_base`` (offline)."""
         t0 = time.perf_counter()
         with self._cv:
-            self._compose_wanted, self._dirty = False, False
+            restructured = self._restructured
+            self._compose_wanted, self._dirty, self._restructured = False, False, False
             kfs = sorted(self._keyframes.values(), key=lambda k: k.key)
             X = dict(self._poses)
             generation = self._generation
         subs = [s for s in self.submaps if s.anchor_key in X]
         if not subs:
             return
-        like = subs[0].map
-        out = compose_map([(s.map, X[s.anchor_key], self.graph.marginal(s.anchor_key)) for s in subs], like)
-        fc = self.fcfg
-        if fc.occupancy_free_pixel_stride > 0:
-            out.free_space = FreeSpaceLayer(
-                like.voxel_size,
-                like.truncation,
-                fc.occupancy_min_z_m,
-                fc.occupancy_max_z_m,
-                max(1, fc.occupancy_free_pixel_stride >> _SMALL_LEVEL),
-                fc.occupancy_free_max_bricks,
-            )
-            for i, k in enumerate(kfs):
-                if k.depth_small is not None and k.key in X:
-                    depth = k.depth_small.astype(np.float32)
-                    out.free_space.integrate(depth, self.camera.level(k.small_level).params, X[k.key], i + 1)
+        parts = [(s.map, X[s.anchor_key], self.graph.marginal(s.anchor_key)) for s in subs]
+        out = self._builder.build(parts, kfs, X, restructured, keep_base)
         with self._cv:
             if generation == self._generation:  # not a map of the world before a reset
                 self._global = out
+                self._composed_at = time.monotonic()
                 self.stats.compose_ms = (time.perf_counter() - t0) * 1e3
