@@ -162,11 +162,12 @@ class OdomControls:
 
 
 class DatasetControls:
-    """A dataset's own controls (``control_between(i_prev, i, state)``, e.g. EuRoC's IMU)."""
+    """A dataset's own controls (``control_between(i_prev, i, state)``, e.g. EuRoC's IMU), restarted for this run."""
 
     def __init__(self, dataset):
         self.dataset = dataset
         self.note: Optional[str] = None
+        dataset.restart_controls()
 
     def control(self, prev: PipelineFrame, cur: PipelineFrame, state) -> Optional[Control]:
         return self.dataset.control_between(prev.index, cur.index, state)

@@ -183,6 +183,23 @@ def test_run_offline_writes_body_frame_and_uses_imu(ds, tmp_path):
     assert np.degrees(np.linalg.norm(se3.so3_log(d[:3, :3]))) < 1.0
 
 
+def test_a_second_run_on_the_same_dataset_object_starts_its_imu_afresh():
+    """The IMU's gravity alignment and biases belong to a run: a second run over the same dataset object gets a new
+    integrator and the same trajectory as the first."""
+    from prism_ros.config import PrismConfig
+    from prism_ros.datasets import open_dataset
+    from prism_ros.tools import runner
+
+    short = open_dataset(str(MICRO), frames=6)
+    cfg = PrismConfig.from_yaml().replace(**short.config_hints)
+    first = runner.run(short, cfg, progress=False).T_est
+    integ = short.integrator()
+    assert integ.g_w is not None  # aligned by the first run
+    second = runner.run(short, cfg, progress=False).T_est
+    assert short.integrator() is not integ
+    np.testing.assert_array_equal(second, first)
+
+
 def test_bad_pairs_skipped_with_clear_messages(euroc_bad_pairs):
     """A pair with its cam1 image deleted, black or saturated cam0 images: the reader
     raises FrameLoadError naming the frame, the camera and the problem (no stereo depth,

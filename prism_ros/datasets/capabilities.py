@@ -10,7 +10,8 @@ capability             members                                            reader
 HasConfigHints         ``config_hints``, ``config_hints_reason``          every DatasetBase reader
 HasStampOrigin         ``has_timestamps``                                 every DatasetBase reader
 HasBodyFrame           ``T_body_cam``, ``to_body(T_w_c)``                 EuRoC (folder, bag)
-HasControls            ``control_between(i_prev, i, state)``              EuRoC (folder, bag)
+HasControls            ``control_between(i_prev, i, state)``,             EuRoC (folder, bag)
+                       ``restart_controls()``
 HasImu                 ``imu``, ``imu_ns``, ``imu_noise``, ``T_imu_cam``  EuRoC (folder, bag)
 HasStereo              ``stereo``                                         EuRoC (folder, bag)
 HasFrameNs             ``frame_ns``                                       EuRoC (folder, bag)
@@ -77,6 +78,11 @@ class HasControls(Protocol):
         """The :class:`prism_ros.core.types.Control` from frame ``i_prev`` to ``i`` given the
         filter's :class:`~prism_ros.core.dynamics.MotionState` at ``i_prev``, or None (the
         constant-velocity model then predicts)."""
+        ...
+
+    def restart_controls(self) -> None:
+        """Forget what the controls learnt in an earlier run (EuRoC: the IMU's gravity alignment and biases): a
+        run over the same object starts as one over a freshly opened dataset."""
         ...
 
 

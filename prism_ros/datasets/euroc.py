@@ -349,6 +349,10 @@ class EurocDataset(DatasetBase):
             self._integrator = ImuIntegrator(self.imu, self.T_imu_cam, self.imu_noise)
         return self._integrator
 
+    def restart_controls(self) -> None:
+        """A new run: a new IMU integrator (gravity aligned again, biases from the configuration)."""
+        self._integrator = None
+
     def control_between(self, i_prev: int, i: int, state):
         """IMU control from frame ``i_prev`` to ``i`` given the filter's state at ``i_prev`` (a
         :class:`prism_ros.core.dynamics.MotionState`: ``T_w_c``, ``nu``, optionally ``P``, ``Sigma``), or None; the

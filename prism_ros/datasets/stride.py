@@ -38,7 +38,7 @@ class StridedDataset:
         if isinstance(base, HasExactSdf):
             self.sdf = base.sdf
         if isinstance(base, HasControls):
-            self.control_between = self._control_between
+            self.control_between, self.restart_controls = self._control_between, base.restart_controls
         if isinstance(base, HasGroundTruthTwists):
             self.gt_twists = self._gt_twists
 
