@@ -416,12 +416,14 @@ def run_dataset(
     controls: Optional[ControlSource] = None,
     dataset_controls: bool = True,
     prefetch: int = 2,
+    on_ready: Optional[Callable[["Pipeline"], None]] = None,
 ):
     """Drive a :class:`Pipeline` over ``dataset``; returns (pipeline, RunStats).
 
     The filter starts at the first readable frame's ground-truth pose (identity without), kernels compiled off
     the clock.  A dataset with ``control_between`` supplies the controls unless ``controls`` is given or
-    ``dataset_controls`` is False.  Frames are loaded ``prefetch`` ahead in a background thread.
+    ``dataset_controls`` is False.  Frames are loaded ``prefetch`` ahead in a background thread.  ``on_ready``
+    is called with the pipeline once it is set up, before its first frame.
     """
     try:
         from tqdm import tqdm
@@ -456,6 +458,8 @@ def run_dataset(
             rs.warmup_s = float(pipe.filter.warmup())
             rs.setup_s = time.perf_counter() - t1
             rs.peak_rss_after_setup_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+            if on_ready is not None:
+                on_ready(pipe)
             t_loop = time.perf_counter()
             meter.reset()
         else:

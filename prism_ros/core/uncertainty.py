@@ -42,7 +42,7 @@ before the loss (``F_t = 0``).  Reported per frame (:class:`ErrorReport`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 
@@ -149,6 +149,9 @@ class PoseErrorModel:
     def __init__(self, laplace_patch_px: float, constants: Optional[ErrorModelConstants] = None):
         self.patch = float(laplace_patch_px)
         self.c = constants or ErrorModelConstants()
+        #: a list to append each :meth:`start` and :meth:`update` call's inputs to (copies), or None: what
+        #: :mod:`prism_ros.eval.error_fit` replays under other constants
+        self.trace: Optional[List[dict]] = None
         self.reset()
 
     def reset(self) -> None:
@@ -162,6 +165,11 @@ class PoseErrorModel:
     def start(self, pose_cov: np.ndarray, lost: bool = False) -> ErrorReport:
         """A new start: the first frame of a map (``e`` ~ N(0, pose_cov), the map's frame), or, ``lost``, a pose
         known only as ``pose_cov`` in a given map (relocalising)."""
+        if self.trace is not None:
+            self.trace.append(dict(kind="start", pose_cov=np.array(pose_cov, dtype=np.float64), lost=bool(lost)))
+        return self._start(pose_cov, lost)
+
+    def _start(self, pose_cov: np.ndarray, lost: bool) -> ErrorReport:
         self.reset()
         P = np.zeros((12, 12))
         P[:6, :6] = pose_cov
@@ -184,11 +192,13 @@ class PoseErrorModel:
         ``T_prev`` None: no previous estimate (relocalising in a given map), where a lost pose is known only as
         ``lost_cov``.
         """
+        if self.trace is not None:
+            self.trace.append(_inputs(T_prev, T_new, tr, fresh, lost_cov, controlled))
         c = self.c
         if tr is None and (self.P is None or T_prev is None):
-            return self.start(np.eye(6) * 1e-12 if lost_cov is None else lost_cov, lost=True)
+            return self._start(np.eye(6) * 1e-12 if lost_cov is None else lost_cov, True)
         if self.P is None:  # the first frame tracked in a given map
-            self.start(np.zeros((6, 6)), lost=True)
+            self._start(np.zeros((6, 6)), True)
         A, dp, dth = (np.eye(6), 0.0, 0.0) if T_prev is None else step_motion(T_prev, T_new)
         Q = np.diag(c.prediction(dp, dth, controlled))
         rho, beta = c.sys_corr, c.map_feedback
@@ -237,6 +247,24 @@ class PoseErrorModel:
         if tr is not None:
             self.map_cov = P[:6, :6].copy()
         return ErrorReport(self.rel.copy(), _sym(step), P.copy(), F)
+
+
+def _inputs(T_prev, T_new, tr, fresh, lost_cov, controlled) -> dict:
+    """A copy of one :meth:`PoseErrorModel.update` call's inputs (the track's as a dict of what the model reads)."""
+    copy = lambda a: None if a is None else np.array(a, dtype=np.float64)  # noqa: E731
+    track = None
+    if tr is not None:
+        track = dict(cov=copy(tr.cov), H_data=copy(tr.H_data))
+        track.update(residual_level=float(tr.residual_level), patch_px=float(tr.patch_px))
+    return dict(
+        kind="update",
+        T_prev=copy(T_prev),
+        T_new=copy(T_new),
+        tr=track,
+        fresh=bool(fresh),
+        lost_cov=copy(lost_cov),
+        controlled=bool(controlled),
+    )
 
 
 def lag_covariances(T: np.ndarray, error_cov: np.ndarray, error_transition: np.ndarray, k: int) -> np.ndarray:

@@ -141,9 +141,11 @@ class OfflineRun:
         return m
 
 
-def run(dataset, cfg: Optional[PrismConfig] = None, progress: bool = True, dataset_controls: bool = True) -> OfflineRun:
-    """Run the filter over ``dataset`` (:func:`prism_ros.pipeline.run_dataset`), the back end beside it with
-    ``backend_enabled``.
+def run(
+    dataset, cfg: Optional[PrismConfig] = None, progress: bool = True, dataset_controls: bool = True, on_ready=None
+) -> OfflineRun:
+    """Run the filter over ``dataset`` (:func:`prism_ros.pipeline.run_dataset`, ``on_ready`` passed on), the back end
+    beside it with ``backend_enabled``.
 
     The filter starts at the first frame's ground-truth pose (identity without).  A dataset with controls
     (:class:`~prism_ros.datasets.capabilities.HasControls`) supplies them unless ``dataset_controls`` is False.
@@ -159,7 +161,7 @@ def run(dataset, cfg: Optional[PrismConfig] = None, progress: bool = True, datas
 
         backend = BackEnd(cfg, dataset.camera, block_when_full=True)
         sinks.append(backend)
-    pipe, rs = run_dataset(dataset, cfg, sinks, progress=progress, dataset_controls=dataset_controls)
+    pipe, rs = run_dataset(dataset, cfg, sinks, progress=progress, dataset_controls=dataset_controls, on_ready=on_ready)
     if backend is not None and not backend.flush():
         raise RuntimeError(f"the back end stopped: {backend.error or 'it did not finish its queue'}")
     return OfflineRun(dataset, cfg, pipe, rs, rec, backend)
