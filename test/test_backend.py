@@ -199,11 +199,18 @@ def test_the_global_map_shows_the_active_submap_without_waiting_for_it_to_freeze
         assert be.flush(60.0)
         after = newer(grown)
         assert be.figures()["submaps"] == 2 and after.n_blocks > grown.n_blocks
-        pts = after.voxel_centres().reshape(-1, 3)
+        _feed(be, T, frames, range(22, 24))  # one more keyframe in the second submap: onto the kept base
+        assert be.flush(60.0)
+        latest = newer(after)
+        assert be.figures()["submaps"] == 2 and be.figures()["keyframes"] == 12
+        pts = latest.voxel_centres().reshape(-1, 3)
         full = be.compose_now()
-        assert full.n_blocks == after.n_blocks
-        for x, y in zip(after.query(pts), full.query(pts)):
+        assert full.n_blocks == latest.n_blocks
+        for x, y in zip(latest.query(pts), full.query(pts)):
             np.testing.assert_array_equal(x, y)
+        seen = latest.free_space.counts_at(pts)
+        assert seen.max() > 0
+        np.testing.assert_array_equal(seen, full.free_space.counts_at(pts))
     finally:
         be.stop()
 

@@ -33,6 +33,31 @@ def test_replay_with_the_shipped_constants_is_the_run_itself(trace):
     assert np.trace(P2[-1][:6, :6]) > np.trace(P[-1][:6, :6])
 
 
+def test_replay_follows_resets_between_steps():
+    """A reset (the filter's map replaced) between steps is traced and replayed: the first track after it starts the
+    error state afresh, live and in the replay alike."""
+    from types import SimpleNamespace
+
+    from prism_ros.core.uncertainty import PoseErrorModel
+
+    track = SimpleNamespace(cov=1e-6 * np.eye(6), H_data=5e5 * np.eye(6), residual_level=0.8, patch_px=40.0)
+    T0, T1 = np.eye(4), np.eye(4)
+    T1[:3, 3] = [0.01, 0.0, 0.0]
+    live = PoseErrorModel(9.0)
+    live.trace = []
+    out = [live.start(1e-8 * np.eye(6)), live.update(T0, T1, track), live.update(T1, T1, track)]
+    live.reset()
+    out.append(live.update(T1, T1, track))  # no error state: starts in the given map
+    t = error_fit.ErrorTrace(
+        "unit", live.trace, np.arange(4), np.stack([T0, T1, T1, T1]), np.full((4, 4, 4), np.nan), np.ones(4, bool), 9.0
+    )
+    assert [x["kind"] for x in live.trace] == ["start", "update", "update", "reset", "update"]
+    P, F = error_fit.replay(t, ErrorModelConstants())
+    np.testing.assert_array_equal(P, np.stack([r.error_cov for r in out]))
+    np.testing.assert_array_equal(F, np.stack([r.error_transition for r in out]))
+    assert not np.array_equal(P[3], P[2])
+
+
 def test_calibration_loss():
     ideal = dict(pairs=10, coverage95=0.95, nees_median=CHI2_50_6DOF, nees_tail_frac=0.0)
     assert error_fit.calibration_loss({1: ideal, 10: ideal}) == pytest.approx(0.0)

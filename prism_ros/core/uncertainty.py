@@ -152,9 +152,15 @@ class PoseErrorModel:
         #: a list to append each :meth:`start` and :meth:`update` call's inputs to (copies), or None: what
         #: :mod:`prism_ros.eval.error_fit` replays under other constants
         self.trace: Optional[List[dict]] = None
-        self.reset()
+        self._reset()
 
     def reset(self) -> None:
+        """Forget the error state (the filter's map was cleared or replaced)."""
+        if self.trace is not None:
+            self.trace.append(dict(kind="reset"))
+        self._reset()
+
+    def _reset(self) -> None:
         self.P: Optional[np.ndarray] = None  # the last frame's joint covariance
         self.rel: Optional[np.ndarray] = None  # the last pose_cov
         self.map_cov: Optional[np.ndarray] = None  # e's covariance at the last tracked frame (what the map carries)
@@ -170,7 +176,7 @@ class PoseErrorModel:
         return self._start(pose_cov, lost)
 
     def _start(self, pose_cov: np.ndarray, lost: bool) -> ErrorReport:
-        self.reset()
+        self._reset()
         P = np.zeros((12, 12))
         P[:6, :6] = pose_cov
         self.P, self.rel, self.map_cov, self.lost = P, P[:6, :6].copy(), np.zeros((6, 6)), lost

@@ -46,10 +46,12 @@ _UNIT = ("sys_corr", "map_feedback")
 
 @dataclass
 class ErrorTrace:
-    """One run's error-model inputs (one per processed frame), poses and ground truth (NaN where there is none)."""
+    """One run's error-model calls (a start or an update per processed frame, and the resets between), and per
+    processed frame its index in the data set, pose, ground truth (NaN where there is none) and tracking flag."""
 
     name: str
     inputs: List[dict]
+    index: np.ndarray
     T_est: np.ndarray
     T_gt: np.ndarray
     tracked: np.ndarray
@@ -67,10 +69,12 @@ def record(dataset, cfg) -> ErrorTrace:
 
     r = runner.run(dataset, cfg, progress=False, on_ready=trace)
     rec = r.recorder
-    if len(inputs) != len(rec):
-        raise RuntimeError(f"{dataset.name}: {len(inputs)} error-model steps for {len(rec)} frames")
+    steps = sum(x["kind"] != "reset" for x in inputs)
+    if steps != len(rec):
+        raise RuntimeError(f"{dataset.name}: {steps} error-model steps for {len(rec)} frames")
     T_gt = np.stack([np.full((4, 4), np.nan) if g is None else g for g in rec.T_gt])
-    return ErrorTrace(dataset.name, inputs, r.T_est, T_gt, np.asarray(rec.tracking_ok), float(cfg.laplace_patch_px))
+    tracked = np.asarray(rec.tracking_ok)
+    return ErrorTrace(dataset.name, inputs, np.asarray(rec.index), r.T_est, T_gt, tracked, float(cfg.laplace_patch_px))
 
 
 def replay(trace: ErrorTrace, constants: ErrorModelConstants) -> Tuple[np.ndarray, np.ndarray]:
@@ -78,6 +82,9 @@ def replay(trace: ErrorTrace, constants: ErrorModelConstants) -> Tuple[np.ndarra
     model = PoseErrorModel(trace.patch_px, constants)
     P, F = [], []
     for x in trace.inputs:
+        if x["kind"] == "reset":
+            model.reset()
+            continue
         if x["kind"] == "start":
             r = model.start(x["pose_cov"], x["lost"])
         else:
@@ -92,13 +99,12 @@ def figures(
     trace: ErrorTrace, constants: ErrorModelConstants, frames: Optional[Tuple[int, int]] = None, lags=LAGS
 ) -> Dict[int, Dict[str, float]]:
     """Calibration per lag of ``trace`` under ``constants``: the windows whose frames all lie in ``frames`` (first,
-    last + 1; default all), were tracked and have ground truth."""
+    last + 1: the data set's frame indices; default all), were tracked and have ground truth."""
     P, F = replay(trace, constants)
     have_gt = np.isfinite(trace.T_gt).all(axis=(1, 2))
     valid = trace.tracked.astype(bool) & have_gt
     if frames is not None:
-        i = np.arange(len(valid))
-        valid &= (i >= frames[0]) & (i < frames[1])
+        valid &= (trace.index >= frames[0]) & (trace.index < frames[1])
     T_gt = np.where(have_gt[:, None, None], trace.T_gt, np.eye(4))
     out = {}
     for k in lags:

@@ -3,13 +3,15 @@
 The frozen submaps change only when a loop closure moves them or a submap is frozen, so :class:`GlobalMapBuilder`
 keeps them composed (the *base*, with the free space of the keyframes up to then) and builds each newer global map
 from a copy of it, the active submap and the keyframes since.  A map built so equals one composed from every submap
-in order (:func:`~prism_ros.core.backend.compose.compose_map`), up to the order of its blocks.
+in order (:func:`~prism_ros.core.backend.compose.compose_map`), up to the order of its blocks, with the frozen
+submaps and the older keyframes at their poses of the base's time: the graph may still move them a little after a
+closure (iSAM2 relinearises) until the next closure or frozen submap composes the base again.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -22,7 +24,7 @@ __all__ = ["GlobalMapBuilder"]
 
 
 class GlobalMapBuilder:
-    """Builds the global map for a :class:`~prism_ros.core.backend.worker.BackEnd` (its worker thread only).
+    """Builds the global map for a :class:`~prism_ros.core.backend.worker.BackEnd` (under its submaps' lock).
 
     ``fcfg``: the filter's configuration (the occupancy's free-space settings); ``camera``: the keyframes' camera;
     ``small_level``: the pyramid level of the keyframes' ``depth_small``.
@@ -35,26 +37,28 @@ class GlobalMapBuilder:
 
     def build(
         self,
-        parts: Sequence[tuple],
+        submaps: Sequence,
+        part: Callable[[object], tuple],
         keyframes: Sequence,
         poses: Dict[int, np.ndarray],
         restructured: bool,
         keep_base: bool = True,
     ) -> TsdfMap:
-        """The global map of ``parts`` = (submap, T_map_anchor, Sigma_anchor), the active submap last, and the free
-        space of ``keyframes`` (by key) at ``poses``.  ``restructured``: the frozen parts moved or changed since the
-        last call (the base is composed again); without ``keep_base`` no base is kept (a one-off, offline)."""
-        like = parts[0][0]
+        """The global map of ``submaps`` (the active one last), ``part(submap)`` giving its (map, T_map_anchor,
+        Sigma_anchor) when it is composed, and the free space of ``keyframes`` (by key) at ``poses``.
+        ``restructured``: the frozen submaps moved or changed since the last call (the base is composed again);
+        without ``keep_base`` no base is kept (a one-off, offline)."""
+        like = submaps[0].map
         if not keep_base:
             self.base, self.base_key = None, -1
-            out = compose_map(parts, like)
+            out = compose_map([part(s) for s in submaps], like)
             out.free_space = self._free_space(like, keyframes, poses, None, -1)
             return out
         if restructured or self.base is None:
-            self.base = compose_map(parts[:-1], like)
+            self.base = compose_map([part(s) for s in submaps[:-1]], like)
             self.base.free_space = self._free_space(like, keyframes, poses, None, -1)
             self.base_key = keyframes[-1].key if len(keyframes) else -1
-        out = compose_map(parts[-1:], like, base=self.base)
+        out = compose_map([part(submaps[-1])], like, base=self.base)
         out.free_space = self._free_space(like, keyframes, poses, self.base.free_space, self.base_key)
         return out
 

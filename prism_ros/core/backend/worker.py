@@ -468,8 +468,11 @@ class BackEnd:
         subs = [s for s in self.submaps if s.anchor_key in X]
         if not subs:
             return
-        parts = [(s.map, X[s.anchor_key], self.graph.marginal(s.anchor_key)) for s in subs]
-        out = self._builder.build(parts, kfs, X, restructured, keep_base)
+
+        def part(s):  # a marginal only for the submaps composed this time
+            return s.map, X[s.anchor_key], self.graph.marginal(s.anchor_key)
+
+        out = self._builder.build(subs, part, kfs, X, restructured, keep_base)
         with self._cv:
             if generation == self._generation:  # not a map of the world before a reset
                 self._global = out
