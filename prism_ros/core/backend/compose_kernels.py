@@ -60,25 +60,7 @@ def allocate_overlap(
         hi0 = lo0 + (BLOCK + 1) * src_vox
         hi1 = lo1 + (BLOCK + 1) * src_vox
         hi2 = lo2 + (BLOCK + 1) * src_vox
-        mn0 = np.inf
-        mn1 = np.inf
-        mn2 = np.inf
-        mx0 = -np.inf
-        mx1 = -np.inf
-        mx2 = -np.inf
-        for k in range(8):
-            ax = hi0 if k & 1 else lo0
-            ay = hi1 if (k >> 1) & 1 else lo1
-            az = hi2 if (k >> 2) & 1 else lo2
-            q0 = R_ma[0, 0] * ax + R_ma[0, 1] * ay + R_ma[0, 2] * az + t_ma[0]
-            q1 = R_ma[1, 0] * ax + R_ma[1, 1] * ay + R_ma[1, 2] * az + t_ma[1]
-            q2 = R_ma[2, 0] * ax + R_ma[2, 1] * ay + R_ma[2, 2] * az + t_ma[2]
-            mn0 = min(mn0, q0)
-            mn1 = min(mn1, q1)
-            mn2 = min(mn2, q2)
-            mx0 = max(mx0, q0)
-            mx1 = max(mx1, q1)
-            mx2 = max(mx2, q2)
+        mn0, mn1, mn2, mx0, mx1, mx2 = _box_image(R_ma, t_ma, lo0, lo1, lo2, hi0, hi1, hi2)
         # result block B holds voxel centres [8 B, 8 B + 7] vox
         bx0 = int(np.ceil((mn0 / vox - (BLOCK - 1)) / BLOCK))
         by0 = int(np.ceil((mn1 / vox - (BLOCK - 1)) / BLOCK))
@@ -108,6 +90,23 @@ def allocate_overlap(
                     if slot < 0:
                         return n_blocks, n_list, False
     return n_blocks, n_list, True
+
+
+@njit(cache=True, inline="always")
+def _box_image(M, t, l0, l1, l2, h0, h1, h2):
+    """The axis-aligned bounds (min x, y, z, max x, y, z) of the box [l, h] mapped by q = M p + t (its 8 corners)."""
+    mn0 = mn1 = mn2 = np.inf
+    mx0 = mx1 = mx2 = -np.inf
+    for k in range(8):
+        p0 = h0 if k & 1 else l0
+        p1 = h1 if (k >> 1) & 1 else l1
+        p2 = h2 if (k >> 2) & 1 else l2
+        q0 = M[0, 0] * p0 + M[0, 1] * p1 + M[0, 2] * p2 + t[0]
+        q1 = M[1, 0] * p0 + M[1, 1] * p1 + M[1, 2] * p2 + t[1]
+        q2 = M[2, 0] * p0 + M[2, 1] * p1 + M[2, 2] * p2 + t[2]
+        mn0, mn1, mn2 = min(mn0, q0), min(mn1, q1), min(mn2, q2)
+        mx0, mx1, mx2 = max(mx0, q0), max(mx1, q1), max(mx2, q2)
+    return mn0, mn1, mn2, mx0, mx1, mx2
 
 
 @njit(cache=True, inline="always")
@@ -172,27 +171,8 @@ def fuse_submap(
         by = block_xyz[slot, 1] * BLOCK
         bz = block_xyz[slot, 2] * BLOCK
         # index-space bounding box of this block's samples, and the submap blocks their cells reach
-        lo0 = np.inf
-        lo1 = np.inf
-        lo2 = np.inf
-        hi0 = -np.inf
-        hi1 = -np.inf
-        hi2 = -np.inf
-        for k in range(8):
-            ix = bx + (BLOCK - 1) * (k & 1)
-            iy = by + (BLOCK - 1) * ((k >> 1) & 1)
-            iz = bz + (BLOCK - 1) * ((k >> 2) & 1)
-            for r in range(3):
-                q = A[r, 0] * ix + A[r, 1] * iy + A[r, 2] * iz + b[r]
-                if r == 0:
-                    lo0 = min(lo0, q)
-                    hi0 = max(hi0, q)
-                elif r == 1:
-                    lo1 = min(lo1, q)
-                    hi1 = max(hi1, q)
-                else:
-                    lo2 = min(lo2, q)
-                    hi2 = max(hi2, q)
+        e = float(BLOCK - 1)
+        lo0, lo1, lo2, hi0, hi1, hi2 = _box_image(A, b, float(bx), float(by), float(bz), bx + e, by + e, bz + e)
         gx0 = int(np.floor(lo0)) >> BLOCK_SHIFT
         gy0 = int(np.floor(lo1)) >> BLOCK_SHIFT
         gz0 = int(np.floor(lo2)) >> BLOCK_SHIFT
