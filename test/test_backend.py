@@ -9,6 +9,7 @@ composed map back onto the room; a closure proposed a metre off must be refused.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -68,7 +69,7 @@ def flown():
         r = render_scene(T, CAM, scene)
         frames.append(_Frame((255 * r["color"]).astype(np.uint8), r["depth"].astype(np.float32)))
     T_odom = [_drift(i) @ T for i, T in enumerate(T_true)]
-    be = BackEnd(_cfg(), CAM, block_when_full=True)
+    be = BackEnd(_cfg(backend_submaps_in_memory=1), CAM, block_when_full=True)  # the first ones go to disk
     _feed(be, T_odom, frames, range(N))
     assert be.flush(120.0)
     yield dict(be=be, T_true=np.stack(T_true), T_odom=np.stack(T_odom), frames=frames, scene=scene)
@@ -101,6 +102,9 @@ def test_the_loop_is_closed_and_the_keyframes_come_back(flown):
     f = be.figures()
     assert f["submaps"] >= 5, f
     assert f["loops_accepted"] >= 1, f
+    # the loop was closed against a submap written to disk: only the newest frozen one and the active one are in memory
+    assert be.submaps[0].map is None and os.path.isfile(be.submaps[0].path)
+    assert [s.map is not None for s in be.submaps[-3:]] == [False, True, True]
     keys, ks, K_odom, K_map = be.optimised_keyframes()
     idx = np.rint(ks / 0.1).astype(int)
     T_true = flown["T_true"][idx]
@@ -122,7 +126,7 @@ def test_the_two_copies_of_a_wall_are_merged(flown):
     zero = np.zeros((6, 6))
 
     def surface_error(sub, T_anchor):
-        m = compose_map([(sub.map, T_anchor, zero)], sub.map)
+        m = compose_map([(be.store.tsdf(sub), T_anchor, zero)], be.store.tsdf(sub))
         pts = m.extract_surface(max_abs_sdf_m=0.25 * m.voxel_size, min_count=2)["xyz"].astype(np.float64)
         return np.sqrt(np.mean(scene_sdf(pts, scene) ** 2)), pts
 
@@ -139,7 +143,7 @@ def test_the_two_copies_of_a_wall_are_merged(flown):
     d, _ = cKDTree(pts_first).query(pts_last)
     shared = d < 0.15
     assert shared.mean() > 0.05
-    assert np.median(d[shared]) < first.map.voxel_size, np.median(d[shared])
+    assert np.median(d[shared]) < be.submaps[-1].map.voxel_size, np.median(d[shared])
     # the global map: every submap at its optimised pose, on the room
     g = be.compose_now()
     pts = g.extract_surface(max_abs_sdf_m=0.25 * g.voxel_size, min_count=2)["xyz"].astype(np.float64)
@@ -162,7 +166,7 @@ def test_wrong_closures_are_refused(flown):
         ok, why = be.verify_closure(k, frame, across, T_a_c, 1.0)
     assert not ok and why.startswith((NO_REGISTRATION, OUTSIDE_GATE)), why
     assert be.figures()["loops_accepted"] == accepted_before
-    cl = be.verifier.register(frame, first.map, T_a_c, 1.0, be.cfg.backend_loop_min_overlap)
+    cl = be.verifier.register(frame, be.store.tsdf(first), T_a_c, 1.0, be.cfg.backend_loop_min_overlap)
     assert cl is not None
     shift = np.eye(4)
     shift[:3, 3] = [1.0, 0.0, 0.0]

@@ -351,14 +351,14 @@ class TsdfMap:
             "frames": int(self._frame_id),
         }
 
-    def save(self, path: str, extra: Optional[Dict] = None) -> None:
-        """Write the map as .npz (versioned header as JSON).  Not atomic by itself: see
-        :func:`prism_ros.core.persistence.atomic_write` for crash-safe saving."""
+    def save(self, path: str, extra: Optional[Dict] = None, compress: bool = True) -> None:
+        """Write the map as .npz (versioned header as JSON), compressed unless ``compress`` is False.  Not atomic by
+        itself: see :func:`prism_ros.core.persistence.atomic_write` for crash-safe saving."""
         n = self.n_blocks
         hdr = self.header()
         hdr.update(extra or {})
         with open(path, "wb") as f:
-            np.savez_compressed(
+            (np.savez_compressed if compress else np.savez)(
                 f,
                 header=np.frombuffer(json.dumps(hdr).encode(), dtype=np.uint8),
                 block_xyz=self.block_xyz[:n],

@@ -37,7 +37,7 @@ so).  The submaps are only read; they must not be integrated into meanwhile.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -81,6 +81,11 @@ class _Blocks:
         rebuild_hash(self.keys, self.vals, self.block_xyz, n)
 
 
+def _observed(sub: TsdfMap) -> np.ndarray:
+    """The indices of ``sub``'s blocks with an observed voxel."""
+    return np.flatnonzero((sub.cnt[: sub.n_blocks] > 0).any(axis=1)).astype(np.int64)
+
+
 def _check_part(sub: TsdfMap, T: np.ndarray, Sigma: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     T = np.asarray(T, dtype=np.float64)
     if T.shape != (4, 4) or not np.all(np.isfinite(T)):
@@ -95,30 +100,26 @@ def _check_part(sub: TsdfMap, T: np.ndarray, Sigma: Optional[np.ndarray]) -> Tup
 
 
 def compose_map(
-    parts: Sequence[Tuple[TsdfMap, np.ndarray, np.ndarray]],
+    parts: Sequence[Tuple[Union[TsdfMap, Callable[[], TsdfMap]], np.ndarray, Optional[np.ndarray]]],
     like: TsdfMap,
     voxel_size_m: Optional[float] = None,
     base: Optional[TsdfMap] = None,
 ) -> TsdfMap:
     """A new map in the map frame from ``parts`` = (submap, T_map_anchor, Sigma_anchor) triples (module docstring):
     ``like``'s parameters, voxel size ``voxel_size_m`` (default ``like.voxel_size``; the submaps' may differ), no
-    free-space layer.  ``Sigma_anchor`` None: a pose taken as exact.  Submaps are fused in the order given, after
-    the voxels of ``base`` (a composed map at that voxel size, only read) when one is given."""
+    free-space layer.  ``Sigma_anchor`` None: a pose taken as exact.  A submap may be given as a function that returns
+    it (one written to disk), called when its turn comes.  Submaps are fused in the order given, after the voxels of
+    ``base`` (a composed map at that voxel size, only read) when one is given."""
     vox = like.voxel_size if voxel_size_m is None else float(voxel_size_m)
     if not (np.isfinite(vox) and vox > 0.0):
         raise ValueError(f"voxel size must be positive, got {voxel_size_m}")
     if base is not None and not np.isclose(base.voxel_size, vox):
         raise ValueError(f"base has voxel size {base.voxel_size}, the result {vox}")
-    checked = []
-    estimate = 0
-    for sub, T, Sigma in parts:
-        T, S = _check_part(sub, T, Sigma)
-        n = sub.n_blocks
-        observed = np.flatnonzero((sub.cnt[:n] > 0).any(axis=1)).astype(np.int64)
-        if len(observed) == 0:
-            continue
-        checked.append((sub, T, S, observed))
-        estimate += int(len(observed) * max(1.0, sub.voxel_size / vox) ** 3)
+    parts = list(parts)
+    estimate = 0  # the result's blocks, from the parts in memory (the table grows for the others)
+    for sub, _, _ in parts:
+        if isinstance(sub, TsdfMap):
+            estimate += int(len(_observed(sub)) * max(1.0, sub.voxel_size / vox) ** 3)
     nb = 0 if base is None else base.n_blocks
     work = _Blocks(max(1024, 2 * (estimate + nb)), like.prior_var)
     if nb:
@@ -130,7 +131,12 @@ def compose_map(
         work.n = nb
         rebuild_hash(work.keys, work.vals, work.block_xyz, nb)
     mark_id = 0
-    for sub, T, S, observed in checked:
+    for sub, T, Sigma in parts:
+        sub = sub() if callable(sub) else sub  # read back only now: one part at a time in memory
+        T, S = _check_part(sub, T, Sigma)
+        observed = _observed(sub)
+        if len(observed) == 0:
+            continue
         R_ma = np.ascontiguousarray(T[:3, :3])
         t_ma = np.ascontiguousarray(T[:3, 3])
         while True:

@@ -60,6 +60,22 @@ BACKEND_PARAMS: Tuple[ParamSpec, ...] = (
         scope="pipeline",
     ),
     _p(
+        "backend_submaps_in_memory",
+        4,
+        "Frozen submaps kept in memory (the most recent); older ones are written to backend_submap_dir and read back "
+        "to compose the global map or verify a loop closure.",
+        0,
+        100_000,
+        scope="pipeline",
+    ),
+    _p(
+        "backend_submap_dir",
+        "",
+        "Directory for the frozen submaps written to disk, in a subdirectory removed at exit ('': the system's "
+        "temporary directory; on a tmpfs they stay in RAM).",
+        scope="pipeline",
+    ),
+    _p(
         "backend_map_period_s",
         1.0,
         "The composed global map takes in the active submap's newest keyframes at most this often (s); a loop "

@@ -48,7 +48,7 @@ class GlobalMapBuilder:
         Sigma_anchor) when it is composed, and the free space of ``keyframes`` (by key) at ``poses``.
         ``restructured``: the frozen submaps moved or changed since the last call (the base is composed again);
         without ``keep_base`` no base is kept (a one-off, offline)."""
-        like = submaps[0].map
+        like = next(s.map for s in reversed(submaps) if s.map is not None)  # (the active one is in memory)
         if not keep_base:
             self.base, self.base_key = None, -1
             out = compose_map([part(s) for s in submaps], like)

@@ -43,13 +43,15 @@ class Submap:
     id: int
     anchor_key: int
     T_odom_anchor: np.ndarray
-    map: TsdfMap
+    #: its TSDF; None once written to disk (:class:`~prism_ros.core.backend.store.SubmapStore`, at ``path``)
+    map: Optional[TsdfMap]
     keys: List[int] = field(default_factory=list)
     frozen: bool = False
     samples: Optional[np.ndarray] = None  # (n, 3) surface points, anchor frame (frozen only)
     #: the mean over its keyframes of their odometry covariance relative to the anchor: how far the submap's content
     #: may sit from where the anchor puts it (a closure against it carries it)
     internal_cov: np.ndarray = field(default_factory=lambda: np.zeros((6, 6)))
+    path: Optional[str] = None
 
     def fuse(
         self,

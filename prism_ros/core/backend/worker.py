@@ -10,7 +10,8 @@ worker's queue.  With ``block_when_full`` (offline) it waits for room instead, s
 Worker thread, per keyframe (:meth:`BackEnd._process`):
 
     1. graph    the keyframe's node and its odometry factor
-    2. submap   the images fused into the active submap; a new one, the old one frozen, per starts_new_submap
+    2. submap   the images fused into the active submap; a new one, the old one frozen, per starts_new_submap;
+                frozen submaps beyond the backend_submaps_in_memory newest go to disk (SubmapStore)
     3. loops    frozen submaps at least backend_loop_min_submap_gap older that overlap the view at the graph's
                 estimate are registered densely (LoopVerifier), the most overlapping first; a closure that
                 verifies, is backend_loop_min_variance_ratio times more certain than the graph in translation or
@@ -32,6 +33,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 from typing import Deque, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -47,6 +49,7 @@ from .global_map import GlobalMapBuilder
 from .graph import PoseGraph
 from .odometry import RelativeMotion, carry
 from .stats import BackEndStats
+from .store import SubmapStore
 from .submaps import Keyframe, Submap, moved_beyond, starts_new_submap, submap_map, view_fraction
 
 __all__ = ["BackEnd"]
@@ -101,6 +104,7 @@ class BackEnd:
         self.verifier = LoopVerifier(self.fcfg, camera)
         self.noise = self.verifier.noise
         self.stats = BackEndStats()
+        self.store = SubmapStore(self.fcfg, cfg.backend_submaps_in_memory, cfg.backend_submap_dir)
         self._cv = threading.Condition()  # the queue and the published state
         self._own = threading.Lock()  # the graph and the submaps
         self._queue: Deque[_Item] = deque()
@@ -296,6 +300,8 @@ class BackEnd:
             self._stopped = True
             self._cv.notify_all()
         self._thread.join(timeout_s)
+        if not self._thread.is_alive():  # (else the store's directory goes at exit)
+            self.store.close()
 
     def figures(self) -> Dict[str, float]:
         with self._cv:
@@ -305,6 +311,7 @@ class BackEnd:
     def _reset_back(self) -> None:
         self.graph = PoseGraph(self.cfg.backend_loop_kernel_scale)
         self.submaps: List[Submap] = []
+        self.store.clear()
         self._chain: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (T_odom of the last keyframe, cov from anchor)
         self._retry_after: Dict[int, int] = {}  # submap id -> the first key to try it again
         self._version = 0
@@ -367,6 +374,7 @@ class BackEnd:
             ):
                 if active is not None:
                     active.freeze()
+                    self.store.frozen(active)
                     frozen = True
                 active = Submap(len(self.submaps), it.key, it.T_odom_c, submap_map(self.fcfg, c.backend_voxel_factor))
                 self.submaps.append(active)
@@ -437,7 +445,9 @@ class BackEnd:
         against the graph; with ``add``, an accepted closure becomes a factor (staged: the next update optimises).
         Runs on the worker, or with its lock held."""
         t0 = time.perf_counter()
-        cl = self.verifier.register(frame, sub.map, T_a_c_pred, inlier_reference, self.cfg.backend_loop_min_overlap)
+        cl = self.verifier.register(
+            frame, self.store.tsdf(sub, keep=True), T_a_c_pred, inlier_reference, self.cfg.backend_loop_min_overlap
+        )
         self.stats.verified((time.perf_counter() - t0) * 1e3)
         if cl is None:
             self.stats.loops_rejected_verification += 1
@@ -469,8 +479,9 @@ class BackEnd:
         if not subs:
             return
 
-        def part(s):  # a marginal only for the submaps composed this time
-            return s.map, X[s.anchor_key], self.graph.marginal(s.anchor_key)
+        def part(s):  # a marginal only for the submaps composed this time; one on disk is read when composed
+            tsdf = s.map if s.map is not None else partial(self.store.tsdf, s)
+            return tsdf, X[s.anchor_key], self.graph.marginal(s.anchor_key)
 
         out = self._builder.build(subs, part, kfs, X, restructured, keep_base)
         with self._cv:

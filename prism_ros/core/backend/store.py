@@ -1,0 +1,99 @@
+"""Frozen submaps written to disk, so that the back end's memory stays bounded on a long run.
+
+A frozen submap is never fused again, only re-posed, and its TSDF is read only to compose the global map and to verify
+a loop closure against it.  :class:`SubmapStore` keeps the TSDFs of the ``in_memory`` most recently frozen submaps in
+memory and writes the older ones (their blocks, uncompressed ``.npz``: :meth:`~prism_ros.core.tsdf.TsdfMap.save`) to
+a directory of its own, dropping them from memory.  A written submap is read back for each use (:meth:`tsdf`), voxel
+for voxel the map it wrote; the last one read for a loop closure stays in memory until another is, since the
+candidate of one keyframe is often the next one's too.  In memory at most: the active submap, ``in_memory`` frozen ones
+and that one.  Its surface samples, its keys and its poses stay in memory.
+
+The directory is made under ``directory`` ("" : the system's temporary directory) and removed by :meth:`close`, or
+when the process exits.  Not thread-safe: the back end's worker owns it (or a caller holding the worker's lock).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import List, Optional
+
+from prism_ros.core.tsdf import TsdfMap
+
+from .submaps import Submap
+
+__all__ = ["SubmapStore"]
+
+
+class SubmapStore:
+    """Frozen submaps beyond the ``in_memory`` most recent on disk under ``directory`` (module docstring); ``cfg``: the
+    filter's configuration (the submaps' map parameters, as :func:`~prism_ros.core.backend.submaps.submap_map`)."""
+
+    def __init__(self, cfg, in_memory: int, directory: str = ""):
+        if int(in_memory) < 0:
+            raise ValueError(f"in_memory must be at least 0, got {in_memory}")
+        self.in_memory = int(in_memory)
+        self._parent = directory or None
+        self._params = (
+            cfg.map_prior_sigma_m,
+            cfg.map_min_sigma_m,
+            cfg.map_max_observations,
+            cfg.map_model_sigma_m,
+            cfg.map_distance_sigma_ratio,
+        )
+        self._dir: Optional[tempfile.TemporaryDirectory] = None
+        self._held: List[Submap] = []  # frozen submaps in memory, the oldest first
+        self._paths: List[str] = []  # the files written
+        self._read: Optional[tuple] = None  # (submap, its TSDF read back) kept for the next closure
+        self._count = 0
+        self.bytes_written = 0
+
+    @property
+    def directory(self) -> Optional[str]:
+        """Where the submaps are written (None until the first one is)."""
+        return None if self._dir is None else self._dir.name
+
+    def frozen(self, sub: Submap) -> None:
+        """``sub`` was just frozen: it is kept in memory, and the oldest frozen ones beyond ``in_memory`` go to disk."""
+        self._held.append(sub)
+        while len(self._held) > self.in_memory:
+            self._write(self._held.pop(0))
+
+    def tsdf(self, sub: Submap, keep: bool = False) -> TsdfMap:
+        """``sub``'s TSDF, read back from disk when it was written; ``keep``: the one read stays in memory until
+        another is read with ``keep`` (a loop closure's candidate)."""
+        if sub.map is not None:
+            return sub.map
+        if self._read is not None and self._read[0] is sub:
+            return self._read[1]
+        m = TsdfMap.load(sub.path, *self._params)
+        m.shrink_to_fit()
+        if keep:
+            self._read = (sub, m)
+        return m
+
+    def clear(self) -> None:
+        """Forget every submap and its file (a new graph)."""
+        for path in self._paths:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        self._held, self._paths, self._read = [], [], None
+
+    def close(self) -> None:
+        """Forget every submap and remove the directory."""
+        self.clear()
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def _write(self, sub: Submap) -> None:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="prism-submaps-", dir=self._parent)
+        self._count += 1
+        path = os.path.join(self._dir.name, f"submap_{self._count:06d}.npz")
+        sub.map.save(path, compress=False)
+        self.bytes_written += os.path.getsize(path)
+        self._paths.append(path)
+        sub.map, sub.path = None, path

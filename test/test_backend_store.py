@@ -1,0 +1,108 @@
+"""Frozen submaps written to disk: read back voxel for voxel, composed as if in memory, their files removed."""
+
+import os
+from types import SimpleNamespace
+
+import numpy as np
+
+from prism_ros.config import PrismConfig
+from prism_ros.core.backend.compose import compose_map
+from prism_ros.core.backend.store import SubmapStore
+from prism_ros.core.backend.submaps import Submap, submap_map
+
+from test_backend_compose import integrate, wall
+
+
+def _submaps(cfg, n=4):
+    """``n`` frozen submaps of walls at different depths and greys (a different content each)."""
+    out = []
+    for i in range(n):
+        sub = Submap(i, i, np.eye(4), submap_map(cfg, 2))
+        depth = wall(0.8 + 0.1 * i)
+        depth[:, 40:] += 0.2
+        integrate(sub.map, depth, grey=60 + 40 * i)
+        sub.freeze()
+        out.append(sub)
+    return out
+
+
+def _same(a, b):
+    n = a.n_blocks
+    assert b.n_blocks == n
+    for k in ("block_xyz", "mu", "var", "rgb", "cnt"):
+        np.testing.assert_array_equal(getattr(a, k)[:n], getattr(b, k)[:n], err_msg=k)
+    assert (a.voxel_size, a.truncation, a.prior_var, a.min_var, a.model_var, a.max_count) == (
+        b.voxel_size,
+        b.truncation,
+        b.prior_var,
+        b.min_var,
+        b.model_var,
+        b.max_count,
+    )
+
+
+def test_submaps_beyond_the_budget_go_to_disk_and_come_back_voxel_for_voxel(tmp_path):
+    cfg = PrismConfig.from_yaml().filter_config()
+    subs = _submaps(cfg)
+    kept = [s.map for s in subs]  # the originals, for comparison
+    store = SubmapStore(cfg, in_memory=2, directory=str(tmp_path))
+    for s in subs:
+        store.frozen(s)
+    # the two oldest are on disk, in the store's own directory under the one given, and out of memory
+    assert [s.map is None for s in subs] == [True, True, False, False]
+    assert os.path.dirname(store.directory) == str(tmp_path)
+    assert sorted(os.listdir(store.directory)) == sorted(os.path.basename(s.path) for s in subs[:2])
+    for s, m in zip(subs, kept):
+        _same(store.tsdf(s), m)
+    # a closure's candidate stays read until another one is; otherwise every use reads the file again
+    assert store.tsdf(subs[0], keep=True) is store.tsdf(subs[0])
+    assert store.tsdf(subs[1]) is not store.tsdf(subs[1])
+    # composed from disk (read one at a time) or from memory: the same map
+    poses = [np.eye(4) for _ in subs]
+    for i, T in enumerate(poses):
+        T[:3, 3] = [0.05 * i, 0.0, 0.0]
+    Sigma = np.diag([1e-6] * 3 + [1e-7] * 3)
+    lazy = [(s.map if s.map is not None else (lambda s=s: store.tsdf(s)), T, Sigma) for s, T in zip(subs, poses)]
+    _same(compose_map(lazy, subs[-1].map), compose_map([(m, T, Sigma) for m, T in zip(kept, poses)], kept[-1]))
+    # a new graph forgets the files; closing removes the directory
+    d = store.directory
+    store.clear()
+    assert os.listdir(d) == []
+    store.close()
+    assert not os.path.exists(d) and store.directory is None
+
+
+def test_the_back_end_removes_its_submaps_when_it_stops(tmp_path):
+    """Through the back end's own parameters: ``backend_submaps_in_memory`` 0 writes every frozen submap to
+    ``backend_submap_dir``; :meth:`BackEnd.stop` removes them."""
+    from prism_ros.core.backend.worker import BackEnd
+
+    from test_backend import CAM, _feed, _true_pose
+
+    cfg = PrismConfig.from_yaml().replace(
+        backend_enabled=True,
+        backend_submaps_in_memory=0,
+        backend_submap_dir=str(tmp_path),
+        backend_submap_angle_deg=20.0,
+    )
+    be = BackEnd(cfg, CAM, block_when_full=True)
+    try:
+        from prism_ros.sim.render import render_scene
+        from prism_ros.sim.scene import default_scene
+
+        scene = default_scene()
+        T = [_true_pose(i) for i in range(12)]
+        frames = []
+        for Ti in T:
+            r = render_scene(Ti, CAM, scene)
+            frames.append(SimpleNamespace(rgb=(255 * r["color"]).astype(np.uint8), depth=r["depth"], depth_sigma=None))
+        _feed(be, T, frames, range(12))
+        assert be.flush(60.0)
+        with be._own:
+            frozen = [s for s in be.submaps if s.frozen]
+            assert len(frozen) >= 2 and all(s.map is None and os.path.isfile(s.path) for s in frozen)
+            assert be.submaps[-1].map is not None
+        assert be.compose_now() is not None
+    finally:
+        be.stop()
+    assert os.listdir(tmp_path) == []
