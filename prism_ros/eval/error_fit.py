@@ -171,6 +171,7 @@ def _spec(text: str) -> Tuple[str, Optional[Tuple[int, int]]]:
 
 def _table(title: str, rows, c: ErrorModelConstants) -> None:
     print(title)
+    width = max((len(label) for label, _, _ in rows), default=0)
     for label, t, fr in rows:
         figs = figures(t, c, fr)
         cells = [
@@ -178,7 +179,7 @@ def _table(title: str, rows, c: ErrorModelConstants) -> None:
             for k, f in figs.items()
             if f.get("pairs")
         ]
-        print(f"  {label:40s} loss {calibration_loss(figs):7.2f}  " + "  ".join(cells))
+        print(f"  {label:{width}s} loss {calibration_loss(figs):7.2f}  " + "  ".join(cells))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
