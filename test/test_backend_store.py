@@ -64,6 +64,7 @@ def test_submaps_beyond_the_budget_go_to_disk_and_come_back_voxel_for_voxel(tmp_
     Sigma = np.diag([1e-6] * 3 + [1e-7] * 3)
     lazy = [(s.map if s.map is not None else (lambda s=s: store.tsdf(s)), T, Sigma) for s, T in zip(subs, poses)]
     _same(compose_map(lazy, subs[-1].map), compose_map([(m, T, Sigma) for m, T in zip(kept, poses)], kept[-1]))
+    assert store.on_disk == 2 and store.bytes_on_disk == sum(os.path.getsize(s.path) for s in subs[:2])
     # a new graph forgets the files; closing removes the directory
     d = store.directory
     store.clear()
@@ -102,7 +103,26 @@ def test_the_back_end_removes_its_submaps_when_it_stops(tmp_path):
             frozen = [s for s in be.submaps if s.frozen]
             assert len(frozen) >= 2 and all(s.map is None and os.path.isfile(s.path) for s in frozen)
             assert be.submaps[-1].map is not None
+        f = be.figures()
+        assert f["submaps_on_disk"] == len(frozen) and f["submaps_on_disk_mb"] > 0 and f["submap_write_failures"] == 0
+        assert be.warning == ""
         assert be.compose_now() is not None
     finally:
         be.stop()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_submap_that_cannot_be_written_stays_in_memory(tmp_path):
+    """No usable directory (here a file stands where it should be): the submap stays in memory, the failure is counted
+    and said, and the store goes on."""
+    cfg = PrismConfig.from_yaml().filter_config()
+    subs = _submaps(cfg, 2)
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    store = SubmapStore(cfg, in_memory=0, directory=str(blocker))
+    for s in subs:
+        store.frozen(s)
+    assert all(s.map is not None and s.path is None for s in subs)
+    assert store.write_failures == 2 and store.on_disk == 0 and "Error" in store.last_error
+    assert store.tsdf(subs[0]) is subs[0].map
+    store.close()

@@ -493,6 +493,8 @@ class PrismNode(Node):
             status.values += [KeyValue(key=f"backend_{k}", value=f"{v:g}") for k, v in self._backend.figures().items()]
             if self._backend.error:
                 self._error("backend", f"the back end stopped: {self._backend.error}")
+            if self._backend.warning:
+                self._warn("backend_store", f"the back end keeps it in memory: {self._backend.warning}")
         if line:
             self._log.info(line)
         try:

@@ -19,6 +19,9 @@ class BackEndStats:
     loops_rejected_gate: int = 0
     loops_rejected_uninformative: int = 0
     images_dropped: int = 0
+    submaps_on_disk: int = 0
+    submaps_on_disk_mb: float = 0.0
+    submap_write_failures: int = 0
     optimisations: int = 0
     optimisation_ms_sum: float = 0.0
     optimisation_ms_max: float = float("nan")
@@ -26,6 +29,8 @@ class BackEndStats:
     verification_ms_sum: float = 0.0
     compose_ms: float = float("nan")
     error: str = ""
+    #: why the last frozen submap could not be written to disk ("" : none failed)
+    write_error: str = ""
 
     def optimised(self, ms: float) -> None:
         self.optimisations += 1
@@ -35,6 +40,11 @@ class BackEndStats:
     def verified(self, ms: float) -> None:
         self.verifications += 1
         self.verification_ms_sum += ms
+
+    def stored(self, store) -> None:
+        """Take the counts of the back end's :class:`~prism_ros.core.backend.store.SubmapStore`."""
+        self.submaps_on_disk, self.submaps_on_disk_mb = store.on_disk, store.bytes_on_disk / 2**20
+        self.submap_write_failures, self.write_error = store.write_failures, store.last_error
 
     def figures(self) -> Dict[str, float]:
         mean = lambda s, n: s / n if n else float("nan")  # noqa: E731
@@ -48,6 +58,9 @@ class BackEndStats:
                 "loops_rejected_gate",
                 "loops_rejected_uninformative",
                 "images_dropped",
+                "submaps_on_disk",
+                "submaps_on_disk_mb",
+                "submap_write_failures",
             )
         }
         out["optimisation_ms_mean"] = mean(self.optimisation_ms_sum, self.optimisations)

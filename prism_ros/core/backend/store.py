@@ -9,7 +9,9 @@ candidate of one keyframe is often the next one's too.  In memory at most: the a
 and that one.  Its surface samples, its keys and its poses stay in memory.
 
 The directory is made under ``directory`` ("" : the system's temporary directory) and removed by :meth:`close`, or
-when the process exits.  Not thread-safe: the back end's worker owns it (or a caller holding the worker's lock).
+when the process exits.  A submap that cannot be written (no such directory, a full disk) stays in memory: the
+store counts it (:attr:`write_failures`, :attr:`last_error`) and goes on.  Not thread-safe: the back end's worker
+owns it (or a caller holding the worker's lock).
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ class SubmapStore:
         self._paths: List[str] = []  # the files written
         self._read: Optional[tuple] = None  # (submap, its TSDF read back) kept for the next closure
         self._count = 0
-        self.bytes_written = 0
+        #: the submaps on disk now, and their bytes
+        self.on_disk, self.bytes_on_disk = 0, 0
+        #: submaps kept in memory because writing them failed, and the last failure
+        self.write_failures, self.last_error = 0, ""
 
     @property
     def directory(self) -> Optional[str]:
@@ -80,6 +85,7 @@ class SubmapStore:
             except OSError:
                 pass
         self._held, self._paths, self._read = [], [], None
+        self.on_disk, self.bytes_on_disk = 0, 0
 
     def close(self) -> None:
         """Forget every submap and remove the directory."""
@@ -89,11 +95,21 @@ class SubmapStore:
             self._dir = None
 
     def _write(self, sub: Submap) -> None:
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="prism-submaps-", dir=self._parent)
-        self._count += 1
-        path = os.path.join(self._dir.name, f"submap_{self._count:06d}.npz")
-        sub.map.save(path, compress=False)
-        self.bytes_written += os.path.getsize(path)
+        path = None
+        try:
+            if self._dir is None:
+                self._dir = tempfile.TemporaryDirectory(prefix="prism-submaps-", dir=self._parent)
+            self._count += 1
+            path = os.path.join(self._dir.name, f"submap_{self._count:06d}.npz")
+            sub.map.save(path, compress=False)
+            size = os.path.getsize(path)
+        except OSError as e:  # it stays in memory
+            self.write_failures += 1
+            self.last_error = f"{type(e).__name__}: {e}"
+            if path is not None and os.path.exists(path):
+                os.remove(path)
+            return
         self._paths.append(path)
+        self.on_disk += 1
+        self.bytes_on_disk += size
         sub.map, sub.path = None, path

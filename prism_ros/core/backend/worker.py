@@ -123,6 +123,12 @@ class BackEnd:
         with self._cv:
             return self.stats.error
 
+    @property
+    def warning(self) -> str:
+        """Why frozen submaps stay in memory ("" while every one that should be is on disk)."""
+        with self._cv:
+            return self.stats.write_error and f"a frozen submap could not be written to disk: {self.stats.write_error}"
+
     # ------------------------------------------------------------------ filter thread
     def _reset_front(self) -> None:
         self._rel: Optional[RelativeMotion] = None
@@ -403,6 +409,7 @@ class BackEnd:
             self._version += int(closed)
             self.stats.keyframes += 1
             self.stats.submaps += int(len(self.submaps) > 0 and self.submaps[-1].keys == [it.key])
+            self.stats.stored(self.store)
             self.stats.optimised(ms)
 
     def _close_loops(self, key: int, frame, inlier_reference: float) -> Tuple[bool, float]:
