@@ -76,9 +76,11 @@ def flown():
     be.stop()
 
 
-def _feed(be, T_odom, frames, indices):
-    """Frames ``indices`` into the back end as a filter's tracked steps (the first one starts the map)."""
-    step_cov = np.diag([STEP_SIGMA_M**2] * 3 + [STEP_SIGMA_RAD**2] * 3)
+def _feed(be, T_odom, frames, indices, step_cov=None):
+    """Frames ``indices`` into the back end as a filter's tracked steps (the first one starts the map), reported with
+    ``step_cov`` (default: STEP_SIGMA_M, STEP_SIGMA_RAD)."""
+    if step_cov is None:
+        step_cov = np.diag([STEP_SIGMA_M**2] * 3 + [STEP_SIGMA_RAD**2] * 3)
     for i in indices:
         res = StepResult(
             stamp=0.1 * i,
@@ -102,7 +104,9 @@ def test_the_loop_is_closed_and_the_keyframes_come_back(flown):
     f = be.figures()
     assert f["submaps"] >= 5, f
     assert f["loops_accepted"] >= 1, f
-    # the loop was closed against a submap written to disk: only the newest frozen one and the active one are in memory
+    # the loop was closed against a submap written to disk: one frozen submap is kept in memory, and candidates are at
+    # least two submaps older than the active one; only the newest frozen one and the active one are in memory
+    assert be.cfg.backend_loop_min_submap_gap > be.cfg.backend_submaps_in_memory
     assert be.submaps[0].map is None and os.path.isfile(be.submaps[0].path)
     assert [s.map is not None for s in be.submaps[-3:]] == [False, True, True]
     keys, ks, K_odom, K_map = be.optimised_keyframes()
@@ -181,7 +185,7 @@ def test_the_global_map_shows_the_active_submap_without_waiting_for_it_to_freeze
     """The node's global map takes in the active submap's new keyframes (here at once: ``backend_map_period_s`` 0),
     and, built on the frozen submaps kept composed, holds what composing every submap gives."""
     T, frames = flown["T_odom"], flown["frames"]
-    be = BackEnd(_cfg(backend_map_period_s=0.0), CAM, block_when_full=True)
+    be = BackEnd(_cfg(backend_map_period_s=0.0, backend_submaps_in_memory=0), CAM, block_when_full=True)  # on disk
 
     def newer(than):
         for _ in range(600):
@@ -239,3 +243,55 @@ def test_an_offline_run_writes_both_trajectories(tmp_path):
     np.testing.assert_allclose(T_opt, T, atol=1e-6)
     kf = np.load(out / "keyframes.npz")
     assert kf["T_map_c"].shape == (b["keyframes"], 4, 4) and kf["marginal"].shape == (b["keyframes"], 6, 6)
+
+
+def test_a_loop_beyond_the_view_at_the_estimate_is_found_within_its_uncertainty(flown):
+    """Each step of the odometry turns 0.35 deg too far (26 cm off at the end), reported with 1 deg a step: coming
+    back, no old submap overlaps the view at the graph's estimate, so only the search within the keyframe's marginal
+    (``backend_loop_search_sigma``) finds the loop; verified from the pose it found, the closure brings the keyframes
+    back."""
+    T_true, frames = flown["T_true"], flown["frames"]
+    err = se3.exp(np.array([0.0, 0.0, 0.0, 0.0, math.radians(0.35), 0.0]))  # about the camera's y axis
+    T_odom = [T_true[0]]
+    for i in range(1, N):
+        T_odom.append(T_odom[-1] @ se3.inv(T_true[i - 1]) @ T_true[i] @ err)
+    cov = np.diag([STEP_SIGMA_M**2] * 3 + [math.radians(1.0) ** 2] * 3)
+    for sigma in (0.0, 3.0):
+        be = BackEnd(_cfg(backend_loop_search_sigma=sigma), CAM, block_when_full=True)
+        try:
+            _feed(be, T_odom, frames, range(N), step_cov=cov)
+            assert be.flush(120.0)
+            f = be.figures()
+            _, ks, K_odom, K_map = be.optimised_keyframes()
+        finally:
+            be.stop()
+        idx = np.rint(ks / 0.1).astype(int)
+        before, after = _position_errors(K_odom, T_true[idx]), _position_errors(K_map, T_true[idx])
+        assert before[-1] > 0.2, before[-1]
+        if sigma == 0.0:  # not even a candidate
+            tried = f["loops_rejected_verification"] + f["loops_rejected_gate"] + f["loops_rejected_uninformative"]
+            assert f["loops_accepted"] == 0 and tried == 0, f
+            np.testing.assert_allclose(after, before, atol=1e-6)
+        else:
+            assert f["loops_accepted"] >= 1, f
+            assert after[-1] < 0.1 * before[-1] and after.max() < 0.3 * before.max(), (before, after)
+
+
+def test_best_view_searches_the_principal_axes_of_the_uncertainty():
+    """Points straight ahead of a camera turned 70 deg away: out of view at the estimate; found along the marginal's
+    yaw axis when its sigma is 25 deg (within 3 sigma), not when it is 5 deg, nor without the search."""
+    from prism_ros.core.backend.submaps import best_view, view_fraction
+
+    rng = np.random.default_rng(0)
+    pts = np.column_stack([rng.uniform(-0.3, 0.3, 200), rng.uniform(-0.2, 0.2, 200), rng.uniform(1.5, 2.5, 200)])
+    turned = se3.exp(np.array([0.0, 0.0, 0.0, 0.0, math.radians(70.0), 0.0]))
+    seen = lambda P, T: view_fraction(P, T, CAM, 0.1, 5.0)  # noqa: E731
+    assert seen(pts, np.eye(4)) == 1.0 and seen(pts, turned) == 0.0
+
+    def cov(yaw_deg):
+        return np.diag([1e-6] * 3 + [1e-6, math.radians(yaw_deg) ** 2, 1e-6])
+
+    f, T = best_view(pts, turned, cov(25.0), 3.0, seen)
+    assert f > 0.9 and np.degrees(np.linalg.norm(se3.so3_log(T[:3, :3]))) < 30.0
+    assert best_view(pts, turned, cov(5.0), 3.0, seen)[0] == 0.0
+    assert best_view(pts, turned, cov(25.0), 0.0, seen) == (0.0, turned)

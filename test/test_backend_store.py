@@ -5,7 +5,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
+import pytest
+
 from prism_ros.config import PrismConfig
+from prism_ros.core import se3
 from prism_ros.core.backend.compose import compose_map
 from prism_ros.core.backend.store import SubmapStore
 from prism_ros.core.backend.submaps import Submap, submap_map
@@ -26,19 +29,20 @@ def _submaps(cfg, n=4):
     return out
 
 
-def _same(a, b):
+_SCALARS = ("voxel_size", "truncation", "prior_var", "min_var", "model_var", "max_count", "distance_sigma_ratio")
+
+
+def _same(a, b, table=True):
+    """The same voxels and parameters; with ``table``, the same hash table and capacity too."""
     n = a.n_blocks
     assert b.n_blocks == n
     for k in ("block_xyz", "mu", "var", "rgb", "cnt"):
         np.testing.assert_array_equal(getattr(a, k)[:n], getattr(b, k)[:n], err_msg=k)
-    assert (a.voxel_size, a.truncation, a.prior_var, a.min_var, a.model_var, a.max_count) == (
-        b.voxel_size,
-        b.truncation,
-        b.prior_var,
-        b.min_var,
-        b.model_var,
-        b.max_count,
-    )
+    assert [getattr(a, k) for k in _SCALARS] == [getattr(b, k) for k in _SCALARS]
+    if table:
+        assert a.capacity == b.capacity
+        np.testing.assert_array_equal(a.keys, b.keys)
+        np.testing.assert_array_equal(a.vals, b.vals)
 
 
 def test_submaps_beyond_the_budget_go_to_disk_and_come_back_voxel_for_voxel(tmp_path):
@@ -52,18 +56,21 @@ def test_submaps_beyond_the_budget_go_to_disk_and_come_back_voxel_for_voxel(tmp_
     assert [s.map is None for s in subs] == [True, True, False, False]
     assert os.path.dirname(store.directory) == str(tmp_path)
     assert sorted(os.listdir(store.directory)) == sorted(os.path.basename(s.path) for s in subs[:2])
-    for s, m in zip(subs, kept):
-        _same(store.tsdf(s), m)
+    for s, m in zip(subs[:2], kept[:2]):
+        back = store.tsdf(s)
+        assert back is not m
+        _same(back, m)
     # a closure's candidate stays read until another one is; otherwise every use reads the file again
     assert store.tsdf(subs[0], keep=True) is store.tsdf(subs[0])
     assert store.tsdf(subs[1]) is not store.tsdf(subs[1])
-    # composed from disk (read one at a time) or from memory: the same map
-    poses = [np.eye(4) for _ in subs]
-    for i, T in enumerate(poses):
-        T[:3, 3] = [0.05 * i, 0.0, 0.0]
+    # composed from disk (read one at a time, the result's table growing for them) or from memory: the same map
+    poses = [se3.exp(np.array([0.05 * i, 0.0, 0.0, 0.0, 0.1 * i, 0.0])) for i in range(len(subs))]
     Sigma = np.diag([1e-6] * 3 + [1e-7] * 3)
-    lazy = [(s.map if s.map is not None else (lambda s=s: store.tsdf(s)), T, Sigma) for s, T in zip(subs, poses)]
-    _same(compose_map(lazy, subs[-1].map), compose_map([(m, T, Sigma) for m, T in zip(kept, poses)], kept[-1]))
+    lazy = [(lambda s=s: store.tsdf(s), T, Sigma) for s, T in zip(subs, poses)]  # no first guess of the size
+    vox = subs[-1].map.voxel_size / 5  # finer: more blocks than the table's first 1024
+    composed = compose_map(lazy, subs[-1].map, vox)
+    assert composed.n_blocks > 1024
+    _same(composed, compose_map([(m, T, Sigma) for m, T in zip(kept, poses)], kept[-1], vox), table=False)
     assert store.on_disk == 2 and store.bytes_on_disk == sum(os.path.getsize(s.path) for s in subs[:2])
     # a new graph forgets the files; closing removes the directory
     d = store.directory
@@ -71,6 +78,8 @@ def test_submaps_beyond_the_budget_go_to_disk_and_come_back_voxel_for_voxel(tmp_
     assert os.listdir(d) == []
     store.close()
     assert not os.path.exists(d) and store.directory is None
+    with pytest.raises(RuntimeError, match="removed when the back end stopped"):
+        store.tsdf(subs[0])
 
 
 def test_the_back_end_removes_its_submaps_when_it_stops(tmp_path):
@@ -125,4 +134,36 @@ def test_a_submap_that_cannot_be_written_stays_in_memory(tmp_path):
     assert all(s.map is not None and s.path is None for s in subs)
     assert store.write_failures == 2 and store.on_disk == 0 and "Error" in store.last_error
     assert store.tsdf(subs[0]) is subs[0].map
+    store.close()
+
+
+def test_disk_errors_keep_the_store_going(tmp_path, monkeypatch):
+    """A write that fails half way leaves no file, keeps the submap in memory and is tried again at the next freeze; a
+    submap whose file is gone counts as not there (and the composed map leaves it out)."""
+    cfg = PrismConfig.from_yaml().filter_config()
+    subs = _submaps(cfg, 3)
+    store = SubmapStore(cfg, in_memory=1, directory=str(tmp_path))
+    real_save = type(subs[0].map).save
+
+    def full_disk(self, path, extra=None, compress=True):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(type(subs[0].map), "save", full_disk)
+    store.frozen(subs[0])
+    store.frozen(subs[1])
+    assert subs[0].map is not None and store.write_failures == 1 and "No space left" in store.last_error
+    assert os.listdir(store.directory) == []
+    monkeypatch.setattr(type(subs[0].map), "save", real_save)
+    store.frozen(subs[2])  # the disk has room again: both older ones go
+    assert subs[0].map is None and subs[1].map is None and store.on_disk == 2 and store.last_error == ""
+    os.remove(subs[0].path)
+    assert store.tsdf(subs[0]) is None and store.read_failures == 1 and "could not be read back" in store.last_error
+    T, Sigma = np.eye(4), np.zeros((6, 6))
+    only = compose_map([(subs[1].map or (lambda: store.tsdf(subs[1])), T, Sigma)], subs[2].map)
+    with_gone = compose_map(
+        [(lambda: store.tsdf(subs[0]), T, Sigma), (lambda: store.tsdf(subs[1]), T, Sigma)], subs[2].map
+    )
+    _same(with_gone, only)
     store.close()

@@ -494,7 +494,7 @@ class PrismNode(Node):
             if self._backend.error:
                 self._error("backend", f"the back end stopped: {self._backend.error}")
             if self._backend.warning:
-                self._warn("backend_store", f"the back end keeps it in memory: {self._backend.warning}")
+                self._warn("backend_store", f"back end: {self._backend.warning}")
         if line:
             self._log.info(line)
         try:

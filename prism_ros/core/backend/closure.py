@@ -18,7 +18,7 @@ systematic part at the track's residual level, ``S H R_t H S`` (the track's post
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -30,7 +30,7 @@ from ..tracker import TrackResult, frame_pyramid, pyramid_levels, track, track_p
 from ..tsdf import TsdfMap
 from ..uncertainty import ErrorModelConstants
 
-__all__ = ["Closure", "LoopVerifier"]
+__all__ = ["Closure", "LoopVerifier", "variance_gain"]
 
 
 @dataclass
@@ -130,3 +130,10 @@ class LoopVerifier:
         if not np.all(np.isfinite(cov)) or np.linalg.eigvalsh(cov).min() <= 0:
             return None
         return Closure(tr.T_w_c.copy(), cov, float(tr.inlier_ratio), tr)
+
+
+def variance_gain(graph_cov: np.ndarray, closure_cov: np.ndarray) -> Tuple[float, float]:
+    """How many times more certain (variance trace) a closure is than the graph, in translation and in rotation."""
+    return tuple(
+        float(np.trace(graph_cov[b, b]) / max(np.trace(closure_cov[b, b]), 1e-30)) for b in (slice(0, 3), slice(3, 6))
+    )

@@ -108,8 +108,8 @@ def compose_map(
     """A new map in the map frame from ``parts`` = (submap, T_map_anchor, Sigma_anchor) triples (module docstring):
     ``like``'s parameters, voxel size ``voxel_size_m`` (default ``like.voxel_size``; the submaps' may differ), no
     free-space layer.  ``Sigma_anchor`` None: a pose taken as exact.  A submap may be given as a function that returns
-    it (one written to disk), called when its turn comes.  Submaps are fused in the order given, after the voxels of
-    ``base`` (a composed map at that voxel size, only read) when one is given."""
+    it (one written to disk), called when its turn comes; None from it leaves that part out.  Submaps are fused in the
+    order given, after the voxels of ``base`` (a composed map at that voxel size, only read) when one is given."""
     vox = like.voxel_size if voxel_size_m is None else float(voxel_size_m)
     if not (np.isfinite(vox) and vox > 0.0):
         raise ValueError(f"voxel size must be positive, got {voxel_size_m}")
@@ -133,6 +133,8 @@ def compose_map(
     mark_id = 0
     for sub, T, Sigma in parts:
         sub = sub() if callable(sub) else sub  # read back only now: one part at a time in memory
+        if sub is None:  # it could not be read back
+            continue
         T, S = _check_part(sub, T, Sigma)
         observed = _observed(sub)
         if len(observed) == 0:

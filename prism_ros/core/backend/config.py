@@ -119,6 +119,15 @@ BACKEND_PARAMS: Tuple[ParamSpec, ...] = (
         scope="pipeline",
     ),
     _p(
+        "backend_loop_search_sigma",
+        3.0,
+        "Candidate submaps are looked for within this many standard deviations of the keyframe's pose (its marginal "
+        "in the graph) when none overlaps the view at the estimate; 0: at the estimate only.",
+        0.0,
+        10.0,
+        scope="pipeline",
+    ),
+    _p(
         "backend_loop_min_variance_ratio",
         16.0,
         "A closure must be this many times more certain (variance trace, translation or rotation) than the graph's own "

@@ -22,6 +22,7 @@ class BackEndStats:
     submaps_on_disk: int = 0
     submaps_on_disk_mb: float = 0.0
     submap_write_failures: int = 0
+    submap_read_failures: int = 0
     optimisations: int = 0
     optimisation_ms_sum: float = 0.0
     optimisation_ms_max: float = float("nan")
@@ -29,8 +30,8 @@ class BackEndStats:
     verification_ms_sum: float = 0.0
     compose_ms: float = float("nan")
     error: str = ""
-    #: why the last frozen submap could not be written to disk ("" : none failed)
-    write_error: str = ""
+    #: the submap store's last failure ("" : none since its last successful write)
+    store_error: str = ""
 
     def optimised(self, ms: float) -> None:
         self.optimisations += 1
@@ -44,7 +45,8 @@ class BackEndStats:
     def stored(self, store) -> None:
         """Take the counts of the back end's :class:`~prism_ros.core.backend.store.SubmapStore`."""
         self.submaps_on_disk, self.submaps_on_disk_mb = store.on_disk, store.bytes_on_disk / 2**20
-        self.submap_write_failures, self.write_error = store.write_failures, store.last_error
+        self.submap_write_failures, self.submap_read_failures = store.write_failures, store.read_failures
+        self.store_error = store.last_error
 
     def figures(self) -> Dict[str, float]:
         mean = lambda s, n: s / n if n else float("nan")  # noqa: E731
@@ -61,6 +63,7 @@ class BackEndStats:
                 "submaps_on_disk",
                 "submaps_on_disk_mb",
                 "submap_write_failures",
+                "submap_read_failures",
             )
         }
         out["optimisation_ms_mean"] = mean(self.optimisation_ms_sum, self.optimisations)

@@ -9,7 +9,7 @@ never fused again, only re-posed, and it keeps a small sample of its surface for
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -18,7 +18,15 @@ from ..camera import Camera
 from ..image import FramePyramid
 from ..tsdf import TsdfMap
 
-__all__ = ["Keyframe", "Submap", "moved_beyond", "starts_new_submap", "submap_map", "view_fraction"]
+__all__ = [
+    "Keyframe",
+    "Submap",
+    "best_view",
+    "moved_beyond",
+    "starts_new_submap",
+    "submap_map",
+    "view_fraction",
+]
 
 #: surface samples a frozen submap keeps for the overlap test
 _SAMPLES = 400
@@ -141,3 +149,29 @@ def view_fraction(
     v = camera.fy * p[:, 1] / zs + camera.cy
     ok &= (u >= 0) & (u <= camera.width - 1) & (v >= 0) & (v <= camera.height - 1)
     return float(np.count_nonzero(ok)) / len(points_a)
+
+
+def best_view(
+    points_a: np.ndarray,
+    T_a_c: np.ndarray,
+    cov: np.ndarray,
+    max_sigma: float,
+    seen: Callable[[np.ndarray, np.ndarray], float],
+) -> Tuple[float, np.ndarray]:
+    """(fraction, pose): the largest ``seen(points_a, T)`` (e.g. :func:`view_fraction` for one camera) over the camera
+    pose ``T_a_c`` and the poses ``T_a_c Exp(r sqrt(lambda_i) u_i)`` along the principal axes (eigenvalues
+    ``lambda_i``, unit vectors ``u_i``) of ``cov`` (6x6, right perturbation, camera frame), ``r`` = +-max_sigma/3,
+    2max_sigma/3, max_sigma; the estimate first, so it wins a tie.  ``max_sigma`` 0: the estimate only."""
+    best = (seen(points_a, T_a_c), T_a_c)
+    if max_sigma <= 0.0:
+        return best
+    lam, U = np.linalg.eigh(0.5 * (cov + cov.T))
+    axes = U * np.sqrt(np.clip(lam, 0.0, None))
+    for r in (max_sigma / 3.0, 2.0 * max_sigma / 3.0, max_sigma):
+        for i in range(6):
+            for sign in (1.0, -1.0):
+                T = T_a_c @ se3.exp(sign * r * axes[:, i])
+                f = seen(points_a, T)
+                if f > best[0]:
+                    best = (f, T)
+    return best

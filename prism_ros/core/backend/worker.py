@@ -13,7 +13,8 @@ Worker thread, per keyframe (:meth:`BackEnd._process`):
     2. submap   the images fused into the active submap; a new one, the old one frozen, per starts_new_submap;
                 frozen submaps beyond the backend_submaps_in_memory newest go to disk (SubmapStore)
     3. loops    frozen submaps at least backend_loop_min_submap_gap older that overlap the view at the graph's
-                estimate are registered densely (LoopVerifier), the most overlapping first; a closure that
+                estimate (or, when none does, within backend_loop_search_sigma of it under the keyframe's
+                marginal) are registered densely (LoopVerifier), the most overlapping first; a closure that
                 verifies, is backend_loop_min_variance_ratio times more certain than the graph in translation or
                 rotation, and lies within backend_loop_gate_mahalanobis2 of the graph becomes a robust factor
     4. publish  the optimised keyframe poses and marginals, the correction T_map_odom
@@ -22,9 +23,8 @@ The map frame is the odom frame at the first keyframe.  The global map (every su
 pose, with its marginal: :func:`~prism_ros.core.backend.compose.compose_map`, free space carved from the keyframes'
 depth at their optimised poses) is composed by the worker when :meth:`BackEnd.global_map` asked for it and something
 changed: at once after a loop closure or a frozen submap, at most every ``backend_map_period_s`` for the active
-submap's new keyframes.  The worker keeps the frozen submaps composed (with the free space of the keyframes so far)
-and adds the active submap and the newer keyframes to a copy of that, so such an update costs one submap, not all.
-A filter reset (an INITIALISED step) starts a new graph.
+submap's new keyframes (:class:`~prism_ros.core.backend.global_map.GlobalMapBuilder`).  A filter reset (an
+INITIALISED step) starts a new graph.
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ from ..image import InvalidFrameError
 from ..threads import lower_priority
 from ..tsdf import TsdfMap
 from ..types import StepOutcome
-from .closure import LoopVerifier
+from .closure import LoopVerifier, variance_gain
 from .global_map import GlobalMapBuilder
 from .graph import PoseGraph
 from .odometry import RelativeMotion, carry
 from .stats import BackEndStats
 from .store import SubmapStore
-from .submaps import Keyframe, Submap, moved_beyond, starts_new_submap, submap_map, view_fraction
+from .submaps import Keyframe, Submap, best_view, moved_beyond, starts_new_submap, submap_map, view_fraction
 
 __all__ = ["BackEnd"]
 
@@ -77,13 +77,6 @@ class _Item:
     images: Optional[tuple]  # (rgb, depth, depth_sigma)
     generation: int
     inlier_average: float  # the filter's recent inlier ratio
-
-
-def _gain(graph_cov: np.ndarray, closure_cov: np.ndarray) -> Tuple[float, float]:
-    """How many times more certain (variance trace) a closure is than the graph, in translation and in rotation."""
-    return tuple(
-        float(np.trace(graph_cov[b, b]) / max(np.trace(closure_cov[b, b]), 1e-30)) for b in (slice(0, 3), slice(3, 6))
-    )
 
 
 class BackEnd:
@@ -125,9 +118,9 @@ class BackEnd:
 
     @property
     def warning(self) -> str:
-        """Why frozen submaps stay in memory ("" while every one that should be is on disk)."""
+        """The submap store's last disk failure, while it stands ("" : none)."""
         with self._cv:
-            return self.stats.write_error and f"a frozen submap could not be written to disk: {self.stats.write_error}"
+            return self.stats.store_error
 
     # ------------------------------------------------------------------ filter thread
     def _reset_front(self) -> None:
@@ -307,7 +300,8 @@ class BackEnd:
             self._cv.notify_all()
         self._thread.join(timeout_s)
         if not self._thread.is_alive():  # (else the store's directory goes at exit)
-            self.store.close()
+            with self._own:
+                self.store.close()
 
     def figures(self) -> Dict[str, float]:
         with self._cv:
@@ -416,7 +410,8 @@ class BackEnd:
         """(closed, optimisation ms): the candidates of keyframe ``key`` verified in turn (module docstring, 3.)."""
         c, fc = self.cfg, self.fcfg
         X_k = self.graph.pose(key)
-        cands = []
+        near, cands = [], []  # (overlap, submap, prediction): in view at the estimate; only within its uncertainty
+        seen = partial(view_fraction, camera=self.camera, depth_min=fc.depth_min_m, depth_max=fc.depth_max_m)
         active_id = self.submaps[-1].id if self.submaps else -1
         for s in self.submaps:
             if not s.frozen or s.id > active_id - c.backend_loop_min_submap_gap or s.samples is None:
@@ -424,14 +419,18 @@ class BackEnd:
             if self._retry_after.get(s.id, -1) >= key:  # it failed to register a moment ago
                 continue
             T_a_c = se3.inv(self.graph.pose(s.anchor_key)) @ X_k
-            f = view_fraction(s.samples, T_a_c, self.camera, fc.depth_min_m, fc.depth_max_m)
-            if f >= c.backend_loop_min_overlap:
-                cands.append((f, s, T_a_c))
+            f = seen(s.samples, T_a_c)
+            (near if f >= c.backend_loop_min_overlap else cands).append((f, s, T_a_c))
+        if not near and cands and c.backend_loop_search_sigma > 0.0:
+            # the keyframe's marginal (gauge: the first keyframe) bounds its uncertainty relative to an older anchor
+            M_k, r = self.graph.marginal(key), c.backend_loop_search_sigma
+            views = [(best_view(s.samples, T, M_k, r, seen), s) for _, s, T in cands]
+            near = [(f, s, T) for (f, T), s in views if f >= c.backend_loop_min_overlap]
         closed, ms = False, 0.0
-        for _, s, T_a_c in sorted(cands, key=lambda x: -x[0])[: c.backend_loop_max_candidates]:
+        for _, s, T_a_c in sorted(near, key=lambda x: -x[0])[: c.backend_loop_max_candidates]:
             # a closure is at least as uncertain as its submap's content: skip one that cannot be informative
             if (
-                max(_gain(self.graph.relative_marginal(s.anchor_key, key), s.internal_cov))
+                max(variance_gain(self.graph.relative_marginal(s.anchor_key, key), s.internal_cov))
                 < c.backend_loop_min_variance_ratio
             ):
                 self.stats.loops_rejected_uninformative += 1
@@ -452,8 +451,11 @@ class BackEnd:
         against the graph; with ``add``, an accepted closure becomes a factor (staged: the next update optimises).
         Runs on the worker, or with its lock held."""
         t0 = time.perf_counter()
-        cl = self.verifier.register(
-            frame, self.store.tsdf(sub, keep=True), T_a_c_pred, inlier_reference, self.cfg.backend_loop_min_overlap
+        tsdf = self.store.tsdf(sub, keep=True)  # (None: it could not be read back)
+        cl = (
+            None
+            if tsdf is None
+            else self.verifier.register(frame, tsdf, T_a_c_pred, inlier_reference, self.cfg.backend_loop_min_overlap)
         )
         self.stats.verified((time.perf_counter() - t0) * 1e3)
         if cl is None:
@@ -461,7 +463,7 @@ class BackEnd:
             return False, NO_REGISTRATION
         cl.cov = cl.cov + sub.internal_cov  # the submap's own content errs by its odometry since the anchor
         chk = self.graph.check_loop(sub.anchor_key, key, cl.T_a_c, cl.cov)
-        if max(_gain(chk.cov - cl.cov, cl.cov)) < self.cfg.backend_loop_min_variance_ratio:  # (the graph's own)
+        if max(variance_gain(chk.cov - cl.cov, cl.cov)) < self.cfg.backend_loop_min_variance_ratio:  # (the graph's own)
             self.stats.loops_rejected_uninformative += 1
             return False, UNINFORMATIVE
         if chk.mahalanobis2 > self.cfg.backend_loop_gate_mahalanobis2:
