@@ -278,20 +278,28 @@ def test_a_loop_beyond_the_view_at_the_estimate_is_found_within_its_uncertainty(
 
 
 def test_best_view_searches_the_principal_axes_of_the_uncertainty():
-    """Points straight ahead of a camera turned 70 deg away: out of view at the estimate; found along the marginal's
-    yaw axis when its sigma is 25 deg (within 3 sigma), not when it is 5 deg, nor without the search."""
+    """Points ahead of a camera that is turned 70 deg away from them (and moved): out of view at the estimate; found at
+    a pose ``T Exp(r sigma u)`` on the marginal's principal axis u (a yaw with some translation) when sigma is 25 deg,
+    not when it is 5 deg, nor without the search."""
+    from prism_ros.core.backend.candidates import plausible
     from prism_ros.core.backend.submaps import best_view, view_fraction
 
     rng = np.random.default_rng(0)
     pts = np.column_stack([rng.uniform(-0.3, 0.3, 200), rng.uniform(-0.2, 0.2, 200), rng.uniform(1.5, 2.5, 200)])
-    turned = se3.exp(np.array([0.0, 0.0, 0.0, 0.0, math.radians(70.0), 0.0]))
+    turned = se3.exp(np.array([0.1, 0.0, 0.05, 0.0, math.radians(70.0), 0.0]))
     seen = lambda P, T: view_fraction(P, T, CAM, 0.1, 5.0)  # noqa: E731
-    assert seen(pts, np.eye(4)) == 1.0 and seen(pts, turned) == 0.0
+    assert seen(pts, turned) == 0.0
+    u = np.array([0.2, 0.0, 0.1, 0.0, 1.0, 0.0])
+    u /= np.linalg.norm(u)
 
-    def cov(yaw_deg):
-        return np.diag([1e-6] * 3 + [1e-6, math.radians(yaw_deg) ** 2, 1e-6])
+    def cov(deg):
+        return (math.radians(deg) / u[4]) ** 2 * np.outer(u, u) + 1e-10 * np.eye(6)
 
     f, T = best_view(pts, turned, cov(25.0), 3.0, seen)
-    assert f > 0.9 and np.degrees(np.linalg.norm(se3.so3_log(T[:3, :3]))) < 30.0
+    sigma = math.radians(25.0) / u[4]
+    on_axis = [turned @ se3.exp(k * r * sigma * u) for k in (1, -1) for r in (1, 2, 3)]
+    assert f > 0.9 and any(np.allclose(T, P, atol=1e-6) for P in on_axis)
     assert best_view(pts, turned, cov(5.0), 3.0, seen)[0] == 0.0
     assert best_view(pts, turned, cov(25.0), 0.0, seen) == (0.0, turned)
+    # the pose found lies at its radius under the covariance: within a search of 3 sigma, not of 1.5
+    assert plausible(turned, T, cov(25.0), 3.0) and not plausible(turned, T, cov(25.0), 1.5)

@@ -14,14 +14,15 @@ failing that, when the interpreter exits (not after a crash: the directories are
 
 Disk errors do not stop the back end: a submap that cannot be written (no such directory, a full disk) stays in
 memory and is tried again at the next freeze; one that cannot be read back counts as not there (:meth:`tsdf` gives
-None).  Both are counted (:attr:`write_failures`, :attr:`read_failures`, :attr:`last_error`).  Not thread-safe: the
-back end's worker owns it (or a caller holding the worker's lock).
+None).  Both are counted (:attr:`write_failures`, :attr:`read_failures`) and said (:attr:`last_error`).  Not
+thread-safe: the back end's worker owns it (or a caller holding the worker's lock).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from typing import List, Optional
 
 from prism_ros.core.tsdf import TsdfMap
@@ -55,9 +56,15 @@ class SubmapStore:
         self._closed = False
         #: the submaps on disk now, and their bytes
         self.on_disk, self.bytes_on_disk = 0, 0
-        #: failed writes (the submap stayed in memory) and reads (it counted as not there), and the last failure's
-        #: message ("" when the last write succeeded)
-        self.write_failures, self.read_failures, self.last_error = 0, 0, ""
+        #: failed writes (the submap stayed in memory) and reads (it counted as not there)
+        self.write_failures, self.read_failures = 0, 0
+        self._write_error, self._read_error = "", ""
+
+    @property
+    def last_error(self) -> str:
+        """The last failed read (it stands until a new graph), else the last failed write while none has succeeded
+        since; "" when neither."""
+        return self._read_error or self._write_error
 
     @property
     def directory(self) -> Optional[str]:
@@ -83,9 +90,9 @@ class SubmapStore:
             raise RuntimeError(f"submap {sub.id} was on disk, removed when the back end stopped")
         try:
             m = TsdfMap.load(sub.path, *self._params)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # gone, truncated, not a map
             self.read_failures += 1
-            self.last_error = (
+            self._read_error = (
                 f"submap {sub.id} could not be read back from {sub.path}, left out: {type(e).__name__}: {e}"
             )
             return None
@@ -99,7 +106,8 @@ class SubmapStore:
         for path in self._paths:
             _remove(path)
         self._held, self._paths, self._read = [], [], None
-        self.on_disk, self.bytes_on_disk, self.last_error = 0, 0, ""
+        self.on_disk, self.bytes_on_disk = 0, 0
+        self._write_error, self._read_error = "", ""
 
     def close(self) -> None:
         """Forget every submap and remove the directory; a submap that was on disk cannot be read any more."""
@@ -122,14 +130,14 @@ class SubmapStore:
             size = os.path.getsize(path)
         except OSError as e:  # it stays in memory
             self.write_failures += 1
-            self.last_error = f"submap {sub.id} could not be written to disk, kept in memory: {type(e).__name__}: {e}"
+            self._write_error = f"submap {sub.id} could not be written to disk, kept in memory: {type(e).__name__}: {e}"
             if path is not None:
                 _remove(path)
             return False
         self._paths.append(path)
         self.on_disk += 1
         self.bytes_on_disk += size
-        self.last_error = ""
+        self._write_error = ""
         sub.map, sub.path = None, path
         return True
 

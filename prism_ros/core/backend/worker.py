@@ -13,8 +13,8 @@ Worker thread, per keyframe (:meth:`BackEnd._process`):
     2. submap   the images fused into the active submap; a new one, the old one frozen, per starts_new_submap;
                 frozen submaps beyond the backend_submaps_in_memory newest go to disk (SubmapStore)
     3. loops    frozen submaps at least backend_loop_min_submap_gap older that overlap the view at the graph's
-                estimate (or, when none does, within backend_loop_search_sigma of it under the keyframe's
-                marginal) are registered densely (LoopVerifier), the most overlapping first; a closure that
+                estimate (or, when none does, within backend_loop_search_sigma of it: candidates.py) are
+                registered densely (LoopVerifier), the most overlapping first; a closure that
                 verifies, is backend_loop_min_variance_ratio times more certain than the graph in translation or
                 rotation, and lies within backend_loop_gate_mahalanobis2 of the graph becomes a robust factor
     4. publish  the optimised keyframe poses and marginals, the correction T_map_odom
@@ -44,19 +44,20 @@ from ..image import InvalidFrameError
 from ..threads import lower_priority
 from ..tsdf import TsdfMap
 from ..types import StepOutcome
+from .candidates import eligible, in_view, plausible, within_uncertainty
 from .closure import LoopVerifier, variance_gain
 from .global_map import GlobalMapBuilder
 from .graph import PoseGraph
 from .odometry import RelativeMotion, carry
 from .stats import BackEndStats
 from .store import SubmapStore
-from .submaps import Keyframe, Submap, best_view, moved_beyond, starts_new_submap, submap_map, view_fraction
+from .submaps import Keyframe, Submap, moved_beyond, starts_new_submap, submap_map, view_fraction
 
 __all__ = ["BackEnd"]
 
 #: how much nicer than the filter's thread the worker runs (Linux nice)
 WORKER_NICE = 5
-#: a submap that failed to register is not tried again for this many keyframes
+#: a submap that failed to register (or the gate) is not tried again for this many keyframes
 LOOP_RETRY_KEYFRAMES = 5
 #: why :meth:`BackEnd.verify_closure` refused a closure
 NO_REGISTRATION, UNINFORMATIVE, OUTSIDE_GATE = (
@@ -314,6 +315,7 @@ class BackEnd:
         self.store.clear()
         self._chain: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (T_odom of the last keyframe, cov from anchor)
         self._retry_after: Dict[int, int] = {}  # submap id -> the first key to try it again
+        self._anchor_covs: Dict[int, np.ndarray] = {}  # anchor key -> its marginal (_anchor_cov)
         self._version = 0
         self._back_generation = self._generation
         self._builder = GlobalMapBuilder(self.fcfg, self.camera, _SMALL_LEVEL)
@@ -409,39 +411,36 @@ class BackEnd:
     def _close_loops(self, key: int, frame, inlier_reference: float) -> Tuple[bool, float]:
         """(closed, optimisation ms): the candidates of keyframe ``key`` verified in turn (module docstring, 3.)."""
         c, fc = self.cfg, self.fcfg
-        X_k = self.graph.pose(key)
-        near, cands = [], []  # (overlap, submap, prediction): in view at the estimate; only within its uncertainty
         seen = partial(view_fraction, camera=self.camera, depth_min=fc.depth_min_m, depth_max=fc.depth_max_m)
-        active_id = self.submaps[-1].id if self.submaps else -1
-        for s in self.submaps:
-            if not s.frozen or s.id > active_id - c.backend_loop_min_submap_gap or s.samples is None:
-                continue
-            if self._retry_after.get(s.id, -1) >= key:  # it failed to register a moment ago
-                continue
-            T_a_c = se3.inv(self.graph.pose(s.anchor_key)) @ X_k
-            f = seen(s.samples, T_a_c)
-            (near if f >= c.backend_loop_min_overlap else cands).append((f, s, T_a_c))
-        if not near and cands and c.backend_loop_search_sigma > 0.0:
-            # the keyframe's marginal (gauge: the first keyframe) bounds its uncertainty relative to an older anchor
-            M_k, r = self.graph.marginal(key), c.backend_loop_search_sigma
-            views = [(best_view(s.samples, T, M_k, r, seen), s) for _, s, T in cands]
-            near = [(f, s, T) for (f, T), s in views if f >= c.backend_loop_min_overlap]
+        subs = eligible(self.submaps, c.backend_loop_min_submap_gap, self._retry_after, key)
+        X_k, r = self.graph.pose(key), c.backend_loop_search_sigma
+        near, rest = in_view(subs, X_k, self.graph.pose, seen, c.backend_loop_min_overlap)
+        searched = not near and rest and r > 0.0
+        if searched:
+            M_k, ovl = self.graph.marginal(key), c.backend_loop_min_overlap
+            near = within_uncertainty(rest, M_k, self._anchor_cov, r, seen, ovl, fc.depth_max_m)
         closed, ms = False, 0.0
         for _, s, T_a_c in sorted(near, key=lambda x: -x[0])[: c.backend_loop_max_candidates]:
+            rel = self.graph.relative_marginal(s.anchor_key, key)
             # a closure is at least as uncertain as its submap's content: skip one that cannot be informative
-            if (
-                max(variance_gain(self.graph.relative_marginal(s.anchor_key, key), s.internal_cov))
-                < c.backend_loop_min_variance_ratio
-            ):
+            if max(variance_gain(rel, s.internal_cov)) < c.backend_loop_min_variance_ratio:
                 self.stats.loops_rejected_uninformative += 1
                 continue
+            if searched and not plausible(se3.inv(self.graph.pose(s.anchor_key)) @ X_k, T_a_c, rel, r):
+                continue  # the pose that saw it is beyond the search under the exact relative marginal
             ok, why = self.verify_closure(key, frame, s, T_a_c, inlier_reference)
             if ok:  # optimised now: the next candidate is gated against a graph that holds this one
                 ms += self.graph.update()
+                self._anchor_covs.clear()
             closed |= ok
-            if why == NO_REGISTRATION:
+            if not ok and why != UNINFORMATIVE:  # it did not register or failed the gate: not again at once
                 self._retry_after[s.id] = key + LOOP_RETRY_KEYFRAMES
         return closed, ms
+
+    def _anchor_cov(self, key: int) -> np.ndarray:
+        """An anchor's marginal, kept until the next loop closure moves the graph (odometry alone leaves it)."""
+        m = self._anchor_covs.get(key)
+        return m if m is not None else self._anchor_covs.setdefault(key, self.graph.marginal(key))
 
     def verify_closure(
         self, key: int, frame, sub: Submap, T_a_c_pred: np.ndarray, inlier_reference: float, add: bool = True
@@ -498,3 +497,4 @@ class BackEnd:
                 self._global = out
                 self._composed_at = time.monotonic()
                 self.stats.compose_ms = (time.perf_counter() - t0) * 1e3
+                self.stats.stored(self.store)  # (reads that failed)
