@@ -303,3 +303,17 @@ def test_best_view_searches_the_principal_axes_of_the_uncertainty():
     assert best_view(pts, turned, cov(25.0), 0.0, seen) == (0.0, turned)
     # the pose found lies at its radius under the covariance: within a search of 3 sigma, not of 1.5
     assert plausible(turned, T, cov(25.0), 3.0) and not plausible(turned, T, cov(25.0), 1.5)
+
+
+def test_only_frozen_submaps_with_a_surface_old_enough_and_not_just_failed_are_candidates():
+    from prism_ros.core.backend.candidates import eligible
+    from prism_ros.core.backend.submaps import Submap
+
+    def sub(i, samples, frozen=True):
+        return Submap(i, i, np.eye(4), None, frozen=frozen, samples=samples)
+
+    pts = np.ones((5, 3))
+    subs = [sub(0, pts), sub(1, np.zeros((0, 3))), sub(2, pts), sub(3, pts), sub(4, None, frozen=False)]
+    assert [s.id for s in eligible(subs, 2, {}, key=10)] == [0, 2]  # 1 saw no surface; 3 is too recent
+    assert [s.id for s in eligible(subs, 2, {0: 10}, key=10)] == [2]  # 0 failed a moment ago
+    assert [s.id for s in eligible(subs, 2, {0: 10}, key=11)] == [0, 2]

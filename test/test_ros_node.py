@@ -466,13 +466,16 @@ def test_real_filter_on_synthetic_sequence(ros):
 
 def test_backend_outputs_in_the_map_frame(ros):
     """With the back end: ~/pose and ~/path in map_frame (the pose with the graph's marginal), ~/odometry still in
-    odom, the map outputs from the composed global map in map_frame, the back end's figures in the diagnostics."""
+    odom, the map outputs from the composed global map in map_frame, the back end's figures in the diagnostics.  A
+    submap a keyframe, none of the frozen ones kept in memory: they are composed from disk."""
     node = _start(
         ros,
         overrides=[
             Parameter("backend_enabled", value=True),
             Parameter("queue_size", value=50),
             Parameter("map_publish_rate_hz", value=10.0),
+            Parameter("backend_submap_distance_m", value=0.05),
+            Parameter("backend_submaps_in_memory", value=0),
         ],
     )
     try:
@@ -489,7 +492,13 @@ def test_backend_outputs_in_the_map_frame(ros):
             cv.pose_to_T(ros.pose[-1].pose.pose), cv.pose_to_T(ros.odom[-1].pose.pose), atol=1e-9
         )
         assert ros.wait_for(lambda: ros.path and ros.path[-1].header.frame_id == "map", 5)
-        assert ros.wait_for(lambda: node._backend.figures()["keyframes"] >= 3, 10), node._backend.figures()
+        assert ros.wait_for(lambda: node._backend.figures()["keyframes"] >= 3, 10), (
+            node._backend.figures(),
+            node._backend.error,
+        )
+        f = node._backend.figures()
+        assert f["submaps"] >= 3 and f["submaps_on_disk"] >= 2 and f["submap_write_failures"] == 0, f
         assert ros.wait_for(lambda: ros.cloud and ros.cloud[-1].header.frame_id == "map", 10)
+        assert node._backend.error == "" and node._backend.warning == ""
     finally:
         ros.detach(node)

@@ -26,13 +26,18 @@ Candidate = Tuple[float, Submap, np.ndarray]
 
 
 def eligible(submaps: Sequence[Submap], min_gap: int, retry_after: Dict[int, int], key: int) -> List[Submap]:
-    """The frozen ``submaps`` (the active one last) at least ``min_gap`` older than the active one, except those that
-    failed for keyframe ``key`` a moment ago (``retry_after``: submap id -> the first key to try it again)."""
+    """The frozen ``submaps`` (the active one last) with surface samples, at least ``min_gap`` older than the active
+    one, except those that failed for keyframe ``key`` a moment ago (``retry_after``: submap id -> the first key to try
+    it again)."""
     active_id = submaps[-1].id if submaps else -1
     return [
         s
         for s in submaps
-        if s.frozen and s.id <= active_id - min_gap and s.samples is not None and retry_after.get(s.id, -1) < key
+        if s.frozen
+        and s.id <= active_id - min_gap
+        and s.samples is not None
+        and len(s.samples) > 0
+        and retry_after.get(s.id, -1) < key
     ]
 
 
