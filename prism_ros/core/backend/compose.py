@@ -116,10 +116,9 @@ def compose_map(
     if base is not None and not np.isclose(base.voxel_size, vox):
         raise ValueError(f"base has voxel size {base.voxel_size}, the result {vox}")
     parts = list(parts)
-    estimate = 0  # the result's blocks, from the parts in memory (the table grows for the others)
-    for sub, _, _ in parts:
-        if isinstance(sub, TsdfMap):
-            estimate += int(len(_observed(sub)) * max(1.0, sub.voxel_size / vox) ** 3)
+    # the observed blocks of the parts in memory, and from them the result's size (the table grows for the others)
+    seen = {i: _observed(sub) for i, (sub, _, _) in enumerate(parts) if isinstance(sub, TsdfMap)}
+    estimate = sum(int(len(o) * max(1.0, parts[i][0].voxel_size / vox) ** 3) for i, o in seen.items())
     nb = 0 if base is None else base.n_blocks
     work = _Blocks(max(1024, 2 * (estimate + nb)), like.prior_var)
     if nb:
@@ -131,12 +130,12 @@ def compose_map(
         work.n = nb
         rebuild_hash(work.keys, work.vals, work.block_xyz, nb)
     mark_id = 0
-    for sub, T, Sigma in parts:
+    for i, (sub, T, Sigma) in enumerate(parts):
         sub = sub() if callable(sub) else sub  # read back only now: one part at a time in memory
         if sub is None:  # it could not be read back
             continue
         T, S = _check_part(sub, T, Sigma)
-        observed = _observed(sub)
+        observed = seen[i] if i in seen else _observed(sub)
         if len(observed) == 0:
             continue
         R_ma = np.ascontiguousarray(T[:3, :3])

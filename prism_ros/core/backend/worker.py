@@ -415,7 +415,7 @@ class BackEnd:
         subs = eligible(self.submaps, c.backend_loop_min_submap_gap, self._retry_after, key)
         X_k, r = self.graph.pose(key), c.backend_loop_search_sigma
         near, rest = in_view(subs, X_k, self.graph.pose, seen, c.backend_loop_min_overlap)
-        searched = not near and rest and r > 0.0
+        searched = not near and bool(rest) and r > 0.0
         if searched:
             M_k, ovl = self.graph.marginal(key), c.backend_loop_min_overlap
             near = within_uncertainty(rest, M_k, self._anchor_cov, r, seen, ovl, fc.depth_max_m)
