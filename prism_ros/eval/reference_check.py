@@ -12,8 +12,10 @@ ground truth and, with ``--poses``, on an estimate of the same frames, side by s
 
 Command line::
 
-    python -m prism_ros.eval.reference_check DATA --span FIRST-LAST [--span ...] [--poses TRAJECTORY.tum]
+    python -m prism_ros.eval.reference_check DATA --span FIRST-END [--span ...] [--poses TRAJECTORY.tum]
         [--frames N] [--every 5]
+
+``--span FIRST-END`` checks frames FIRST..END-1 (the data set's indices, as ``error_fit``'s ``#first-last``).
 
 ``--poses``: a TUM trajectory in the camera frame (``prism-ros run`` writes ``trajectory.tum``), matched to the
 data set's frames by stamp; without it, the data set's ground truth.
@@ -30,7 +32,7 @@ import numpy as np
 
 from prism_ros.core import se3
 from prism_ros.core.backend.closure import LoopVerifier
-from prism_ros.core.backend.submaps import submap_map
+from prism_ros.core.backend.submaps import Submap, submap_map
 from prism_ros.core.image import InvalidFrameError
 from prism_ros.datasets.base import FrameLoadError
 
@@ -73,7 +75,7 @@ def check_span(
     others (module docstring).  ``cfg``: a FilterConfig; ``poses``: index -> camera-to-world pose (default: the
     frames' ground truth); frames without a pose, or whose images do not load, are neither fused nor checked."""
     ver = LoopVerifier(cfg, dataset.camera)
-    tsdf = submap_map(cfg, 1)
+    sub = Submap(0, -1, np.eye(4), submap_map(cfg, 1))  # a map in the poses' frame
     first, last = span
     poses = ground_truth(dataset) if poses is None else poses
 
@@ -87,26 +89,15 @@ def check_span(
     for i in range(0, len(dataset), max(1, fuse_every)):
         T = poses.get(i)
         fp = None if first - margin <= i < last + margin or T is None else frame(i)
-        if fp is None:
-            continue
-        tsdf.integrate(
-            fp.depth[0],
-            fp.rgb,
-            fp.normals[fp.aux_level],
-            dataset.camera.params,
-            T,
-            ver.noise,
-            depth_sigma=fp.depth_sigma,
-            edges=fp.edges,
-            aux_level=fp.aux_level,
-        )
+        if fp is not None:
+            sub.fuse(fp, i, T, dataset.camera, ver.noise)
     rows = []
     for i in range(first, min(last, len(dataset)), max(1, every)):
         T = poses.get(i)
         fp = None if T is None else frame(i)
         if fp is None:
             continue
-        closure = ver.register(fp, tsdf, T, 0.0, min_overlap)
+        closure = ver.register(fp, sub.map, T, 0.0, min_overlap)
         if closure is None:
             rows.append((i, np.nan, np.nan, np.nan))
             continue
@@ -119,41 +110,28 @@ def check_span(
 
 def ground_truth(dataset) -> Dict[int, np.ndarray]:
     """index -> the frame's ground-truth pose, where it has one."""
-    out = {}
-    for i in range(len(dataset)):
-        T = dataset.gt_pose(i) if hasattr(dataset, "gt_pose") else dataset[i].T_w_c_gt
-        if T is not None:
-            out[i] = np.asarray(T, dtype=np.float64)
-    return out
+    poses = ((i, dataset.gt_pose(i)) for i in range(len(dataset)))
+    return {i: T for i, T in poses if T is not None}
 
 
 def poses_from_tum(dataset, path: str, tol_s: float = 1e-3) -> Dict[int, np.ndarray]:
     """index -> pose: the TUM trajectory ``path`` matched to ``dataset``'s frames by stamp (within ``tol_s``)."""
+    from prism_ros.datasets.tum import associate
     from prism_ros.tools.export import read_tum
 
     stamps, T = read_tum(path)
-    out: Dict[int, np.ndarray] = {}
-    if not len(stamps):
-        return out
-    order = np.argsort(stamps)
-    stamps, T = stamps[order], T[order]
-    for i, s in enumerate(dataset.stamps()):
-        j = int(np.clip(np.searchsorted(stamps, s), 1, len(stamps) - 1))
-        j = j - 1 if abs(stamps[j - 1] - s) <= abs(stamps[j] - s) else j
-        if abs(stamps[j] - s) <= tol_s:
-            out[i] = T[j]
-    return out
+    return {int(i): T[j] for i, j in associate(dataset.stamps(), stamps, max_difference=tol_s)}
 
 
 def _span(text: str) -> Tuple[int, int]:
     a, _, b = text.partition("-")
-    return int(a), int(b) + 1
+    return int(a), int(b)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m prism_ros.eval.reference_check", description=__doc__.split("\n")[0])
     ap.add_argument("data", help="anything prism-ros run reads")
-    ap.add_argument("--span", action="append", required=True, metavar="FIRST-LAST", help="frames to check (repeat)")
+    ap.add_argument("--span", action="append", required=True, metavar="FIRST-END", help="frames first..end-1 (repeat)")
     ap.add_argument("--poses", help="a TUM trajectory to check instead of the ground truth")
     ap.add_argument("--frames", type=int, help="use the first N frames")
     ap.add_argument("--every", type=int, default=5, help="check every N-th frame of a span")
@@ -164,8 +142,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     ds = open_dataset(a.data, frames=a.frames)
     cfg = apply_dataset_hints(PrismConfig.from_yaml(), ds)[0].filter_config()
-    poses = None if a.poses is None else poses_from_tum(ds, a.poses)
-    print(f"{ds.name}: {'the ground truth' if poses is None else a.poses} against its own map")
+    poses = ground_truth(ds) if a.poses is None else poses_from_tum(ds, a.poses)
+    print(f"{ds.name}: {a.poses or 'the ground truth'} against its own map")
     for text in a.span:
         print("  " + check_span(ds, cfg, _span(text), poses, a.every).summary(), flush=True)
     return 0

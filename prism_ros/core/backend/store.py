@@ -54,8 +54,8 @@ class SubmapStore:
         self._read: Optional[tuple] = None  # (submap, its TSDF read back) kept for the next closure
         self._count = 0
         self._closed = False
-        #: the submaps on disk now, and their bytes
-        self.on_disk, self.bytes_on_disk = 0, 0
+        #: the bytes of the submaps on disk now
+        self.bytes_on_disk = 0
         #: failed writes (the submap stayed in memory) and reads (it counted as not there)
         self.write_failures, self.read_failures = 0, 0
         self._write_error, self._read_error = "", ""
@@ -65,6 +65,11 @@ class SubmapStore:
         """The last failed read (it stands until a new graph), else the last failed write while none has succeeded
         since; "" when neither."""
         return self._read_error or self._write_error
+
+    @property
+    def on_disk(self) -> int:
+        """The submaps on disk now."""
+        return len(self._paths)
 
     @property
     def directory(self) -> Optional[str]:
@@ -106,7 +111,7 @@ class SubmapStore:
         for path in self._paths:
             _remove(path)
         self._held, self._paths, self._read = [], [], None
-        self.on_disk, self.bytes_on_disk = 0, 0
+        self.bytes_on_disk = 0
         self._write_error, self._read_error = "", ""
 
     def close(self) -> None:
@@ -135,7 +140,6 @@ class SubmapStore:
                 _remove(path)
             return False
         self._paths.append(path)
-        self.on_disk += 1
         self.bytes_on_disk += size
         self._write_error = ""
         sub.map, sub.path = None, path

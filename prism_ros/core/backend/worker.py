@@ -312,7 +312,6 @@ class BackEnd:
     def _reset_back(self) -> None:
         self.graph = PoseGraph(self.cfg.backend_loop_kernel_scale)
         self.submaps: List[Submap] = []
-        self.store.clear()
         self._chain: Optional[Tuple[np.ndarray, np.ndarray]] = None  # (T_odom of the last keyframe, cov from anchor)
         self._retry_after: Dict[int, int] = {}  # submap id -> the first key to try it again
         self._anchor_covs: Dict[int, np.ndarray] = {}  # anchor key -> its marginal (_anchor_cov)
@@ -335,6 +334,7 @@ class BackEnd:
             try:
                 with self._own:
                     if item is not None and item.generation != self._back_generation:
+                        self.store.clear()  # (its files: outside the lock the filter's thread takes)
                         with self._cv:
                             self._reset_back()
                     self._process(item) if item is not None else self._compose()
@@ -431,7 +431,6 @@ class BackEnd:
             ok, why = self.verify_closure(key, frame, s, T_a_c, inlier_reference)
             if ok:  # optimised now: the next candidate is gated against a graph that holds this one
                 ms += self.graph.update()
-                self._anchor_covs.clear()
             closed |= ok
             if not ok and why != UNINFORMATIVE:  # it did not register or failed the gate: not again at once
                 self._retry_after[s.id] = key + LOOP_RETRY_KEYFRAMES
@@ -470,6 +469,7 @@ class BackEnd:
             return False, f"{OUTSIDE_GATE}: {np.sqrt(chk.mahalanobis2):.1f} sigma"
         if add:
             self.graph.add_loop(sub.anchor_key, key, cl.T_a_c, cl.cov)
+            self._anchor_covs.clear()  # the graph moves at its next update
             self.stats.loops_accepted += 1
         return True, f"{np.sqrt(chk.mahalanobis2):.1f} sigma, inliers {cl.inlier_ratio:.2f}"
 
